@@ -1,0 +1,78 @@
+//! The `codebeaker` command: runs untrusted programs in isolated boxes with no server at all,
+//! checks what isolation the host can give, and measures it.
+//!
+//! The binary is also each box's setup process: when started as `codebeaker __box-init <fd>` it
+//! hands over to [`codebeaker_sandbox::init::main`] before anything else (no threads, no runtime).
+
+mod bench;
+mod doctor;
+mod parse;
+mod run;
+
+use clap::{Parser, Subcommand};
+
+/// Run untrusted code in many languages, quickly and safely.
+#[derive(Parser)]
+#[command(name = "codebeaker", version, about, long_about = None)]
+struct Cli {
+    /// Log filter (also RUST_LOG), e.g. `info` or `codebeaker_sandbox=debug`.
+    #[arg(long, global = true, default_value = "warn")]
+    log: String,
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Run a program in a fresh box and mirror its exit code.
+    Run(run::RunArgs),
+    /// Show which isolation primitives work on this host and what to do about missing ones.
+    Doctor(doctor::DoctorArgs),
+    /// Time box creation and sandboxed runs against a bare process and bubblewrap.
+    Bench(bench::BenchArgs),
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(codebeaker_sandbox::INIT_ARG) {
+        codebeaker_sandbox::init::main(&args[2..]);
+    }
+    let cli = Cli::parse();
+    init_logging(&cli.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("codebeaker: cannot start the async runtime: {e}");
+            std::process::exit(125);
+        }
+    };
+    let code = runtime.block_on(async {
+        let result = match cli.command {
+            Commands::Run(a) => run::main(a).await,
+            Commands::Doctor(a) => doctor::main(a).await,
+            Commands::Bench(a) => bench::main(a).await,
+        };
+        match result {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("codebeaker: {e:#}");
+                125
+            }
+        }
+    });
+    drop(runtime);
+    std::process::exit(code);
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

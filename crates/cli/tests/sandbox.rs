@@ -1,0 +1,497 @@
+//! The native sandbox, exercised with real programs in real boxes: every containment promise of
+//! a box ends in its typed status and leaves the host and the box's neighbours untouched.
+
+use codebeaker_sandbox::{
+    BoxLimits, BoxSpec, Command, FileRoot, RunStatus, Sandbox, SandboxBox, SandboxConfig, MIB,
+};
+use std::time::Duration;
+
+fn sandbox() -> Sandbox {
+    let config = SandboxConfig {
+        init_program: Some(env!("CARGO_BIN_EXE_codebeaker").into()),
+        allow_degraded: false,
+        ..SandboxConfig::default()
+    };
+    Sandbox::new(config).expect("the sandbox needs root and cgroups on the test machine")
+}
+
+async fn new_box(sb: &Sandbox, limits: BoxLimits) -> SandboxBox {
+    sb.create_box(&BoxSpec {
+        limits,
+        binds: Vec::new(),
+    })
+    .await
+    .expect("create box")
+}
+
+fn sh(script: &str) -> Command {
+    Command::new(["/bin/sh", "-c", script])
+}
+
+fn py(code: &str) -> Command {
+    Command::new(["/usr/bin/python3", "-c", code])
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Destroys the box and checks that its cgroup and its processes are gone.
+async fn destroy_and_check(sb: &Sandbox, bx: SandboxBox) {
+    let name = bx.name().to_string();
+    bx.destroy().await.expect("destroy");
+    assert!(
+        !sb.own_boxes().contains(&name),
+        "cgroup of {name} left behind"
+    );
+}
+
+/// Processes visible in the box besides the init and the probe itself.
+async fn leftover_processes(bx: &SandboxBox) -> String {
+    let out = bx
+        .run(&sh("for p in /proc/[0-9]*; do n=${p#/proc/}; [ \"$n\" = 1 ] || [ \"$n\" = $$ ] || echo \"$n $(cat $p/comm 2>/dev/null)\"; done"))
+        .await
+        .expect("run");
+    text(&out.stdout)
+}
+
+#[tokio::test]
+async fn plain_run_is_isolated_and_unprivileged() {
+    let sb = sandbox();
+    let bx = new_box(&sb, BoxLimits::default()).await;
+    let out = bx
+        .run(&sh("id -u; id -g; hostname; echo \"$HOME\"; env | grep -c CARGO || true; ls /; cat /proc/1/cmdline | tr '\\0' ' '; echo; ls /home /root 2>&1 | head -2"))
+        .await
+        .unwrap();
+    assert_eq!(out.status, RunStatus::Ok, "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], "1000", "programs run as the sandbox uid");
+    assert_eq!(lines[1], "1000");
+    assert_eq!(lines[2], "codebeaker", "own UTS namespace");
+    assert_eq!(lines[3], "/tmp");
+    assert_eq!(lines[4], "0", "no host environment variable leaks in");
+    assert!(
+        !stdout.contains("home\n") && !stdout.contains("root\n"),
+        "/home and /root are not there: {stdout}"
+    );
+    assert!(stdout.contains("No such file"), "{stdout}");
+    assert!(out.exit_code == Some(0) && out.signal.is_none());
+    destroy_and_check(&sb, bx).await;
+}
+
+#[tokio::test]
+async fn infinite_loop_times_out_promptly() {
+    let sb = sandbox();
+    let bx = new_box(&sb, BoxLimits::default()).await;
+    let mut cmd = py("while True: pass");
+    cmd.limits.wall_time = Duration::from_millis(700);
+    let out = bx.run(&cmd).await.unwrap();
+    assert_eq!(out.status, RunStatus::Timeout);
+    assert!(out.timed_out());
+    assert!(out.wall_time >= Duration::from_millis(700));
+    eprintln!(
+        "timeout overshoot: {:?}",
+        out.wall_time - Duration::from_millis(700)
+    );
+    // Generous bound: the promise is "within 100 ms", reported above; only a gross failure fails.
+    assert!(
+        out.wall_time < Duration::from_millis(700 + 1000),
+        "ended after {:?}",
+        out.wall_time
+    );
+    destroy_and_check(&sb, bx).await;
+}
+
+#[tokio::test]
+async fn cpu_time_limit_holds() {
+    let sb = sandbox();
+    let bx = new_box(&sb, BoxLimits::default()).await;
+    let mut cmd = py("while True: pass");
+    cmd.limits.wall_time = Duration::from_secs(10);
+    cmd.limits.cpu_time = Duration::from_secs(1);
+    let out = bx.run(&cmd).await.unwrap();
+    assert_eq!(out.status, RunStatus::Timeout, "{out:?}");
+    assert!(out.message.unwrap().contains("CPU"));
+    destroy_and_check(&sb, bx).await;
+}
+
+#[tokio::test]
+async fn memory_bomb_hits_the_memory_limit() {
+    let sb = sandbox();
+    let limits = BoxLimits {
+        memory_bytes: 128 * MIB,
+        ..BoxLimits::default()
+    };
+    let bx = new_box(&sb, limits).await;
+    let out = bx
+        .run(&py("b = b'x' * (1 << 30)\nprint(len(b))"))
+        .await
+        .unwrap();
+    assert_eq!(out.status, RunStatus::MemoryLimit, "{out:?}");
+    assert!(out.oom_killed());
+    // The box survives its program's death.
+    let again = bx.run(&sh("echo alive")).await.unwrap();
+    assert_eq!(text(&again.stdout), "alive\n");
+    destroy_and_check(&sb, bx).await;
+}
+
+#[tokio::test]
+async fn per_run_memory_limit_applies_and_is_restored() {
+    let sb = sandbox();
+    let bx = new_box(&sb, BoxLimits::default()).await;
+    let mut cmd = py("b = b'x' * (200 << 20)\nprint(len(b))");
+    cmd.limits.memory_bytes = Some(64 * MIB);
+    assert_eq!(bx.run(&cmd).await.unwrap().status, RunStatus::MemoryLimit);
+    let out = bx
+        .run(&py("b = b'x' * (200 << 20)\nprint(len(b))"))
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status,
+        RunStatus::Ok,
+        "the box's own 512 MiB limit is back: {out:?}"
+    );
+    assert!(out.peak_memory_bytes.unwrap() >= 200 * MIB);
+    destroy_and_check(&sb, bx).await;
+}
+
+#[tokio::test]
+async fn fork_bombs_are_contained() {
+    let sb = sandbox();
+    let limits = BoxLimits {
+        max_processes: 32,
+        ..BoxLimits::default()
+    };
+    for bomb in [
+        sh(":(){ :|:& };:"),
+        py("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass"),
+    ] {
+        let bx = new_box(&sb, limits).await;
+        let mut cmd = bomb;
+        cmd.limits.wall_time = Duration::from_secs(2);
+        let out = bx.run(&cmd).await.unwrap();
+        assert!(
+            matches!(out.status, RunStatus::Timeout | RunStatus::RuntimeError | RunStatus::Killed),
+            "{:?}",
+            out.status
+        );
+        assert_eq!(leftover_processes(&bx).await, "", "the bomb is gone after the run");
+        destroy_and_check(&sb, bx).await;
+        // A new box works as usual.
+        let bx = new_box(&sb, limits).await;
+        assert_eq!(bx.run(&sh("echo ok")).await.unwrap().status, RunStatus::Ok);
+        destroy_and_check(&sb, bx).await;
+    }
+}
+
+#[tokio::test]
+async fn output_flood_is_cut_at_the_limit() {
+    let sb = sandbox();
+    let bx = new_box(&sb, BoxLimits::default()).await;
+    let out = bx
+        .run(&py("import sys\nsys.stdout.write('A' * (100 << 20))"))
+        .await
+        .unwrap();
+    assert_eq!(out.status, RunStatus::OutputLimit);
+    assert!(out.truncated);
+    assert_eq!(
+        out.stdout.len() as u64,
+        codebeaker_sandbox::RunLimits::default().output_bytes
+    );
+    assert!(
+        out.stdout.iter().all(|&b| b == b'A'),
+        "the first bytes are kept"
+    );
+    destroy_and_check(&sb, bx).await;
+}
+
+#[tokio::test]
+async fn non_utf8_output_and_stdin_survive() {
+    let sb = sandbox();
+    let bx = new_box(&sb, BoxLimits::default()).await;
+    let mut cmd = sh("cat; printf '\\377\\376' >&2");
+    cmd.stdin = vec![0, 1, 0xff, b'x'];
+    let out = bx.run(&cmd).await.unwrap();
+    assert_eq!(out.stdout, vec![0, 1, 0xff, b'x']);
+    assert_eq!(out.stderr, vec![0xff, 0xfe]);
+    destroy_and_check(&sb, bx).await;
+}
+
+#[tokio::test]
+async fn network_is_loopback_only() {
+    let sb = sandbox();
+    let host_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = host_listener.local_addr().unwrap().port();
+    let bx = new_box(&sb, BoxLimits::default()).await;
+    let code = format!(
+        "import socket\n\
+         for addr in [('1.1.1.1', 53), ('127.0.0.1', {port})]:\n\
+         \x20   s = socket.socket(); s.settimeout(2)\n\
+         \x20   try:\n\
+         \x20       s.connect(addr); print('connected', addr)\n\
+         \x20   except OSError as e:\n\
+         \x20       print('failed', addr[0], type(e).__name__)\n\
+         srv = socket.socket(); srv.bind(('127.0.0.1', 0)); srv.listen()\n\
+         c = socket.create_connection(srv.getsockname()); print('loopback ok')\n"
+    );
+    let out = bx.run(&py(&code)).await.unwrap();
+    let stdout = text(&out.stdout);
+    assert!(!stdout.contains("connected"), "{stdout}");
+    assert!(
+        stdout.contains("failed 1.1.1.1") && stdout.contains("failed 127.0.0.1"),
+        "{stdout}{}",
+        text(&out.stderr)
+    );
+    assert!(
+        stdout.contains("loopback ok"),
+        "the box's own loopback works: {stdout}"
+    );
+    destroy_and_check(&sb, bx).await;
+}
+
+#[tokio::test]
+async fn host_files_are_out_of_reach() {
+    let sb = sandbox();
+    let bx = new_box(&sb, BoxLimits::default()).await;
+    let shadow = bx.run(&sh("cat /etc/shadow")).await.unwrap();
+    assert_eq!(shadow.status, RunStatus::RuntimeError);
+    assert!(
+        text(&shadow.stderr).contains("No such file"),
+        "{}",
+        text(&shadow.stderr)
+    );
+    let usr = bx.run(&sh("echo x > /usr/evil")).await.unwrap();
+    assert_eq!(usr.status, RunStatus::RuntimeError);
+    assert!(
+        text(&usr.stderr).contains("Read-only file system")
+            || text(&usr.stderr).contains("Permission denied")
+    );
+    let etc = bx.run(&sh("echo x > /etc/passwd")).await.unwrap();
+    assert_eq!(etc.status, RunStatus::RuntimeError);
+    assert!(!std::path::Path::new("/usr/evil").exists());
+    destroy_and_check(&sb, bx).await;
+}
+
+#[tokio::test]
+async fn privileged_operations_are_refused() {
+    let sb = sandbox();
+    let bx = new_box(&sb, BoxLimits::default()).await;
+    let code = "import ctypes, os\n\
+                libc = ctypes.CDLL(None, use_errno=True)\n\
+                for name, call in [('unshare', lambda: libc.unshare(0x10000000)), ('mount', lambda: libc.mount(b'x', b'/tmp', b'tmpfs', 0, None)), ('ptrace', lambda: libc.ptrace(16, 1, None, None)), ('keyctl', lambda: libc.syscall(250, 0, 0, 0, 0)), ('bpf', lambda: libc.syscall(321, 0, 0, 0)), ('io_uring_setup', lambda: libc.syscall(425, 1, 0)), ('userfaultfd', lambda: libc.syscall(323, 0)), ('netlink', lambda: libc.socket(16, 3, 0))]:\n\
+                \x20   r = call(); print(name, r, ctypes.get_errno())\n";
+    let out = bx.run(&py(code)).await.unwrap();
+    assert_eq!(out.status, RunStatus::Ok, "{}", text(&out.stderr));
+    for line in text(&out.stdout).lines() {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(parts[1], "-1", "{line}");
+        assert_eq!(parts[2], libc::EPERM.to_string(), "{line}");
+    }
+    assert_eq!(text(&out.stdout).lines().count(), 8);
+    destroy_and_check(&sb, bx).await;
+}
+
+#[tokio::test]
+async fn filling_the_workspace_hits_enospc_at_the_cap() {
+    let sb = sandbox();
+    let limits = BoxLimits {
+        workspace_bytes: 8 * MIB,
+        ..BoxLimits::default()
+    };
+    let bx = new_box(&sb, limits).await;
+    let out = bx
+        .run(&sh(
+            "head -c 16777216 /dev/zero > /workspace/big; echo rc=$?; du -k /workspace/big",
+        ))
+        .await
+        .unwrap();
+    let all = text(&out.stdout) + &text(&out.stderr);
+    assert!(all.contains("No space left on device"), "{all}");
+    let kib: u64 = text(&out.stdout)
+        .lines()
+        .last()
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(kib <= 8 * 1024, "{kib} KiB written");
+    destroy_and_check(&sb, bx).await;
+}
+
+#[tokio::test]
+async fn daemons_do_not_outlive_the_run() {
+    let sb = sandbox();
+    let bx = new_box(&sb, BoxLimits::default()).await;
+    let out = bx
+        .run(&sh(
+            "(setsid sh -c 'sleep 300 & sleep 300' &) ; (sleep 300 &) ; echo started",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(out.status, RunStatus::Ok);
+    assert_eq!(text(&out.stdout), "started\n");
+    assert_eq!(leftover_processes(&bx).await, "");
+    destroy_and_check(&sb, bx).await;
+}
+
+#[tokio::test]
+async fn stopped_program_still_times_out() {
+    let sb = sandbox();
+    let bx = new_box(&sb, BoxLimits::default()).await;
+    let mut cmd = sh("kill -STOP $$; echo never");
+    cmd.limits.wall_time = Duration::from_millis(500);
+    let out = bx.run(&cmd).await.unwrap();
+    assert_eq!(out.status, RunStatus::Timeout);
+    assert_eq!(text(&out.stdout), "");
+    assert_eq!(leftover_processes(&bx).await, "");
+    destroy_and_check(&sb, bx).await;
+}
+
+#[tokio::test]
+async fn boxes_do_not_see_each_other() {
+    let sb = sandbox();
+    let a = new_box(&sb, BoxLimits::default()).await;
+    let b = new_box(&sb, BoxLimits::default()).await;
+    let out = a.run(&sh("echo secret > /workspace/a.txt; echo secret > /tmp/a.txt; echo secret > /dev/shm/a.txt")).await.unwrap();
+    assert_eq!(out.status, RunStatus::Ok, "{}", text(&out.stderr));
+    let out = b
+        .run(&sh(
+            "ls /workspace /tmp /dev/shm; cat /workspace/a.txt /tmp/a.txt",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(out.status, RunStatus::RuntimeError);
+    assert!(!text(&out.stdout).contains("a.txt"));
+    assert_eq!(
+        leftover_processes(&b).await,
+        "",
+        "only the box's init and the probe are visible"
+    );
+    let init = b.run(&sh("cat /proc/1/comm")).await.unwrap();
+    assert_eq!(
+        text(&init.stdout),
+        "codebeaker\n",
+        "PID 1 is the box's own init"
+    );
+    destroy_and_check(&sb, a).await;
+    destroy_and_check(&sb, b).await;
+}
+
+#[tokio::test]
+async fn file_operations_stay_in_the_workspace() {
+    let sb = sandbox();
+    let bx = new_box(&sb, BoxLimits::default()).await;
+    bx.write_file(
+        FileRoot::Workspace,
+        "dir/sub/hello.txt",
+        b"hi\xff".to_vec(),
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        bx.read_file(FileRoot::Workspace, "dir/sub/hello.txt", 100)
+            .await
+            .unwrap(),
+        b"hi\xff"
+    );
+    bx.run(&sh(
+        "ln -s /etc /workspace/etc; ln -s /proc/1/root /workspace/root1",
+    ))
+    .await
+    .unwrap();
+    for path in [
+        "etc/passwd",
+        "root1/etc/passwd",
+        "../etc/passwd",
+        "dir/../../etc/passwd",
+    ] {
+        assert!(
+            bx.read_file(FileRoot::Workspace, path, 1 << 20)
+                .await
+                .is_err(),
+            "{path} must be refused"
+        );
+        assert!(
+            bx.write_file(FileRoot::Workspace, path, b"x".to_vec(), false)
+                .await
+                .is_err(),
+            "{path} must be refused"
+        );
+    }
+    assert!(
+        bx.read_file(FileRoot::Workspace, "dir/sub/hello.txt", 2)
+            .await
+            .is_err(),
+        "larger than max"
+    );
+    let out = bx
+        .run(&sh("stat -c '%u %a' /workspace/dir/sub/hello.txt"))
+        .await
+        .unwrap();
+    assert_eq!(
+        text(&out.stdout),
+        "1000 644\n",
+        "files belong to the sandbox user"
+    );
+    destroy_and_check(&sb, bx).await;
+}
+
+#[tokio::test]
+async fn snippet_descriptors_carry_input_and_result() {
+    let sb = sandbox();
+    let bx = new_box(&sb, BoxLimits::default()).await;
+    let mut cmd = py("import json, os\nd = json.load(os.fdopen(3))\nos.fdopen(4, 'w').write(json.dumps({'out': d['v'] * 2}))\nprint('stdout is separate')");
+    cmd.fd3_input = Some(br#"{"v": 21}"#.to_vec());
+    cmd.capture_fd4 = true;
+    let out = bx.run(&cmd).await.unwrap();
+    assert_eq!(out.status, RunStatus::Ok, "{}", text(&out.stderr));
+    assert_eq!(out.result.as_deref(), Some(&br#"{"out": 42}"#[..]));
+    assert_eq!(text(&out.stdout), "stdout is separate\n");
+    destroy_and_check(&sb, bx).await;
+}
+
+#[tokio::test]
+async fn exit_codes_signals_and_missing_programs() {
+    let sb = sandbox();
+    let bx = new_box(&sb, BoxLimits::default()).await;
+    let out = bx.run(&sh("exit 3")).await.unwrap();
+    assert_eq!(
+        (out.status, out.exit_code),
+        (RunStatus::RuntimeError, Some(3))
+    );
+    let out = bx.run(&sh("kill -SEGV $$")).await.unwrap();
+    assert_eq!(
+        (out.status, out.signal),
+        (RunStatus::RuntimeError, Some(libc::SIGSEGV))
+    );
+    let out = bx.run(&Command::new(["no-such-program"])).await.unwrap();
+    assert_eq!(
+        (out.status, out.exit_code),
+        (RunStatus::RuntimeError, Some(127))
+    );
+    assert!(text(&out.stderr).contains("command not found"));
+    destroy_and_check(&sb, bx).await;
+}
+
+#[tokio::test]
+async fn streaming_delivers_output_while_running() {
+    let sb = sandbox();
+    let bx = new_box(&sb, BoxLimits::default()).await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let out = bx
+        .run_streaming(&sh("echo one; sleep 0.2; echo two >&2"), Some(tx))
+        .await
+        .unwrap();
+    let mut chunks = Vec::new();
+    while let Ok(c) = rx.try_recv() {
+        chunks.push(c);
+    }
+    let joined: Vec<u8> = chunks.iter().flat_map(|c| c.data.clone()).collect();
+    assert_eq!(text(&joined), "one\ntwo\n");
+    assert_eq!(text(&out.stdout), "one\n");
+    destroy_and_check(&sb, bx).await;
+}

@@ -1,0 +1,727 @@
+//! The host side: a [`Sandbox`] makes boxes; a [`SandboxBox`] runs programs and file operations
+//! in one box and destroys it.
+//!
+//! A box is created in these steps:
+//!
+//! 1. create its cgroup with the box limits, each read back ([`crate::cgroup`]);
+//! 2. start the setup process (our own binary as `__box-init`, see [`crate::init`]) with one end of
+//!    a socket pair, and move it into the cgroup;
+//! 3. send the [`BoxSetup`]; the setup process clones the init into fresh namespaces and reports
+//!    its pid; the init builds the root filesystem and says `Ready`.
+//!
+//! Destroying a box kills every process in its cgroup (or the init, whose death takes the whole
+//! PID namespace with it, when there is no cgroup), waits for the setup process, and removes the
+//! cgroup. Mounts and files need no clean-up: they live in the box's own mount namespace and
+//! tmpfs, and vanish with its last process. Dropping a [`SandboxBox`] without `destroy` does the
+//! same, best effort.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex as StdMutex;
+use std::time::{Duration, Instant};
+
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, Mutex};
+
+use crate::cgroup::{BoxCgroup, CgroupLimits, CgroupManager, CgroupVersion};
+use crate::limits::{BoxLimits, RunLimits};
+use crate::outcome::{RunOutcome, RunStatus};
+use crate::wire::{
+    self, Bind, BoxSetup, Exit, FileRoot, HostMsg, InitMsg, RunReport, RunRequest, Stream,
+    WriteFile,
+};
+
+/// Argument that makes the `codebeaker` binary act as a box's setup process.
+pub const INIT_ARG: &str = "__box-init";
+
+/// Name of the parent cgroup all boxes live under.
+const CGROUP_PARENT: &str = "codebeaker";
+
+/// Extra time the host gives a run past its wall-clock limit before it declares the box broken.
+const HOST_GRACE: Duration = Duration::from_secs(5);
+
+/// How long box creation may take before it is declared failed.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Everything that can go wrong around boxes (not inside a run: that is a [`RunOutcome`]).
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("the native sandbox needs root (it creates user namespaces with uid maps and cgroups); run codebeaker as root, or see `codebeaker doctor`")]
+    NotRoot,
+    #[error("user namespaces are not available: {0}; enable them (sysctl user.max_user_namespaces, kernel.unprivileged_userns_clone) or see `codebeaker doctor`")]
+    NoUserNamespaces(String),
+    #[error("no usable cgroup hierarchy and degraded mode is not allowed; mount cgroup v2 (or the v1 memory, pids, cpu and cpuacct controllers), or allow degraded boxes")]
+    NoCgroups,
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroup::CgroupError),
+    #[error("cannot find the codebeaker binary to start boxes with: {0}")]
+    InitProgram(io::Error),
+    #[error("preparing the sandbox state directory {path}: {source}")]
+    StateDir { path: PathBuf, source: io::Error },
+    #[error("starting a box failed: {0}")]
+    Spawn(io::Error),
+    #[error("setting up the box failed: {0}")]
+    Setup(String),
+    #[error("the box is gone (its init exited or was killed)")]
+    BoxGone,
+    #[error("the box did not answer in time and was destroyed")]
+    Unresponsive,
+    #[error("{0}")]
+    Request(String),
+}
+
+/// How the sandbox is set up.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// Host directory for the sandbox's own state (the shared, empty root mount point).
+    pub state_dir: PathBuf,
+    /// Host uid/gid that root of every box maps to; boxes use 65536 ids from there.
+    pub id_base: u32,
+    /// The binary started as each box's setup process; `None` means this process's own binary.
+    pub init_program: Option<PathBuf>,
+    /// Create boxes without cgroups (rlimits only) when no cgroup can be had.
+    pub allow_degraded: bool,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            state_dir: PathBuf::from("/run/codebeaker"),
+            id_base: 100_000_000,
+            init_program: None,
+            allow_degraded: true,
+        }
+    }
+}
+
+/// The isolation in force, as reported by `initialize` and `codebeaker doctor`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Isolation {
+    pub backend: &'static str,
+    /// `None` when boxes run without cgroups (degraded).
+    pub cgroup: Option<CgroupVersion>,
+    pub seccomp: bool,
+    pub network: &'static str,
+    pub degraded: bool,
+    /// What is weaker than full isolation, and why.
+    pub notes: Vec<String>,
+}
+
+/// Creates boxes. One per process is enough; it is cheap to share behind an `Arc`.
+pub struct Sandbox {
+    config: SandboxConfig,
+    init_program: PathBuf,
+    cgroups: Option<CgroupManager>,
+    isolation: Isolation,
+}
+
+/// Numbers boxes within this process (names must be unique across every `Sandbox` in it).
+static NEXT_BOX: AtomicU64 = AtomicU64::new(0);
+
+/// Serializes the short window in which the box's end of a new socket pair is inheritable, so
+/// that no other box's setup process inherits it.
+static SPAWN_LOCK: StdMutex<()> = StdMutex::new(());
+
+/// What a new box gets.
+#[derive(Debug, Clone, Default)]
+pub struct BoxSpec {
+    pub limits: BoxLimits,
+    /// Extra read-only binds (toolchain directories and the like), each at its host path.
+    pub binds: Vec<PathBuf>,
+}
+
+impl Sandbox {
+    /// Checks the host, detects cgroups and removes boxes left behind by dead CodeBeaker
+    /// processes.
+    pub fn new(config: SandboxConfig) -> Result<Sandbox, SandboxError> {
+        if !nix::unistd::geteuid().is_root() {
+            return Err(SandboxError::NotRoot);
+        }
+        if let Ok(max) = std::fs::read_to_string("/proc/sys/user/max_user_namespaces") {
+            if max.trim() == "0" {
+                return Err(SandboxError::NoUserNamespaces(
+                    "user.max_user_namespaces is 0".into(),
+                ));
+            }
+        }
+        let init_program = match &config.init_program {
+            Some(p) => p.clone(),
+            None => std::env::current_exe().map_err(SandboxError::InitProgram)?,
+        };
+        let root = config.state_dir.join("root");
+        std::fs::create_dir_all(&root).map_err(|source| SandboxError::StateDir {
+            path: root.clone(),
+            source,
+        })?;
+        let cgroups = CgroupManager::detect(CGROUP_PARENT)?;
+        let mut notes = Vec::new();
+        if cgroups.is_none() {
+            if !config.allow_degraded {
+                return Err(SandboxError::NoCgroups);
+            }
+            notes.push(
+                "no usable cgroup: memory and process limits fall back to per-process rlimits \
+                 (RLIMIT_AS, RLIMIT_NPROC); peak memory and CPU quota are not enforced per box"
+                    .to_string(),
+            );
+        }
+        let isolation = Isolation {
+            backend: "native",
+            cgroup: cgroups.as_ref().map(|c| c.version()),
+            seccomp: true,
+            network: "none (loopback only)",
+            degraded: cgroups.is_none(),
+            notes,
+        };
+        let sandbox = Sandbox {
+            config,
+            init_program,
+            cgroups,
+            isolation,
+        };
+        sandbox.remove_stale_boxes();
+        Ok(sandbox)
+    }
+
+    /// The isolation boxes get on this host.
+    pub fn isolation(&self) -> &Isolation {
+        &self.isolation
+    }
+
+    /// How cgroups are used here, for diagnostics.
+    pub fn cgroup_description(&self) -> Option<String> {
+        self.cgroups.as_ref().map(|c| c.describe())
+    }
+
+    /// Removes cgroups of boxes whose owning CodeBeaker process is gone (killed, crashed).
+    fn remove_stale_boxes(&self) {
+        for name in self.stale_boxes() {
+            if let Some(cg) = &self.cgroups {
+                match cg.remove_stale(&name) {
+                    Ok(()) => tracing::info!(group = %name, "removed a box left by a dead process"),
+                    Err(e) => {
+                        tracing::warn!(group = %name, error = %e, "could not remove a stale box")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Cgroups of boxes whose owner process is no longer alive.
+    pub fn stale_boxes(&self) -> Vec<String> {
+        let Some(cg) = &self.cgroups else {
+            return Vec::new();
+        };
+        let names = cg.list().unwrap_or_default();
+        names
+            .into_iter()
+            .filter(|n| owner_pid(n).is_some_and(|pid| !process_alive(pid)))
+            .collect()
+    }
+
+    /// Cgroups of boxes that belong to this process and are still there.
+    pub fn own_boxes(&self) -> Vec<String> {
+        let Some(cg) = &self.cgroups else {
+            return Vec::new();
+        };
+        let me = std::process::id() as i32;
+        cg.list()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|n| owner_pid(n) == Some(me))
+            .collect()
+    }
+
+    /// Creates a box and waits until its init is ready.
+    pub async fn create_box(&self, spec: &BoxSpec) -> Result<SandboxBox, SandboxError> {
+        let n = NEXT_BOX.fetch_add(1, Ordering::Relaxed);
+        let name = format!("cb-{}-{n}", std::process::id());
+        let started = Instant::now();
+        let cgroup = match &self.cgroups {
+            Some(cg) => Some(cg.create(
+                &name,
+                &CgroupLimits {
+                    memory_bytes: spec.limits.memory_bytes,
+                    pids_max: spec.limits.max_processes,
+                    cpu_millis: spec.limits.cpu_millis,
+                },
+            )?),
+            None => None,
+        };
+        let (host_end, child) = self.spawn_setup_process()?;
+        let mut b = SandboxBox {
+            name,
+            limits: spec.limits,
+            conn: Mutex::new(Conn {
+                stream: host_end,
+                broken: false,
+            }),
+            cgroup,
+            setup_process: Some(child),
+            init_pid: None,
+        };
+        match tokio::time::timeout(SETUP_TIMEOUT, b.setup(&self.config, spec)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                b.kill();
+                return Err(e);
+            }
+            Err(_) => {
+                b.kill();
+                return Err(SandboxError::Setup(
+                    "the box did not become ready in time".into(),
+                ));
+            }
+        }
+        tracing::debug!(box_name = %b.name, elapsed_us = started.elapsed().as_micros() as u64, "box ready");
+        Ok(b)
+    }
+
+    fn spawn_setup_process(&self) -> Result<(UnixStream, tokio::process::Child), SandboxError> {
+        let (host_end, box_end) =
+            std::os::unix::net::UnixStream::pair().map_err(SandboxError::Spawn)?;
+        let box_end = OwnedFd::from(box_end);
+        let child = {
+            let _guard = SPAWN_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+            set_inheritable(&box_end, true).map_err(SandboxError::Spawn)?;
+            let child = tokio::process::Command::new(&self.init_program)
+                .arg(INIT_ARG)
+                .arg(box_end.as_raw_fd().to_string())
+                .env_clear()
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .kill_on_drop(true)
+                .spawn();
+            set_inheritable(&box_end, false).map_err(SandboxError::Spawn)?;
+            child.map_err(SandboxError::Spawn)?
+        };
+        drop(box_end);
+        host_end
+            .set_nonblocking(true)
+            .map_err(SandboxError::Spawn)?;
+        let host_end = UnixStream::from_std(host_end).map_err(SandboxError::Spawn)?;
+        Ok((host_end, child))
+    }
+}
+
+fn set_inheritable(fd: &OwnedFd, inheritable: bool) -> io::Result<()> {
+    let flag = if inheritable { 0 } else { libc::FD_CLOEXEC };
+    // SAFETY: fcntl on a descriptor we own.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, flag) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The pid in a box's cgroup name `cb-<pid>-<n>`.
+fn owner_pid(name: &str) -> Option<i32> {
+    name.strip_prefix("cb-")?.split('-').next()?.parse().ok()
+}
+
+fn process_alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks for existence.
+    unsafe {
+        libc::kill(pid, 0) == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+    }
+}
+
+struct Conn {
+    stream: UnixStream,
+    /// A request was interrupted mid-way; the framing can no longer be trusted.
+    broken: bool,
+}
+
+/// One box: runs happen one at a time, in the order they were asked for.
+pub struct SandboxBox {
+    name: String,
+    limits: BoxLimits,
+    conn: Mutex<Conn>,
+    cgroup: Option<BoxCgroup>,
+    setup_process: Option<tokio::process::Child>,
+    init_pid: Option<i32>,
+}
+
+/// A program to run in a box.
+#[derive(Debug, Clone)]
+pub struct Command {
+    pub argv: Vec<String>,
+    /// Environment besides the defaults (`PATH`, `HOME=/tmp`, `LANG=C.UTF-8`, `TMPDIR=/tmp`).
+    pub env: Vec<(String, String)>,
+    /// Working directory in the box; default `/workspace`.
+    pub cwd: Option<String>,
+    pub stdin: Vec<u8>,
+    /// Bytes offered on fd 3 (the snippet ABI's input).
+    pub fd3_input: Option<Vec<u8>>,
+    /// Capture fd 4 (the snippet ABI's result).
+    pub capture_fd4: bool,
+    pub limits: RunLimits,
+}
+
+impl Command {
+    pub fn new<S: Into<String>>(argv: impl IntoIterator<Item = S>) -> Self {
+        Command {
+            argv: argv.into_iter().map(Into::into).collect(),
+            env: Vec::new(),
+            cwd: None,
+            stdin: Vec::new(),
+            fd3_input: None,
+            capture_fd4: false,
+            limits: RunLimits::default(),
+        }
+    }
+}
+
+/// A chunk of output streamed while a run goes on.
+#[derive(Debug, Clone)]
+pub struct OutputChunk {
+    pub stream: Stream,
+    pub data: Vec<u8>,
+}
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+fn program_env(extra: &[(String, String)]) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = [
+        ("PATH", DEFAULT_PATH),
+        ("HOME", "/tmp"),
+        ("LANG", "C.UTF-8"),
+        ("TMPDIR", "/tmp"),
+        ("USER", "sandbox"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for (k, v) in extra {
+        env.retain(|(existing, _)| existing != k);
+        env.push((k.clone(), v.clone()));
+    }
+    env
+}
+
+impl SandboxBox {
+    /// The box's name (also its cgroup's name).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The limits the box was created with.
+    pub fn limits(&self) -> &BoxLimits {
+        &self.limits
+    }
+
+    async fn setup(&mut self, config: &SandboxConfig, spec: &BoxSpec) -> Result<(), SandboxError> {
+        let pid = self
+            .setup_process
+            .as_ref()
+            .and_then(|c| c.id())
+            .ok_or_else(|| SandboxError::Setup("the setup process exited at once".into()))?;
+        if let Some(cg) = &self.cgroup {
+            cg.add_process(pid as i32)?;
+        }
+        let setup = BoxSetup {
+            id_base: config.id_base,
+            limits: spec.limits,
+            binds: spec
+                .binds
+                .iter()
+                .map(|p| Bind {
+                    source: p.clone(),
+                    target: p.clone(),
+                })
+                .collect(),
+            root_mountpoint: config.state_dir.join("root"),
+            degraded: self.cgroup.is_none(),
+        };
+        let conn = self.conn.get_mut();
+        wire::send_async(&mut conn.stream, &HostMsg::Setup(setup))
+            .await
+            .map_err(|_| SandboxError::BoxGone)?;
+        loop {
+            match wire::recv_async::<InitMsg>(&mut conn.stream).await {
+                Ok(Some(InitMsg::Spawned { pid })) => self.init_pid = Some(pid),
+                Ok(Some(InitMsg::Ready)) => return Ok(()),
+                Ok(Some(InitMsg::SetupFailed(msg))) => return Err(SandboxError::Setup(msg)),
+                Ok(Some(other)) => {
+                    return Err(SandboxError::Setup(format!("unexpected message {other:?}")))
+                }
+                Ok(None) => return Err(SandboxError::Setup("the box exited during setup".into())),
+                Err(e) => return Err(SandboxError::Setup(e.to_string())),
+            }
+        }
+    }
+
+    /// Runs `cmd` and waits for it. Limits that hit end in a [`RunOutcome`] status, not an error;
+    /// an error means the box itself failed.
+    pub async fn run(&self, cmd: &Command) -> Result<RunOutcome, SandboxError> {
+        self.run_streaming(cmd, None).await
+    }
+
+    /// Like [`run`](Self::run), sending output chunks to `output` as they come.
+    pub async fn run_streaming(
+        &self,
+        cmd: &Command,
+        output: Option<mpsc::UnboundedSender<OutputChunk>>,
+    ) -> Result<RunOutcome, SandboxError> {
+        let mut conn = self.conn.lock().await;
+        if conn.broken {
+            return Err(SandboxError::BoxGone);
+        }
+        let memory_override = cmd
+            .limits
+            .memory_bytes
+            .filter(|m| *m != self.limits.memory_bytes);
+        if let (Some(cg), Some(mem)) = (&self.cgroup, memory_override) {
+            cg.set_memory_limit(mem)?;
+        }
+        let before = self.cgroup.as_ref().map(|cg| {
+            cg.reset_peak();
+            cg.stats()
+        });
+        let req = RunRequest {
+            argv: cmd.argv.clone(),
+            env: program_env(&cmd.env),
+            cwd: cmd.cwd.clone().unwrap_or_else(|| "/workspace".into()),
+            stdin: cmd.stdin.clone(),
+            fd3_input: cmd.fd3_input.clone(),
+            capture_fd4: cmd.capture_fd4,
+            limits: cmd.limits,
+            stream: output.is_some(),
+        };
+        let deadline = cmd.limits.wall_time + HOST_GRACE;
+        let result = tokio::time::timeout(
+            deadline,
+            exchange_run(&mut conn.stream, &req, output.as_ref()),
+        )
+        .await;
+        let report = match result {
+            Ok(Ok(report)) => report,
+            Ok(Err(e)) => {
+                conn.broken = true;
+                return Err(e);
+            }
+            Err(_) => {
+                conn.broken = true;
+                drop(conn);
+                self.kill();
+                return Err(SandboxError::Unresponsive);
+            }
+        };
+        let after = self.cgroup.as_ref().map(|cg| cg.stats());
+        if let (Some(cg), Some(_)) = (&self.cgroup, memory_override) {
+            if let Err(e) = cg.set_memory_limit(self.limits.memory_bytes) {
+                conn.broken = true;
+                return Err(e.into());
+            }
+        }
+        let oom = match (&before, &after) {
+            (Some(Ok(b)), Some(Ok(a))) => a.oom_kills > b.oom_kills,
+            _ => false,
+        };
+        let peak = match &after {
+            Some(Ok(a)) => a.memory_peak_bytes,
+            _ => Some(report.max_rss_bytes),
+        };
+        Ok(outcome_from(report, oom, peak, &cmd.limits))
+    }
+
+    /// Writes a file in the box (under `/workspace` or `/tmp`), as the sandbox user.
+    pub async fn write_file(
+        &self,
+        root: FileRoot,
+        path: &str,
+        data: Vec<u8>,
+        executable: bool,
+    ) -> Result<(), SandboxError> {
+        let msg = HostMsg::WriteFile(WriteFile {
+            root,
+            path: path.to_string(),
+            data,
+            executable,
+        });
+        match self.request(&msg).await? {
+            InitMsg::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Reads a file in the box (under `/workspace` or `/tmp`), at most `max_bytes`.
+    pub async fn read_file(
+        &self,
+        root: FileRoot,
+        path: &str,
+        max_bytes: u64,
+    ) -> Result<Vec<u8>, SandboxError> {
+        let msg = HostMsg::ReadFile {
+            root,
+            path: path.to_string(),
+            max_bytes,
+        };
+        match self.request(&msg).await? {
+            InitMsg::FileData(data) => Ok(data),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn request(&self, msg: &HostMsg) -> Result<InitMsg, SandboxError> {
+        let mut conn = self.conn.lock().await;
+        if conn.broken {
+            return Err(SandboxError::BoxGone);
+        }
+        let exchange = async {
+            wire::send_async(&mut conn.stream, msg)
+                .await
+                .map_err(|_| SandboxError::BoxGone)?;
+            wire::recv_async::<InitMsg>(&mut conn.stream)
+                .await
+                .map_err(|_| SandboxError::BoxGone)?
+                .ok_or(SandboxError::BoxGone)
+        };
+        match tokio::time::timeout(HOST_GRACE, exchange).await {
+            Ok(Ok(InitMsg::Error(msg))) => Err(SandboxError::Request(msg)),
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(e)) => {
+                conn.broken = true;
+                Err(e)
+            }
+            Err(_) => {
+                conn.broken = true;
+                Err(SandboxError::Unresponsive)
+            }
+        }
+    }
+
+    /// Whether the box can still take requests.
+    pub async fn is_alive(&self) -> bool {
+        !self.conn.lock().await.broken
+    }
+
+    /// Kills every process of the box, waits for them, and removes its cgroup.
+    pub async fn destroy(mut self) -> Result<(), SandboxError> {
+        self.kill();
+        if let Some(mut child) = self.setup_process.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+        }
+        match self.cgroup.take() {
+            Some(cg) => tokio::task::spawn_blocking(move || cg.destroy())
+                .await
+                .map_err(|e| SandboxError::Request(e.to_string()))?
+                .map_err(SandboxError::from),
+            None => Ok(()),
+        }
+    }
+
+    /// Kills everything in the box without waiting.
+    fn kill(&self) {
+        if let Some(cg) = &self.cgroup {
+            if let Err(e) = cg.kill_all() {
+                tracing::warn!(box_name = %self.name, error = %e, "killing the box's cgroup failed");
+            }
+        }
+        if let Some(pid) = self.init_pid {
+            // SAFETY: the init is the setup process's child and is not reaped while the setup
+            // process lives, so the pid still names it. Its death ends the PID namespace.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+impl Drop for SandboxBox {
+    fn drop(&mut self) {
+        if self.setup_process.is_some() || self.cgroup.is_some() {
+            self.kill();
+            // The cgroup's own Drop removes it; the setup process is killed on drop and reaped by
+            // tokio.
+        }
+    }
+}
+
+fn unexpected(msg: InitMsg) -> SandboxError {
+    SandboxError::Request(format!("unexpected reply from the box: {msg:?}"))
+}
+
+async fn exchange_run(
+    stream: &mut UnixStream,
+    req: &RunRequest,
+    output: Option<&mpsc::UnboundedSender<OutputChunk>>,
+) -> Result<RunReport, SandboxError> {
+    wire::send_async(stream, &HostMsg::Run(req.clone()))
+        .await
+        .map_err(|_| SandboxError::BoxGone)?;
+    loop {
+        match wire::recv_async::<InitMsg>(stream).await {
+            Ok(Some(InitMsg::Output { stream, data })) => {
+                if let Some(tx) = output {
+                    let _ = tx.send(OutputChunk { stream, data });
+                }
+            }
+            Ok(Some(InitMsg::Finished(report))) => return Ok(report),
+            Ok(Some(InitMsg::Error(msg))) => return Err(SandboxError::Request(msg)),
+            Ok(Some(other)) => return Err(unexpected(other)),
+            Ok(None) | Err(_) => return Err(SandboxError::BoxGone),
+        }
+    }
+}
+
+/// Turns the init's report and the cgroup's counters into the typed outcome. The one place that
+/// decides a run's status.
+fn outcome_from(report: RunReport, oom: bool, peak: Option<u64>, limits: &RunLimits) -> RunOutcome {
+    let (exit_code, signal) = match report.exit {
+        Exit::Code(c) => (Some(c), None),
+        Exit::Signal(s) => (None, Some(s)),
+        Exit::NotStarted => (Some(127), None),
+    };
+    let cpu = Duration::from_nanos(report.cpu_nanos);
+    let cpu_exhausted = signal == Some(libc::SIGXCPU)
+        || (signal == Some(libc::SIGKILL) && cpu + Duration::from_millis(50) >= limits.cpu_time);
+    let (status, message) = if report.output_limit {
+        (
+            RunStatus::OutputLimit,
+            Some(format!("output exceeded {} bytes", limits.output_bytes)),
+        )
+    } else if report.wall_timeout {
+        (
+            RunStatus::Timeout,
+            Some(format!(
+                "wall-clock limit of {:?} exceeded",
+                limits.wall_time
+            )),
+        )
+    } else if cpu_exhausted {
+        (
+            RunStatus::Timeout,
+            Some(format!("CPU time limit of {:?} exceeded", limits.cpu_time)),
+        )
+    } else if oom {
+        (
+            RunStatus::MemoryLimit,
+            Some("memory limit exceeded".to_string()),
+        )
+    } else if report.error.as_deref() == Some("cancelled") {
+        (RunStatus::Killed, Some("cancelled".to_string()))
+    } else {
+        match (exit_code, signal) {
+            (Some(0), _) => (RunStatus::Ok, None),
+            (_, Some(s)) if s == libc::SIGKILL => {
+                (RunStatus::Killed, Some("killed by SIGKILL".to_string()))
+            }
+            _ => (RunStatus::RuntimeError, report.error.clone()),
+        }
+    };
+    RunOutcome {
+        status,
+        exit_code,
+        signal,
+        stdout: report.stdout,
+        stderr: report.stderr,
+        result: report.fd4,
+        truncated: report.truncated,
+        wall_time: Duration::from_nanos(report.wall_nanos),
+        cpu_time: cpu,
+        peak_memory_bytes: peak,
+        message,
+    }
+}

@@ -1,0 +1,213 @@
+//! The processes that build a box and live inside it.
+//!
+//! The host starts its own binary again as `codebeaker __box-init <fd>` (see
+//! [`crate::INIT_ARG`]); that fresh, single-threaded process is the *setup process*. Its steps, in
+//! order:
+//!
+//! 1. read the [`BoxSetup`] from the inherited socket;
+//! 2. `clone` the box init into new user, PID, mount, network, IPC, UTS and cgroup namespaces (it
+//!    is born inside the box's cgroup, which the host joined the setup process to);
+//! 3. write the init's uid and gid maps (it may: it is root in the parent namespace), report the
+//!    init's host pid, and let the init go on;
+//! 4. wait for the init and exit with it.
+//!
+//! The *box init* is PID 1 of the box. It becomes root of its user namespace, builds the root
+//! filesystem ([`root`]), brings up loopback, says `Ready`, and then serves the host one request at
+//! a time: runs ([`run`]) and file operations ([`files`]). When the host's end of the socket closes
+//! the init exits, and the kernel kills everything left in the box with it.
+
+mod files;
+mod root;
+mod run;
+
+use std::io::Read;
+use std::os::fd::FromRawFd;
+use std::os::unix::net::UnixStream;
+
+use crate::wire::{self, BoxSetup, HostMsg, InitMsg};
+
+/// Namespaces every box gets.
+const NAMESPACES: libc::c_int = libc::CLONE_NEWUSER
+    | libc::CLONE_NEWPID
+    | libc::CLONE_NEWNS
+    | libc::CLONE_NEWNET
+    | libc::CLONE_NEWIPC
+    | libc::CLONE_NEWUTS
+    | libc::CLONE_NEWCGROUP;
+
+/// Number of uids and gids mapped into each box, starting at [`BoxSetup::id_base`].
+pub const ID_RANGE: u32 = 65536;
+
+/// uid and gid that programs in a box run as.
+pub const SANDBOX_UID: u32 = 1000;
+
+/// Entry point of the setup process. `args` are the arguments after [`crate::INIT_ARG`]. Never
+/// returns.
+pub fn main(args: &[String]) -> ! {
+    let code = match setup_process(args) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("codebeaker box setup: {message}");
+            1
+        }
+    };
+    std::process::exit(code)
+}
+
+fn setup_process(args: &[String]) -> Result<i32, String> {
+    let fd: i32 = args
+        .first()
+        .and_then(|a| a.parse().ok())
+        .ok_or("usage: __box-init <socket fd>")?;
+    // SAFETY: the host passed us this descriptor for the socket and nothing else owns it.
+    let mut sock = unsafe { UnixStream::from_raw_fd(fd) };
+    set_cloexec(fd);
+    let setup = match wire::recv::<HostMsg>(&mut sock) {
+        Ok(Some(HostMsg::Setup(setup))) => setup,
+        Ok(_) => return Err("expected the box setup first".into()),
+        Err(e) => return Err(format!("reading the box setup: {e}")),
+    };
+
+    let (go_read, go_write) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
+    // SAFETY: this process is single-threaded (a fresh exec of our binary that started no
+    // threads), so a raw clone behaves like fork.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (NAMESPACES | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if pid < 0 {
+        let err = std::io::Error::last_os_error();
+        let msg = format!("creating the box namespaces failed: {err}");
+        let _ = wire::send(&mut sock, &InitMsg::SetupFailed(msg.clone()));
+        return Err(msg);
+    }
+    if pid == 0 {
+        drop(go_write);
+        let mut go_read = std::fs::File::from(go_read);
+        let mut byte = [0u8; 1];
+        if go_read.read_exact(&mut byte).is_err() {
+            std::process::exit(1);
+        }
+        drop(go_read);
+        box_init(sock, setup)
+    }
+    drop(go_read);
+    let pid = pid as i32;
+    let map = format!("0 {} {}\n", setup.id_base, ID_RANGE);
+    let mapped = std::fs::write(format!("/proc/{pid}/uid_map"), &map)
+        .and_then(|_| std::fs::write(format!("/proc/{pid}/gid_map"), &map));
+    if let Err(e) = mapped {
+        let msg = format!("writing the box's uid/gid map failed: {e}");
+        let _ = wire::send(&mut sock, &InitMsg::SetupFailed(msg.clone()));
+        // SAFETY: plain kill of our own child.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        return Err(msg);
+    }
+    wire::send(&mut sock, &InitMsg::Spawned { pid }).map_err(|e| format!("socket: {e}"))?;
+    let mut go_write = std::fs::File::from(go_write);
+    std::io::Write::write_all(&mut go_write, b"g").map_err(|e| format!("pipe: {e}"))?;
+    drop(go_write);
+    // Only the init holds the box's end of the socket from here on.
+    drop(sock);
+    let mut status = 0;
+    loop {
+        // SAFETY: waiting for our own child.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            break;
+        }
+        if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return Err("waiting for the box init failed".into());
+        }
+    }
+    Ok(if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        128 + libc::WTERMSIG(status)
+    })
+}
+
+fn set_cloexec(fd: i32) {
+    // SAFETY: fcntl on a descriptor we own.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+}
+
+/// PID 1 of the box. Never returns.
+fn box_init(mut sock: UnixStream, setup: BoxSetup) -> ! {
+    // SAFETY: prctl with constant arguments.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    let prepared = become_root()
+        .and_then(|_| root::build(&setup))
+        .and_then(|_| root::network_loopback_up())
+        .and_then(|_| {
+            nix::unistd::sethostname("codebeaker").map_err(|e| format!("sethostname: {e}"))
+        })
+        .and_then(|_| crate::seccomp::build_filters().map_err(|e| e.to_string()));
+    let filters = match prepared {
+        Ok(filters) => filters,
+        Err(msg) => {
+            let _ = wire::send(&mut sock, &InitMsg::SetupFailed(msg));
+            std::process::exit(1);
+        }
+    };
+    // Nothing of the host's environment stays in the box.
+    for (key, _) in std::env::vars_os() {
+        std::env::remove_var(key);
+    }
+    if wire::send(&mut sock, &InitMsg::Ready).is_err() {
+        std::process::exit(1);
+    }
+    let ctx = run::Context {
+        filters,
+        degraded: setup.degraded,
+        box_limits: setup.limits,
+    };
+    loop {
+        let msg = match wire::recv::<HostMsg>(&mut sock) {
+            Ok(Some(msg)) => msg,
+            // The host went away: leave, and the kernel ends every process in the box.
+            Ok(None) | Err(_) => std::process::exit(0),
+        };
+        let reply = match msg {
+            HostMsg::Run(req) => match run::run(&ctx, &req, &mut sock) {
+                Ok(report) => InitMsg::Finished(report),
+                Err(run::RunError::HostGone) => std::process::exit(0),
+                Err(run::RunError::Failed(msg)) => InitMsg::Error(msg),
+            },
+            HostMsg::WriteFile(w) => match files::write(&w) {
+                Ok(()) => InitMsg::Done,
+                Err(msg) => InitMsg::Error(msg),
+            },
+            HostMsg::ReadFile {
+                root,
+                path,
+                max_bytes,
+            } => match files::read(root, &path, max_bytes) {
+                Ok(data) => InitMsg::FileData(data),
+                Err(msg) => InitMsg::Error(msg),
+            },
+            HostMsg::Shutdown => std::process::exit(0),
+            HostMsg::Setup(_) | HostMsg::Cancel => InitMsg::Error("unexpected request".into()),
+        };
+        if wire::send(&mut sock, &reply).is_err() {
+            std::process::exit(0);
+        }
+    }
+}
+
+/// Takes uid and gid 0 of the new user namespace (mapped to the box's id base on the host).
+fn become_root() -> Result<(), String> {
+    use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
+    setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
+        .map_err(|e| format!("setresgid(0): {e}"))?;
+    setgroups(&[]).map_err(|e| format!("setgroups: {e}"))?;
+    setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
+        .map_err(|e| format!("setresuid(0): {e}"))?;
+    Ok(())
+}

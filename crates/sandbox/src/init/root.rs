@@ -1,0 +1,335 @@
+//! The box's root filesystem, built inside its own mount namespace, in order:
+//!
+//! 1. every mount of the inherited namespace becomes private (nothing propagates to the host);
+//! 2. a small tmpfs becomes the new root, on the host's (empty, shared) mount point;
+//! 3. read-only binds of the base system (`/usr`, `/bin`, `/lib*`), of the few `/etc` entries
+//!    programs read, and of the extra directories the box was asked for (toolchains);
+//! 4. generated `/etc/passwd`, `/etc/group`, `/etc/hosts` and `/etc/hostname`;
+//! 5. a fresh `/proc`, a minimal `/dev` (null, zero, full, random, urandom and the usual links),
+//!    and size-capped tmpfs for `/workspace`, `/tmp` and `/dev/shm`;
+//! 6. `pivot_root` into it, detach the old root, and make the root tmpfs read-only.
+//!
+//! Nothing of the host is visible beyond what step 3 binds; `/root`, `/home` and `/etc/shadow`
+//! are simply not there.
+
+use std::ffi::CString;
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+
+use super::SANDBOX_UID;
+use crate::wire::BoxSetup;
+
+/// Base system directories bound read-only (or recreated as symlinks on merged-/usr systems).
+const BASE_DIRS: &[&str] = &[
+    "/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32",
+];
+
+/// `/etc` entries that interpreters and the dynamic loader read.
+const ETC_ENTRIES: &[&str] = &[
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "alternatives",
+    "localtime",
+    "timezone",
+    "nsswitch.conf",
+    "protocols",
+    "services",
+    "mime.types",
+    "ssl",
+    "ca-certificates",
+    "ca-certificates.conf",
+    "os-release",
+    "debian_version",
+    "inputrc",
+];
+
+type R<T> = Result<T, String>;
+
+fn err(what: &str, path: &Path, e: impl std::fmt::Display) -> String {
+    format!("{what} {}: {e}", path.display())
+}
+
+/// Builds the box root and enters it.
+pub fn build(setup: &BoxSetup) -> R<()> {
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("making mounts private: {e}"))?;
+    let root = setup.root_mountpoint.as_path();
+    mount(
+        Some("tmpfs"),
+        root,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("size=4m,nr_inodes=4096,mode=0755"),
+    )
+    .map_err(|e| err("mounting the root tmpfs on", root, e))?;
+
+    for dir in BASE_DIRS {
+        bind_host_path(root, Path::new(dir))?;
+    }
+    let etc = root.join("etc");
+    mkdir(&etc, 0o755)?;
+    for entry in ETC_ENTRIES {
+        bind_host_path(root, &Path::new("/etc").join(entry))?;
+    }
+    for bind in &setup.binds {
+        if !bind.source.exists() {
+            return Err(format!(
+                "bind source {} does not exist",
+                bind.source.display()
+            ));
+        }
+        let target = root.join(bind.target.strip_prefix("/").unwrap_or(&bind.target));
+        if target.exists() && is_inside_bound(&bind.target) {
+            // Already visible through a base bind (for example a toolchain under /usr).
+            continue;
+        }
+        bind_ro(&bind.source, &target)?;
+    }
+    write_etc(&etc)?;
+
+    let proc_dir = root.join("proc");
+    mkdir(&proc_dir, 0o555)?;
+    mount(
+        Some("proc"),
+        &proc_dir,
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .map_err(|e| err("mounting", &proc_dir, e))?;
+    build_dev(root, setup.limits.tmp_bytes)?;
+
+    let ws = root.join("workspace");
+    mkdir(&ws, 0o755)?;
+    tmpfs(
+        &ws,
+        &format!(
+            "size={},nr_inodes={},mode=0755,uid={SANDBOX_UID},gid={SANDBOX_UID}",
+            setup.limits.workspace_bytes, setup.limits.workspace_files
+        ),
+    )?;
+    let tmp = root.join("tmp");
+    mkdir(&tmp, 0o755)?;
+    tmpfs(&tmp, &format!("size={},mode=1777", setup.limits.tmp_bytes))?;
+
+    enter(root)
+}
+
+/// Whether `target` lies under one of the base directories (and so is already bound).
+fn is_inside_bound(target: &Path) -> bool {
+    BASE_DIRS
+        .iter()
+        .any(|d| target.starts_with(d) && Path::new(d).is_dir())
+}
+
+fn mkdir(path: &Path, mode: u32) -> R<()> {
+    fs::create_dir_all(path).map_err(|e| err("creating", path, e))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| err("chmod", path, e))
+}
+
+fn tmpfs(path: &Path, options: &str) -> R<()> {
+    mount(
+        Some("tmpfs"),
+        path,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(options),
+    )
+    .map_err(|e| err("mounting tmpfs on", path, e))
+}
+
+/// Makes host `path` visible at the same place under `root`: symlinks are recreated, directories
+/// and files bound read-only. Missing host paths are skipped.
+fn bind_host_path(root: &Path, path: &Path) -> R<()> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(_) => return Ok(()),
+    };
+    let target = root.join(path.strip_prefix("/").unwrap_or(path));
+    if meta.file_type().is_symlink() {
+        let link = fs::read_link(path).map_err(|e| err("reading link", path, e))?;
+        if let Some(parent) = target.parent() {
+            fs::create_dir_all(parent).map_err(|e| err("creating", parent, e))?;
+        }
+        return symlink(&link, &target).map_err(|e| err("creating link", &target, e));
+    }
+    bind_ro(path, &target)
+}
+
+/// Read-only, nosuid bind of `source` at `target` (created as an empty file or directory).
+fn bind_ro(source: &Path, target: &Path) -> R<()> {
+    let is_dir = source.is_dir();
+    if is_dir {
+        fs::create_dir_all(target).map_err(|e| err("creating", target, e))?;
+    } else {
+        if let Some(parent) = target.parent() {
+            fs::create_dir_all(parent).map_err(|e| err("creating", parent, e))?;
+        }
+        fs::write(target, b"").map_err(|e| err("creating", target, e))?;
+    }
+    mount(
+        Some(source),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| err("binding", source, e))?;
+    // A remount inside a user namespace must keep the flags the kernel locked on the original
+    // mount (nodev, noexec, atime), so read them and add ours.
+    let flags = locked_flags(source)? | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID;
+    mount(
+        None::<&str>,
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags,
+        None::<&str>,
+    )
+    .map_err(|e| err("making read-only", target, e))
+}
+
+fn locked_flags(path: &Path) -> R<MsFlags> {
+    let st = nix::sys::statvfs::statvfs(path).map_err(|e| err("statvfs", path, e))?;
+    use nix::sys::statvfs::FsFlags;
+    let f = st.flags();
+    let mut flags = MsFlags::empty();
+    for (fs_flag, ms_flag) in [
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ] {
+        if f.contains(fs_flag) {
+            flags |= ms_flag;
+        }
+    }
+    Ok(flags)
+}
+
+fn write_etc(etc: &Path) -> R<()> {
+    let files: [(&str, String); 4] = [
+        (
+            "passwd",
+            format!(
+                "root:x:0:0:root:/root:/bin/sh\n\
+                 sandbox:x:{SANDBOX_UID}:{SANDBOX_UID}:sandbox:/workspace:/bin/sh\n\
+                 nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+            ),
+        ),
+        (
+            "group",
+            format!("root:x:0:\nsandbox:x:{SANDBOX_UID}:\nnogroup:x:65534:\n"),
+        ),
+        (
+            "hosts",
+            "127.0.0.1\tlocalhost codebeaker\n::1\tlocalhost ip6-localhost\n".into(),
+        ),
+        ("hostname", "codebeaker\n".into()),
+    ];
+    for (name, content) in files {
+        let path = etc.join(name);
+        fs::write(&path, content).map_err(|e| err("writing", &path, e))?;
+    }
+    Ok(())
+}
+
+fn build_dev(root: &Path, shm_bytes: u64) -> R<()> {
+    let dev = root.join("dev");
+    mkdir(&dev, 0o755)?;
+    mount(
+        Some("tmpfs"),
+        &dev,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("size=64k,nr_inodes=64,mode=0755"),
+    )
+    .map_err(|e| err("mounting tmpfs on", &dev, e))?;
+    for node in ["null", "zero", "full", "random", "urandom"] {
+        let target = dev.join(node);
+        let source = PathBuf::from("/dev").join(node);
+        fs::write(&target, b"").map_err(|e| err("creating", &target, e))?;
+        mount(
+            Some(&source),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| err("binding", &source, e))?;
+    }
+    for (name, to) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        symlink(to, dev.join(name)).map_err(|e| err("creating link", &dev.join(name), e))?;
+    }
+    let shm = dev.join("shm");
+    mkdir(&shm, 0o755)?;
+    tmpfs(&shm, &format!("size={shm_bytes},mode=1777"))
+}
+
+/// `pivot_root` into `root`, drop the old root, and freeze the root tmpfs read-only.
+fn enter(root: &Path) -> R<()> {
+    nix::unistd::chdir(root).map_err(|e| err("chdir", root, e))?;
+    nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detaching the old root: {e}"))?;
+    nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_BIND
+            | MsFlags::MS_REMOUNT
+            | MsFlags::MS_RDONLY
+            | MsFlags::MS_NOSUID
+            | MsFlags::MS_NODEV,
+        None::<&str>,
+    )
+    .map_err(|e| format!("making the root read-only: {e}"))
+}
+
+/// Brings up `lo` in the box's (otherwise empty) network namespace.
+pub fn network_loopback_up() -> R<()> {
+    // SAFETY: plain socket/ioctl calls on a zeroed ifreq naming "lo"; the fd is closed below.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(format!("socket: {}", std::io::Error::last_os_error()));
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        let name = CString::new("lo").map_err(|e| e.to_string())?;
+        for (i, b) in name.as_bytes_with_nul().iter().enumerate() {
+            req.ifr_name[i] = *b as libc::c_char;
+        }
+        let mut result = Ok(());
+        if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) < 0 {
+            result = Err(format!(
+                "SIOCGIFFLAGS lo: {}",
+                std::io::Error::last_os_error()
+            ));
+        } else {
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            if libc::ioctl(fd, libc::SIOCSIFFLAGS, &req) < 0 {
+                result = Err(format!(
+                    "SIOCSIFFLAGS lo: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+        }
+        libc::close(fd);
+        result
+    }
+}

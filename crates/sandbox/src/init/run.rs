@@ -1,0 +1,634 @@
+//! Running one process tree inside the box, from the init (PID 1).
+//!
+//! The init forks the program, which drops every privilege on its way to `execve`: its own session,
+//! clean descriptors (0–2, and 3 and 4 for the snippet ABI), rlimits, an empty capability
+//! bounding set, the unprivileged uid, `no_new_privs`, then the seccomp filters. The init then
+//! multiplexes the pipes, the host socket (for cancel) and a signalfd for `SIGCHLD` in one `poll`
+//! loop, enforcing the wall-clock deadline and the output cap. When the main process exits (or a
+//! limit hits), everything else in the box is killed with `kill(-1, SIGKILL)` — from PID 1 that
+//! reaches every process of the namespace, including double-forked, `setsid` and stopped ones —
+//! and reaped, so the next run starts in an empty box.
+
+use std::ffi::CString;
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::time::Instant;
+
+use seccompiler::BpfProgram;
+
+use super::SANDBOX_UID;
+use crate::limits::BoxLimits;
+use crate::wire::{self, Exit, HostMsg, InitMsg, RunReport, RunRequest, Stream};
+
+/// Most bytes the snippet result descriptor may carry.
+const MAX_FD4_BYTES: u64 = 64 * 1024 * 1024;
+
+/// What the init knows for every run.
+pub struct Context {
+    pub filters: Vec<BpfProgram>,
+    pub degraded: bool,
+    pub box_limits: BoxLimits,
+}
+
+pub enum RunError {
+    /// The host closed the socket: the init must exit.
+    HostGone,
+    /// The run could not be carried out; the box is still usable.
+    Failed(String),
+}
+
+fn failed(what: &str, e: impl std::fmt::Display) -> RunError {
+    RunError::Failed(format!("{what}: {e}"))
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), RunError> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| failed("pipe", e))
+}
+
+fn set_nonblocking(fd: RawFd) {
+    // SAFETY: fcntl on a descriptor we own.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+    }
+}
+
+/// Finds `program` on the run's own `PATH` (inside the box's view).
+fn resolve_program(program: &str, env: &[(String, String)]) -> Option<String> {
+    if program.contains('/') {
+        return Some(program.to_string());
+    }
+    let path = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("/usr/local/bin:/usr/bin:/bin");
+    path.split(':').filter(|d| !d.is_empty()).find_map(|dir| {
+        let candidate = format!("{dir}/{program}");
+        let c = CString::new(candidate.clone()).ok()?;
+        // SAFETY: access on a valid C string.
+        (unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0).then_some(candidate)
+    })
+}
+
+fn cstrings(items: impl Iterator<Item = String>) -> Result<Vec<CString>, RunError> {
+    items
+        .map(|s| {
+            CString::new(s)
+                .map_err(|_| RunError::Failed("argument or environment contains a NUL byte".into()))
+        })
+        .collect()
+}
+
+/// The blocked-SIGCHLD signalfd the init watches children with. Created once per run.
+fn sigchld_fd() -> Result<OwnedFd, RunError> {
+    // SAFETY: plain signal mask manipulation and signalfd creation in a single-threaded process.
+    unsafe {
+        let mut mask: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut mask);
+        libc::sigaddset(&mut mask, libc::SIGCHLD);
+        libc::sigprocmask(libc::SIG_BLOCK, &mask, std::ptr::null_mut());
+        let fd = libc::signalfd(-1, &mask, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC);
+        if fd < 0 {
+            return Err(failed("signalfd", io::Error::last_os_error()));
+        }
+        Ok(std::os::fd::FromRawFd::from_raw_fd(fd))
+    }
+}
+
+/// Runs `req` to its end and reports how it went.
+pub fn run(ctx: &Context, req: &RunRequest, sock: &mut UnixStream) -> Result<RunReport, RunError> {
+    let Some(program) = req.argv.first() else {
+        return Err(RunError::Failed("empty command".into()));
+    };
+    let Some(path) = resolve_program(program, &req.env) else {
+        return Ok(not_started(format!("{program}: command not found")));
+    };
+    let path = CString::new(path)
+        .map_err(|_| RunError::Failed("program path contains a NUL byte".into()))?;
+    let argv = cstrings(req.argv.iter().cloned())?;
+    let envp = cstrings(req.env.iter().map(|(k, v)| format!("{k}={v}")))?;
+    let cwd = CString::new(req.cwd.clone())
+        .map_err(|_| RunError::Failed("cwd contains a NUL byte".into()))?;
+
+    let sigfd = sigchld_fd()?;
+    let (stdin_r, stdin_w) = pipe()?;
+    let (stdout_r, stdout_w) = pipe()?;
+    let (stderr_r, stderr_w) = pipe()?;
+    let fd3 = req.fd3_input.as_ref().map(|_| pipe()).transpose()?;
+    let fd4 = if req.capture_fd4 { Some(pipe()?) } else { None };
+
+    let rusage_before = children_rusage();
+    let start = Instant::now();
+    // SAFETY: the init is single-threaded, so the child may run arbitrary code before exec.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(failed("fork", io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        let targets = [
+            Some(stdin_r.as_raw_fd()),
+            Some(stdout_w.as_raw_fd()),
+            Some(stderr_w.as_raw_fd()),
+            fd3.as_ref().map(|(r, _)| r.as_raw_fd()),
+            fd4.as_ref().map(|(_, w)| w.as_raw_fd()),
+        ];
+        child(ctx, req, &targets, &path, &argv, &envp, &cwd)
+    }
+    drop((stdin_r, stdout_w, stderr_w));
+    let fd3_w = fd3.map(|(r, w)| {
+        drop(r);
+        w
+    });
+    let fd4_r = fd4.map(|(r, w)| {
+        drop(w);
+        r
+    });
+    let mut io = RunIo {
+        sock,
+        stream: req.stream,
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+        fd4: Vec::new(),
+        output_cap: req.limits.output_bytes,
+        output_limit: false,
+    };
+    let outcome = supervise(
+        &mut io,
+        Pipes {
+            sigfd,
+            stdout: Some(stdout_r),
+            stderr: Some(stderr_r),
+            fd4: fd4_r,
+            stdin: Some((stdin_w, req.stdin.as_slice(), 0)),
+            fd3: fd3_w.map(|w| (w, req.fd3_input.as_deref().unwrap_or_default(), 0)),
+        },
+        pid,
+        start + req.limits.wall_time,
+    )?;
+    let wall = start.elapsed();
+    let after = children_rusage();
+    let cpu_nanos = (after.0.saturating_sub(rusage_before.0)) as u64;
+    Ok(RunReport {
+        exit: outcome.exit,
+        stdout: io.stdout,
+        stderr: io.stderr,
+        fd4: req.capture_fd4.then_some(io.fd4),
+        truncated: io.output_limit,
+        wall_timeout: outcome.wall_timeout,
+        output_limit: io.output_limit,
+        wall_nanos: wall.as_nanos() as u64,
+        cpu_nanos,
+        max_rss_bytes: after.1,
+        error: outcome.cancelled.then(|| "cancelled".to_string()),
+    })
+}
+
+fn not_started(message: String) -> RunReport {
+    RunReport {
+        exit: Exit::NotStarted,
+        stdout: Vec::new(),
+        stderr: format!("{message}\n").into_bytes(),
+        fd4: None,
+        truncated: false,
+        wall_timeout: false,
+        output_limit: false,
+        wall_nanos: 0,
+        cpu_nanos: 0,
+        max_rss_bytes: 0,
+        error: Some(message),
+    }
+}
+
+/// (CPU nanoseconds, peak RSS bytes) of every reaped child so far.
+fn children_rusage() -> (u128, u64) {
+    // SAFETY: getrusage fills a zeroed struct.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru);
+        ru
+    };
+    let nanos = |tv: libc::timeval| tv.tv_sec as u128 * 1_000_000_000 + tv.tv_usec as u128 * 1000;
+    (
+        nanos(ru.ru_utime) + nanos(ru.ru_stime),
+        ru.ru_maxrss as u64 * 1024,
+    )
+}
+
+/// The child between fork and exec. Never returns.
+fn child(
+    ctx: &Context,
+    req: &RunRequest,
+    targets: &[Option<RawFd>; 5],
+    path: &CString,
+    argv: &[CString],
+    envp: &[CString],
+    cwd: &CString,
+) -> ! {
+    // SAFETY: we are the freshly forked child of a single-threaded process; every call below is a
+    // plain system call on values we own, and we exec or _exit at the end.
+    unsafe {
+        let fail = |what: &str| -> ! {
+            let msg = format!("codebeaker: {what}: {}\n", io::Error::last_os_error());
+            libc::write(2, msg.as_ptr().cast(), msg.len());
+            libc::_exit(127)
+        };
+        libc::setsid();
+        // Move the pipe ends out of the way first, so no dup2 below overwrites a source.
+        let mut high = [-1; 5];
+        for (i, fd) in targets.iter().enumerate() {
+            if let Some(fd) = fd {
+                high[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 64);
+                if high[i] < 0 {
+                    fail("dup");
+                }
+            }
+        }
+        for (target, fd) in high.iter().enumerate() {
+            if *fd >= 0 {
+                if libc::dup2(*fd, target as i32) < 0 {
+                    fail("dup2");
+                }
+            } else {
+                libc::close(target as i32);
+            }
+        }
+        libc::syscall(libc::SYS_close_range, 5u32, u32::MAX, 0u32);
+        // Signals: the init blocks SIGCHLD and Rust ignores SIGPIPE; the program gets defaults.
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::umask(0o022);
+
+        let limits = &req.limits;
+        let cpu = limits.cpu_time.as_secs() + u64::from(limits.cpu_time.subsec_nanos() > 0);
+        let cpu = cpu.max(1);
+        let mut rl = vec![
+            (libc::RLIMIT_CPU, cpu, cpu + 1),
+            (
+                libc::RLIMIT_FSIZE,
+                limits.file_size_bytes,
+                limits.file_size_bytes,
+            ),
+            (libc::RLIMIT_NOFILE, limits.open_files, limits.open_files),
+            (libc::RLIMIT_CORE, 0, 0),
+        ];
+        if ctx.degraded {
+            let mem = limits.memory_bytes.unwrap_or(ctx.box_limits.memory_bytes);
+            rl.push((libc::RLIMIT_AS, mem, mem));
+            rl.push((
+                libc::RLIMIT_NPROC,
+                ctx.box_limits.max_processes,
+                ctx.box_limits.max_processes,
+            ));
+        }
+        for (resource, soft, hard) in rl {
+            let lim = libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: hard,
+            };
+            if libc::setrlimit(resource, &lim) != 0 {
+                fail("setrlimit");
+            }
+        }
+        if libc::chdir(cwd.as_ptr()) != 0 {
+            fail(&format!("cannot enter directory {}", cwd.to_string_lossy()));
+        }
+        for cap in 0..64 {
+            libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
+        }
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        );
+        if libc::setgroups(0, std::ptr::null()) != 0
+            || libc::setresgid(SANDBOX_UID, SANDBOX_UID, SANDBOX_UID) != 0
+            || libc::setresuid(SANDBOX_UID, SANDBOX_UID, SANDBOX_UID) != 0
+        {
+            fail("dropping to the sandbox user");
+        }
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+            fail("no_new_privs");
+        }
+        if crate::seccomp::install(&ctx.filters).is_err() {
+            fail("installing the seccomp filter");
+        }
+        let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+        argv_ptrs.push(std::ptr::null());
+        let mut env_ptrs: Vec<*const libc::c_char> = envp.iter().map(|e| e.as_ptr()).collect();
+        env_ptrs.push(std::ptr::null());
+        libc::execve(path.as_ptr(), argv_ptrs.as_ptr(), env_ptrs.as_ptr());
+        fail(&format!("cannot execute {}", path.to_string_lossy()))
+    }
+}
+
+struct RunIo<'a> {
+    sock: &'a mut UnixStream,
+    stream: bool,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    fd4: Vec<u8>,
+    output_cap: u64,
+    output_limit: bool,
+}
+
+impl RunIo<'_> {
+    /// Keeps what fits under the output cap; returns false once the cap is exceeded.
+    fn take_output(&mut self, stream: Stream, data: &[u8]) -> Result<bool, RunError> {
+        let used = (self.stdout.len() + self.stderr.len()) as u64;
+        let room = self.output_cap.saturating_sub(used) as usize;
+        let kept = &data[..data.len().min(room)];
+        if !kept.is_empty() {
+            match stream {
+                Stream::Stdout => self.stdout.extend_from_slice(kept),
+                Stream::Stderr => self.stderr.extend_from_slice(kept),
+            }
+            if self.stream {
+                let msg = InitMsg::Output {
+                    stream,
+                    data: kept.to_vec(),
+                };
+                wire::send(self.sock, &msg).map_err(|_| RunError::HostGone)?;
+            }
+        }
+        if kept.len() < data.len() {
+            self.output_limit = true;
+        }
+        Ok(!self.output_limit)
+    }
+}
+
+struct Pipes<'a> {
+    sigfd: OwnedFd,
+    stdout: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
+    fd4: Option<OwnedFd>,
+    /// Write end, bytes to write, bytes written so far.
+    stdin: Option<(OwnedFd, &'a [u8], usize)>,
+    fd3: Option<(OwnedFd, &'a [u8], usize)>,
+}
+
+struct Supervised {
+    exit: Exit,
+    wall_timeout: bool,
+    cancelled: bool,
+}
+
+enum ReadResult {
+    Data(usize),
+    Eof,
+    WouldBlock,
+}
+
+fn read_some(fd: &OwnedFd, buf: &mut [u8]) -> ReadResult {
+    // SAFETY: reading into a buffer we own.
+    let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    match n {
+        0 => ReadResult::Eof,
+        n if n > 0 => ReadResult::Data(n as usize),
+        _ if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {
+            ReadResult::WouldBlock
+        }
+        _ if io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock => {
+            ReadResult::WouldBlock
+        }
+        _ => ReadResult::Eof,
+    }
+}
+
+/// Writes what the pipe takes now; `true` when everything is written (or the reader is gone).
+fn write_some(pipe: &mut (OwnedFd, &[u8], usize)) -> bool {
+    let (fd, data, done) = pipe;
+    if *done >= data.len() {
+        return true;
+    }
+    let rest = &data[*done..];
+    let chunk = &rest[..rest.len().min(64 * 1024)];
+    // SAFETY: writing from a buffer we own.
+    let n = unsafe { libc::write(fd.as_raw_fd(), chunk.as_ptr().cast(), chunk.len()) };
+    if n > 0 {
+        *done += n as usize;
+        return *done >= data.len();
+    }
+    let err = io::Error::last_os_error().kind();
+    !(err == io::ErrorKind::WouldBlock || err == io::ErrorKind::Interrupted)
+}
+
+/// Kills every process of the box but the init, repeatedly, until none is left, and returns the
+/// main process's status if it was reaped here.
+fn kill_and_reap_all(main: libc::pid_t) -> Option<i32> {
+    let mut main_status = None;
+    loop {
+        // SAFETY: kill(-1) from PID 1 signals every other process of the PID namespace.
+        unsafe { libc::kill(-1, libc::SIGKILL) };
+        let mut status = 0;
+        // SAFETY: waiting for any child.
+        let r = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if r == main {
+            main_status = Some(status);
+        }
+        if r < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD) {
+            return main_status;
+        }
+    }
+}
+
+fn exit_of(status: i32) -> Exit {
+    if libc::WIFEXITED(status) {
+        Exit::Code(libc::WEXITSTATUS(status))
+    } else {
+        Exit::Signal(libc::WTERMSIG(status))
+    }
+}
+
+fn supervise(
+    io: &mut RunIo<'_>,
+    mut pipes: Pipes<'_>,
+    main: libc::pid_t,
+    deadline: Instant,
+) -> Result<Supervised, RunError> {
+    for fd in [&pipes.stdout, &pipes.stderr, &pipes.fd4]
+        .into_iter()
+        .flatten()
+    {
+        set_nonblocking(fd.as_raw_fd());
+    }
+    for (fd, _, _) in [&pipes.stdin, &pipes.fd3].into_iter().flatten() {
+        set_nonblocking(fd.as_raw_fd());
+    }
+    if pipes.stdin.as_ref().is_some_and(|(_, d, _)| d.is_empty()) {
+        pipes.stdin = None;
+    }
+    let mut main_status: Option<i32> = None;
+    let mut wall_timeout = false;
+    let mut cancelled = false;
+    let mut host_gone = false;
+    let mut stop = false;
+    let mut buf = vec![0u8; 64 * 1024];
+    let sock_fd = io.sock.as_raw_fd();
+
+    while !stop {
+        let mut fds: Vec<libc::pollfd> = Vec::with_capacity(7);
+        let mut push = |fd: RawFd, events: i16| {
+            fds.push(libc::pollfd {
+                fd,
+                events,
+                revents: 0,
+            })
+        };
+        push(pipes.sigfd.as_raw_fd(), libc::POLLIN);
+        push(sock_fd, libc::POLLIN);
+        let readers = [&pipes.stdout, &pipes.stderr, &pipes.fd4];
+        for r in readers.iter() {
+            push(r.as_ref().map_or(-1, |f| f.as_raw_fd()), libc::POLLIN);
+        }
+        push(
+            pipes.stdin.as_ref().map_or(-1, |p| p.0.as_raw_fd()),
+            libc::POLLOUT,
+        );
+        push(
+            pipes.fd3.as_ref().map_or(-1, |p| p.0.as_raw_fd()),
+            libc::POLLOUT,
+        );
+        let now = Instant::now();
+        if now >= deadline {
+            wall_timeout = true;
+            break;
+        }
+        let timeout_ms = (deadline - now).as_millis().clamp(1, i32::MAX as u128) as i32;
+        // SAFETY: polling an array we own.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+        if n < 0 {
+            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(failed("poll", io::Error::last_os_error()));
+        }
+        let ready = |i: usize| fds[i].revents != 0;
+        if ready(0) {
+            let mut info = [0u8; 128];
+            // SAFETY: draining the signalfd into a buffer we own.
+            while unsafe {
+                libc::read(
+                    pipes.sigfd.as_raw_fd(),
+                    info.as_mut_ptr().cast(),
+                    info.len(),
+                )
+            } > 0
+            {}
+            // Reap whatever exited; orphans reparented to the init are reaped here too, so they
+            // never pile up as zombies against the process limit.
+            loop {
+                let mut status = 0;
+                // SAFETY: non-blocking wait for any child.
+                let r = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+                if r <= 0 {
+                    break;
+                }
+                if r == main {
+                    main_status = Some(status);
+                    stop = true;
+                }
+            }
+        }
+        if ready(1) {
+            match wire::recv::<HostMsg>(io.sock) {
+                Ok(Some(HostMsg::Cancel)) => {
+                    cancelled = true;
+                    stop = true;
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => {
+                    host_gone = true;
+                    stop = true;
+                }
+            }
+        }
+        for (i, stream) in [
+            (2, Some(Stream::Stdout)),
+            (3, Some(Stream::Stderr)),
+            (4, None),
+        ] {
+            if !ready(i) {
+                continue;
+            }
+            let slot = match i {
+                2 => &mut pipes.stdout,
+                3 => &mut pipes.stderr,
+                _ => &mut pipes.fd4,
+            };
+            let Some(fd) = slot.as_ref() else { continue };
+            match read_some(fd, &mut buf) {
+                ReadResult::Data(n) => match stream {
+                    Some(s) => {
+                        if !io.take_output(s, &buf[..n])? {
+                            stop = true;
+                        }
+                    }
+                    None => {
+                        io.fd4.extend_from_slice(&buf[..n]);
+                        if io.fd4.len() as u64 > MAX_FD4_BYTES {
+                            io.output_limit = true;
+                            stop = true;
+                        }
+                    }
+                },
+                ReadResult::Eof => *slot = None,
+                ReadResult::WouldBlock => {}
+            }
+        }
+        if ready(5) && pipes.stdin.as_mut().is_some_and(write_some) {
+            pipes.stdin = None;
+        }
+        if ready(6) && pipes.fd3.as_mut().is_some_and(write_some) {
+            pipes.fd3 = None;
+        }
+    }
+    pipes.stdin = None;
+    pipes.fd3 = None;
+    if let Some(status) = kill_and_reap_all(main) {
+        main_status = Some(status);
+    }
+    // Every writer is dead now: drain what is left in the pipes.
+    for (slot, stream) in [
+        (pipes.stdout.take(), Some(Stream::Stdout)),
+        (pipes.stderr.take(), Some(Stream::Stderr)),
+        (pipes.fd4.take(), None),
+    ] {
+        let Some(fd) = slot else { continue };
+        let mut file = std::fs::File::from(fd);
+        loop {
+            match file.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => match stream {
+                    Some(s) => {
+                        if !io.take_output(s, &buf[..n])? {
+                            break;
+                        }
+                    }
+                    None => {
+                        if (io.fd4.len() as u64) < MAX_FD4_BYTES {
+                            io.fd4.extend_from_slice(&buf[..n]);
+                        }
+                    }
+                },
+            }
+        }
+    }
+    if host_gone {
+        return Err(RunError::HostGone);
+    }
+    let exit = main_status
+        .map(exit_of)
+        .unwrap_or(Exit::Signal(libc::SIGKILL));
+    Ok(Supervised {
+        exit,
+        wall_timeout,
+        cancelled,
+    })
+}

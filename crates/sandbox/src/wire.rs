@@ -1,0 +1,247 @@
+//! Messages between the host and the init inside a box, over the socket the init inherits.
+//!
+//! Each frame is a little-endian `u32` length followed by a `postcard` body. Binary payloads
+//! (program output, file contents) travel as raw bytes, so nothing needs to be UTF-8. The host
+//! side reads frames with tokio, the init with blocking std I/O; both share these types.
+
+use serde::{Deserialize, Serialize};
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+
+use crate::limits::{BoxLimits, RunLimits};
+
+/// Largest frame either side accepts: program output and file contents are capped well below it.
+pub const MAX_FRAME: usize = 256 * 1024 * 1024;
+
+/// A read-only bind mount of a host path into the box, at the same path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bind {
+    pub source: PathBuf,
+    pub target: PathBuf,
+}
+
+/// What the host tells a new box before it sets itself up.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BoxSetup {
+    /// Host uid and gid that uid/gid 0 inside the box maps to; the box gets 65536 ids from there.
+    pub id_base: u32,
+    pub limits: BoxLimits,
+    /// Read-only binds besides the base system (toolchain directories and the like).
+    pub binds: Vec<Bind>,
+    /// A directory on the host where the box mounts its new root (empty, shared by all boxes).
+    pub root_mountpoint: PathBuf,
+    /// Apply rlimits for memory and processes because no cgroup holds the box.
+    pub degraded: bool,
+}
+
+/// Requests from the host to the init.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum HostMsg {
+    Setup(BoxSetup),
+    Run(RunRequest),
+    WriteFile(WriteFile),
+    ReadFile {
+        root: FileRoot,
+        path: String,
+        max_bytes: u64,
+    },
+    /// Stop the run in progress (sent only while a run goes on).
+    Cancel,
+    Shutdown,
+}
+
+/// Where a file operation's relative path starts. Paths never leave that directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileRoot {
+    Workspace,
+    Tmp,
+}
+
+impl FileRoot {
+    pub fn dir(self) -> &'static str {
+        match self {
+            FileRoot::Workspace => "/workspace",
+            FileRoot::Tmp => "/tmp",
+        }
+    }
+}
+
+/// Write a file inside the box, creating parent directories.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WriteFile {
+    pub root: FileRoot,
+    pub path: String,
+    pub data: Vec<u8>,
+    pub executable: bool,
+}
+
+/// Start a process tree in the box and wait for it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRequest {
+    pub argv: Vec<String>,
+    /// The whole environment of the program (nothing of the host's leaks in).
+    pub env: Vec<(String, String)>,
+    /// Working directory inside the box.
+    pub cwd: String,
+    pub stdin: Vec<u8>,
+    /// Bytes offered on fd 3 (the snippet ABI's input); `None` leaves fd 3 closed.
+    pub fd3_input: Option<Vec<u8>>,
+    /// Capture fd 4 (the snippet ABI's result).
+    pub capture_fd4: bool,
+    pub limits: RunLimits,
+    /// Send [`InitMsg::Output`] frames while the run goes on.
+    pub stream: bool,
+}
+
+/// Which output stream a chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// How the main process of a run ended, as the init saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+    /// The init could not start the process at all.
+    NotStarted,
+}
+
+/// The init's report of a finished run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunReport {
+    pub exit: Exit,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub fd4: Option<Vec<u8>>,
+    pub truncated: bool,
+    pub wall_timeout: bool,
+    pub output_limit: bool,
+    pub wall_nanos: u64,
+    pub cpu_nanos: u64,
+    /// Largest resident set of any process of the run (from `getrusage`).
+    pub max_rss_bytes: u64,
+    /// Why the process could not be started, with [`Exit::NotStarted`].
+    pub error: Option<String>,
+}
+
+/// Messages from the init (and, once, from the setup process) to the host.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum InitMsg {
+    /// Host pid of the box's init, sent by the setup process right after it is cloned.
+    Spawned {
+        pid: i32,
+    },
+    /// The box is set up and takes requests.
+    Ready,
+    Output {
+        stream: Stream,
+        data: Vec<u8>,
+    },
+    Finished(RunReport),
+    Done,
+    FileData(Vec<u8>),
+    /// A request failed; the box is still usable.
+    Error(String),
+    /// Setup failed; the box is gone.
+    SetupFailed(String),
+}
+
+fn encode<T: Serialize>(msg: &T) -> io::Result<Vec<u8>> {
+    let body = postcard::to_stdvec(msg).map_err(io::Error::other)?;
+    let len = u32::try_from(body.len()).map_err(|_| io::Error::other("frame too large"))?;
+    let mut frame = Vec::with_capacity(4 + body.len());
+    frame.extend_from_slice(&len.to_le_bytes());
+    frame.extend_from_slice(&body);
+    Ok(frame)
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(body: &[u8]) -> io::Result<T> {
+    postcard::from_bytes(body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+fn check_len(len: u32) -> io::Result<usize> {
+    let len = len as usize;
+    if len > MAX_FRAME {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "frame too large",
+        ));
+    }
+    Ok(len)
+}
+
+/// Writes one frame (blocking).
+pub fn send<T: Serialize>(w: &mut impl Write, msg: &T) -> io::Result<()> {
+    w.write_all(&encode(msg)?)
+}
+
+/// Reads one frame (blocking). `Ok(None)` at a clean end of stream.
+pub fn recv<T: for<'de> Deserialize<'de>>(r: &mut impl Read) -> io::Result<Option<T>> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let mut body = vec![0u8; check_len(u32::from_le_bytes(len))?];
+    r.read_exact(&mut body)?;
+    decode(&body).map(Some)
+}
+
+/// Writes one frame (async).
+pub async fn send_async<T: Serialize>(
+    w: &mut (impl tokio::io::AsyncWrite + Unpin),
+    msg: &T,
+) -> io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    w.write_all(&encode(msg)?).await
+}
+
+/// Reads one frame (async). `Ok(None)` at a clean end of stream.
+pub async fn recv_async<T: for<'de> Deserialize<'de>>(
+    r: &mut (impl tokio::io::AsyncRead + Unpin),
+) -> io::Result<Option<T>> {
+    use tokio::io::AsyncReadExt;
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let mut body = vec![0u8; check_len(u32::from_le_bytes(len))?];
+    r.read_exact(&mut body).await?;
+    decode(&body).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_binary_payloads() {
+        let msg = InitMsg::Output {
+            stream: Stream::Stderr,
+            data: vec![0, 0xff, 0xfe, b'\n'],
+        };
+        let mut buf = Vec::new();
+        send(&mut buf, &msg).unwrap();
+        let back: InitMsg = recv(&mut buf.as_slice()).unwrap().unwrap();
+        match back {
+            InitMsg::Output { stream, data } => {
+                assert_eq!(stream, Stream::Stderr);
+                assert_eq!(data, vec![0, 0xff, 0xfe, b'\n']);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(recv::<InitMsg>(&mut [].as_slice()).unwrap().is_none());
+    }
+
+    #[test]
+    fn oversized_length_is_refused() {
+        let bytes = u32::MAX.to_le_bytes();
+        assert!(recv::<InitMsg>(&mut bytes.as_slice()).is_err());
+    }
+}
