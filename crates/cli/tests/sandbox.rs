@@ -495,3 +495,93 @@ async fn streaming_delivers_output_while_running() {
     assert_eq!(text(&out.stdout), "one\n");
     destroy_and_check(&sb, bx).await;
 }
+
+#[tokio::test]
+async fn directory_operations_never_follow_symlinks() {
+    let sb = sandbox();
+    let bx = new_box(&sb, BoxLimits::default()).await;
+    bx.create_dir(FileRoot::Workspace, "a/b/c", true)
+        .await
+        .unwrap();
+    assert!(
+        bx.create_dir(FileRoot::Workspace, "x/y", false)
+            .await
+            .is_err(),
+        "parents need recursive"
+    );
+    bx.write_file(FileRoot::Workspace, "a/b/c/f.txt", b"one".to_vec(), false)
+        .await
+        .unwrap();
+    bx.append_file(FileRoot::Workspace, "a/b/c/f.txt", b"+two".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(
+        bx.read_file(FileRoot::Workspace, "a/b/c/f.txt", 100)
+            .await
+            .unwrap(),
+        b"one+two"
+    );
+    assert_eq!(
+        bx.copy(FileRoot::Workspace, "a/b/c/f.txt", "copy/f2.txt", false)
+            .await
+            .unwrap(),
+        7
+    );
+    assert!(bx
+        .copy(FileRoot::Workspace, "a/b/c/f.txt", "copy/f2.txt", false)
+        .await
+        .unwrap_err()
+        .to_string()
+        .contains("overwrite"));
+    // A symlink loop, a link to the host's root and a deep tree.
+    bx.run(&sh("cd /workspace && ln -s loop loop && ln -s / rootlink && mkdir -p deep && cd deep && for i in $(seq 60); do mkdir d && cd d; done")).await.unwrap();
+    let (entries, truncated) = bx
+        .list(FileRoot::Workspace, "", true, 100, 10_000)
+        .await
+        .unwrap();
+    assert!(!truncated);
+    let paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
+    assert!(
+        paths.contains(&"a/b/c/f.txt") && paths.contains(&"copy/f2.txt"),
+        "{paths:?}"
+    );
+    assert!(
+        !paths.iter().any(|p| p.starts_with("rootlink/")),
+        "symlinks are listed, not followed"
+    );
+    let link = entries.iter().find(|e| e.path == "rootlink").unwrap();
+    assert_eq!(link.kind, codebeaker_sandbox::EntryKind::Symlink);
+    let (few, truncated) = bx
+        .list(FileRoot::Workspace, "", true, 100, 3)
+        .await
+        .unwrap();
+    assert!(truncated && few.len() == 3);
+    assert!(bx.read_file(FileRoot::Workspace, "loop", 10).await.is_err());
+    assert!(bx
+        .list(FileRoot::Workspace, "rootlink", false, 1, 10)
+        .await
+        .is_err());
+    assert!(
+        bx.remove(FileRoot::Workspace, "a", false).await.is_err(),
+        "non-empty needs recursive"
+    );
+    assert!(bx.remove(FileRoot::Workspace, "a", true).await.unwrap());
+    assert!(bx.remove(FileRoot::Workspace, "deep", true).await.unwrap());
+    assert!(
+        bx.remove(FileRoot::Workspace, "rootlink", true)
+            .await
+            .unwrap(),
+        "removes the link only"
+    );
+    assert!(
+        !bx.remove(FileRoot::Workspace, "a", true).await.unwrap(),
+        "already gone"
+    );
+    assert!(
+        bx.remove(FileRoot::Workspace, "", true).await.is_err(),
+        "the workspace itself stays"
+    );
+    let out = bx.run(&sh("ls /bin/sh && ls /workspace")).await.unwrap();
+    assert_eq!(text(&out.stdout), "/bin/sh\ncopy\nloop\n");
+    destroy_and_check(&sb, bx).await;
+}

@@ -30,7 +30,7 @@ use crate::cgroup::{BoxCgroup, CgroupLimits, CgroupManager, CgroupVersion};
 use crate::limits::{BoxLimits, RunLimits};
 use crate::outcome::{RunOutcome, RunStatus};
 use crate::wire::{
-    self, Bind, BoxSetup, Exit, FileRoot, HostMsg, InitMsg, RunReport, RunRequest, Stream,
+    self, Bind, BoxSetup, Entry, Exit, FileRoot, HostMsg, InitMsg, RunReport, RunRequest, Stream,
     WriteFile,
 };
 
@@ -562,6 +562,104 @@ impl SandboxBox {
         };
         match self.request(&msg).await? {
             InitMsg::FileData(data) => Ok(data),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Appends to a file in the box, creating it (and its parents) when missing.
+    pub async fn append_file(
+        &self,
+        root: FileRoot,
+        path: &str,
+        data: Vec<u8>,
+    ) -> Result<(), SandboxError> {
+        let msg = HostMsg::AppendFile(WriteFile {
+            root,
+            path: path.to_string(),
+            data,
+            executable: false,
+        });
+        match self.request(&msg).await? {
+            InitMsg::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Creates a directory in the box (and its parents with `recursive`).
+    pub async fn create_dir(
+        &self,
+        root: FileRoot,
+        path: &str,
+        recursive: bool,
+    ) -> Result<(), SandboxError> {
+        let msg = HostMsg::CreateDir {
+            root,
+            path: path.to_string(),
+            recursive,
+        };
+        match self.request(&msg).await? {
+            InitMsg::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Removes a file, symlink or directory in the box; `false` when nothing was there.
+    pub async fn remove(
+        &self,
+        root: FileRoot,
+        path: &str,
+        recursive: bool,
+    ) -> Result<bool, SandboxError> {
+        let msg = HostMsg::Remove {
+            root,
+            path: path.to_string(),
+            recursive,
+        };
+        match self.request(&msg).await? {
+            InitMsg::Removed(removed) => Ok(removed),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Copies a regular file in the box; returns the bytes copied.
+    pub async fn copy(
+        &self,
+        root: FileRoot,
+        source: &str,
+        destination: &str,
+        overwrite: bool,
+    ) -> Result<u64, SandboxError> {
+        let msg = HostMsg::Copy {
+            root,
+            source: source.to_string(),
+            destination: destination.to_string(),
+            overwrite,
+        };
+        match self.request(&msg).await? {
+            InitMsg::Copied(n) => Ok(n),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Lists a directory in the box without following symlinks; the flag says whether
+    /// `max_entries` cut the listing short.
+    pub async fn list(
+        &self,
+        root: FileRoot,
+        path: &str,
+        recursive: bool,
+        max_depth: u32,
+        max_entries: u32,
+    ) -> Result<(Vec<Entry>, bool), SandboxError> {
+        let msg = HostMsg::List {
+            root,
+            path: path.to_string(),
+            recursive,
+            max_depth,
+            max_entries,
+        };
+        match self.request(&msg).await? {
+            InitMsg::Entries { entries, truncated } => Ok((entries, truncated)),
             other => Err(unexpected(other)),
         }
     }

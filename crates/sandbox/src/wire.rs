@@ -45,6 +45,34 @@ pub enum HostMsg {
         path: String,
         max_bytes: u64,
     },
+    /// Append to a file (created when missing).
+    AppendFile(WriteFile),
+    CreateDir {
+        root: FileRoot,
+        path: String,
+        recursive: bool,
+    },
+    /// Remove a file, a symlink, or (with `recursive`, or when empty) a directory.
+    Remove {
+        root: FileRoot,
+        path: String,
+        recursive: bool,
+    },
+    /// Copy a regular file.
+    Copy {
+        root: FileRoot,
+        source: String,
+        destination: String,
+        overwrite: bool,
+    },
+    /// List a directory (`path` empty or `.` for the root), never following symlinks.
+    List {
+        root: FileRoot,
+        path: String,
+        recursive: bool,
+        max_depth: u32,
+        max_entries: u32,
+    },
     /// Stop the run in progress (sent only while a run goes on).
     Cancel,
     Shutdown,
@@ -73,6 +101,28 @@ pub struct WriteFile {
     pub path: String,
     pub data: Vec<u8>,
     pub executable: bool,
+}
+
+/// What kind of thing a directory entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EntryKind {
+    File,
+    Dir,
+    Symlink,
+    Other,
+}
+
+/// One entry of a directory listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Path relative to the operation's root directory (`/workspace` or `/tmp`).
+    pub path: String,
+    pub kind: EntryKind,
+    pub size: u64,
+    /// Modification time, seconds since the Unix epoch.
+    pub modified: i64,
+    /// Permission bits.
+    pub mode: u32,
 }
 
 /// Start a process tree in the box and wait for it.
@@ -143,6 +193,15 @@ pub enum InitMsg {
     Finished(RunReport),
     Done,
     FileData(Vec<u8>),
+    /// Result of `Remove`: whether something was there to remove.
+    Removed(bool),
+    /// Result of `Copy`: bytes copied.
+    Copied(u64),
+    /// Result of `List`; `truncated` when `max_entries` cut it short.
+    Entries {
+        entries: Vec<Entry>,
+        truncated: bool,
+    },
     /// A request failed; the box is still usable.
     Error(String),
     /// Setup failed; the box is gone.

@@ -4,17 +4,23 @@
 //! its filesystem uid to the sandbox user for each operation (which also drops its filesystem
 //! capabilities), so it can touch nothing the sandboxed program could not. Every path is opened
 //! component by component with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` from the root
-//! directory of the operation, so `..` and planted symlinks cannot lead anywhere else.
+//! directory of the operation, so `..` and planted symlinks cannot lead anywhere else; listings
+//! and removals never follow symlinks either.
 
+use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 
-use rustix::fs::{Mode, OFlags, ResolveFlags};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
 
 use super::SANDBOX_UID;
-use crate::wire::{FileRoot, WriteFile};
+use crate::wire::{Entry, EntryKind, FileRoot, WriteFile};
 
 type R<T> = Result<T, String>;
+
+/// Deepest directory tree a recursive removal descends into.
+const MAX_REMOVE_DEPTH: usize = 256;
 
 /// Runs `f` with the sandbox user's filesystem identity.
 fn as_sandbox_user<T>(f: impl FnOnce() -> R<T>) -> R<T> {
@@ -33,6 +39,7 @@ fn as_sandbox_user<T>(f: impl FnOnce() -> R<T>) -> R<T> {
 }
 
 /// Splits a relative path into its components, refusing anything that is not a plain name.
+/// The empty path and `.` mean the root itself (an empty list).
 fn components(path: &str) -> R<Vec<&str>> {
     if path.contains('\0') {
         return Err("path contains a NUL byte".into());
@@ -41,16 +48,39 @@ fn components(path: &str) -> R<Vec<&str>> {
         .split('/')
         .filter(|p| !p.is_empty() && *p != ".")
         .collect();
-    if parts.is_empty() {
-        return Err("path is empty".into());
-    }
     if parts.contains(&"..") {
         return Err(format!("path {path:?} contains '..'"));
     }
     Ok(parts)
 }
 
+/// Like [`components`], for operations that need a named entry (not the root itself).
+fn named(path: &str) -> R<(Vec<&str>, &str)> {
+    let mut parts = components(path)?;
+    let name = parts
+        .pop()
+        .ok_or("the path names the root directory itself")?;
+    Ok((parts, name))
+}
+
 const STRICT: ResolveFlags = ResolveFlags::BENEATH.union(ResolveFlags::NO_SYMLINKS);
+
+fn errno_text(e: Errno) -> String {
+    match e {
+        Errno::XDEV | Errno::LOOP => {
+            "a symlink on the way leads outside (or is not followed)".into()
+        }
+        Errno::NOENT => "no such file or directory".into(),
+        Errno::NOTDIR => "not a directory".into(),
+        Errno::ISDIR => "is a directory".into(),
+        Errno::EXIST => "already exists".into(),
+        Errno::NOSPC => "no space left (the size cap is reached)".into(),
+        Errno::DQUOT => "no space left (the size cap is reached)".into(),
+        Errno::ACCESS | Errno::PERM => "permission denied".into(),
+        Errno::NOTEMPTY => "directory not empty".into(),
+        e => e.to_string(),
+    }
+}
 
 fn open_dir(parent: &OwnedFd, name: &str) -> R<OwnedFd> {
     rustix::fs::openat2(
@@ -60,7 +90,7 @@ fn open_dir(parent: &OwnedFd, name: &str) -> R<OwnedFd> {
         Mode::empty(),
         STRICT,
     )
-    .map_err(|e| format!("{name}: {e}"))
+    .map_err(|e| format!("{name}: {}", errno_text(e)))
 }
 
 fn open_root(root: FileRoot) -> R<OwnedFd> {
@@ -72,51 +102,69 @@ fn open_root(root: FileRoot) -> R<OwnedFd> {
     .map_err(|e| format!("{}: {e}", root.dir()))
 }
 
-/// Writes a file, creating its parent directories.
-pub fn write(req: &WriteFile) -> R<()> {
-    let parts = components(&req.path)?;
-    as_sandbox_user(|| {
-        let mut dir = open_root(req.root)?;
-        let (name, parents) = parts.split_last().ok_or("path is empty")?;
-        for part in parents {
+/// Opens the directory `parts` below `root`, optionally creating missing components.
+fn walk(root: FileRoot, parts: &[&str], create: bool) -> R<OwnedFd> {
+    let mut dir = open_root(root)?;
+    for part in parts {
+        if create {
             match rustix::fs::mkdirat(&dir, *part, Mode::from_raw_mode(0o755)) {
-                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-                Err(e) => return Err(format!("creating directory {part}: {e}")),
+                Ok(()) | Err(Errno::EXIST) => {}
+                Err(e) => return Err(format!("creating directory {part}: {}", errno_text(e))),
             }
-            dir = open_dir(&dir, part)?;
         }
+        dir = open_dir(&dir, part)?;
+    }
+    Ok(dir)
+}
+
+fn open_file(dir: &OwnedFd, name: &str, flags: OFlags, mode: u32, shown: &str) -> R<OwnedFd> {
+    rustix::fs::openat2(
+        dir,
+        name,
+        flags | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::from_raw_mode(mode),
+        STRICT,
+    )
+    .map_err(|e| format!("{shown}: {}", errno_text(e)))
+}
+
+fn write_impl(req: &WriteFile, append: bool) -> R<()> {
+    let (parents, name) = named(&req.path)?;
+    as_sandbox_user(|| {
+        let dir = walk(req.root, &parents, true)?;
         let mode = if req.executable { 0o755 } else { 0o644 };
-        let fd = rustix::fs::openat2(
-            &dir,
-            *name,
-            OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-            Mode::from_raw_mode(mode),
-            STRICT,
-        )
-        .map_err(|e| format!("{}: {e}", req.path))?;
+        let flags = if append {
+            OFlags::WRONLY | OFlags::CREATE | OFlags::APPEND
+        } else {
+            OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC
+        };
+        let fd = open_file(&dir, name, flags, mode, &req.path)?;
         let mut file = std::fs::File::from(fd);
         file.write_all(&req.data)
             .map_err(|e| format!("writing {}: {e}", req.path))
     })
 }
 
+/// Writes a file (replacing it), creating its parent directories.
+pub fn write(req: &WriteFile) -> R<()> {
+    write_impl(req, false)
+}
+
+/// Appends to a file (creating it and its parent directories).
+pub fn append(req: &WriteFile) -> R<()> {
+    write_impl(req, true)
+}
+
 /// Reads up to `max_bytes` of a file; a larger file is an error.
 pub fn read(root: FileRoot, path: &str, max_bytes: u64) -> R<Vec<u8>> {
-    let parts = components(path)?;
+    let (parents, name) = named(path)?;
     as_sandbox_user(|| {
-        let mut dir = open_root(root)?;
-        let (name, parents) = parts.split_last().ok_or("path is empty")?;
-        for part in parents {
-            dir = open_dir(&dir, part)?;
+        let dir = walk(root, &parents, false)?;
+        let fd = open_file(&dir, name, OFlags::RDONLY, 0, path)?;
+        let stat = rustix::fs::fstat(&fd).map_err(|e| format!("{path}: {e}"))?;
+        if FileType::from_raw_mode(stat.st_mode) == FileType::Directory {
+            return Err(format!("{path}: is a directory"));
         }
-        let fd = rustix::fs::openat2(
-            &dir,
-            *name,
-            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-            Mode::empty(),
-            STRICT,
-        )
-        .map_err(|e| format!("{path}: {e}"))?;
         let mut data = Vec::new();
         std::fs::File::from(fd)
             .take(max_bytes + 1)
@@ -126,5 +174,158 @@ pub fn read(root: FileRoot, path: &str, max_bytes: u64) -> R<Vec<u8>> {
             return Err(format!("{path} is larger than {max_bytes} bytes"));
         }
         Ok(data)
+    })
+}
+
+/// Creates a directory (and, with `recursive`, its parents).
+pub fn create_dir(root: FileRoot, path: &str, recursive: bool) -> R<()> {
+    let (parents, name) = named(path)?;
+    as_sandbox_user(|| {
+        let dir = walk(root, &parents, recursive)?;
+        match rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(0o755)) {
+            Ok(()) => Ok(()),
+            Err(Errno::EXIST) if recursive => open_dir(&dir, name)
+                .map(|_| ())
+                .map_err(|_| format!("{path}: exists and is not a directory")),
+            Err(e) => Err(format!("{path}: {}", errno_text(e))),
+        }
+    })
+}
+
+/// Removes a file or symlink, or a directory (its contents too with `recursive`). `Ok(false)`
+/// when nothing was there.
+pub fn remove(root: FileRoot, path: &str, recursive: bool) -> R<bool> {
+    let (parents, name) = named(path)?;
+    as_sandbox_user(|| {
+        let dir = match walk(root, &parents, false) {
+            Ok(dir) => dir,
+            Err(_) if parents.is_empty() => return Err(format!("{}: cannot open", root.dir())),
+            Err(_) => return Ok(false),
+        };
+        remove_entry(&dir, name, recursive, 0).map_err(|e| format!("{path}: {e}"))
+    })
+}
+
+fn remove_entry(dir: &OwnedFd, name: &str, recursive: bool, depth: usize) -> R<bool> {
+    let stat = match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(stat) => stat,
+        Err(Errno::NOENT) => return Ok(false),
+        Err(e) => return Err(errno_text(e)),
+    };
+    if FileType::from_raw_mode(stat.st_mode) != FileType::Directory {
+        rustix::fs::unlinkat(dir, name, AtFlags::empty()).map_err(errno_text)?;
+        return Ok(true);
+    }
+    if recursive {
+        if depth >= MAX_REMOVE_DEPTH {
+            return Err(format!(
+                "directory tree deeper than {MAX_REMOVE_DEPTH} levels"
+            ));
+        }
+        let child = open_dir(dir, name)?;
+        let names: Vec<String> = rustix::fs::Dir::read_from(&child)
+            .map_err(errno_text)?
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "." && n != "..")
+            .collect();
+        for n in names {
+            remove_entry(&child, &n, true, depth + 1)?;
+        }
+    }
+    rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR).map_err(|e| match e {
+        Errno::NOTEMPTY => "directory not empty (remove it recursively)".to_string(),
+        e => errno_text(e),
+    })?;
+    Ok(true)
+}
+
+/// Copies a regular file; the destination's parent directories are created.
+pub fn copy(root: FileRoot, source: &str, destination: &str, overwrite: bool) -> R<u64> {
+    let (src_parents, src_name) = named(source)?;
+    let (dst_parents, dst_name) = named(destination)?;
+    as_sandbox_user(|| {
+        let src_dir = walk(root, &src_parents, false)?;
+        let src = open_file(&src_dir, src_name, OFlags::RDONLY, 0, source)?;
+        let stat = rustix::fs::fstat(&src).map_err(|e| format!("{source}: {e}"))?;
+        if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+            return Err(format!("{source}: only regular files can be copied"));
+        }
+        let dst_dir = walk(root, &dst_parents, true)?;
+        let flags = if overwrite {
+            OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC
+        } else {
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL
+        };
+        let dst = open_file(&dst_dir, dst_name, flags, stat.st_mode & 0o777, destination).map_err(
+            |e| {
+                if e.ends_with("already exists") {
+                    format!("{destination} already exists (set overwrite to replace it)")
+                } else {
+                    e
+                }
+            },
+        )?;
+        std::io::copy(&mut std::fs::File::from(src), &mut std::fs::File::from(dst))
+            .map_err(|e| format!("copying {source} to {destination}: {e}"))
+    })
+}
+
+/// Lists `path` breadth-first, at most `max_entries` entries and `max_depth` levels below it.
+pub fn list(
+    root: FileRoot,
+    path: &str,
+    recursive: bool,
+    max_depth: u32,
+    max_entries: u32,
+) -> R<(Vec<Entry>, bool)> {
+    let parts = components(path)?;
+    as_sandbox_user(|| {
+        let start = walk(root, &parts, false)?;
+        let prefix = parts.join("/");
+        let mut queue = VecDeque::from([(start, prefix, 0u32)]);
+        let mut entries = Vec::new();
+        while let Some((dir, prefix, depth)) = queue.pop_front() {
+            let mut names: Vec<String> = rustix::fs::Dir::read_from(&dir)
+                .map_err(errno_text)?
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n != "." && n != "..")
+                .collect();
+            names.sort();
+            for name in names {
+                if entries.len() >= max_entries as usize {
+                    return Ok((entries, true));
+                }
+                let Ok(stat) = rustix::fs::statat(&dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW)
+                else {
+                    continue;
+                };
+                let kind = match FileType::from_raw_mode(stat.st_mode) {
+                    FileType::RegularFile => EntryKind::File,
+                    FileType::Directory => EntryKind::Dir,
+                    FileType::Symlink => EntryKind::Symlink,
+                    _ => EntryKind::Other,
+                };
+                let rel = if prefix.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{prefix}/{name}")
+                };
+                if kind == EntryKind::Dir && recursive && depth + 1 < max_depth {
+                    if let Ok(child) = open_dir(&dir, &name) {
+                        queue.push_back((child, rel.clone(), depth + 1));
+                    }
+                }
+                entries.push(Entry {
+                    path: rel,
+                    kind,
+                    size: stat.st_size as u64,
+                    modified: stat.st_mtime,
+                    mode: stat.st_mode & 0o7777,
+                });
+            }
+        }
+        Ok((entries, false))
     })
 }

@@ -192,6 +192,45 @@ fn box_init(mut sock: UnixStream, setup: BoxSetup) -> ! {
                 Ok(data) => InitMsg::FileData(data),
                 Err(msg) => InitMsg::Error(msg),
             },
+            HostMsg::AppendFile(w) => match files::append(&w) {
+                Ok(()) => InitMsg::Done,
+                Err(msg) => InitMsg::Error(msg),
+            },
+            HostMsg::CreateDir {
+                root,
+                path,
+                recursive,
+            } => match files::create_dir(root, &path, recursive) {
+                Ok(()) => InitMsg::Done,
+                Err(msg) => InitMsg::Error(msg),
+            },
+            HostMsg::Remove {
+                root,
+                path,
+                recursive,
+            } => match files::remove(root, &path, recursive) {
+                Ok(removed) => InitMsg::Removed(removed),
+                Err(msg) => InitMsg::Error(msg),
+            },
+            HostMsg::Copy {
+                root,
+                source,
+                destination,
+                overwrite,
+            } => match files::copy(root, &source, &destination, overwrite) {
+                Ok(n) => InitMsg::Copied(n),
+                Err(msg) => InitMsg::Error(msg),
+            },
+            HostMsg::List {
+                root,
+                path,
+                recursive,
+                max_depth,
+                max_entries,
+            } => match files::list(root, &path, recursive, max_depth, max_entries) {
+                Ok((entries, truncated)) => InitMsg::Entries { entries, truncated },
+                Err(msg) => InitMsg::Error(msg),
+            },
             HostMsg::Shutdown => std::process::exit(0),
             HostMsg::Setup(_) | HostMsg::Cancel => InitMsg::Error("unexpected request".into()),
         };
