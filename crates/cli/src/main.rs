@@ -6,6 +6,7 @@
 
 mod bench;
 mod doctor;
+mod languages;
 mod parse;
 mod run;
 
@@ -26,6 +27,8 @@ struct Cli {
 enum Commands {
     /// Run a program in a fresh box and mirror its exit code.
     Run(run::RunArgs),
+    /// List the languages, their versions here, and what to install for missing ones.
+    Languages(languages::LanguagesArgs),
     /// Show which isolation primitives work on this host and what to do about missing ones.
     Doctor(doctor::DoctorArgs),
     /// Time box creation and sandboxed runs against a bare process and bubblewrap.
@@ -53,6 +56,7 @@ fn main() {
     let code = runtime.block_on(async {
         let result = match cli.command {
             Commands::Run(a) => run::main(a).await,
+            Commands::Languages(a) => languages::main(a).await,
             Commands::Doctor(a) => doctor::main(a).await,
             Commands::Bench(a) => bench::main(a).await,
         };

@@ -3,9 +3,8 @@
 use anyhow::{bail, Context, Result};
 use base64::Engine as _;
 use clap::Args;
-use codebeaker_sandbox::{
-    BoxSpec, Command, FileRoot, RunOutcome, RunStatus, Sandbox, SandboxConfig,
-};
+use codebeaker_engine::{CodeRequest, Engine, EngineConfig};
+use codebeaker_sandbox::{RunOutcome, RunStatus};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -20,134 +19,124 @@ pub struct RunArgs {
     /// The program's text, instead of a file.
     #[arg(short = 'c', long = "code")]
     code: Option<String>,
-    /// Language: python, javascript or bash.
+    /// Language name or alias (see `codebeaker languages`).
     #[arg(short, long)]
     lang: Option<String>,
+    /// Snippet mode: this JSON (or @file) is bound to `input_data`, and the value the code leaves
+    /// in `result` is printed as JSON.
+    #[arg(long)]
+    input: Option<String>,
     /// Standard input: text, @file, or - for this command's own standard input.
     #[arg(long)]
     stdin: Option<String>,
     /// Wall-clock limit, e.g. 5s or 500ms (CPU time is limited to the same).
     #[arg(long, default_value = "10s", value_parser = parse::duration)]
     timeout: Duration,
-    /// Memory limit of the box, e.g. 256M.
-    #[arg(long, default_value = "512M", value_parser = parse::size)]
-    memory: u64,
+    /// Memory limit of the run, e.g. 256M.
+    #[arg(long, value_parser = parse::size)]
+    memory: Option<u64>,
     /// Print the whole typed outcome as JSON instead of the program's output.
     #[arg(long)]
     json: bool,
 }
 
-/// A language the interim runner knows: how to start a script file.
-struct ScriptLanguage {
-    name: &'static str,
-    extensions: &'static [&'static str],
-    interpreter: &'static str,
-}
-
-const LANGUAGES: &[ScriptLanguage] = &[
-    ScriptLanguage {
-        name: "python",
-        extensions: &["py"],
-        interpreter: "/usr/bin/python3",
-    },
-    ScriptLanguage {
-        name: "javascript",
-        extensions: &["js", "mjs", "cjs"],
-        interpreter: "/usr/bin/node",
-    },
-    ScriptLanguage {
-        name: "bash",
-        extensions: &["sh", "bash"],
-        interpreter: "/bin/bash",
-    },
-];
-
-fn pick_language(lang: Option<&str>, file: Option<&PathBuf>) -> Result<&'static ScriptLanguage> {
-    let known = || {
-        LANGUAGES
-            .iter()
-            .map(|l| l.name)
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    if let Some(name) = lang {
-        let name = name.to_ascii_lowercase();
-        let alias = match name.as_str() {
-            "py" | "python3" => "python",
-            "js" | "node" => "javascript",
-            "sh" => "bash",
-            other => other,
-        };
-        return LANGUAGES.iter().find(|l| l.name == alias).with_context(|| {
-            format!(
-                "Unsupported language '{name}'. Known languages: {}",
-                known()
-            )
-        });
-    }
-    let Some(file) = file else {
-        bail!("give --lang with -c; known languages: {}", known())
-    };
-    let ext = file
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or_default();
-    LANGUAGES
-        .iter()
-        .find(|l| l.extensions.contains(&ext))
-        .with_context(|| {
-            format!(
-                "cannot tell the language of {} from its extension; give --lang ({})",
-                file.display(),
-                known()
-            )
-        })
+/// Parses `--input`: JSON text or `@file`, with the position of a syntax error.
+fn parse_input(arg: &str) -> Result<serde_json::Value> {
+    let bytes = parse::text_or_file(arg)?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "--input is not valid JSON: {e} (line {}, column {})",
+            e.line(),
+            e.column()
+        )
+    })
 }
 
 pub async fn main(args: RunArgs) -> Result<i32> {
-    let lang = pick_language(args.lang.as_deref(), args.file.as_ref())?;
     let code = match (&args.file, &args.code) {
         (Some(file), _) => {
-            std::fs::read(file).with_context(|| format!("reading {}", file.display()))?
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
         }
-        (None, Some(code)) => code.as_bytes().to_vec(),
+        (None, Some(code)) => code.clone(),
         (None, None) => bail!("give a program file or -c CODE"),
     };
+    let input = args.input.as_deref().map(parse_input).transpose()?;
     let stdin = match &args.stdin {
         Some(s) => parse::text_or_file(s)?,
         None => Vec::new(),
     };
-    let sandbox = Sandbox::new(SandboxConfig::default())?;
-    let mut spec = BoxSpec::default();
-    spec.limits.memory_bytes = args.memory;
-    let bx = sandbox.create_box(&spec).await?;
-    let script = format!("main.{}", lang.extensions[0]);
-    let outcome = async {
-        bx.write_file(FileRoot::Tmp, &script, code, false).await?;
-        let mut cmd = Command::new([lang.interpreter.to_string(), format!("/tmp/{script}")]);
-        cmd.stdin = stdin;
-        cmd.limits.wall_time = args.timeout;
-        cmd.limits.cpu_time = args.timeout;
-        bx.run(&cmd).await
-    }
-    .await;
-    bx.destroy().await?;
-    let outcome = outcome?;
+    let engine = Engine::new(EngineConfig::default())?;
+    let language = match (&args.lang, &args.file) {
+        (Some(lang), _) => lang.clone(),
+        (None, Some(file)) => match engine.registry().detect_extension(file) {
+            Some(l) => l.name().to_string(),
+            None => bail!(
+                "cannot tell the language of {} from its extension; give --lang ({})",
+                file.display(),
+                engine.registry().names().collect::<Vec<_>>().join(", ")
+            ),
+        },
+        (None, None) => bail!(
+            "give --lang with -c ({})",
+            engine.registry().names().collect::<Vec<_>>().join(", ")
+        ),
+    };
+    let mut limits = engine.config().run_limits;
+    limits.wall_time = args.timeout;
+    limits.cpu_time = args.timeout;
+    limits.memory_bytes = args.memory;
+    let snippet = input.is_some();
+    let run = engine
+        .run_once(CodeRequest {
+            language,
+            code,
+            input,
+            stdin,
+            limits,
+        })
+        .await?;
+    let outcome = &run.outcome;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&outcome_json(&outcome))?);
+        let mut json = outcome_json(outcome);
+        json["language"] = run.language.clone().into();
+        json["error"] = run.error.clone().into();
+        if let Some(output) = &run.output {
+            json["output"] = output.clone();
+        }
+        if let Some(c) = run.compile {
+            json["compileCacheHit"] = c.cache_hit.into();
+            json["compileMs"] = (c.duration.as_millis() as u64).into();
+        }
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    } else if snippet {
+        // stdout carries only the snippet's output, so it can be piped.
+        std::io::stderr().write_all(&outcome.stdout)?;
+        if let Some(output) = &run.output {
+            println!("{output}");
+        }
+        if let Some(error) = &run.error {
+            eprintln!("{error}");
+        }
     } else {
         std::io::stdout().write_all(&outcome.stdout)?;
-        std::io::stderr().write_all(&outcome.stderr)?;
-        if !matches!(outcome.status, RunStatus::Ok | RunStatus::RuntimeError) {
+        if outcome.status == RunStatus::CompileError {
+            eprintln!("{}", run.error.as_deref().unwrap_or_default());
+        } else {
+            std::io::stderr().write_all(&outcome.stderr)?;
+        }
+        if !matches!(
+            outcome.status,
+            RunStatus::Ok | RunStatus::RuntimeError | RunStatus::CompileError
+        ) {
             let why = outcome.message.as_deref().unwrap_or_default();
             eprintln!("codebeaker: {} ({why})", outcome.status);
         }
     }
-    Ok(exit_code(&outcome))
+    Ok(exit_code(outcome))
 }
 
 /// The exit code `codebeaker run` mirrors: the program's own, `128 + signal` when it died of a
-/// signal, 124 for a time limit, 137 for the memory limit, 141 for the output limit, 125 when
+/// signal, 1 when the code did not compile, 124 for a time limit, 137 for the memory limit, 141 for the output limit, 125 when
 /// CodeBeaker itself failed.
 pub fn exit_code(o: &RunOutcome) -> i32 {
     match o.status {
@@ -155,6 +144,7 @@ pub fn exit_code(o: &RunOutcome) -> i32 {
         RunStatus::MemoryLimit => 137,
         RunStatus::OutputLimit => 141,
         RunStatus::InternalError => 125,
+        RunStatus::CompileError => 1,
         _ => o.exit_code.unwrap_or_else(|| 128 + o.signal.unwrap_or(0)),
     }
 }

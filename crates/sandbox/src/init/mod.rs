@@ -68,6 +68,19 @@ fn setup_process(args: &[String]) -> Result<i32, String> {
         Err(e) => return Err(format!("reading the box setup: {e}")),
     };
 
+    // Open the bind sources now, as host root: the init, root only of its own user namespace, may
+    // not be able to reach them by path (toolchains under /root, for example). It mounts them
+    // through these descriptors instead.
+    let mut sources = Vec::with_capacity(setup.binds.len());
+    for bind in &setup.binds {
+        match root::open_source(&bind.source) {
+            Ok(fd) => sources.push(fd),
+            Err(msg) => {
+                let _ = wire::send(&mut sock, &InitMsg::SetupFailed(msg.clone()));
+                return Err(msg);
+            }
+        }
+    }
     let (go_read, go_write) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
     // SAFETY: this process is single-threaded (a fresh exec of our binary that started no
     // threads), so a raw clone behaves like fork.
@@ -95,7 +108,7 @@ fn setup_process(args: &[String]) -> Result<i32, String> {
             std::process::exit(1);
         }
         drop(go_read);
-        box_init(sock, setup)
+        box_init(sock, setup, sources)
     }
     drop(go_read);
     let pid = pid as i32;
@@ -139,11 +152,11 @@ fn set_cloexec(fd: i32) {
 }
 
 /// PID 1 of the box. Never returns.
-fn box_init(mut sock: UnixStream, setup: BoxSetup) -> ! {
+fn box_init(mut sock: UnixStream, setup: BoxSetup, sources: Vec<std::os::fd::OwnedFd>) -> ! {
     // SAFETY: prctl with constant arguments.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
     let prepared = become_root()
-        .and_then(|_| root::build(&setup))
+        .and_then(|_| root::build(&setup, &sources))
         .and_then(|_| root::network_loopback_up())
         .and_then(|_| {
             nix::unistd::sethostname("codebeaker").map_err(|e| format!("sethostname: {e}"))

@@ -14,6 +14,7 @@
 
 use std::ffi::CString;
 use std::fs;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -54,7 +55,7 @@ fn err(what: &str, path: &Path, e: impl std::fmt::Display) -> String {
 }
 
 /// Builds the box root and enters it.
-pub fn build(setup: &BoxSetup) -> R<()> {
+pub fn build(setup: &BoxSetup, sources: &[OwnedFd]) -> R<()> {
     mount(
         None::<&str>,
         "/",
@@ -81,19 +82,16 @@ pub fn build(setup: &BoxSetup) -> R<()> {
     for entry in ETC_ENTRIES {
         bind_host_path(root, &Path::new("/etc").join(entry))?;
     }
-    for bind in &setup.binds {
-        if !bind.source.exists() {
-            return Err(format!(
-                "bind source {} does not exist",
-                bind.source.display()
-            ));
-        }
+    for (bind, fd) in setup.binds.iter().zip(sources) {
         let target = root.join(bind.target.strip_prefix("/").unwrap_or(&bind.target));
         if target.exists() && is_inside_bound(&bind.target) {
             // Already visible through a base bind (for example a toolchain under /usr).
             continue;
         }
-        bind_ro(&bind.source, &target)?;
+        let is_dir = rustix::fs::fstat(fd)
+            .map(|st| rustix::fs::FileType::from_raw_mode(st.st_mode).is_dir())
+            .map_err(|e| err("stat", &bind.source, e))?;
+        attach(fd, is_dir, &target)?;
     }
     write_etc(&etc)?;
 
@@ -123,6 +121,75 @@ pub fn build(setup: &BoxSetup) -> R<()> {
     tmpfs(&tmp, &format!("size={},mode=1777", setup.limits.tmp_bytes))?;
 
     enter(root)
+}
+
+/// Clones a bind source as a detached, read-only, nosuid, nodev mount, as host root and before
+/// the box's namespaces exist. The init, root only of its own user namespace, may not be able to
+/// reach the source by path (a toolchain under `/root`, say) and may not bind a mount of another
+/// mount namespace; it attaches this detached one with `move_mount` instead.
+pub fn open_source(path: &Path) -> R<OwnedFd> {
+    use rustix::mount::OpenTreeFlags;
+    let fd = rustix::mount::open_tree(
+        rustix::fs::CWD,
+        path,
+        OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
+    )
+    .map_err(|e| err("cloning bind source", path, e))?;
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    const MOUNT_ATTR_RDONLY: u64 = 0x1;
+    const MOUNT_ATTR_NOSUID: u64 = 0x2;
+    const MOUNT_ATTR_NODEV: u64 = 0x4;
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: mount_setattr on a descriptor we own, with a correctly sized struct.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r != 0 {
+        return Err(err(
+            "making read-only",
+            path,
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(fd)
+}
+
+/// Attaches a detached mount from [`open_source`] at `target` (created first).
+fn attach(fd: &OwnedFd, is_dir: bool, target: &Path) -> R<()> {
+    if is_dir {
+        fs::create_dir_all(target).map_err(|e| err("creating", target, e))?;
+    } else {
+        if let Some(parent) = target.parent() {
+            fs::create_dir_all(parent).map_err(|e| err("creating", parent, e))?;
+        }
+        fs::write(target, b"").map_err(|e| err("creating", target, e))?;
+    }
+    rustix::mount::move_mount(
+        fd,
+        c"",
+        rustix::fs::CWD,
+        target,
+        rustix::mount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+    .map_err(|e| err("attaching a bind at", target, e))
 }
 
 /// Whether `target` lies under one of the base directories (and so is already bound).

@@ -255,6 +255,11 @@ fn child(
             }
         }
         libc::syscall(libc::SYS_close_range, 5u32, u32::MAX, 0u32);
+        // The pipes belong to the init's uid; hand them to the sandbox user so that reopening
+        // them by path (/dev/stdin, /proc/self/fd/3) works too.
+        for fd in 0..5 {
+            libc::fchown(fd, SANDBOX_UID, SANDBOX_UID);
+        }
         // Signals: the init blocks SIGCHLD and Rust ignores SIGPIPE; the program gets defaults.
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);

@@ -1,0 +1,42 @@
+//! `codebeaker languages`: every language, its version here, and why it is unavailable if so.
+
+use anyhow::Result;
+use clap::Args;
+use codebeaker_engine::{Engine, EngineConfig};
+
+#[derive(Args)]
+pub struct LanguagesArgs {
+    /// Print the list as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn main(args: LanguagesArgs) -> Result<i32> {
+    let engine = Engine::new(EngineConfig::default())?;
+    let languages = engine.languages();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "languages": languages }))?
+        );
+        return Ok(0);
+    }
+    println!(
+        "{:<12} {:<10} {:<9} {:<8} aliases",
+        "language", "version", "available", "snippets"
+    );
+    for l in &languages {
+        println!(
+            "{:<12} {:<10} {:<9} {:<8} {}",
+            l.name,
+            l.version.as_deref().unwrap_or("-"),
+            if l.available { "yes" } else { "no" },
+            if l.snippets { "yes" } else { "no" },
+            l.aliases.join(", ")
+        );
+        if let Some(reason) = l.reason.as_deref().filter(|_| !l.available) {
+            println!("{:<12} {reason}", "");
+        }
+    }
+    Ok(0)
+}

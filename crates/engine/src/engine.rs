@@ -1,0 +1,132 @@
+//! The [`Engine`] itself: construction, languages, one-shot runs.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use codebeaker_languages::{CompileCache, Registry};
+use codebeaker_sandbox::{BoxSpec, Isolation, Sandbox, SandboxBox};
+
+use crate::executor::{CodeRequest, Execution};
+use crate::{EngineConfig, EngineError};
+
+/// One language as `language.list` and `codebeaker languages` show it.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LanguageInfo {
+    pub name: String,
+    pub aliases: Vec<String>,
+    pub extensions: Vec<String>,
+    pub version: Option<String>,
+    pub available: bool,
+    /// Why the language is unavailable, naming what to install.
+    pub reason: Option<String>,
+    pub snippets: bool,
+    pub compiled: bool,
+}
+
+/// Runs code in boxes. Cheap to share: wrap it in an `Arc`.
+pub struct Engine {
+    config: EngineConfig,
+    sandbox: Sandbox,
+    registry: Registry,
+    cache: Arc<CompileCache>,
+    /// Read-only binds every box gets: the toolchains found here and the compile cache.
+    binds: Vec<PathBuf>,
+}
+
+impl Engine {
+    /// Checks the host, loads the language registry, finds the toolchains, opens the compile
+    /// cache. Blocking (toolchain probes run here); call it before serving.
+    pub fn new(config: EngineConfig) -> Result<Engine, EngineError> {
+        let sandbox = Sandbox::new(config.sandbox.clone())?;
+        let registry = match &config.languages_override {
+            Some(toml) => Registry::with_overrides(toml)?,
+            None => Registry::builtin()?,
+        };
+        let cache = CompileCache::open(&config.cache_dir, config.cache_max_bytes).map_err(|e| {
+            EngineError::Internal(format!(
+                "opening the compile cache {}: {e}",
+                config.cache_dir.display()
+            ))
+        })?;
+        let mut binds: Vec<PathBuf> = registry
+            .discover()
+            .values()
+            .filter(|t| t.available)
+            .flat_map(|t| t.mounts.iter().cloned())
+            .collect();
+        binds.push(cache.root().to_path_buf());
+        binds.sort();
+        binds.dedup();
+        Ok(Engine {
+            config,
+            sandbox,
+            registry,
+            cache: Arc::new(cache),
+            binds,
+        })
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub(crate) fn cache(&self) -> &Arc<CompileCache> {
+        &self.cache
+    }
+
+    /// The isolation boxes get on this host.
+    pub fn isolation(&self) -> &Isolation {
+        self.sandbox.isolation()
+    }
+
+    pub fn sandbox(&self) -> &Sandbox {
+        &self.sandbox
+    }
+
+    /// Every language of the registry, with what discovery found.
+    pub fn languages(&self) -> Vec<LanguageInfo> {
+        let toolchains = self.registry.discover();
+        self.registry
+            .languages()
+            .map(|l| {
+                let t = toolchains.get(l.name());
+                LanguageInfo {
+                    name: l.name().to_string(),
+                    aliases: l.aliases().to_vec(),
+                    extensions: l.extensions().to_vec(),
+                    version: t.and_then(|t| t.version.clone()),
+                    available: t.is_some_and(|t| t.available),
+                    reason: t.and_then(|t| t.reason.clone()),
+                    snippets: l.supports_snippets(),
+                    compiled: l.is_compiled(),
+                }
+            })
+            .collect()
+    }
+
+    /// A new box with the engine's limits and binds.
+    pub async fn create_box(&self) -> Result<SandboxBox, EngineError> {
+        let spec = BoxSpec {
+            limits: self.config.box_limits,
+            binds: self.binds.clone(),
+        };
+        Ok(self.sandbox.create_box(&spec).await?)
+    }
+
+    /// Runs code once in a fresh box, then destroys the box.
+    pub async fn run_once(&self, req: CodeRequest) -> Result<Execution, EngineError> {
+        // Unknown languages fail before any box is made.
+        self.registry.resolve(&req.language)?;
+        let bx = self.create_box().await?;
+        let result = self.execute_in(&bx, &req).await;
+        if let Err(e) = bx.destroy().await {
+            tracing::warn!(error = %e, "destroying a one-shot box failed");
+        }
+        result
+    }
+}

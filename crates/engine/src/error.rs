@@ -1,0 +1,47 @@
+//! The engine's error type. Each variant maps to one JSON-RPC error code in the server.
+
+use codebeaker_languages::LanguageError;
+use codebeaker_sandbox::SandboxError;
+
+/// What can go wrong when asking the engine to do something. A program that fails is not an
+/// error: it is an [`crate::Execution`] with a status.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The language is not in the registry. The message keeps the `Unsupported language` wording
+    /// clients look for.
+    #[error("{0}")]
+    UnsupportedLanguage(String),
+    /// The language is known but cannot run here (toolchain missing, snippet mode unsupported).
+    #[error("{0}")]
+    LanguageUnavailable(String),
+    /// The request itself is malformed; the message says which field and why.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// No such session, or not one this caller may see.
+    #[error("session {0} not found")]
+    SessionNotFound(String),
+    /// A bound was reached (sessions, queued work); retry later.
+    #[error("{0}")]
+    LimitReached(String),
+    /// The sandbox failed (not the program in it).
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    /// Something inside CodeBeaker failed.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<LanguageError> for EngineError {
+    fn from(e: LanguageError) -> Self {
+        match e {
+            LanguageError::UnsupportedLanguage { .. } => {
+                EngineError::UnsupportedLanguage(e.to_string())
+            }
+            LanguageError::ToolchainUnavailable { .. }
+            | LanguageError::SnippetUnsupported { .. } => {
+                EngineError::LanguageUnavailable(e.to_string())
+            }
+            other => EngineError::Internal(other.to_string()),
+        }
+    }
+}

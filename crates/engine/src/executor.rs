@@ -1,0 +1,344 @@
+//! The one executor for code: language plan → files in the box → compile (or a cache hit) → run
+//! → typed outcome and, for snippets, the JSON `output`.
+//!
+//! Source files go to a private directory under the box's `/tmp`, removed after the run, so a run
+//! never sees the sources of an earlier one. Compiled artifacts are read out of the box once and
+//! stored in the compile cache, which every box sees read-only at the same path; the next run of
+//! the same program starts the cached artifact directly.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use codebeaker_languages::{Mode, Plan};
+use codebeaker_sandbox::{
+    Command, EntryKind, FileRoot, RunLimits, RunOutcome, RunStatus, SandboxBox,
+};
+
+use crate::{Engine, EngineError};
+
+/// Most bytes of compiled artifacts read out of a box for one program.
+const MAX_ARTIFACT_BYTES: u64 = 256 * 1024 * 1024;
+
+static RUN_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Code to run.
+#[derive(Debug, Clone)]
+pub struct CodeRequest {
+    /// Language name or alias.
+    pub language: String,
+    pub code: String,
+    /// Present: snippet mode, bound to `input_data`. Absent: script mode.
+    pub input: Option<serde_json::Value>,
+    pub stdin: Vec<u8>,
+    pub limits: RunLimits,
+}
+
+/// How compiling went, for compiled languages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompileInfo {
+    /// The artifact came from the compile cache.
+    pub cache_hit: bool,
+    /// Time spent compiling (zero on a cache hit).
+    pub duration: Duration,
+}
+
+/// The result of running code.
+#[derive(Debug, Clone)]
+pub struct Execution {
+    /// Canonical language name.
+    pub language: String,
+    /// The run's typed outcome; `status` is `compile_error` when the code did not compile.
+    pub outcome: RunOutcome,
+    /// The snippet's `result`, as JSON.
+    pub output: Option<serde_json::Value>,
+    /// Why it failed, in the language's own words where there are any.
+    pub error: Option<String>,
+    pub compile: Option<CompileInfo>,
+    /// Time from the request to the end of the run.
+    pub total: Duration,
+}
+
+impl Execution {
+    /// Whether the code ran to the end without error (and, for snippets, produced `result`).
+    pub fn success(&self) -> bool {
+        self.outcome.status == RunStatus::Ok
+    }
+}
+
+fn to_abs(rel: &str) -> PathBuf {
+    Path::new(FileRoot::Tmp.dir()).join(rel)
+}
+
+impl Engine {
+    /// Runs `req` in `bx`. The one path every `execute` takes, in a session or one-shot.
+    pub async fn execute_in(
+        &self,
+        bx: &SandboxBox,
+        req: &CodeRequest,
+    ) -> Result<Execution, EngineError> {
+        let started = Instant::now();
+        let registry = self.registry();
+        let language = registry.resolve(&req.language)?;
+        let toolchain = registry.toolchain(language.name())?;
+        let mode = if req.input.is_some() {
+            Mode::Snippet
+        } else {
+            Mode::Script
+        };
+        let plan = language.prepare(toolchain, &req.code, mode)?;
+        let n = RUN_SEQ.fetch_add(1, Ordering::Relaxed);
+        let base = format!(".codebeaker/run-{n}");
+        let result = self.execute_plan(bx, req, &plan, &base).await;
+        if let Err(e) = bx.remove(FileRoot::Tmp, &base, true).await {
+            tracing::debug!(error = %e, "removing a run's sources failed");
+        }
+        let mut execution = result?;
+        execution.total = started.elapsed();
+        Ok(execution)
+    }
+
+    async fn execute_plan(
+        &self,
+        bx: &SandboxBox,
+        req: &CodeRequest,
+        plan: &Plan,
+        base: &str,
+    ) -> Result<Execution, EngineError> {
+        let src_rel = format!("{base}/src");
+        let out_rel = format!("{base}/out");
+        let (src_abs, out_abs) = (to_abs(&src_rel), to_abs(&out_rel));
+        for file in plan.files() {
+            bx.write_file(
+                FileRoot::Tmp,
+                &format!("{src_rel}/{}", file.name),
+                file.contents.clone(),
+                file.executable,
+            )
+            .await?;
+        }
+        let mut compile = None;
+        let artifact_dir = match plan.cache_key() {
+            Some(key) if plan.has_compile_step() => {
+                match self
+                    .compiled(bx, plan, key, &src_abs, &out_rel, &out_abs)
+                    .await?
+                {
+                    Compiled::Ready { dir, info } => {
+                        compile = Some(info);
+                        dir
+                    }
+                    Compiled::Failed(execution) => return Ok(*execution),
+                }
+            }
+            _ => out_abs.clone(),
+        };
+        let step = plan.run_step(&src_abs, &artifact_dir);
+        let snippet = req
+            .input
+            .as_ref()
+            .map(|v| serde_json::to_vec(v).unwrap_or_default());
+        let cmd = Command {
+            argv: step.argv,
+            env: step.env,
+            cwd: None,
+            stdin: req.stdin.clone(),
+            capture_fd4: snippet.is_some(),
+            fd3_input: snippet,
+            limits: req.limits,
+        };
+        let mut outcome = bx.run(&cmd).await?;
+        let rewrite = |text: &[u8]| {
+            plan.rewrite_diagnostics(&String::from_utf8_lossy(text), &src_abs, &artifact_dir)
+        };
+        let mut output = None;
+        if req.input.is_some() && outcome.status == RunStatus::Ok {
+            match outcome
+                .result
+                .as_deref()
+                .map(serde_json::from_slice::<serde_json::Value>)
+            {
+                Some(Ok(value)) => output = Some(value),
+                Some(Err(e)) => {
+                    outcome.status = RunStatus::RuntimeError;
+                    outcome.message = Some(format!("the snippet's result is not valid JSON: {e}"));
+                }
+                None => {
+                    outcome.status = RunStatus::RuntimeError;
+                    outcome.message = Some("snippet did not set `result`".into());
+                }
+            }
+        }
+        let error = failure_message(&outcome, &rewrite(&outcome.stderr));
+        Ok(Execution {
+            language: plan.language().to_string(),
+            outcome,
+            output,
+            error,
+            compile,
+            total: Duration::ZERO,
+        })
+    }
+
+    /// Finds the program's artifacts in the cache, or compiles them in the box and stores them.
+    async fn compiled(
+        &self,
+        bx: &SandboxBox,
+        plan: &Plan,
+        key: &str,
+        src_abs: &Path,
+        out_rel: &str,
+        out_abs: &Path,
+    ) -> Result<Compiled, EngineError> {
+        let cache = self.cache();
+        if let Some(dir) = cache.lookup(key) {
+            return Ok(Compiled::Ready {
+                dir,
+                info: CompileInfo {
+                    cache_hit: true,
+                    duration: Duration::ZERO,
+                },
+            });
+        }
+        // One compile per program at a time, across boxes and processes.
+        let lock = {
+            let cache = cache.clone();
+            let key = key.to_string();
+            tokio::task::spawn_blocking(move || cache.lock(&key))
+                .await
+                .map_err(|e| EngineError::Internal(e.to_string()))?
+                .map_err(|e| EngineError::Internal(e.to_string()))?
+        };
+        if let Some(dir) = cache.lookup(key) {
+            return Ok(Compiled::Ready {
+                dir,
+                info: CompileInfo {
+                    cache_hit: true,
+                    duration: Duration::ZERO,
+                },
+            });
+        }
+        let started = Instant::now();
+        bx.create_dir(FileRoot::Tmp, out_rel, true).await?;
+        let Some(step) = plan.compile_step(src_abs, out_abs) else {
+            return Err(EngineError::Internal(
+                "compiled language without a compile step".into(),
+            ));
+        };
+        let cmd = Command {
+            argv: step.argv,
+            env: step.env,
+            cwd: Some(src_abs.to_string_lossy().into_owned()),
+            stdin: Vec::new(),
+            fd3_input: None,
+            capture_fd4: false,
+            limits: self.config().compile_limits,
+        };
+        let mut outcome = bx.run(&cmd).await?;
+        let info = CompileInfo {
+            cache_hit: false,
+            duration: started.elapsed(),
+        };
+        if outcome.status != RunStatus::Ok {
+            if outcome.status == RunStatus::RuntimeError {
+                outcome.status = RunStatus::CompileError;
+            }
+            let mut text = String::from_utf8_lossy(&outcome.stderr).into_owned();
+            text.push_str(&String::from_utf8_lossy(&outcome.stdout));
+            let diagnostics = plan.rewrite_diagnostics(&text, src_abs, out_abs);
+            let error = Some(match outcome.status {
+                RunStatus::CompileError => diagnostics.trim_end().to_string(),
+                _ => format!(
+                    "compiling failed: {} ({})\n{}",
+                    outcome.status,
+                    outcome.message.clone().unwrap_or_default(),
+                    diagnostics.trim_end()
+                ),
+            });
+            return Ok(Compiled::Failed(Box::new(Execution {
+                language: plan.language().to_string(),
+                outcome,
+                output: None,
+                error,
+                compile: Some(info),
+                total: Duration::ZERO,
+            })));
+        }
+        let (entries, truncated) = bx.list(FileRoot::Tmp, out_rel, true, 16, 10_000).await?;
+        if truncated {
+            return Err(EngineError::Internal(
+                "the compiler produced too many files".into(),
+            ));
+        }
+        let mut files = Vec::new();
+        let mut total = 0u64;
+        for entry in entries.iter().filter(|e| e.kind == EntryKind::File) {
+            total += entry.size;
+            if total > MAX_ARTIFACT_BYTES {
+                return Err(EngineError::Internal(
+                    "compiled artifacts are too large to cache".into(),
+                ));
+            }
+            let data = bx
+                .read_file(FileRoot::Tmp, &entry.path, MAX_ARTIFACT_BYTES)
+                .await?;
+            let name = entry
+                .path
+                .strip_prefix(&format!("{out_rel}/"))
+                .unwrap_or(&entry.path)
+                .to_string();
+            files.push((name, data, entry.mode & 0o111 != 0));
+        }
+        for artifact in plan.artifacts() {
+            if !files.iter().any(|(name, _, _)| *name == artifact) {
+                let message = format!("the compiler did not produce {artifact}");
+                return Err(EngineError::Internal(message));
+            }
+        }
+        let cache = cache.clone();
+        let key = key.to_string();
+        let dir = tokio::task::spawn_blocking(move || {
+            let _lock = lock;
+            cache.insert(&key, &files)
+        })
+        .await
+        .map_err(|e| EngineError::Internal(e.to_string()))?
+        .map_err(|e| EngineError::Internal(format!("storing the compiled program: {e}")))?;
+        Ok(Compiled::Ready { dir, info })
+    }
+}
+
+enum Compiled {
+    Ready { dir: PathBuf, info: CompileInfo },
+    Failed(Box<Execution>),
+}
+
+/// The user-facing error of a run that did not succeed.
+fn failure_message(outcome: &RunOutcome, stderr: &str) -> Option<String> {
+    let stderr = stderr.trim_end();
+    match outcome.status {
+        RunStatus::Ok => None,
+        RunStatus::RuntimeError | RunStatus::CompileError => {
+            Some(match (stderr.is_empty(), &outcome.message) {
+                (false, _) => stderr.to_string(),
+                (true, Some(m)) => m.clone(),
+                (true, None) => match (outcome.exit_code, outcome.signal) {
+                    (_, Some(s)) => format!("killed by signal {s}"),
+                    (Some(c), _) => format!("exited with code {c}"),
+                    _ => "failed".to_string(),
+                },
+            })
+        }
+        status => {
+            let why = outcome
+                .message
+                .clone()
+                .unwrap_or_else(|| status.to_string());
+            Some(if stderr.is_empty() {
+                format!("{status}: {why}")
+            } else {
+                format!("{status}: {why}\n{stderr}")
+            })
+        }
+    }
+}

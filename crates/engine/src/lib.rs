@@ -1,0 +1,35 @@
+//! The engine: the one API everything calls. The server is a transport over it, the CLI drives
+//! it in-process, and the client can drive it directly (embedded mode).
+//!
+//! It owns the [`Sandbox`](codebeaker_sandbox::Sandbox) that makes boxes, the language
+//! [`Registry`](codebeaker_languages::Registry) and the
+//! [`CompileCache`](codebeaker_languages::CompileCache), and runs code through one executor
+//! ([`Engine::execute_in`]) whether the code runs once in a fresh box ([`Engine::run_once`]) or in
+//! a session's box.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), codebeaker_engine::EngineError> {
+//! use codebeaker_engine::{CodeRequest, Engine, EngineConfig};
+//! let engine = Engine::new(EngineConfig::default())?;
+//! let run = engine
+//!     .run_once(CodeRequest {
+//!         language: "python".into(),
+//!         code: "result = {'output': input_data['value'] * 2}".into(),
+//!         input: Some(serde_json::json!({"value": 21})),
+//!         stdin: Vec::new(),
+//!         limits: engine.config().run_limits,
+//!     })
+//!     .await?;
+//! assert_eq!(run.output, Some(serde_json::json!({"output": 42})));
+//! # Ok(()) }
+//! ```
+
+mod config;
+mod engine;
+mod error;
+mod executor;
+
+pub use config::EngineConfig;
+pub use engine::{Engine, LanguageInfo};
+pub use error::EngineError;
+pub use executor::{CodeRequest, CompileInfo, Execution};

@@ -1,0 +1,364 @@
+//! Plans: what to write, compile and run for one piece of code.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::registry::Language;
+use crate::template::{Context, Template};
+use crate::toolchain::Toolchain;
+use crate::wrappers::SnippetWrapper;
+use crate::LanguageError;
+
+/// `PATH` every step starts with (a language's `env` may replace it).
+pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// Environment every step starts with, before the language's and the toolchain's `env`.
+const DEFAULT_ENV: [(&str, &str); 4] = [
+    ("PATH", DEFAULT_PATH),
+    ("HOME", "/tmp"),
+    ("LANG", "C.UTF-8"),
+    ("TMPDIR", "/tmp"),
+];
+
+/// Bumped whenever the cache key's layout changes.
+const CACHE_KEY_VERSION: &str = "codebeaker-compile-cache-v1";
+
+/// How code is run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// A whole program: stdin in, stdout and stderr out, exit code.
+    Script,
+    /// The snippet ABI: input JSON on fd 3 bound to `input_data`, the value left in `result`
+    /// written as JSON to fd 4. stdin, stdout and stderr still belong to the code.
+    Snippet,
+}
+
+/// A file to write into the source directory before compiling or running.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanFile {
+    /// Path relative to the source directory (no `..`).
+    pub name: String,
+    /// File contents.
+    pub contents: Vec<u8>,
+    /// Whether to set the executable bits.
+    pub executable: bool,
+}
+
+/// A rendered command: absolute argv and the complete environment (start from an empty one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// Program (absolute path) and arguments.
+    pub argv: Vec<String>,
+    /// Every environment variable the step needs, later entries never repeat a key.
+    pub env: Vec<(String, String)>,
+}
+
+/// Everything needed to build and run one piece of code, independent of where it will happen.
+///
+/// The engine picks the directories: it writes [`Plan::files`] into a source directory, runs
+/// [`Plan::compile_step`] (if any) with that directory writable and the output directory writable,
+/// then runs [`Plan::run_step`], for which the output directory may be a read-only compile cache
+/// entry. Interpreted languages have no compile step and run from the source directory.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    language: String,
+    variant: String,
+    version: String,
+    mode: Mode,
+    files: Vec<PlanFile>,
+    main_file: String,
+    sources: Vec<String>,
+    tools: std::collections::BTreeMap<String, std::path::PathBuf>,
+    compile: Option<Vec<Template>>,
+    run: Vec<Template>,
+    artifacts: Vec<Template>,
+    env: Vec<(String, Template)>,
+    cache_key: Option<String>,
+    wrapper: Option<SnippetWrapper>,
+}
+
+impl Language {
+    /// Turns `code` into a [`Plan`] using a toolchain discovered for this language.
+    ///
+    /// Fails with [`LanguageError::ToolchainUnavailable`] when the toolchain is missing (the
+    /// message names the package to install) and with [`LanguageError::SnippetUnsupported`] when
+    /// `mode` is [`Mode::Snippet`] for a script-only language.
+    pub fn prepare(
+        &self,
+        toolchain: &Toolchain,
+        code: &str,
+        mode: Mode,
+    ) -> Result<Plan, LanguageError> {
+        if toolchain.language != self.name() {
+            return Err(LanguageError::ToolchainMismatch {
+                language: self.name().to_string(),
+                toolchain: toolchain.language.clone(),
+            });
+        }
+        let wrapper =
+            match mode {
+                Mode::Script => None,
+                Mode::Snippet => Some(self.snippet_wrapper().ok_or_else(|| {
+                    LanguageError::SnippetUnsupported {
+                        language: self.name().to_string(),
+                    }
+                })?),
+            };
+        let spec = toolchain
+            .spec_index
+            .filter(|_| toolchain.available)
+            .and_then(|index| self.specs().get(index))
+            .ok_or_else(|| LanguageError::ToolchainUnavailable {
+                language: self.name().to_string(),
+                reason: toolchain
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| format!("{} is not available", self.name())),
+            })?;
+
+        let main_file = match mode {
+            Mode::Script => self.main_file_for(code),
+            Mode::Snippet => self.main_file().to_string(),
+        };
+        let mut files: Vec<PlanFile> = match wrapper {
+            None => vec![PlanFile {
+                name: main_file.clone(),
+                contents: code.as_bytes().to_vec(),
+                executable: false,
+            }],
+            Some(wrapper) => wrapper
+                .wrap(code, &main_file)
+                .into_iter()
+                .map(|f| PlanFile {
+                    name: f.name,
+                    contents: f.contents.into_bytes(),
+                    executable: false,
+                })
+                .collect(),
+        };
+        for (name, contents) in &spec.files {
+            if files.iter().any(|f| &f.name == name) {
+                continue;
+            }
+            files.push(PlanFile {
+                name: name.clone(),
+                contents: contents.as_bytes().to_vec(),
+                executable: false,
+            });
+        }
+
+        let extension = main_file.rsplit_once('.').map(|(_, e)| e.to_string());
+        let sources: Vec<String> = files
+            .iter()
+            .map(|f| f.name.clone())
+            .filter(|name| match (&extension, name.rsplit_once('.')) {
+                (Some(main_ext), Some((_, ext))) => ext == main_ext,
+                (None, None) => name == &main_file,
+                _ => false,
+            })
+            .collect();
+
+        let mut env: Vec<(String, Template)> = Vec::new();
+        let no_tools = |_: &str| false;
+        for (key, value) in DEFAULT_ENV {
+            let template = Template::parse(value, crate::template::Allowed::Scalar, &no_tools)
+                .map_err(|m| LanguageError::config("default environment", m))?;
+            env.push((key.to_string(), template));
+        }
+        for (key, value) in self.env().iter().chain(&spec.env) {
+            env.retain(|(k, _)| k != key);
+            env.push((key.clone(), value.clone()));
+        }
+
+        let version = toolchain.version.clone().unwrap_or_default();
+        let cache_key = spec.compile.as_ref().map(|compile| {
+            cache_key(
+                self.name(),
+                &spec.name,
+                &version,
+                compile,
+                wrapper.map_or("script", |w| w.version()),
+                &files,
+            )
+        });
+
+        Ok(Plan {
+            language: self.name().to_string(),
+            variant: spec.name.clone(),
+            version,
+            mode,
+            files,
+            main_file,
+            sources,
+            tools: toolchain.executables.clone(),
+            compile: spec.compile.clone(),
+            run: spec.run.clone(),
+            artifacts: spec.artifacts.clone(),
+            env,
+            cache_key,
+            wrapper,
+        })
+    }
+}
+
+/// Hex SHA-256 over everything that determines a compile step's output. Directories are not
+/// part of it: templates are hashed unrendered, so the same program compiled in any directory
+/// shares one cache entry.
+fn cache_key(
+    language: &str,
+    variant: &str,
+    version: &str,
+    compile: &[Template],
+    wrapper_version: &str,
+    files: &[PlanFile],
+) -> String {
+    let mut hasher = Sha256::new();
+    let mut field = |bytes: &[u8]| {
+        hasher.update((bytes.len() as u64).to_le_bytes());
+        hasher.update(bytes);
+    };
+    field(CACHE_KEY_VERSION.as_bytes());
+    field(language.as_bytes());
+    field(variant.as_bytes());
+    field(version.as_bytes());
+    field(wrapper_version.as_bytes());
+    field(&(compile.len() as u64).to_le_bytes());
+    for part in compile {
+        field(part.as_str().as_bytes());
+    }
+    field(&(files.len() as u64).to_le_bytes());
+    for file in files {
+        field(file.name.as_bytes());
+        field(&[u8::from(file.executable)]);
+        field(&file.contents);
+    }
+    hex::encode(hasher.finalize())
+}
+
+impl Plan {
+    /// Canonical language name.
+    pub fn language(&self) -> &str {
+        &self.language
+    }
+
+    /// The registry toolchain entry used (`mono`, `go`, ...).
+    pub fn toolchain_variant(&self) -> &str {
+        &self.variant
+    }
+
+    /// The toolchain version the plan was made for.
+    pub fn toolchain_version(&self) -> &str {
+        &self.version
+    }
+
+    /// Script or snippet.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Files to write into the source directory.
+    pub fn files(&self) -> &[PlanFile] {
+        &self.files
+    }
+
+    /// Name of the main file among [`Plan::files`] (`main.go`, `Solution.java`, ...).
+    pub fn main_file(&self) -> &str {
+        &self.main_file
+    }
+
+    /// Whether there is a compile step.
+    pub fn has_compile_step(&self) -> bool {
+        self.compile.is_some()
+    }
+
+    /// Files the compile step must leave in the output directory (relative names). The whole
+    /// output directory is what the compile cache stores; these are the ones whose absence means
+    /// the compile failed.
+    pub fn artifacts(&self) -> Vec<String> {
+        let ctx = self.context(None, None);
+        self.artifacts.iter().map(|a| a.render(&ctx)).collect()
+    }
+
+    /// Compile cache key (lowercase hex SHA-256) for compiled languages, `None` otherwise.
+    pub fn cache_key(&self) -> Option<&str> {
+        self.cache_key.as_deref()
+    }
+
+    /// The file name diagnostics use for the user's code in snippet mode (`snippet.go`, ...).
+    pub fn user_file(&self) -> Option<&'static str> {
+        self.wrapper.map(SnippetWrapper::user_file)
+    }
+
+    /// The compile command for the given absolute directories, if the language is compiled.
+    /// Run it with `src_dir` as working directory; it writes only into `src_dir` and `out_dir`
+    /// (plus the toolchain's own caches under /tmp, see its `env`).
+    pub fn compile_step(&self, src_dir: &Path, out_dir: &Path) -> Option<Step> {
+        let compile = self.compile.as_ref()?;
+        Some(self.render(compile, src_dir, out_dir))
+    }
+
+    /// The run command for the given absolute directories. argv holds only absolute paths, so
+    /// any working directory works (the engine uses the session workspace).
+    pub fn run_step(&self, src_dir: &Path, out_dir: &Path) -> Step {
+        self.render(&self.run, src_dir, out_dir)
+    }
+
+    /// Makes compiler and runtime messages refer to what the user wrote: strips the absolute
+    /// source and output directories (`/build/src/main.c:3:5` -> `main.c:3:5`) and, in snippet
+    /// mode, explains a missing `result` declaration. Snippet line numbers need no rewriting:
+    /// wrappers use line directives or load the code under its own file name.
+    pub fn rewrite_diagnostics(&self, text: &str, src_dir: &Path, out_dir: &Path) -> String {
+        let mut text = text.to_string();
+        for dir in [src_dir, out_dir] {
+            let dir = dir.to_string_lossy();
+            let dir = dir.trim_end_matches('/');
+            if dir.is_empty() {
+                continue;
+            }
+            text = text.replace(&format!("{dir}/"), "");
+        }
+        if self.result_missing(&text) {
+            if !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str("snippet did not set `result`: declare it, e.g. `var result = ...;`\n");
+        }
+        text
+    }
+
+    /// True when compiler output shows that a snippet never declared `result`.
+    pub fn result_missing(&self, diagnostics: &str) -> bool {
+        self.wrapper
+            .is_some_and(|w| w.result_missing_in(diagnostics))
+    }
+
+    fn context<'a>(&'a self, src_dir: Option<&'a Path>, out_dir: Option<&'a Path>) -> Context<'a> {
+        Context {
+            src_dir,
+            out_dir,
+            main_file: Some(&self.main_file),
+            sources: &self.sources,
+            tools: Some(&self.tools),
+        }
+    }
+
+    fn render(&self, argv: &[Template], src_dir: &Path, out_dir: &Path) -> Step {
+        let ctx = self.context(Some(src_dir), Some(out_dir));
+        let mut rendered = Vec::new();
+        for part in argv {
+            part.render_into(&ctx, &mut rendered);
+        }
+        let env = self
+            .env
+            .iter()
+            .map(|(key, value)| (key.clone(), value.render(&ctx)))
+            .collect();
+        Step {
+            argv: rendered,
+            env,
+        }
+    }
+}
