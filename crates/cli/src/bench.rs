@@ -19,6 +19,10 @@ pub struct BenchArgs {
     /// Print the results as JSON.
     #[arg(long)]
     json: bool,
+    /// What to measure: `sandbox` (boxes against bare processes and bubblewrap) or `languages`
+    /// (the seed's snippets: first run, cache hit, and the bare toolchain).
+    #[arg(long, default_value = "sandbox", value_parser = ["sandbox", "languages"])]
+    suite: String,
 }
 
 struct Case {
@@ -27,7 +31,7 @@ struct Case {
     note: Option<String>,
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -83,6 +87,9 @@ fn leak(s: String) -> &'static str {
 }
 
 pub async fn main(args: BenchArgs) -> Result<i32> {
+    if args.suite == "languages" {
+        return crate::bench_languages::main(args.iterations as usize, args.json).await;
+    }
     let n = args.iterations as usize;
     let warmup = 3;
     let program = args.program.as_str();

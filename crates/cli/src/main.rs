@@ -5,6 +5,7 @@
 //! hands over to [`codebeaker_sandbox::init::main`] before anything else (no threads, no runtime).
 
 mod bench;
+mod bench_languages;
 mod doctor;
 mod languages;
 mod parse;

@@ -385,3 +385,42 @@ fn cli_snippet_mode_prints_output_and_explains_bad_input() {
         .unwrap();
     assert!(out.status.success());
 }
+
+#[test]
+fn benchmarks_run_and_report_every_case() {
+    let bin = env!("CARGO_BIN_EXE_codebeaker");
+    let out = std::process::Command::new(bin)
+        .args(["bench", "--iterations", "2", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cases: Vec<&str> = report["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["case"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        cases,
+        [
+            "bare process",
+            "bubblewrap",
+            "box creation",
+            "box creation + run",
+            "run in existing box"
+        ]
+    );
+    assert!(
+        report["cases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["samples"] == 2),
+        "{report}"
+    );
+}

@@ -1,0 +1,273 @@
+//! `codebeaker bench --suite languages`: the seed's snippet per language, timed in one run as a
+//! first run (compile included), a second run (compile cache hit), the cached program started
+//! directly in the same box, and the bare toolchain doing the same outside any box.
+
+use anyhow::{bail, Context, Result};
+use codebeaker_engine::{CodeRequest, Engine, EngineConfig};
+use codebeaker_languages::{Mode, Step};
+use codebeaker_sandbox::{Command, RunStatus};
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::bench::percentile;
+
+const SEEDS: &[(&str, &str, &str)] = &[
+    ("python", "#", "result = {'output': input_data['value'] * 2}"),
+    ("javascript", "//", "const result = { output: input_data.value * 2 };"),
+    ("go", "//", "value := input_data[\"value\"].(float64)\nresult := map[string]interface{}{\"output\": value * 2}"),
+    (
+        "csharp",
+        "//",
+        "var value = input_data.GetProperty(\"value\").GetInt32();\nvar result = new { output = value * 2 };",
+    ),
+];
+
+const INPUT: &[u8] = br#"{"value":21}"#;
+
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into `fds`.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        bail!("pipe: {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just created and belong to nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Runs a step as a plain host process with the snippet ABI's descriptors, timing it.
+fn bare(step: &Step, cwd: &Path, snippet: bool) -> Result<Duration> {
+    let (program, args) = step.argv.split_first().context("empty argv")?;
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(args)
+        .env_clear()
+        .envs(step.env.iter().cloned())
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut ends = None;
+    if snippet {
+        let (in_r, mut in_w) = pipe().map(|(r, w)| (r, std::fs::File::from(w)))?;
+        let (out_r, out_w) = pipe()?;
+        in_w.write_all(INPUT)?;
+        drop(in_w);
+        let (a, b) = (in_r.as_raw_fd(), out_w.as_raw_fd());
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                let a2 = libc::fcntl(a, libc::F_DUPFD, 10);
+                let b2 = libc::fcntl(b, libc::F_DUPFD, 10);
+                if a2 < 0 || b2 < 0 || libc::dup2(a2, 3) < 0 || libc::dup2(b2, 4) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        ends = Some((in_r, out_r, out_w));
+    }
+    let start = Instant::now();
+    let child = cmd.spawn().with_context(|| format!("starting {program}"))?;
+    // The child has its copies; ours of its ends must close so the result pipe reaches EOF.
+    let out_r = ends.map(|(in_r, out_r, out_w)| {
+        drop((in_r, out_w));
+        out_r
+    });
+    let out = child.wait_with_output()?;
+    let elapsed = start.elapsed();
+    if !out.status.success() {
+        bail!(
+            "{} failed: {}",
+            step.argv.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    if let Some(r) = out_r {
+        let mut result = Vec::new();
+        std::fs::File::from(r).read_to_end(&mut result)?;
+        if result != br#"{"output":42}"# && result != b"{\"output\":42}\n" {
+            bail!("bare run produced {}", String::from_utf8_lossy(&result));
+        }
+    }
+    Ok(elapsed)
+}
+
+struct Row {
+    language: &'static str,
+    cases: Vec<(&'static str, Vec<Duration>)>,
+}
+
+pub async fn main(iterations: usize, json: bool) -> Result<i32> {
+    let engine = Engine::new(EngineConfig::default())?;
+    let cold_iterations = iterations.clamp(1, 5);
+    let mut rows = Vec::new();
+    let salt = format!("{}-{:?}", std::process::id(), std::time::SystemTime::now());
+    for &(language, comment, seed) in SEEDS {
+        let bx = engine.create_box().await?;
+        let request = |code: String| CodeRequest {
+            language: language.into(),
+            code,
+            input: Some(serde_json::from_slice(INPUT).unwrap_or_default()),
+            stdin: Vec::new(),
+            limits: engine.config().run_limits,
+        };
+        // Warm the toolchain's own caches in the box (Go's build cache lives in the box's /tmp).
+        engine
+            .execute_in(&bx, &request(format!("{comment} warm {salt}\n{seed}")))
+            .await?;
+        let mut first = Vec::new();
+        for i in 0..cold_iterations {
+            let e = engine
+                .execute_in(&bx, &request(format!("{comment} {salt} {i}\n{seed}")))
+                .await?;
+            if e.outcome.status != RunStatus::Ok {
+                bail!("{language}: {:?}", e.error);
+            }
+            first.push(e.total);
+        }
+        let code = format!("{comment} {salt} hit\n{seed}");
+        engine.execute_in(&bx, &request(code.clone())).await?;
+        let mut hit = Vec::new();
+        for _ in 0..iterations {
+            let e = engine.execute_in(&bx, &request(code.clone())).await?;
+            if e.compile.is_some_and(|c| !c.cache_hit) {
+                bail!("{language}: the second run compiled again");
+            }
+            hit.push(e.total);
+        }
+        // The same program prepared by hand: its sources on the host, its artifact in the cache.
+        let registry = engine.registry();
+        let plan = registry.prepare(language, &code, Mode::Snippet)?;
+        let src = tempfile::tempdir()?;
+        for f in plan.files() {
+            std::fs::write(src.path().join(&f.name), &f.contents)?;
+        }
+        let cache_dir = plan.cache_key().map(|k| engine.config().cache_dir.join(k));
+        let out_dir = cache_dir
+            .clone()
+            .unwrap_or_else(|| src.path().to_path_buf());
+        let step = plan.run_step(src.path(), &out_dir);
+        let mut direct = Vec::new();
+        if cache_dir.is_some() {
+            for _ in 0..iterations {
+                let mut cmd = Command::new(step.argv.clone());
+                cmd.env = step.env.clone();
+                cmd.fd3_input = Some(INPUT.to_vec());
+                cmd.capture_fd4 = true;
+                let start = Instant::now();
+                let out = bx.run(&cmd).await?;
+                direct.push(start.elapsed());
+                if out.status != RunStatus::Ok {
+                    bail!(
+                        "{language}: direct run failed: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
+            }
+        }
+        bx.destroy().await?;
+        let mut bare_first = Vec::new();
+        for i in 0..cold_iterations {
+            let plan = registry.prepare(
+                language,
+                &format!("{comment} bare {salt} {i}\n{seed}"),
+                Mode::Snippet,
+            )?;
+            let dir = tempfile::tempdir()?;
+            let (srcd, outd) = (dir.path().join("src"), dir.path().join("out"));
+            std::fs::create_dir_all(&srcd)?;
+            std::fs::create_dir_all(&outd)?;
+            for f in plan.files() {
+                std::fs::write(srcd.join(&f.name), &f.contents)?;
+            }
+            let start = Instant::now();
+            if let Some(compile) = plan.compile_step(&srcd, &outd) {
+                bare(&compile, &srcd, false)?;
+            }
+            bare(&plan.run_step(&srcd, &outd), dir.path(), true)?;
+            bare_first.push(start.elapsed());
+        }
+        let mut bare_hit = Vec::new();
+        for _ in 0..iterations {
+            bare_hit.push(bare(&step, src.path(), true)?);
+        }
+        rows.push(Row {
+            language,
+            cases: vec![
+                ("first run", first),
+                ("cache hit", hit),
+                ("cached program in box", direct),
+                ("bare first run", bare_first),
+                ("bare cached program", bare_hit),
+            ],
+        });
+    }
+    report(&rows, json)
+}
+
+fn median(samples: &[Duration]) -> Option<Duration> {
+    let mut s = samples.to_vec();
+    s.sort();
+    (!s.is_empty()).then(|| percentile(&s, 50.0))
+}
+
+fn report(rows: &[Row], json: bool) -> Result<i32> {
+    let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1e3);
+    if json {
+        let out: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                let cases: serde_json::Map<String, serde_json::Value> = r
+                    .cases
+                    .iter()
+                    .map(|(name, s)| {
+                        (
+                            name.to_string(),
+                            serde_json::json!({"samples": s.len(), "medianMs": ms(median(s))}),
+                        )
+                    })
+                    .collect();
+                serde_json::json!({"language": r.language, "cases": cases})
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"languages": out}))?
+        );
+        return Ok(0);
+    }
+    println!("seed snippet per language, medians in ms (input {{\"value\":21}})");
+    println!(
+        "{:<11} {:>10} {:>10} {:>12} {:>11} {:>11} {:>14}",
+        "language",
+        "first run",
+        "cache hit",
+        "cached in box",
+        "bare first",
+        "bare cached",
+        "hit − cached"
+    );
+    for r in rows {
+        let m: Vec<Option<f64>> = r.cases.iter().map(|(_, s)| ms(median(s))).collect();
+        let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
+        let overhead = match (m[1], m[2].or(m[4])) {
+            (Some(hit), Some(base)) => format!("{:+.2}", hit - base),
+            _ => "-".into(),
+        };
+        println!(
+            "{:<11} {:>10} {:>10} {:>12} {:>11} {:>11} {:>14}",
+            r.language,
+            f(m[0]),
+            f(m[1]),
+            f(m[2]),
+            f(m[3]),
+            f(m[4]),
+            overhead
+        );
+    }
+    println!("hit − cached: what the engine adds over starting the cached program (in the box when compiled, else bare)");
+    Ok(0)
+}
