@@ -24,6 +24,66 @@ pub struct EngineConfig {
     pub cache_max_bytes: u64,
     /// TOML that extends or overrides the built-in language registry.
     pub languages_override: Option<String>,
+    pub sessions: SessionConfig,
+    pub files: FileLimits,
+    /// One-shot runs waiting or running at most; more are refused with "limit reached".
+    pub max_queued_executions: usize,
+    /// One-shot runs that run at the same time.
+    pub max_concurrent_executions: usize,
+    /// How long a finished one-shot run's result is kept for `execution.status`.
+    pub execution_retention: Duration,
+}
+
+/// Session bounds and timeouts.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub max_sessions: usize,
+    pub max_sessions_per_caller: usize,
+    /// Default idle timeout (the seed's 30 minutes).
+    pub idle_timeout: Duration,
+    /// Highest idle timeout a caller may ask for.
+    pub max_idle_timeout: Duration,
+    /// Default maximum lifetime (the seed's 120 minutes).
+    pub max_lifetime: Duration,
+    /// Highest maximum lifetime a caller may ask for.
+    pub max_lifetime_cap: Duration,
+    /// How often expired sessions are looked for.
+    pub reap_interval: Duration,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            max_sessions: 512,
+            max_sessions_per_caller: 64,
+            idle_timeout: Duration::from_secs(30 * 60),
+            max_idle_timeout: Duration::from_secs(24 * 3600),
+            max_lifetime: Duration::from_secs(120 * 60),
+            max_lifetime_cap: Duration::from_secs(24 * 3600),
+            reap_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Bounds of the file commands.
+#[derive(Debug, Clone, Copy)]
+pub struct FileLimits {
+    /// Largest content one `write_file` may carry.
+    pub max_write_bytes: u64,
+    /// Largest file `read_file`, `diff` and `apply_patch` read.
+    pub max_read_bytes: u64,
+    /// Most entries one `list_files` returns.
+    pub max_list_entries: u32,
+}
+
+impl Default for FileLimits {
+    fn default() -> Self {
+        FileLimits {
+            max_write_bytes: 64 * MIB,
+            max_read_bytes: 16 * MIB,
+            max_list_entries: 10_000,
+        }
+    }
 }
 
 impl Default for EngineConfig {
@@ -45,6 +105,11 @@ impl Default for EngineConfig {
             cache_dir: PathBuf::from("/var/cache/codebeaker/compile"),
             cache_max_bytes: 1024 * MIB,
             languages_override: None,
+            sessions: SessionConfig::default(),
+            files: FileLimits::default(),
+            max_queued_executions: 1000,
+            max_concurrent_executions: 4,
+            execution_retention: Duration::from_secs(600),
         }
     }
 }

@@ -4,7 +4,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use codebeaker_languages::{CompileCache, Registry};
-use codebeaker_sandbox::{BoxSpec, Isolation, Sandbox, SandboxBox};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use codebeaker_sandbox::{BoxLimits, BoxSpec, Isolation, Sandbox, SandboxBox};
+
+use crate::executions::{ExecutionState, ExecutionStore};
+use crate::session::SessionTable;
 
 use crate::executor::{CodeRequest, Execution};
 use crate::{EngineConfig, EngineError};
@@ -32,6 +37,21 @@ pub struct Engine {
     cache: Arc<CompileCache>,
     /// Read-only binds every box gets: the toolchains found here and the compile cache.
     binds: Vec<PathBuf>,
+    pub(crate) sessions: SessionTable,
+    pub(crate) executions: ExecutionStore,
+    pub(crate) one_shot_slots: tokio::sync::Semaphore,
+    boxes_created: AtomicU64,
+}
+
+/// Counters for health and metrics.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EngineStats {
+    pub sessions: usize,
+    pub busy_sessions: usize,
+    pub executions_queued: usize,
+    pub executions_running: usize,
+    pub boxes_created: u64,
 }
 
 impl Engine {
@@ -58,12 +78,17 @@ impl Engine {
         binds.push(cache.root().to_path_buf());
         binds.sort();
         binds.dedup();
+        let one_shot_slots = tokio::sync::Semaphore::new(config.max_concurrent_executions.max(1));
         Ok(Engine {
             config,
             sandbox,
             registry,
             cache: Arc::new(cache),
             binds,
+            sessions: SessionTable::default(),
+            executions: ExecutionStore::default(),
+            one_shot_slots,
+            boxes_created: AtomicU64::new(0),
         })
     }
 
@@ -111,11 +136,29 @@ impl Engine {
 
     /// A new box with the engine's limits and binds.
     pub async fn create_box(&self) -> Result<SandboxBox, EngineError> {
+        self.create_box_with(self.config.box_limits).await
+    }
+
+    /// A new box with the engine's binds and the given limits.
+    pub async fn create_box_with(&self, limits: BoxLimits) -> Result<SandboxBox, EngineError> {
         let spec = BoxSpec {
-            limits: self.config.box_limits,
+            limits,
             binds: self.binds.clone(),
         };
-        Ok(self.sandbox.create_box(&spec).await?)
+        let bx = self.sandbox.create_box(&spec).await?;
+        self.boxes_created.fetch_add(1, Ordering::Relaxed);
+        Ok(bx)
+    }
+
+    /// Counters for health and metrics.
+    pub fn stats(&self) -> EngineStats {
+        EngineStats {
+            sessions: self.sessions.len(),
+            busy_sessions: self.sessions.busy(),
+            executions_queued: self.executions.count(ExecutionState::Queued),
+            executions_running: self.executions.count(ExecutionState::Running),
+            boxes_created: self.boxes_created.load(Ordering::Relaxed),
+        }
     }
 
     /// Runs code once in a fresh box, then destroys the box.

@@ -20,6 +20,9 @@ pub enum EngineError {
     /// No such session, or not one this caller may see.
     #[error("session {0} not found")]
     SessionNotFound(String),
+    /// No such one-shot execution (or not this caller's, or forgotten); the message says which.
+    #[error("{0}")]
+    NotFound(String),
     /// A bound was reached (sessions, queued work); retry later.
     #[error("{0}")]
     LimitReached(String),

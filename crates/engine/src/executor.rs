@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use codebeaker_languages::{Mode, Plan};
 use codebeaker_sandbox::{
-    Command, EntryKind, FileRoot, RunLimits, RunOutcome, RunStatus, SandboxBox,
+    Command, EntryKind, FileRoot, OutputChunk, RunLimits, RunOutcome, RunStatus, SandboxBox,
 };
+use tokio::sync::mpsc::UnboundedSender;
 
 use crate::{Engine, EngineError};
 
@@ -77,6 +78,17 @@ impl Engine {
         bx: &SandboxBox,
         req: &CodeRequest,
     ) -> Result<Execution, EngineError> {
+        self.execute_in_streaming(bx, req, None).await
+    }
+
+    /// Like [`execute_in`](Self::execute_in), sending the program's output to `output` as it
+    /// comes (the compile step's output is not streamed).
+    pub async fn execute_in_streaming(
+        &self,
+        bx: &SandboxBox,
+        req: &CodeRequest,
+        output: Option<UnboundedSender<OutputChunk>>,
+    ) -> Result<Execution, EngineError> {
         let started = Instant::now();
         let registry = self.registry();
         let language = registry.resolve(&req.language)?;
@@ -89,7 +101,7 @@ impl Engine {
         let plan = language.prepare(toolchain, &req.code, mode)?;
         let n = RUN_SEQ.fetch_add(1, Ordering::Relaxed);
         let base = format!(".codebeaker/run-{n}");
-        let result = self.execute_plan(bx, req, &plan, &base).await;
+        let result = self.execute_plan(bx, req, &plan, &base, output).await;
         if let Err(e) = bx.remove(FileRoot::Tmp, &base, true).await {
             tracing::debug!(error = %e, "removing a run's sources failed");
         }
@@ -104,6 +116,7 @@ impl Engine {
         req: &CodeRequest,
         plan: &Plan,
         base: &str,
+        output: Option<UnboundedSender<OutputChunk>>,
     ) -> Result<Execution, EngineError> {
         let src_rel = format!("{base}/src");
         let out_rel = format!("{base}/out");
@@ -147,7 +160,7 @@ impl Engine {
             fd3_input: snippet,
             limits: req.limits,
         };
-        let mut outcome = bx.run(&cmd).await?;
+        let mut outcome = bx.run_streaming(&cmd, output).await?;
         let rewrite = |text: &[u8]| {
             plan.rewrite_diagnostics(&String::from_utf8_lossy(text), &src_abs, &artifact_dir)
         };

@@ -24,12 +24,20 @@
 //! # Ok(()) }
 //! ```
 
+mod commands;
 mod config;
 mod engine;
 mod error;
+mod executions;
 mod executor;
+mod patch;
+pub mod paths;
+mod session;
 
-pub use config::EngineConfig;
-pub use engine::{Engine, LanguageInfo};
+pub use commands::{run_result, CommandOutcome};
+pub use config::{EngineConfig, FileLimits, SessionConfig};
+pub use engine::{Engine, EngineStats, LanguageInfo};
 pub use error::EngineError;
+pub use executions::{ExecutionRecord, ExecutionState, OneShotRequest};
 pub use executor::{CodeRequest, CompileInfo, Execution};
+pub use session::{Caller, SessionOptions, SessionSnapshot};

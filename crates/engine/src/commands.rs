@@ -1,0 +1,620 @@
+//! Every command of the protocol, run in a session's box. The one command executor: the server
+//! and the embedded client both come through [`Engine::execute_command`].
+//!
+//! Command-level failures (a program that exits non-zero, a file that does not exist, a path that
+//! would leave the workspace) come back as a [`CommandOutcome`] with `success: false` and an
+//! error that says what happened; only failures of CodeBeaker itself are errors.
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use codebeaker_protocol::commands::{
+    ApplyPatchCommand, ApplyPatchResult, Command, CopyFileResult, CreateDirResult,
+    DeleteFileResult, DiffCommand, DiffResult, DiffSide, Encoding, FileEntry, FileKind,
+    HunkFailure, ListFilesCommand, ListFilesResult, ReadFileResult, RunResult,
+    RunStatus as WireStatus, WriteFileResult, WriteMode,
+};
+use codebeaker_sandbox::{
+    Command as BoxCommand, EntryKind, FileRoot, OutputChunk, RunOutcome, RunStatus, SandboxBox,
+    SandboxError,
+};
+use serde::Serialize;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::paths::{self, WorkspacePath};
+use crate::session::Caller;
+use crate::{CodeRequest, Engine, EngineError, Execution};
+
+/// The result of one command.
+#[derive(Debug, Clone)]
+pub struct CommandOutcome {
+    pub success: bool,
+    /// The command's result object, in the protocol's shape (camelCase).
+    pub result: serde_json::Value,
+    pub error: Option<String>,
+    pub duration: Duration,
+}
+
+/// A command-level failure: reported to the caller, not an engine error.
+struct Refused(String);
+
+impl From<paths::PathError> for Refused {
+    fn from(e: paths::PathError) -> Self {
+        Refused(e.to_string())
+    }
+}
+
+type Step<T> = Result<T, Refused>;
+
+/// Turns a box error into a command-level refusal when it is about the request (a missing
+/// file, a refused symlink), and into an engine error when the box itself failed.
+fn box_call<T>(r: Result<T, SandboxError>) -> Result<Step<T>, EngineError> {
+    match r {
+        Ok(v) => Ok(Ok(v)),
+        Err(SandboxError::Request(msg)) => Ok(Err(Refused(msg))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn json<T: Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+}
+
+fn rfc3339(secs: i64) -> Option<String> {
+    let t = std::time::UNIX_EPOCH.checked_add(Duration::from_secs(u64::try_from(secs).ok()?))?;
+    Some(humantime::format_rfc3339_seconds(t).to_string())
+}
+
+/// Output bytes as protocol text: UTF-8 as is, anything else as base64 with its encoding named.
+fn text_field(bytes: &[u8]) -> (String, Option<Encoding>) {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => (s.to_string(), None),
+        Err(_) => (
+            base64::engine::general_purpose::STANDARD.encode(bytes),
+            Some(Encoding::Base64),
+        ),
+    }
+}
+
+/// The protocol's run result for a sandbox outcome.
+pub fn run_result(o: &RunOutcome, output: Option<serde_json::Value>) -> RunResult {
+    let (stdout, stdout_encoding) = text_field(&o.stdout);
+    let (stderr, stderr_encoding) = text_field(&o.stderr);
+    RunResult {
+        stdout,
+        stderr,
+        stdout_encoding,
+        stderr_encoding,
+        exit_code: o.exit_code,
+        signal: o.signal,
+        status: wire_status(o.status),
+        timed_out: o.timed_out(),
+        oom_killed: o.oom_killed(),
+        truncated: o.truncated,
+        duration_ms: o.wall_time.as_millis() as u64,
+        cpu_time_ms: o.cpu_time.as_millis() as u64,
+        peak_memory_bytes: o.peak_memory_bytes,
+        output,
+        message: o.message.clone(),
+    }
+}
+
+pub(crate) fn wire_status(s: RunStatus) -> WireStatus {
+    match s {
+        RunStatus::Ok => WireStatus::Ok,
+        RunStatus::RuntimeError => WireStatus::RuntimeError,
+        RunStatus::CompileError => WireStatus::CompileError,
+        RunStatus::Timeout => WireStatus::Timeout,
+        RunStatus::MemoryLimit => WireStatus::MemoryLimit,
+        RunStatus::OutputLimit => WireStatus::OutputLimit,
+        RunStatus::Killed => WireStatus::Killed,
+        RunStatus::InternalError => WireStatus::InternalError,
+    }
+}
+
+impl Engine {
+    /// Runs one command in the caller's session `session_id`, in arrival order with the
+    /// session's other commands. `output` receives stdout/stderr chunks while a program runs.
+    pub async fn execute_command(
+        &self,
+        caller: &Caller,
+        session_id: &str,
+        command: Command,
+        output: Option<UnboundedSender<OutputChunk>>,
+    ) -> Result<CommandOutcome, EngineError> {
+        let session = self.session(caller, session_id)?;
+        let started = Instant::now();
+        let guard = session.bx.lock().await;
+        let Some(bx) = guard.as_ref() else {
+            return Err(EngineError::SessionNotFound(session_id.to_string()));
+        };
+        let _busy = self.mark_busy(&session);
+        let (success, result, error) = self
+            .dispatch(bx, &session.language, command, output)
+            .await?;
+        Ok(CommandOutcome {
+            success,
+            result,
+            error,
+            duration: started.elapsed(),
+        })
+    }
+
+    async fn dispatch(
+        &self,
+        bx: &SandboxBox,
+        session_language: &str,
+        command: Command,
+        output: Option<UnboundedSender<OutputChunk>>,
+    ) -> Result<(bool, serde_json::Value, Option<String>), EngineError> {
+        let limits = &self.config().files;
+        let step: Step<serde_json::Value> = match command {
+            Command::Execute(c) => {
+                let mut run_limits = self.config().run_limits;
+                if let Some(ms) = c.effective_timeout_ms() {
+                    run_limits.wall_time = self.bounded_time(Duration::from_millis(ms))?;
+                    run_limits.cpu_time = run_limits.wall_time;
+                }
+                if let Some(mb) = c.memory_limit {
+                    run_limits.memory_bytes = Some(self.bounded_memory(mb)?);
+                }
+                let req = CodeRequest {
+                    language: c.language.unwrap_or_else(|| session_language.to_string()),
+                    code: c.code,
+                    input: c.input,
+                    stdin: c.stdin.unwrap_or_default().into_bytes(),
+                    limits: run_limits,
+                };
+                let execution = match self.execute_in_streaming(bx, &req, output).await {
+                    Ok(e) => e,
+                    Err(e @ (EngineError::UnsupportedLanguage(_) | EngineError::LanguageUnavailable(_))) => {
+                        return Ok((false, serde_json::Value::Null, Some(e.to_string())))
+                    }
+                    Err(e) => return Err(e),
+                };
+                return Ok(execution_result(execution));
+            }
+            Command::Shell(c) => {
+                let cwd = match c.working_directory.as_deref().map(paths::resolve).transpose() {
+                    Ok(cwd) => cwd.map(|p| p.absolute()),
+                    Err(e) => return Ok((false, serde_json::Value::Null, Some(e.to_string()))),
+                };
+                if c.command.trim().is_empty() {
+                    return Ok((false, serde_json::Value::Null, Some("shell: `command` is empty".into())));
+                }
+                let mut cmd = BoxCommand::new(std::iter::once(c.command).chain(c.args));
+                cmd.env = c.env.into_iter().collect();
+                cmd.cwd = cwd;
+                cmd.stdin = c.stdin.unwrap_or_default().into_bytes();
+                cmd.limits = self.config().run_limits;
+                if let Some(ms) = c.timeout_ms {
+                    cmd.limits.wall_time = self.bounded_time(Duration::from_millis(ms))?;
+                    cmd.limits.cpu_time = cmd.limits.wall_time;
+                }
+                let outcome = bx.run_streaming(&cmd, output).await?;
+                let success = outcome.status == RunStatus::Ok;
+                let error = (!success).then(|| shell_error(&outcome));
+                return Ok((success, json(&run_result(&outcome, None)), error));
+            }
+            Command::WriteFile(c) => self.write_file(bx, &c.path, &c.content, c.mode, c.encoding, limits.max_write_bytes).await?,
+            Command::ReadFile(c) => read_file(bx, &c.path, c.encoding, limits.max_read_bytes).await?,
+            Command::CreateDir(c) => match paths::resolve(&c.path) {
+                Ok(p) if p.is_root() => Ok(json(&CreateDirResult { path: p.absolute() })),
+                Ok(p) => box_call(bx.create_dir(FileRoot::Workspace, p.relative(), c.recursive).await)?
+                    .map(|()| json(&CreateDirResult { path: p.absolute() })),
+                Err(e) => Err(e.into()),
+            },
+            Command::DeleteFile(c) => match paths::resolve(&c.path) {
+                Ok(p) if p.is_root() => Err(Refused("refusing to delete the workspace itself".into())),
+                Ok(p) => match box_call(bx.remove(FileRoot::Workspace, p.relative(), c.recursive).await)? {
+                    Ok(true) => Ok(json(&DeleteFileResult { path: p.absolute(), deleted: true })),
+                    Ok(false) => {
+                        return Ok((
+                            false,
+                            json(&DeleteFileResult { path: p.absolute(), deleted: false }),
+                            Some(format!("{}: no such file or directory", p.absolute())),
+                        ))
+                    }
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e.into()),
+            },
+            Command::CopyFile(c) => copy_file(bx, &c.source, &c.destination, c.overwrite).await?,
+            Command::ListFiles(c) => list_files(bx, &c, limits.max_list_entries).await?,
+            Command::Diff(c) => diff(bx, &c, limits.max_read_bytes).await?,
+            Command::ApplyPatch(c) => return apply_patch(bx, &c, limits.max_read_bytes).await,
+            Command::InstallPackages(_) => Err(Refused(
+                "install_packages needs network access, and this session's box has none (network policy: \
+                 none, loopback only); put the packages' files into the workspace instead"
+                    .into(),
+            )),
+        };
+        Ok(match step {
+            Ok(result) => (true, result, None),
+            Err(Refused(msg)) => (false, serde_json::Value::Null, Some(msg)),
+        })
+    }
+
+    /// Checks a requested time limit against the configured maximum.
+    fn bounded_time(&self, d: Duration) -> Result<Duration, EngineError> {
+        let max = self.config().max_run_time;
+        if d.is_zero() || d > max {
+            return Err(EngineError::InvalidInput(format!(
+                "timeout must be between 1 ms and {} s",
+                max.as_secs()
+            )));
+        }
+        Ok(d)
+    }
+
+    /// Checks a requested memory limit (MB) against the configured maximum.
+    fn bounded_memory(&self, mb: u64) -> Result<u64, EngineError> {
+        let max = self.config().max_memory_bytes;
+        let bytes = mb.saturating_mul(codebeaker_sandbox::MIB);
+        if mb < 16 || bytes > max {
+            return Err(EngineError::InvalidInput(format!(
+                "memoryLimit must be between 16 and {} MB",
+                max / codebeaker_sandbox::MIB
+            )));
+        }
+        Ok(bytes)
+    }
+
+    async fn write_file(
+        &self,
+        bx: &SandboxBox,
+        path: &str,
+        content: &str,
+        mode: WriteMode,
+        encoding: Encoding,
+        max: u64,
+    ) -> Result<Step<serde_json::Value>, EngineError> {
+        let p = match paths::resolve(path) {
+            Ok(p) if p.is_root() => {
+                return Ok(Err(Refused(
+                    "write_file needs a file path, not the workspace".into(),
+                )))
+            }
+            Ok(p) => p,
+            Err(e) => return Ok(Err(e.into())),
+        };
+        let data = match encoding {
+            Encoding::Base64 => {
+                match base64::engine::general_purpose::STANDARD.decode(content.trim()) {
+                    Ok(d) => d,
+                    Err(e) => return Ok(Err(Refused(format!("content is not valid base64: {e}")))),
+                }
+            }
+            _ => content.as_bytes().to_vec(),
+        };
+        if data.len() as u64 > max {
+            return Ok(Err(Refused(format!(
+                "content is larger than the {max}-byte limit for one write"
+            ))));
+        }
+        let bytes = data.len() as u64;
+        let r = match mode {
+            WriteMode::Append => {
+                bx.append_file(FileRoot::Workspace, p.relative(), data)
+                    .await
+            }
+            _ => {
+                bx.write_file(FileRoot::Workspace, p.relative(), data, false)
+                    .await
+            }
+        };
+        Ok(box_call(r)?.map(|()| {
+            json(&WriteFileResult {
+                path: p.absolute(),
+                bytes,
+            })
+        }))
+    }
+}
+
+fn execution_result(e: Execution) -> (bool, serde_json::Value, Option<String>) {
+    let success = e.success();
+    let result = json(&run_result(&e.outcome, e.output.clone()));
+    (success, result, if success { None } else { e.error })
+}
+
+fn shell_error(o: &RunOutcome) -> String {
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let stderr = stderr.trim_end();
+    let why = match (o.status, o.exit_code, o.signal) {
+        (RunStatus::RuntimeError, Some(code), _) => format!("exited with code {code}"),
+        (RunStatus::RuntimeError, _, Some(sig)) => format!("killed by signal {sig}"),
+        (status, _, _) => format!("{status}: {}", o.message.clone().unwrap_or_default()),
+    };
+    if stderr.is_empty() {
+        why
+    } else {
+        format!("{why}: {stderr}")
+    }
+}
+
+async fn read_bytes(
+    bx: &SandboxBox,
+    p: &WorkspacePath,
+    max: u64,
+) -> Result<Step<Vec<u8>>, EngineError> {
+    if p.is_root() {
+        return Ok(Err(Refused("the workspace is a directory".into())));
+    }
+    box_call(bx.read_file(FileRoot::Workspace, p.relative(), max).await)
+}
+
+async fn read_file(
+    bx: &SandboxBox,
+    path: &str,
+    encoding: Option<Encoding>,
+    max: u64,
+) -> Result<Step<serde_json::Value>, EngineError> {
+    let p = match paths::resolve(path) {
+        Ok(p) => p,
+        Err(e) => return Ok(Err(e.into())),
+    };
+    let data = match read_bytes(bx, &p, max).await? {
+        Ok(d) => d,
+        Err(e) => return Ok(Err(e)),
+    };
+    let bytes = data.len() as u64;
+    let (content, encoding) = match (encoding, String::from_utf8(data)) {
+        (Some(Encoding::Base64), Ok(s)) => (
+            base64::engine::general_purpose::STANDARD.encode(s),
+            Encoding::Base64,
+        ),
+        (_, Ok(s)) => (s, Encoding::Utf8),
+        (Some(Encoding::Utf8), Err(_)) => {
+            return Ok(Err(Refused(format!(
+                "{} is not UTF-8 text; read it with encoding base64",
+                p.absolute()
+            ))))
+        }
+        (_, Err(e)) => (
+            base64::engine::general_purpose::STANDARD.encode(e.into_bytes()),
+            Encoding::Base64,
+        ),
+    };
+    Ok(Ok(json(&ReadFileResult {
+        path: p.absolute(),
+        content,
+        encoding,
+        bytes,
+    })))
+}
+
+async fn copy_file(
+    bx: &SandboxBox,
+    source: &str,
+    destination: &str,
+    overwrite: bool,
+) -> Result<Step<serde_json::Value>, EngineError> {
+    let (s, d) = match (paths::resolve(source), paths::resolve(destination)) {
+        (Ok(s), Ok(d)) => (s, d),
+        (Err(e), _) | (_, Err(e)) => return Ok(Err(e.into())),
+    };
+    if s.is_root() || d.is_root() {
+        return Ok(Err(Refused(
+            "copy_file copies files, not the workspace".into(),
+        )));
+    }
+    Ok(box_call(
+        bx.copy(FileRoot::Workspace, s.relative(), d.relative(), overwrite)
+            .await,
+    )?
+    .map(|_| {
+        json(&CopyFileResult {
+            source: s.absolute(),
+            destination: d.absolute(),
+        })
+    }))
+}
+
+async fn list_files(
+    bx: &SandboxBox,
+    c: &ListFilesCommand,
+    max_entries: u32,
+) -> Result<Step<serde_json::Value>, EngineError> {
+    let p = match paths::resolve(&c.path) {
+        Ok(p) => p,
+        Err(e) => return Ok(Err(e.into())),
+    };
+    let pattern = match c.pattern.as_deref().map(globset::Glob::new).transpose() {
+        Ok(g) => g.map(|g| g.compile_matcher()),
+        Err(e) => return Ok(Err(Refused(format!("pattern is not a valid glob: {e}")))),
+    };
+    let depth = if c.recursive {
+        c.max_depth.unwrap_or(64).max(1)
+    } else {
+        1
+    };
+    let (entries, truncated) = match box_call(
+        bx.list(
+            FileRoot::Workspace,
+            p.relative(),
+            c.recursive,
+            depth,
+            max_entries,
+        )
+        .await,
+    )? {
+        Ok(v) => v,
+        Err(e) => return Ok(Err(e)),
+    };
+    let prefix = if p.is_root() {
+        String::new()
+    } else {
+        format!("{}/", p.relative())
+    };
+    let entries = entries
+        .into_iter()
+        .filter_map(|e| {
+            let below = e.path.strip_prefix(&prefix).unwrap_or(&e.path).to_string();
+            if !c.include_hidden && below.split('/').any(|part| part.starts_with('.')) {
+                return None;
+            }
+            if pattern.as_ref().is_some_and(|g| !g.is_match(&below)) {
+                return None;
+            }
+            Some(FileEntry {
+                name: below.rsplit('/').next().unwrap_or_default().to_string(),
+                path: format!("/workspace/{}", e.path),
+                kind: match e.kind {
+                    EntryKind::File => FileKind::File,
+                    EntryKind::Dir => FileKind::Directory,
+                    EntryKind::Symlink => FileKind::Symlink,
+                    EntryKind::Other => FileKind::Other,
+                },
+                size: e.size,
+                modified: rfc3339(e.modified),
+            })
+        })
+        .collect();
+    Ok(Ok(json(&ListFilesResult {
+        path: p.absolute(),
+        entries,
+        truncated,
+    })))
+}
+
+/// Reads one side of a diff: a workspace file, or literal text.
+async fn side_text(
+    bx: &SandboxBox,
+    side: DiffSide<'_>,
+    max: u64,
+) -> Result<Step<(String, String)>, EngineError> {
+    match side {
+        DiffSide::Content(text) => Ok(Ok((text.to_string(), "content".to_string()))),
+        DiffSide::Path(path) => {
+            let p = match paths::resolve(path) {
+                Ok(p) => p,
+                Err(e) => return Ok(Err(e.into())),
+            };
+            Ok(read_bytes(bx, &p, max).await?.and_then(|data| {
+                String::from_utf8(data)
+                    .map(|s| (s, p.absolute()))
+                    .map_err(|_| Refused(format!("{} is not UTF-8 text", p.absolute())))
+            }))
+        }
+    }
+}
+
+async fn diff(
+    bx: &SandboxBox,
+    c: &DiffCommand,
+    max: u64,
+) -> Result<Step<serde_json::Value>, EngineError> {
+    let (original, a_name) = match side_text(bx, c.original(), max).await? {
+        Ok(v) => v,
+        Err(e) => return Ok(Err(e)),
+    };
+    let (modified, b_name) = match side_text(bx, c.modified(), max).await? {
+        Ok(v) => v,
+        Err(e) => return Ok(Err(e)),
+    };
+    let patch = diffy::DiffOptions::new()
+        .set_context_len(c.context_lines as usize)
+        .set_original_filename(a_name)
+        .set_modified_filename(b_name)
+        .create_patch(&original, &modified);
+    let (mut additions, mut deletions) = (0u64, 0u64);
+    for hunk in patch.hunks() {
+        for line in hunk.lines() {
+            match line {
+                diffy::Line::Insert(_) => additions += 1,
+                diffy::Line::Delete(_) => deletions += 1,
+                diffy::Line::Context(_) => {}
+            }
+        }
+    }
+    let identical = original == modified;
+    let diff = if identical {
+        String::new()
+    } else {
+        patch.to_string()
+    };
+    Ok(Ok(json(&DiffResult {
+        diff,
+        additions,
+        deletions,
+        identical,
+    })))
+}
+
+async fn apply_patch(
+    bx: &SandboxBox,
+    c: &ApplyPatchCommand,
+    max: u64,
+) -> Result<(bool, serde_json::Value, Option<String>), EngineError> {
+    let refuse = |msg: String| Ok((false, serde_json::Value::Null, Some(msg)));
+    let files = match crate::patch::parse(&c.patch, c.strip) {
+        Ok(f) => f,
+        Err(e) => return refuse(format!("invalid patch: {e}")),
+    };
+    let mut result = ApplyPatchResult {
+        files: Vec::new(),
+        hunks_applied: 0,
+        hunks_failed: 0,
+        dry_run: c.dry_run,
+        failures: Vec::new(),
+    };
+    let mut writes = Vec::new();
+    for file in &files {
+        let target = c.target_path.as_deref().unwrap_or(&file.path);
+        let p = match paths::resolve(target) {
+            Ok(p) if !p.is_root() => p,
+            Ok(_) => return refuse("the patch targets the workspace itself".into()),
+            Err(e) => return refuse(e.to_string()),
+        };
+        let original = if file.creates {
+            String::new()
+        } else {
+            match read_bytes(bx, &p, max).await? {
+                Ok(d) => match String::from_utf8(d) {
+                    Ok(s) => s,
+                    Err(_) => return refuse(format!("{} is not UTF-8 text", p.absolute())),
+                },
+                Err(Refused(msg)) => {
+                    return refuse(format!("cannot patch {}: {msg}", p.absolute()))
+                }
+            }
+        };
+        let applied = crate::patch::apply(&original, &file.hunks);
+        result.hunks_applied += applied.applied;
+        result.hunks_failed += applied.failures.len() as u32;
+        for (hunk, reason) in applied.failures {
+            result.failures.push(HunkFailure {
+                path: p.absolute(),
+                hunk,
+                reason,
+            });
+        }
+        result.files.push(p.absolute());
+        writes.push((p, applied.text, file.deletes));
+    }
+    if result.hunks_failed > 0 {
+        let first = &result.failures[0];
+        let error = format!(
+            "{} hunk(s) did not apply, so nothing was changed; first: {} hunk {}: {}",
+            result.hunks_failed, first.path, first.hunk, first.reason
+        );
+        return Ok((false, json(&result), Some(error)));
+    }
+    if !c.dry_run {
+        for (p, text, deletes) in writes {
+            let r = if deletes {
+                bx.remove(FileRoot::Workspace, p.relative(), false)
+                    .await
+                    .map(|_| ())
+            } else {
+                bx.write_file(FileRoot::Workspace, p.relative(), text.into_bytes(), false)
+                    .await
+            };
+            if let Err(Refused(msg)) = box_call(r)? {
+                return refuse(msg);
+            }
+        }
+    }
+    Ok((true, json(&result), None))
+}

@@ -1,0 +1,337 @@
+//! Sessions: one box per session, alive until closed, idle too long, or too old.
+//!
+//! Commands on one session run one at a time in arrival order (a fair lock around the box);
+//! different sessions run in parallel. Sessions belong to the caller that created them and are
+//! invisible to every other caller. Bounds: sessions in total and per caller.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use codebeaker_sandbox::{BoxLimits, SandboxBox, MIB};
+
+use crate::{Engine, EngineError};
+
+/// Who is asking. Every session and one-shot execution belongs to one caller.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Caller(pub String);
+
+impl Caller {
+    /// The caller when authentication is off.
+    pub fn anonymous() -> Caller {
+        Caller("anonymous".to_string())
+    }
+}
+
+/// What `session.create` may ask for; `None` takes the configured default.
+#[derive(Debug, Clone, Default)]
+pub struct SessionOptions {
+    pub language: String,
+    pub idle_timeout: Option<Duration>,
+    pub max_lifetime: Option<Duration>,
+    pub memory_limit_mb: Option<u64>,
+    /// Relative CPU weight in Docker's units: 1024 is one core.
+    pub cpu_shares: Option<u64>,
+}
+
+/// A session as callers see it.
+#[derive(Debug, Clone)]
+pub struct SessionSnapshot {
+    pub id: String,
+    /// The box's name (the protocol's `containerId`).
+    pub box_name: String,
+    pub language: String,
+    pub created_at: SystemTime,
+    pub last_activity: SystemTime,
+    pub execution_count: u64,
+    /// A command is running.
+    pub busy: bool,
+    pub idle_timeout: Duration,
+    pub max_lifetime: Duration,
+    pub memory_limit_bytes: u64,
+    pub cpu_millis: u64,
+}
+
+pub(crate) struct Session {
+    pub id: String,
+    pub caller: Caller,
+    pub language: String,
+    pub bx: tokio::sync::Mutex<Option<SandboxBox>>,
+    box_name: String,
+    created_at: SystemTime,
+    created: Instant,
+    last_activity: Mutex<(SystemTime, Instant)>,
+    executions: AtomicU64,
+    busy: AtomicBool,
+    idle_timeout: Duration,
+    max_lifetime: Duration,
+    limits: BoxLimits,
+}
+
+impl Session {
+    pub fn snapshot(&self) -> SessionSnapshot {
+        let (last, _) = *self.last_activity.lock().unwrap_or_else(|p| p.into_inner());
+        SessionSnapshot {
+            id: self.id.clone(),
+            box_name: self.box_name.clone(),
+            language: self.language.clone(),
+            created_at: self.created_at,
+            last_activity: last,
+            execution_count: self.executions.load(Ordering::Relaxed),
+            busy: self.busy.load(Ordering::Relaxed),
+            idle_timeout: self.idle_timeout,
+            max_lifetime: self.max_lifetime,
+            memory_limit_bytes: self.limits.memory_bytes,
+            cpu_millis: self.limits.cpu_millis,
+        }
+    }
+
+    fn touch(&self) {
+        *self.last_activity.lock().unwrap_or_else(|p| p.into_inner()) =
+            (SystemTime::now(), Instant::now());
+    }
+
+    /// Why the reaper should close this session now, if it should.
+    fn expired(&self, now: Instant) -> Option<&'static str> {
+        if now.duration_since(self.created) >= self.max_lifetime {
+            return Some("maximum lifetime reached");
+        }
+        let (_, last) = *self.last_activity.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.busy.load(Ordering::Relaxed) && now.duration_since(last) >= self.idle_timeout {
+            return Some("idle timeout");
+        }
+        None
+    }
+}
+
+/// Marks a session busy for as long as it lives.
+pub(crate) struct Busy<'a>(&'a Session);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.executions.fetch_add(1, Ordering::Relaxed);
+        self.0.busy.store(false, Ordering::Relaxed);
+        self.0.touch();
+    }
+}
+
+/// Every live session.
+#[derive(Default)]
+pub(crate) struct SessionTable {
+    sessions: Mutex<HashMap<String, Arc<Session>>>,
+}
+
+impl SessionTable {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Session>>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn busy(&self) -> usize {
+        self.lock()
+            .values()
+            .filter(|s| s.busy.load(Ordering::Relaxed))
+            .count()
+    }
+}
+
+impl Engine {
+    /// Creates a session: a new box for `caller`, with the session's own limits.
+    pub async fn create_session(
+        &self,
+        caller: &Caller,
+        opts: SessionOptions,
+    ) -> Result<SessionSnapshot, EngineError> {
+        let language = self.registry().resolve(&opts.language)?.name().to_string();
+        let toolchain = self.registry().toolchain(&language)?;
+        if !toolchain.available {
+            let reason = toolchain
+                .reason
+                .clone()
+                .unwrap_or_else(|| format!("{language} is not available"));
+            return Err(EngineError::LanguageUnavailable(reason));
+        }
+        let cfg = &self.config().sessions;
+        let idle_timeout = bounded(
+            "idleTimeoutMinutes",
+            opts.idle_timeout,
+            cfg.idle_timeout,
+            cfg.max_idle_timeout,
+        )?;
+        let max_lifetime = bounded(
+            "maxLifetimeMinutes",
+            opts.max_lifetime,
+            cfg.max_lifetime,
+            cfg.max_lifetime_cap,
+        )?;
+        let mut limits = self.config().box_limits;
+        if let Some(mb) = opts.memory_limit_mb {
+            let bytes = mb.saturating_mul(MIB);
+            if mb < 16 || bytes > self.config().max_memory_bytes {
+                return Err(EngineError::InvalidInput(format!(
+                    "memoryLimitMB must be between 16 and {}",
+                    self.config().max_memory_bytes / MIB
+                )));
+            }
+            limits.memory_bytes = bytes;
+        }
+        if let Some(shares) = opts.cpu_shares {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+            if shares == 0 {
+                return Err(EngineError::InvalidInput(
+                    "cpuShares must be positive (1024 = one core)".into(),
+                ));
+            }
+            limits.cpu_millis = (shares.saturating_mul(1000) / 1024).clamp(100, cores * 1000);
+        }
+        {
+            let table = self.sessions.lock();
+            if table.len() >= cfg.max_sessions {
+                return Err(EngineError::LimitReached(format!(
+                    "the server holds its maximum of {} sessions; close one or retry later",
+                    cfg.max_sessions
+                )));
+            }
+            let mine = table.values().filter(|s| s.caller == *caller).count();
+            if mine >= cfg.max_sessions_per_caller {
+                return Err(EngineError::LimitReached(format!(
+                    "you hold the maximum of {} sessions per caller; close one first",
+                    cfg.max_sessions_per_caller
+                )));
+            }
+        }
+        let bx = self.create_box_with(limits).await?;
+        let now = (SystemTime::now(), Instant::now());
+        let session = Arc::new(Session {
+            id: uuid::Uuid::new_v4().to_string(),
+            caller: caller.clone(),
+            language,
+            box_name: bx.name().to_string(),
+            bx: tokio::sync::Mutex::new(Some(bx)),
+            created_at: now.0,
+            created: now.1,
+            last_activity: Mutex::new(now),
+            executions: AtomicU64::new(0),
+            busy: AtomicBool::new(false),
+            idle_timeout,
+            max_lifetime,
+            limits,
+        });
+        let snapshot = session.snapshot();
+        self.sessions.lock().insert(session.id.clone(), session);
+        tracing::info!(session = %snapshot.id, language = %snapshot.language, caller = %caller.0, "session created");
+        Ok(snapshot)
+    }
+
+    /// The caller's session `id`, or `SessionNotFound` (also for other callers' sessions).
+    pub(crate) fn session(&self, caller: &Caller, id: &str) -> Result<Arc<Session>, EngineError> {
+        self.sessions
+            .lock()
+            .get(id)
+            .filter(|s| s.caller == *caller)
+            .cloned()
+            .ok_or_else(|| EngineError::SessionNotFound(id.to_string()))
+    }
+
+    /// Marks the session busy until the guard drops (which also counts the execution).
+    pub(crate) fn mark_busy<'a>(&self, session: &'a Session) -> Busy<'a> {
+        session.busy.store(true, Ordering::Relaxed);
+        session.touch();
+        Busy(session)
+    }
+
+    /// Closes the caller's session: every process, mount, cgroup and file of it is released.
+    pub async fn close_session(&self, caller: &Caller, id: &str) -> Result<(), EngineError> {
+        let session = self.session(caller, id)?;
+        self.sessions.lock().remove(id);
+        self.destroy_session(&session, "closed").await;
+        Ok(())
+    }
+
+    async fn destroy_session(&self, session: &Session, why: &str) {
+        // Waits for a command in progress: commands run to their end (their own limits bound them).
+        let bx = session.bx.lock().await.take();
+        if let Some(bx) = bx {
+            if let Err(e) = bx.destroy().await {
+                tracing::warn!(session = %session.id, error = %e, "destroying a session's box failed");
+            }
+        }
+        tracing::info!(session = %session.id, reason = why, "session ended");
+    }
+
+    /// The caller's sessions.
+    pub fn list_sessions(&self, caller: &Caller) -> Vec<SessionSnapshot> {
+        let mut list: Vec<SessionSnapshot> = self
+            .sessions
+            .lock()
+            .values()
+            .filter(|s| s.caller == *caller)
+            .map(|s| s.snapshot())
+            .collect();
+        list.sort_by_key(|s| s.created_at);
+        list
+    }
+
+    /// Closes sessions that are idle too long or too old, and forgets old one-shot results.
+    pub async fn reap(&self) {
+        let now = Instant::now();
+        let expired: Vec<(Arc<Session>, &'static str)> = {
+            let mut table = self.sessions.lock();
+            let ids: Vec<(String, &'static str)> = table
+                .iter()
+                .filter_map(|(id, s)| s.expired(now).map(|why| (id.clone(), why)))
+                .collect();
+            ids.into_iter()
+                .filter_map(|(id, why)| table.remove(&id).map(|s| (s, why)))
+                .collect()
+        };
+        for (session, why) in expired {
+            self.destroy_session(&session, why).await;
+        }
+        self.executions
+            .forget_old(self.config().execution_retention);
+    }
+
+    /// Runs [`reap`](Self::reap) every `reap_interval` for as long as the engine lives.
+    pub fn spawn_reaper(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(self);
+        let interval = self.config().sessions.reap_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(engine) = weak.upgrade() else { return };
+                engine.reap().await;
+            }
+        })
+    }
+
+    /// Closes every session (for shutdown).
+    pub async fn shutdown(&self) {
+        let all: Vec<Arc<Session>> = self.sessions.lock().drain().map(|(_, s)| s).collect();
+        for session in all {
+            self.destroy_session(&session, "server shutdown").await;
+        }
+    }
+}
+
+fn bounded(
+    field: &str,
+    asked: Option<Duration>,
+    default: Duration,
+    max: Duration,
+) -> Result<Duration, EngineError> {
+    match asked {
+        None => Ok(default),
+        Some(d) if d.is_zero() || d > max => Err(EngineError::InvalidInput(format!(
+            "{field} must be between 1 and {} minutes",
+            max.as_secs() / 60
+        ))),
+        Some(d) => Ok(d),
+    }
+}
