@@ -426,3 +426,35 @@ async fn streaming_output_reaches_the_caller_while_the_program_runs() {
     assert_eq!(String::from_utf8_lossy(&streamed), "a\nb\n");
     engine.close_session(&me, &id).await.unwrap();
 }
+
+#[tokio::test]
+async fn sessions_take_ready_boxes_from_the_pool() {
+    let mut cfg = config();
+    cfg.box_pool_size = 2;
+    let engine = Arc::new(Engine::new(cfg).unwrap());
+    let upkeep = engine.spawn_reaper();
+    let wait_for_pool = |n: usize| {
+        let engine = Arc::clone(&engine);
+        async move {
+            for _ in 0..500 {
+                if engine.stats().pooled_boxes == n {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("the pool never reached {n} boxes");
+        }
+    };
+    wait_for_pool(2).await;
+    let me = caller("pool");
+    let before = engine.stats().boxes_created;
+    let id = session(&engine, &me, "python").await;
+    assert_eq!(engine.stats().boxes_created, before, "the session's box came from the pool");
+    wait_for_pool(2).await;
+    let (ok, r, _) = cmd(&engine, &me, &id, json!({"type": "execute", "code": "result = 1", "input": {}})).await;
+    assert!(ok && r["output"] == json!(1));
+    upkeep.abort();
+    engine.shutdown().await;
+    assert!(engine.list_sessions(&me).is_empty());
+    assert_eq!(engine.stats().pooled_boxes, 0, "shutdown destroys the pooled boxes too");
+}

@@ -32,6 +32,8 @@ pub struct EngineConfig {
     pub max_concurrent_executions: usize,
     /// How long a finished one-shot run's result is kept for `execution.status`.
     pub execution_retention: Duration,
+    /// Ready boxes kept for new sessions and one-shot runs (0 turns the pool off).
+    pub box_pool_size: usize,
 }
 
 /// Session bounds and timeouts.
@@ -110,6 +112,7 @@ impl Default for EngineConfig {
             max_queued_executions: 1000,
             max_concurrent_executions: 4,
             execution_retention: Duration::from_secs(600),
+            box_pool_size: 4,
         }
     }
 }

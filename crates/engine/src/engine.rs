@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use codebeaker_sandbox::{BoxLimits, BoxSpec, Isolation, Sandbox, SandboxBox};
 
 use crate::executions::{ExecutionState, ExecutionStore};
+use crate::pool::BoxPool;
 use crate::session::SessionTable;
 
 use crate::executor::{CodeRequest, Execution};
@@ -40,6 +41,7 @@ pub struct Engine {
     pub(crate) sessions: SessionTable,
     pub(crate) executions: ExecutionStore,
     pub(crate) one_shot_slots: tokio::sync::Semaphore,
+    pub(crate) pool: BoxPool,
     boxes_created: AtomicU64,
 }
 
@@ -52,6 +54,8 @@ pub struct EngineStats {
     pub executions_queued: usize,
     pub executions_running: usize,
     pub boxes_created: u64,
+    /// Ready boxes waiting in the pool.
+    pub pooled_boxes: usize,
 }
 
 impl Engine {
@@ -88,6 +92,7 @@ impl Engine {
             sessions: SessionTable::default(),
             executions: ExecutionStore::default(),
             one_shot_slots,
+            pool: BoxPool::default(),
             boxes_created: AtomicU64::new(0),
         })
     }
@@ -141,6 +146,16 @@ impl Engine {
 
     /// A new box with the engine's binds and the given limits.
     pub async fn create_box_with(&self, limits: BoxLimits) -> Result<SandboxBox, EngineError> {
+        if limits == self.config.box_limits {
+            if let Some(bx) = self.pool.take() {
+                return Ok(bx);
+            }
+        }
+        self.new_box(limits).await
+    }
+
+    /// A box made now (never from the pool).
+    pub(crate) async fn new_box(&self, limits: BoxLimits) -> Result<SandboxBox, EngineError> {
         let spec = BoxSpec {
             limits,
             binds: self.binds.clone(),
@@ -158,6 +173,7 @@ impl Engine {
             executions_queued: self.executions.count(ExecutionState::Queued),
             executions_running: self.executions.count(ExecutionState::Running),
             boxes_created: self.boxes_created.load(Ordering::Relaxed),
+            pooled_boxes: self.pool.len(),
         }
     }
 

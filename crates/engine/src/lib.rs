@@ -32,6 +32,7 @@ mod executions;
 mod executor;
 mod patch;
 pub mod paths;
+mod pool;
 mod session;
 
 pub use commands::{run_result, CommandOutcome};

@@ -92,10 +92,7 @@ pub fn parse(text: &str, strip: Option<u32>) -> Result<Vec<FilePatch>, String> {
         i += 2;
         while i < lines.len() && lines[i].starts_with("@@") {
             let header = lines[i];
-            let ranges: Vec<&str> = header
-                .trim_start_matches('@')
-                .split_whitespace()
-                .collect();
+            let ranges: Vec<&str> = header.trim_start_matches('@').split_whitespace().collect();
             let old = ranges
                 .first()
                 .and_then(|r| r.strip_prefix('-'))

@@ -296,7 +296,8 @@ impl Engine {
             .forget_old(self.config().execution_retention);
     }
 
-    /// Runs [`reap`](Self::reap) every `reap_interval` for as long as the engine lives.
+    /// The engine's upkeep, for as long as the engine lives: [`reap`](Self::reap) every
+    /// `reap_interval`, and refill the pool of ready boxes whenever one was taken.
     pub fn spawn_reaper(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let weak = Arc::downgrade(self);
         let interval = self.config().sessions.reap_interval;
@@ -304,15 +305,31 @@ impl Engine {
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
+                let reap = {
+                    let Some(engine) = weak.upgrade() else { return };
+                    engine.refill_pool().await;
+                    let taken = Arc::clone(&engine.pool.taken);
+                    drop(engine);
+                    tokio::select! {
+                        _ = tick.tick() => true,
+                        _ = taken.notified() => false,
+                    }
+                };
                 let Some(engine) = weak.upgrade() else { return };
-                engine.reap().await;
+                if reap {
+                    engine.reap().await;
+                }
             }
         })
     }
 
     /// Closes every session (for shutdown).
     pub async fn shutdown(&self) {
+        for bx in self.pool.drain() {
+            if let Err(e) = bx.destroy().await {
+                tracing::warn!(error = %e, "destroying a pooled box failed");
+            }
+        }
         let all: Vec<Arc<Session>> = self.sessions.lock().drain().map(|(_, s)| s).collect();
         for session in all {
             self.destroy_session(&session, "server shutdown").await;
