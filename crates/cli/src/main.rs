@@ -10,6 +10,7 @@ mod doctor;
 mod languages;
 mod parse;
 mod run;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -34,6 +35,8 @@ enum Commands {
     Doctor(doctor::DoctorArgs),
     /// Time box creation and sandboxed runs against a bare process and bubblewrap.
     Bench(bench::BenchArgs),
+    /// Serve the JSON-RPC (WebSocket) and REST API until Ctrl-C or SIGTERM.
+    Serve(serve::ServeArgs),
 }
 
 fn main() {
@@ -42,7 +45,9 @@ fn main() {
         codebeaker_sandbox::init::main(&args[2..]);
     }
     let cli = Cli::parse();
-    init_logging(&cli.log);
+    let json_logs =
+        matches!(&cli.command, Commands::Serve(a) if a.log_format == serve::LogFormat::Json);
+    init_logging(&cli.log, json_logs);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -60,6 +65,7 @@ fn main() {
             Commands::Languages(a) => languages::main(a).await,
             Commands::Doctor(a) => doctor::main(a).await,
             Commands::Bench(a) => bench::main(a).await,
+            Commands::Serve(a) => serve::main(a).await,
         };
         match result {
             Ok(code) => code,
@@ -73,11 +79,15 @@ fn main() {
     std::process::exit(code);
 }
 
-fn init_logging(default: &str) {
+fn init_logging(default: &str, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if json {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
 }

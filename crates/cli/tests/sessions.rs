@@ -449,12 +449,26 @@ async fn sessions_take_ready_boxes_from_the_pool() {
     let me = caller("pool");
     let before = engine.stats().boxes_created;
     let id = session(&engine, &me, "python").await;
-    assert_eq!(engine.stats().boxes_created, before, "the session's box came from the pool");
+    assert_eq!(
+        engine.stats().boxes_created,
+        before,
+        "the session's box came from the pool"
+    );
     wait_for_pool(2).await;
-    let (ok, r, _) = cmd(&engine, &me, &id, json!({"type": "execute", "code": "result = 1", "input": {}})).await;
+    let (ok, r, _) = cmd(
+        &engine,
+        &me,
+        &id,
+        json!({"type": "execute", "code": "result = 1", "input": {}}),
+    )
+    .await;
     assert!(ok && r["output"] == json!(1));
     upkeep.abort();
     engine.shutdown().await;
     assert!(engine.list_sessions(&me).is_empty());
-    assert_eq!(engine.stats().pooled_boxes, 0, "shutdown destroys the pooled boxes too");
+    assert_eq!(
+        engine.stats().pooled_boxes,
+        0,
+        "shutdown destroys the pooled boxes too"
+    );
 }

@@ -34,6 +34,8 @@ pub struct EngineConfig {
     pub execution_retention: Duration,
     /// Ready boxes kept for new sessions and one-shot runs (0 turns the pool off).
     pub box_pool_size: usize,
+    /// Run programs in pre-started warm workers where the language has one.
+    pub warm_workers: bool,
 }
 
 /// Session bounds and timeouts.
@@ -113,6 +115,7 @@ impl Default for EngineConfig {
             max_concurrent_executions: 4,
             execution_retention: Duration::from_secs(600),
             box_pool_size: 4,
+            warm_workers: true,
         }
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use codebeaker_languages::{CompileCache, Registry};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use codebeaker_sandbox::{BoxLimits, BoxSpec, Isolation, Sandbox, SandboxBox};
+use codebeaker_sandbox::{BoxLimits, BoxSpec, Isolation, Sandbox, SandboxBox, WarmSpec};
 
 use crate::executions::{ExecutionState, ExecutionStore};
 use crate::pool::BoxPool;
@@ -42,6 +42,8 @@ pub struct Engine {
     pub(crate) executions: ExecutionStore,
     pub(crate) one_shot_slots: tokio::sync::Semaphore,
     pub(crate) pool: BoxPool,
+    /// Warm workers by language, for languages that have one.
+    warm_specs: std::collections::BTreeMap<String, WarmSpec>,
     boxes_created: AtomicU64,
 }
 
@@ -82,6 +84,25 @@ impl Engine {
         binds.push(cache.root().to_path_buf());
         binds.sort();
         binds.dedup();
+        let warm_specs = if config.warm_workers {
+            registry
+                .discover()
+                .iter()
+                .filter(|(_, t)| t.available)
+                .filter_map(|(name, _)| {
+                    let plan = registry
+                        .prepare(name, "", codebeaker_languages::Mode::Script)
+                        .ok()?;
+                    let dir = std::path::Path::new("/tmp");
+                    Some((
+                        name.clone(),
+                        crate::executor::warm_spec(plan.warm_worker(dir, dir)?),
+                    ))
+                })
+                .collect()
+        } else {
+            Default::default()
+        };
         let one_shot_slots = tokio::sync::Semaphore::new(config.max_concurrent_executions.max(1));
         Ok(Engine {
             config,
@@ -93,6 +114,7 @@ impl Engine {
             executions: ExecutionStore::default(),
             one_shot_slots,
             pool: BoxPool::default(),
+            warm_specs,
             boxes_created: AtomicU64::new(0),
         })
     }
@@ -163,6 +185,19 @@ impl Engine {
         let bx = self.sandbox.create_box(&spec).await?;
         self.boxes_created.fetch_add(1, Ordering::Relaxed);
         Ok(bx)
+    }
+
+    /// Starts the warm worker of `language` in `bx` (of every language with one when `None`), so
+    /// the box's first run is warm too. Failures only cost speed: runs fall back to a cold start.
+    pub(crate) async fn prestart_workers(&self, bx: &SandboxBox, language: Option<&str>) {
+        for (name, spec) in &self.warm_specs {
+            if language.is_some_and(|l| l != name) {
+                continue;
+            }
+            if let Err(e) = bx.start_worker(spec).await {
+                tracing::debug!(language = %name, error = %e, "starting a warm worker failed");
+            }
+        }
     }
 
     /// Counters for health and metrics.

@@ -32,9 +32,9 @@ pub struct OneShotRequest {
 pub enum ExecutionState {
     Queued,
     Running,
-    /// Ran, and ended `ok`.
+    /// Ran to its end, whatever its exit code: `outcome` says how it ended.
     Completed,
-    /// Ran and failed (see `outcome`), or could not run (see `error`).
+    /// Could not run (see `error`): CodeBeaker failed, or the language is unavailable.
     Failed,
 }
 

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use codebeaker_languages::{Mode, Plan};
 use codebeaker_sandbox::{
     Command, EntryKind, FileRoot, OutputChunk, RunLimits, RunOutcome, RunStatus, SandboxBox,
+    WarmSpec,
 };
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -102,14 +103,18 @@ impl Engine {
         let n = RUN_SEQ.fetch_add(1, Ordering::Relaxed);
         let base = format!(".codebeaker/run-{n}");
         let result = self.execute_plan(bx, req, &plan, &base, output).await;
-        if let Err(e) = bx.remove(FileRoot::Tmp, &base, true).await {
-            tracing::debug!(error = %e, "removing a run's sources failed");
+        // The run itself removes its directory; anything that ended earlier did not.
+        if !matches!(result, Ok((_, true))) {
+            if let Err(e) = bx.remove(FileRoot::Tmp, &base, true).await {
+                tracing::debug!(error = %e, "removing a run's sources failed");
+            }
         }
-        let mut execution = result?;
+        let (mut execution, _) = result?;
         execution.total = started.elapsed();
         Ok(execution)
     }
 
+    /// Runs the plan; the flag says whether the run removed the plan's directory itself.
     async fn execute_plan(
         &self,
         bx: &SandboxBox,
@@ -117,31 +122,36 @@ impl Engine {
         plan: &Plan,
         base: &str,
         output: Option<UnboundedSender<OutputChunk>>,
-    ) -> Result<Execution, EngineError> {
+    ) -> Result<(Execution, bool), EngineError> {
         let src_rel = format!("{base}/src");
         let out_rel = format!("{base}/out");
         let (src_abs, out_abs) = (to_abs(&src_rel), to_abs(&out_rel));
-        for file in plan.files() {
-            bx.write_file(
-                FileRoot::Tmp,
-                &format!("{src_rel}/{}", file.name),
-                file.contents.clone(),
-                file.executable,
-            )
-            .await?;
-        }
+        // The sources travel with the first command that needs them: the compile step on a
+        // cache miss, else the run itself.
+        let mut files: Vec<(FileRoot, String, Vec<u8>, bool)> = plan
+            .files()
+            .iter()
+            .map(|f| {
+                (
+                    FileRoot::Tmp,
+                    format!("{src_rel}/{}", f.name),
+                    f.contents.clone(),
+                    f.executable,
+                )
+            })
+            .collect();
         let mut compile = None;
         let artifact_dir = match plan.cache_key() {
             Some(key) if plan.has_compile_step() => {
                 match self
-                    .compiled(bx, plan, key, &src_abs, &out_rel, &out_abs)
+                    .compiled(bx, plan, key, &src_abs, &out_rel, &out_abs, &mut files)
                     .await?
                 {
                     Compiled::Ready { dir, info } => {
                         compile = Some(info);
                         dir
                     }
-                    Compiled::Failed(execution) => return Ok(*execution),
+                    Compiled::Failed(execution) => return Ok((*execution, false)),
                 }
             }
             _ => out_abs.clone(),
@@ -159,6 +169,13 @@ impl Engine {
             capture_fd4: snippet.is_some(),
             fd3_input: snippet,
             limits: req.limits,
+            warm: if self.config().warm_workers {
+                plan.warm_worker(&src_abs, &artifact_dir).map(warm_spec)
+            } else {
+                None
+            },
+            files,
+            cleanup: Some((FileRoot::Tmp, base.to_string())),
         };
         let mut outcome = bx.run_streaming(&cmd, output).await?;
         let rewrite = |text: &[u8]| {
@@ -183,14 +200,15 @@ impl Engine {
             }
         }
         let error = failure_message(&outcome, &rewrite(&outcome.stderr));
-        Ok(Execution {
+        let execution = Execution {
             language: plan.language().to_string(),
             outcome,
             output,
             error,
             compile,
             total: Duration::ZERO,
-        })
+        };
+        Ok((execution, true))
     }
 
     /// Finds the program's artifacts in the cache, or compiles them in the box and stores them.
@@ -202,6 +220,7 @@ impl Engine {
         src_abs: &Path,
         out_rel: &str,
         out_abs: &Path,
+        files: &mut Vec<(FileRoot, String, Vec<u8>, bool)>,
     ) -> Result<Compiled, EngineError> {
         let cache = self.cache();
         if let Some(dir) = cache.lookup(key) {
@@ -246,6 +265,9 @@ impl Engine {
             fd3_input: None,
             capture_fd4: false,
             limits: self.config().compile_limits,
+            warm: None,
+            files: std::mem::take(files),
+            cleanup: None,
         };
         let mut outcome = bx.run(&cmd).await?;
         let info = CompileInfo {
@@ -318,6 +340,20 @@ impl Engine {
         .map_err(|e| EngineError::Internal(e.to_string()))?
         .map_err(|e| EngineError::Internal(format!("storing the compiled program: {e}")))?;
         Ok(Compiled::Ready { dir, info })
+    }
+}
+
+/// The sandbox's description of a warm worker; workers are shared by runs with the same argv and
+/// environment.
+pub(crate) fn warm_spec(step: codebeaker_languages::Step) -> WarmSpec {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    step.argv.hash(&mut h);
+    step.env.hash(&mut h);
+    WarmSpec {
+        key: format!("{:016x}", h.finish()),
+        argv: step.argv,
+        env: step.env,
     }
 }
 

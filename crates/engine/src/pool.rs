@@ -45,7 +45,10 @@ impl Engine {
     pub async fn refill_pool(&self) {
         while self.pool.len() < self.config().box_pool_size {
             match self.new_box(self.config().box_limits).await {
-                Ok(bx) => self.pool.lock().push(bx),
+                Ok(bx) => {
+                    self.prestart_workers(&bx, None).await;
+                    self.pool.lock().push(bx);
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "filling the pool of ready boxes failed");
                     return;

@@ -205,6 +205,7 @@ impl Engine {
             }
         }
         let bx = self.create_box_with(limits).await?;
+        self.prestart_workers(&bx, Some(&language)).await;
         let now = (SystemTime::now(), Instant::now());
         let session = Arc::new(Session {
             id: uuid::Uuid::new_v4().to_string(),

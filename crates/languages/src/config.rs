@@ -53,6 +53,9 @@ pub(crate) struct ToolchainConfig {
     pub env: BTreeMap<String, String>,
     #[serde(default)]
     pub files: BTreeMap<String, String>,
+    /// A built-in warm worker that can run this toolchain's programs (`python`).
+    #[serde(default)]
+    pub warm: Option<String>,
 }
 
 /// `version = { argv = [...], regex = '...' }`.

@@ -46,6 +46,7 @@ mod plan;
 mod registry;
 mod template;
 mod toolchain;
+mod warm;
 mod wrappers;
 
 pub use cache::{CacheLock, CompileCache};
@@ -53,4 +54,5 @@ pub use error::LanguageError;
 pub use plan::{Mode, Plan, PlanFile, Step, DEFAULT_PATH};
 pub use registry::{Language, Registry, BUILTIN_REGISTRY};
 pub use toolchain::Toolchain;
+pub use warm::WarmWorker;
 pub use wrappers::SnippetWrapper;

@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 use crate::registry::Language;
 use crate::template::{Context, Template};
 use crate::toolchain::Toolchain;
+use crate::warm::WarmWorker;
 use crate::wrappers::SnippetWrapper;
 use crate::LanguageError;
 
@@ -78,6 +79,7 @@ pub struct Plan {
     env: Vec<(String, Template)>,
     cache_key: Option<String>,
     wrapper: Option<SnippetWrapper>,
+    warm: Option<WarmWorker>,
 }
 
 impl Language {
@@ -200,6 +202,7 @@ impl Language {
             env,
             cache_key,
             wrapper,
+            warm: spec.warm,
         })
     }
 }
@@ -304,6 +307,18 @@ impl Plan {
     /// any working directory works (the engine uses the session workspace).
     pub fn run_step(&self, src_dir: &Path, out_dir: &Path) -> Step {
         self.render(&self.run, src_dir, out_dir)
+    }
+
+    /// The warm worker that can run this plan's run step (see [`WarmWorker`]), rendered for the
+    /// same directories: its argv and environment. Workers with the same argv and environment
+    /// can be shared by every run of the toolchain in a box.
+    pub fn warm_worker(&self, src_dir: &Path, out_dir: &Path) -> Option<Step> {
+        let worker = self.warm?;
+        let run = self.run_step(src_dir, out_dir);
+        let interpreter = run.argv.first()?.clone();
+        let mut argv = vec![interpreter];
+        argv.extend(worker.args().iter().map(|a| a.to_string()));
+        Some(Step { argv, env: run.env })
     }
 
     /// Makes compiler and runtime messages refer to what the user wrote: strips the absolute

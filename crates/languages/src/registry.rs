@@ -10,6 +10,7 @@ use crate::config::{self, LanguageConfig, ToolchainConfig};
 use crate::plan::{Mode, Plan};
 use crate::template::{Allowed, Template};
 use crate::toolchain::Toolchain;
+use crate::warm::WarmWorker;
 use crate::wrappers::{self, SnippetWrapper};
 use crate::LanguageError;
 
@@ -58,6 +59,7 @@ pub(crate) struct ToolchainSpec {
     pub mounts: Vec<String>,
     pub env: Vec<(String, Template)>,
     pub files: Vec<(String, String)>,
+    pub warm: Option<WarmWorker>,
 }
 
 impl Registry {
@@ -452,6 +454,18 @@ impl ToolchainSpec {
                 return Err(err("mounts", format!("'{mount}' must be an absolute path")));
             }
         }
+        let warm = match c.warm.as_deref() {
+            None => None,
+            Some(name) => Some(WarmWorker::from_name(name).ok_or_else(|| {
+                err(
+                    "warm",
+                    format!(
+                        "unknown warm worker '{name}'; known: {}",
+                        WarmWorker::NAMES.join(", ")
+                    ),
+                )
+            })?),
+        };
         Ok(ToolchainSpec {
             name: c.name,
             package: c.package,
@@ -464,6 +478,7 @@ impl ToolchainSpec {
             mounts: c.mounts,
             env,
             files,
+            warm,
         })
     }
 }

@@ -31,7 +31,7 @@ use crate::limits::{BoxLimits, RunLimits};
 use crate::outcome::{RunOutcome, RunStatus};
 use crate::wire::{
     self, Bind, BoxSetup, Entry, Exit, FileRoot, HostMsg, InitMsg, RunReport, RunRequest, Stream,
-    WriteFile,
+    WarmSpec, WriteFile,
 };
 
 /// Argument that makes the `codebeaker` binary act as a box's setup process.
@@ -359,6 +359,13 @@ pub struct Command {
     /// Capture fd 4 (the snippet ABI's result).
     pub capture_fd4: bool,
     pub limits: RunLimits,
+    /// Run in a pre-started worker for this language when one works (see `init::warm`).
+    pub warm: Option<WarmSpec>,
+    /// Files written in the box (as the sandbox user) just before the program starts:
+    /// `(root, relative path, contents, executable)`.
+    pub files: Vec<(FileRoot, String, Vec<u8>, bool)>,
+    /// A directory removed from the box (recursively) once the run has ended.
+    pub cleanup: Option<(FileRoot, String)>,
 }
 
 impl Command {
@@ -371,6 +378,9 @@ impl Command {
             fd3_input: None,
             capture_fd4: false,
             limits: RunLimits::default(),
+            warm: None,
+            files: Vec::new(),
+            cleanup: None,
         }
     }
 }
@@ -490,6 +500,18 @@ impl SandboxBox {
             capture_fd4: cmd.capture_fd4,
             limits: cmd.limits,
             stream: output.is_some(),
+            warm: cmd.warm.clone(),
+            files: cmd
+                .files
+                .iter()
+                .map(|(root, path, data, executable)| WriteFile {
+                    root: *root,
+                    path: path.clone(),
+                    data: data.clone(),
+                    executable: *executable,
+                })
+                .collect(),
+            cleanup: cmd.cleanup.clone(),
         };
         let deadline = cmd.limits.wall_time + HOST_GRACE;
         let result = tokio::time::timeout(
@@ -580,6 +602,15 @@ impl SandboxBox {
             executable: false,
         });
         match self.request(&msg).await? {
+            InitMsg::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Starts a warm worker in the box now (see [`Command::warm`]), so the first run that
+    /// names it does not wait for it.
+    pub async fn start_worker(&self, spec: &WarmSpec) -> Result<(), SandboxError> {
+        match self.request(&HostMsg::StartWorker(spec.clone())).await? {
             InitMsg::Done => Ok(()),
             other => Err(unexpected(other)),
         }

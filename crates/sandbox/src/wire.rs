@@ -73,6 +73,9 @@ pub enum HostMsg {
         max_depth: u32,
         max_entries: u32,
     },
+    /// Start the warm worker for this spec now, if it is not running, so the first run that
+    /// needs it finds it ready.
+    StartWorker(WarmSpec),
     /// Stop the run in progress (sent only while a run goes on).
     Cancel,
     Shutdown,
@@ -141,6 +144,22 @@ pub struct RunRequest {
     pub limits: RunLimits,
     /// Send [`InitMsg::Output`] frames while the run goes on.
     pub stream: bool,
+    /// Run in this warm worker instead of starting `argv` afresh, when the worker works.
+    pub warm: Option<WarmSpec>,
+    /// Files written (as the sandbox user) before the program starts.
+    pub files: Vec<WriteFile>,
+    /// A directory removed (recursively) once the run has ended.
+    pub cleanup: Option<(FileRoot, String)>,
+}
+
+/// A pre-started worker that runs programs for one language (see the init's `warm` module).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WarmSpec {
+    /// Workers are reused for requests with the same key.
+    pub key: String,
+    /// How to start the worker: it serves requests on fd 3.
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
 }
 
 /// Which output stream a chunk came from.

@@ -19,6 +19,7 @@
 mod files;
 mod root;
 mod run;
+mod warm;
 
 use std::io::Read;
 use std::os::fd::FromRawFd;
@@ -176,11 +177,24 @@ fn box_init(mut sock: UnixStream, setup: BoxSetup, sources: Vec<std::os::fd::Own
     if wire::send(&mut sock, &InitMsg::Ready).is_err() {
         std::process::exit(1);
     }
+    let devnull = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        Ok(f) => std::os::fd::OwnedFd::from(f),
+        Err(e) => {
+            let _ = wire::send(&mut sock, &InitMsg::SetupFailed(format!("/dev/null: {e}")));
+            std::process::exit(1);
+        }
+    };
     let ctx = run::Context {
         filters,
         degraded: setup.degraded,
         box_limits: setup.limits,
+        devnull,
     };
+    let mut workers = warm::Workers::default();
     loop {
         let msg = match wire::recv::<HostMsg>(&mut sock) {
             Ok(Some(msg)) => msg,
@@ -188,7 +202,7 @@ fn box_init(mut sock: UnixStream, setup: BoxSetup, sources: Vec<std::os::fd::Own
             Ok(None) | Err(_) => std::process::exit(0),
         };
         let reply = match msg {
-            HostMsg::Run(req) => match run::run(&ctx, &req, &mut sock) {
+            HostMsg::Run(req) => match run::run(&ctx, &mut workers, &req, &mut sock) {
                 Ok(report) => InitMsg::Finished(report),
                 Err(run::RunError::HostGone) => std::process::exit(0),
                 Err(run::RunError::Failed(msg)) => InitMsg::Error(msg),
@@ -243,6 +257,10 @@ fn box_init(mut sock: UnixStream, setup: BoxSetup, sources: Vec<std::os::fd::Own
             } => match files::list(root, &path, recursive, max_depth, max_entries) {
                 Ok((entries, truncated)) => InitMsg::Entries { entries, truncated },
                 Err(msg) => InitMsg::Error(msg),
+            },
+            HostMsg::StartWorker(spec) => match workers.ensure(&ctx, &spec) {
+                Ok(()) => InitMsg::Done,
+                Err(e) => InitMsg::Error(format!("starting a warm worker: {e}")),
             },
             HostMsg::Shutdown => std::process::exit(0),
             HostMsg::Setup(_) | HostMsg::Cancel => InitMsg::Error("unexpected request".into()),

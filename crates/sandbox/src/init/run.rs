@@ -17,8 +17,9 @@ use std::time::Instant;
 
 use seccompiler::BpfProgram;
 
+use super::warm::{self, Workers};
 use super::SANDBOX_UID;
-use crate::limits::BoxLimits;
+use crate::limits::{BoxLimits, RunLimits};
 use crate::wire::{self, Exit, HostMsg, InitMsg, RunReport, RunRequest, Stream};
 
 /// Most bytes the snippet result descriptor may carry.
@@ -29,6 +30,15 @@ pub struct Context {
     pub filters: Vec<BpfProgram>,
     pub degraded: bool,
     pub box_limits: BoxLimits,
+    /// `/dev/null`, for descriptors a run does not use.
+    pub devnull: OwnedFd,
+}
+
+/// The main process of a run: forked by the init, or by a warm worker.
+#[derive(Clone, Copy)]
+enum Main {
+    Direct(libc::pid_t),
+    Warm { worker: libc::pid_t, ctl: RawFd },
 }
 
 pub enum RunError {
@@ -98,7 +108,32 @@ fn sigchld_fd() -> Result<OwnedFd, RunError> {
 }
 
 /// Runs `req` to its end and reports how it went.
-pub fn run(ctx: &Context, req: &RunRequest, sock: &mut UnixStream) -> Result<RunReport, RunError> {
+pub fn run(
+    ctx: &Context,
+    workers: &mut Workers,
+    req: &RunRequest,
+    sock: &mut UnixStream,
+) -> Result<RunReport, RunError> {
+    let mut result = Ok(());
+    for file in &req.files {
+        if let Err(e) = super::files::write(file) {
+            result = Err(RunError::Failed(format!("writing {}: {e}", file.path)));
+            break;
+        }
+    }
+    let report = result.and_then(|()| run_program(ctx, workers, req, sock));
+    if let Some((root, dir)) = &req.cleanup {
+        let _ = super::files::remove(*root, dir, true);
+    }
+    report
+}
+
+fn run_program(
+    ctx: &Context,
+    workers: &mut Workers,
+    req: &RunRequest,
+    sock: &mut UnixStream,
+) -> Result<RunReport, RunError> {
     let Some(program) = req.argv.first() else {
         return Err(RunError::Failed("empty command".into()));
     };
@@ -111,7 +146,6 @@ pub fn run(ctx: &Context, req: &RunRequest, sock: &mut UnixStream) -> Result<Run
     let envp = cstrings(req.env.iter().map(|(k, v)| format!("{k}={v}")))?;
     let cwd = CString::new(req.cwd.clone())
         .map_err(|_| RunError::Failed("cwd contains a NUL byte".into()))?;
-
     let sigfd = sigchld_fd()?;
     let (stdin_r, stdin_w) = pipe()?;
     let (stdout_r, stdout_w) = pipe()?;
@@ -119,23 +153,41 @@ pub fn run(ctx: &Context, req: &RunRequest, sock: &mut UnixStream) -> Result<Run
     let fd3 = req.fd3_input.as_ref().map(|_| pipe()).transpose()?;
     let fd4 = if req.capture_fd4 { Some(pipe()?) } else { None };
 
+    let rlimits = run_rlimits(ctx, &req.limits);
     let rusage_before = children_rusage();
     let start = Instant::now();
-    // SAFETY: the init is single-threaded, so the child may run arbitrary code before exec.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(failed("fork", io::Error::last_os_error()));
-    }
-    if pid == 0 {
-        let targets = [
-            Some(stdin_r.as_raw_fd()),
-            Some(stdout_w.as_raw_fd()),
-            Some(stderr_w.as_raw_fd()),
-            fd3.as_ref().map(|(r, _)| r.as_raw_fd()),
-            fd4.as_ref().map(|(_, w)| w.as_raw_fd()),
-        ];
-        child(ctx, req, &targets, &path, &argv, &envp, &cwd)
-    }
+    let null = ctx.devnull.as_raw_fd();
+    let targets = [
+        Some(stdin_r.as_raw_fd()),
+        Some(stdout_w.as_raw_fd()),
+        Some(stderr_w.as_raw_fd()),
+        fd3.as_ref().map(|(r, _)| r.as_raw_fd()),
+        fd4.as_ref().map(|(_, w)| w.as_raw_fd()),
+    ];
+    let warm_main = req.warm.as_ref().and_then(|spec| {
+        let request = warm::request(&req.argv, &req.cwd, &req.env, &rlimits);
+        let fds = targets.map(|t| t.unwrap_or(null));
+        workers.start(ctx, spec, &request, fds)?;
+        let worker = workers.get(&spec.key)?;
+        Some(Main::Warm {
+            worker: worker.pid,
+            ctl: worker.ctl_fd(),
+        })
+    });
+    let main = match warm_main {
+        Some(main) => main,
+        None => {
+            // SAFETY: the init is single-threaded, so the child may run arbitrary code before exec.
+            let pid = unsafe { libc::fork() };
+            if pid < 0 {
+                return Err(failed("fork", io::Error::last_os_error()));
+            }
+            if pid == 0 {
+                child(ctx, &rlimits, &targets, &path, &argv, &envp, &cwd)
+            }
+            Main::Direct(pid)
+        }
+    };
     drop((stdin_r, stdout_w, stderr_w));
     let fd3_w = fd3.map(|(r, w)| {
         drop(r);
@@ -164,12 +216,13 @@ pub fn run(ctx: &Context, req: &RunRequest, sock: &mut UnixStream) -> Result<Run
             stdin: Some((stdin_w, req.stdin.as_slice(), 0)),
             fd3: fd3_w.map(|w| (w, req.fd3_input.as_deref().unwrap_or_default(), 0)),
         },
-        pid,
+        main,
+        workers,
         start + req.limits.wall_time,
     )?;
     let wall = start.elapsed();
     let after = children_rusage();
-    let cpu_nanos = (after.0.saturating_sub(rusage_before.0)) as u64;
+    let cpu_nanos = (after.0.saturating_sub(rusage_before.0)) as u64 + outcome.worker_cpu_ns;
     Ok(RunReport {
         exit: outcome.exit,
         stdout: io.stdout,
@@ -180,7 +233,7 @@ pub fn run(ctx: &Context, req: &RunRequest, sock: &mut UnixStream) -> Result<Run
         output_limit: io.output_limit,
         wall_nanos: wall.as_nanos() as u64,
         cpu_nanos,
-        max_rss_bytes: after.1,
+        max_rss_bytes: after.1.max(outcome.worker_maxrss),
         error: outcome.cancelled.then(|| "cancelled".to_string()),
     })
 }
@@ -216,10 +269,36 @@ fn children_rusage() -> (u128, u64) {
     )
 }
 
-/// The child between fork and exec. Never returns.
-fn child(
+/// The rlimits a run's processes get.
+pub(crate) fn run_rlimits(ctx: &Context, limits: &RunLimits) -> Vec<Rlimit> {
+    let cpu = limits.cpu_time.as_secs() + u64::from(limits.cpu_time.subsec_nanos() > 0);
+    let cpu = cpu.max(1);
+    let mut rl = vec![
+        (libc::RLIMIT_CPU, cpu, cpu + 1),
+        (
+            libc::RLIMIT_FSIZE,
+            limits.file_size_bytes,
+            limits.file_size_bytes,
+        ),
+        (libc::RLIMIT_NOFILE, limits.open_files, limits.open_files),
+        (libc::RLIMIT_CORE, 0, 0),
+    ];
+    if ctx.degraded {
+        let mem = limits.memory_bytes.unwrap_or(ctx.box_limits.memory_bytes);
+        rl.push((libc::RLIMIT_AS, mem, mem));
+        let procs = ctx.box_limits.max_processes;
+        rl.push((libc::RLIMIT_NPROC, procs, procs));
+    }
+    rl
+}
+
+/// One rlimit: resource, soft and hard value.
+pub(crate) type Rlimit = (libc::__rlimit_resource_t, u64, u64);
+
+/// The child between fork and exec: drops every privilege and execs. Never returns.
+pub(crate) fn child(
     ctx: &Context,
-    req: &RunRequest,
+    rlimits: &[Rlimit],
     targets: &[Option<RawFd>; 5],
     path: &CString,
     argv: &[CString],
@@ -267,29 +346,8 @@ fn child(
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         libc::umask(0o022);
 
-        let limits = &req.limits;
-        let cpu = limits.cpu_time.as_secs() + u64::from(limits.cpu_time.subsec_nanos() > 0);
-        let cpu = cpu.max(1);
-        let mut rl = vec![
-            (libc::RLIMIT_CPU, cpu, cpu + 1),
-            (
-                libc::RLIMIT_FSIZE,
-                limits.file_size_bytes,
-                limits.file_size_bytes,
-            ),
-            (libc::RLIMIT_NOFILE, limits.open_files, limits.open_files),
-            (libc::RLIMIT_CORE, 0, 0),
-        ];
-        if ctx.degraded {
-            let mem = limits.memory_bytes.unwrap_or(ctx.box_limits.memory_bytes);
-            rl.push((libc::RLIMIT_AS, mem, mem));
-            rl.push((
-                libc::RLIMIT_NPROC,
-                ctx.box_limits.max_processes,
-                ctx.box_limits.max_processes,
-            ));
-        }
-        for (resource, soft, hard) in rl {
+        let rl = rlimits;
+        for &(resource, soft, hard) in rl {
             let lim = libc::rlimit {
                 rlim_cur: soft,
                 rlim_max: hard,
@@ -382,6 +440,9 @@ struct Supervised {
     exit: Exit,
     wall_timeout: bool,
     cancelled: bool,
+    /// CPU time and peak RSS of a warm run's main process, as its worker reported them.
+    worker_cpu_ns: u64,
+    worker_maxrss: u64,
 }
 
 enum ReadResult {
@@ -454,9 +515,16 @@ fn exit_of(status: i32) -> Exit {
 fn supervise(
     io: &mut RunIo<'_>,
     mut pipes: Pipes<'_>,
-    main: libc::pid_t,
+    main: Main,
+    workers: &mut Workers,
     deadline: Instant,
 ) -> Result<Supervised, RunError> {
+    let (direct_pid, warm) = match main {
+        Main::Direct(pid) => (pid, None),
+        Main::Warm { worker, ctl, .. } => (-1, Some((worker, ctl))),
+    };
+    let mut worker_exit: Option<warm::WorkerExit> = None;
+    let mut worker_lost = false;
     for fd in [&pipes.stdout, &pipes.stderr, &pipes.fd4]
         .into_iter()
         .flatten()
@@ -500,6 +568,7 @@ fn supervise(
             pipes.fd3.as_ref().map_or(-1, |p| p.0.as_raw_fd()),
             libc::POLLOUT,
         );
+        push(warm.map_or(-1, |(_, ctl)| ctl), libc::POLLIN);
         let now = Instant::now();
         if now >= deadline {
             wall_timeout = true;
@@ -535,8 +604,12 @@ fn supervise(
                 if r <= 0 {
                     break;
                 }
-                if r == main {
+                if r == direct_pid {
                     main_status = Some(status);
+                    stop = true;
+                } else if workers.reaped(r) && warm.is_some_and(|(w, _)| w == r) {
+                    // The worker running this program died (killed by the program, perhaps).
+                    worker_lost = true;
                     stop = true;
                 }
             }
@@ -587,6 +660,22 @@ fn supervise(
                 ReadResult::WouldBlock => {}
             }
         }
+        if ready(7) && !worker_lost {
+            if let Some((_, ctl)) = warm {
+                match warm::recv_json(ctl, None)
+                    .ok()
+                    .as_ref()
+                    .and_then(warm::parse_exit)
+                {
+                    Some(exit) => {
+                        main_status = Some(exit.status);
+                        worker_exit = Some(exit);
+                    }
+                    None => worker_lost = true,
+                }
+                stop = true;
+            }
+        }
         if ready(5) && pipes.stdin.as_mut().is_some_and(write_some) {
             pipes.stdin = None;
         }
@@ -596,8 +685,37 @@ fn supervise(
     }
     pipes.stdin = None;
     pipes.fd3 = None;
-    if let Some(status) = kill_and_reap_all(main) {
-        main_status = Some(status);
+    if workers.is_empty() {
+        if let Some(status) = kill_and_reap_all(direct_pid) {
+            main_status = Some(status);
+        }
+    } else {
+        for (pid, status) in warm::kill_all_except(&workers.pids()) {
+            if pid == direct_pid {
+                main_status = Some(status);
+            } else if workers.reaped(pid) && warm.is_some_and(|(w, _)| w == pid) {
+                worker_lost = true;
+            }
+        }
+    }
+    if let Some((worker, ctl)) = warm {
+        if worker_exit.is_none() && !worker_lost {
+            // The program was stopped early: its worker reports the exit once it has reaped it.
+            match warm::recv_json(ctl, Some(std::time::Duration::from_secs(2)))
+                .ok()
+                .as_ref()
+                .and_then(warm::parse_exit)
+            {
+                Some(exit) => {
+                    main_status = Some(exit.status);
+                    worker_exit = Some(exit);
+                }
+                None => worker_lost = true,
+            }
+        }
+        if worker_lost {
+            workers.discard_pid(worker);
+        }
     }
     // Every writer is dead now: drain what is left in the pipes.
     for (slot, stream) in [
@@ -635,5 +753,7 @@ fn supervise(
         exit,
         wall_timeout,
         cancelled,
+        worker_cpu_ns: worker_exit.as_ref().map_or(0, |e| e.cpu_ns),
+        worker_maxrss: worker_exit.as_ref().map_or(0, |e| e.maxrss),
     })
 }

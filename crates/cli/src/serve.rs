@@ -1,0 +1,615 @@
+//! `codebeaker serve`: the JSON-RPC/REST server over one engine.
+//!
+//! Configuration is layered, each layer overriding the one before: built-in defaults, the TOML
+//! file of `--config`, `CODEBEAKER_*` environment variables (nested keys joined with `__`, e.g.
+//! `CODEBEAKER_SERVER__LISTEN=0.0.0.0:5000`), then flags. Unknown keys are errors that name the
+//! key and where it came from. Every key is documented in `docs/configuration.md`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use codebeaker_engine::{Engine, EngineConfig, FileLimits, SessionConfig};
+use codebeaker_sandbox::{BoxLimits, MIB};
+use codebeaker_server::{
+    AuthConfig, RateLimitConfig, Server, ServerConfig, TokenConfig, DEFAULT_LISTEN,
+};
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// Prefix of the environment variables that configure the server.
+pub const ENV_PREFIX: &str = "CODEBEAKER_";
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:5000, or `server.listen` from the config].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Configuration file (TOML); see docs/configuration.md.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The whole configuration file. Every section and key is optional.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerSection,
+    pub auth: AuthSection,
+    pub rate_limit: RateLimitSection,
+    pub sessions: SessionsSection,
+    pub executions: ExecutionsSection,
+    pub limits: LimitsSection,
+    pub sandbox: SandboxSection,
+    pub cache: CacheSection,
+    pub languages: LanguagesSection,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSection {
+    pub listen: SocketAddr,
+    pub max_message_bytes: u64,
+    pub max_in_flight: u64,
+    pub ping_interval_secs: u64,
+    pub idle_timeout_secs: u64,
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSection {
+    pub tokens: Vec<TokenEntry>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenEntry {
+    pub token: String,
+    pub caller: String,
+}
+
+impl std::fmt::Debug for TokenEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenEntry")
+            .field("token", &"<redacted>")
+            .field("caller", &self.caller)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitSection {
+    /// Sustained requests per second per caller; 0 (the default) turns rate limiting off.
+    pub requests_per_second: f64,
+    /// Requests allowed at once; defaults to `requests_per_second` rounded up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionsSection {
+    pub max_total: u64,
+    pub max_per_caller: u64,
+    pub idle_timeout_minutes: u64,
+    pub max_idle_timeout_minutes: u64,
+    pub max_lifetime_minutes: u64,
+    pub max_lifetime_cap_minutes: u64,
+    pub reap_interval_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExecutionsSection {
+    pub max_queued: u64,
+    pub max_concurrent: u64,
+    pub retention_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsSection {
+    pub run_timeout_secs: f64,
+    pub max_run_timeout_secs: f64,
+    pub compile_timeout_secs: f64,
+    pub output_bytes: u64,
+    pub file_size_bytes: u64,
+    pub open_files: u64,
+    pub memory_mb: u64,
+    pub max_memory_mb: u64,
+    pub max_processes: u64,
+    pub cpu_millis: u64,
+    pub workspace_bytes: u64,
+    pub workspace_files: u64,
+    pub tmp_bytes: u64,
+    pub max_write_bytes: u64,
+    pub max_read_bytes: u64,
+    pub max_list_entries: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SandboxSection {
+    pub state_dir: PathBuf,
+    pub allow_degraded: bool,
+    pub id_base: u32,
+    pub box_pool_size: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheSection {
+    pub dir: PathBuf,
+    pub max_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LanguagesSection {
+    /// A TOML file that extends or overrides the built-in language registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    /// Run programs in pre-started warm workers where the language has one.
+    pub warm_workers: bool,
+}
+
+/// Each section's defaults are the whole file's defaults (so that a partial section in a file
+/// deserializes on its own too).
+macro_rules! section_defaults {
+    ($($section:ident: $ty:ty),*) => {$(
+        impl Default for $ty {
+            fn default() -> Self {
+                Config::default().$section
+            }
+        }
+    )*};
+}
+
+section_defaults!(
+    server: ServerSection,
+    sessions: SessionsSection,
+    executions: ExecutionsSection,
+    limits: LimitsSection,
+    sandbox: SandboxSection,
+    cache: CacheSection,
+    languages: LanguagesSection
+);
+
+fn whole_minutes(d: Duration) -> u64 {
+    d.as_secs() / 60
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let server = ServerConfig::default();
+        let engine = EngineConfig::default();
+        let as_u64 = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        Config {
+            server: ServerSection {
+                listen: DEFAULT_LISTEN,
+                max_message_bytes: as_u64(server.max_message_bytes),
+                max_in_flight: as_u64(server.max_in_flight),
+                ping_interval_secs: server.ping_interval.as_secs(),
+                idle_timeout_secs: server.idle_timeout.as_secs(),
+                shutdown_grace_secs: server.shutdown_grace.as_secs(),
+            },
+            auth: AuthSection::default(),
+            rate_limit: RateLimitSection::default(),
+            sessions: SessionsSection {
+                max_total: as_u64(engine.sessions.max_sessions),
+                max_per_caller: as_u64(engine.sessions.max_sessions_per_caller),
+                idle_timeout_minutes: whole_minutes(engine.sessions.idle_timeout),
+                max_idle_timeout_minutes: whole_minutes(engine.sessions.max_idle_timeout),
+                max_lifetime_minutes: whole_minutes(engine.sessions.max_lifetime),
+                max_lifetime_cap_minutes: whole_minutes(engine.sessions.max_lifetime_cap),
+                reap_interval_secs: engine.sessions.reap_interval.as_secs(),
+            },
+            executions: ExecutionsSection {
+                max_queued: as_u64(engine.max_queued_executions),
+                max_concurrent: as_u64(engine.max_concurrent_executions),
+                retention_secs: engine.execution_retention.as_secs(),
+            },
+            limits: LimitsSection {
+                run_timeout_secs: engine.run_limits.wall_time.as_secs_f64(),
+                max_run_timeout_secs: engine.max_run_time.as_secs_f64(),
+                compile_timeout_secs: engine.compile_limits.wall_time.as_secs_f64(),
+                output_bytes: engine.run_limits.output_bytes,
+                file_size_bytes: engine.run_limits.file_size_bytes,
+                open_files: engine.run_limits.open_files,
+                memory_mb: engine.box_limits.memory_bytes / MIB,
+                max_memory_mb: engine.max_memory_bytes / MIB,
+                max_processes: engine.box_limits.max_processes,
+                cpu_millis: engine.box_limits.cpu_millis,
+                workspace_bytes: engine.box_limits.workspace_bytes,
+                workspace_files: engine.box_limits.workspace_files,
+                tmp_bytes: engine.box_limits.tmp_bytes,
+                max_write_bytes: engine.files.max_write_bytes,
+                max_read_bytes: engine.files.max_read_bytes,
+                max_list_entries: engine.files.max_list_entries,
+            },
+            sandbox: SandboxSection {
+                state_dir: engine.sandbox.state_dir.clone(),
+                allow_degraded: engine.sandbox.allow_degraded,
+                id_base: engine.sandbox.id_base,
+                box_pool_size: as_u64(engine.box_pool_size),
+            },
+            cache: CacheSection {
+                dir: engine.cache_dir.clone(),
+                max_bytes: engine.cache_max_bytes,
+            },
+            languages: LanguagesSection {
+                file: None,
+                warm_workers: engine.warm_workers,
+            },
+        }
+    }
+}
+
+impl Config {
+    /// Defaults < `file` < `CODEBEAKER_*` environment < `listen` flag.
+    pub fn load(file: Option<&Path>, listen: Option<SocketAddr>) -> Result<(Config, Figment)> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.is_file() {
+                bail!("the configuration file {} does not exist", file.display());
+            }
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+        if let Some(listen) = listen {
+            figment = figment.merge(Serialized::default("server.listen", listen.to_string()));
+        }
+        let config: Config = figment.extract().map_err(|errors| {
+            let lines: Vec<String> = errors.into_iter().map(|e| describe(&e)).collect();
+            anyhow::anyhow!("invalid configuration:\n  {}", lines.join("\n  "))
+        })?;
+        config.validate().map_err(|(key, why)| {
+            anyhow::anyhow!(
+                "invalid configuration: {key}: {why}{}",
+                source_of(&figment, key)
+            )
+        })?;
+        Ok((config, figment))
+    }
+
+    /// Range checks serde cannot do; the error names the key.
+    fn validate(&self) -> std::result::Result<(), (&'static str, String)> {
+        let positive = |key: &'static str, v: u64| {
+            if v == 0 {
+                Err((key, "must be at least 1".to_string()))
+            } else {
+                Ok(())
+            }
+        };
+        let seconds = |key: &'static str, v: f64| {
+            if v.is_finite() && v > 0.0 && v <= 86_400.0 {
+                Ok(())
+            } else {
+                Err((
+                    key,
+                    format!("must be a number of seconds between 0 and 86400, got {v}"),
+                ))
+            }
+        };
+        let s = &self.server;
+        if s.max_message_bytes < 1024 {
+            return Err(("server.max_message_bytes", "must be at least 1024".into()));
+        }
+        positive("server.max_in_flight", s.max_in_flight)?;
+        positive("server.idle_timeout_secs", s.idle_timeout_secs)?;
+        let r = &self.rate_limit;
+        if !r.requests_per_second.is_finite() || r.requests_per_second < 0.0 {
+            return Err((
+                "rate_limit.requests_per_second",
+                "must be 0 (off) or a positive number".into(),
+            ));
+        }
+        if r.burst == Some(0) {
+            return Err(("rate_limit.burst", "must be at least 1".into()));
+        }
+        for (i, token) in self.auth.tokens.iter().enumerate() {
+            if token.token.trim().is_empty() || token.caller.trim().is_empty() {
+                return Err((
+                    "auth.tokens",
+                    format!("entry {i}: `token` and `caller` must not be empty"),
+                ));
+            }
+        }
+        let n = &self.sessions;
+        positive("sessions.max_total", n.max_total)?;
+        positive("sessions.max_per_caller", n.max_per_caller)?;
+        positive("sessions.idle_timeout_minutes", n.idle_timeout_minutes)?;
+        positive("sessions.max_lifetime_minutes", n.max_lifetime_minutes)?;
+        positive("sessions.reap_interval_secs", n.reap_interval_secs)?;
+        if n.idle_timeout_minutes > n.max_idle_timeout_minutes {
+            return Err((
+                "sessions.idle_timeout_minutes",
+                "must not exceed sessions.max_idle_timeout_minutes".into(),
+            ));
+        }
+        if n.max_lifetime_minutes > n.max_lifetime_cap_minutes {
+            return Err((
+                "sessions.max_lifetime_minutes",
+                "must not exceed sessions.max_lifetime_cap_minutes".into(),
+            ));
+        }
+        let e = &self.executions;
+        positive("executions.max_queued", e.max_queued)?;
+        positive("executions.max_concurrent", e.max_concurrent)?;
+        let l = &self.limits;
+        seconds("limits.run_timeout_secs", l.run_timeout_secs)?;
+        seconds("limits.max_run_timeout_secs", l.max_run_timeout_secs)?;
+        seconds("limits.compile_timeout_secs", l.compile_timeout_secs)?;
+        if l.run_timeout_secs > l.max_run_timeout_secs {
+            return Err((
+                "limits.run_timeout_secs",
+                "must not exceed limits.max_run_timeout_secs".into(),
+            ));
+        }
+        if l.memory_mb < 16 {
+            return Err(("limits.memory_mb", "must be at least 16".into()));
+        }
+        if l.memory_mb > l.max_memory_mb {
+            return Err((
+                "limits.memory_mb",
+                "must not exceed limits.max_memory_mb".into(),
+            ));
+        }
+        positive("limits.output_bytes", l.output_bytes)?;
+        positive("limits.open_files", l.open_files)?;
+        positive("limits.max_processes", l.max_processes)?;
+        positive("limits.cpu_millis", l.cpu_millis)?;
+        positive("limits.workspace_bytes", l.workspace_bytes)?;
+        positive("limits.workspace_files", l.workspace_files)?;
+        positive("limits.tmp_bytes", l.tmp_bytes)?;
+        positive("limits.max_list_entries", u64::from(l.max_list_entries))?;
+        Ok(())
+    }
+
+    /// The server's settings.
+    pub fn server_config(&self) -> ServerConfig {
+        let s = &self.server;
+        let as_usize = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        let rate_limit = (self.rate_limit.requests_per_second > 0.0).then(|| RateLimitConfig {
+            requests_per_second: self.rate_limit.requests_per_second,
+            burst: self.rate_limit.burst.unwrap_or_else(|| {
+                // The ceiling of a validated, finite, positive rate; clamped into u32.
+                self.rate_limit
+                    .requests_per_second
+                    .ceil()
+                    .clamp(1.0, f64::from(u32::MAX)) as u32
+            }),
+        });
+        ServerConfig {
+            listen: s.listen,
+            max_message_bytes: as_usize(s.max_message_bytes),
+            max_in_flight: as_usize(s.max_in_flight),
+            ping_interval: Duration::from_secs(s.ping_interval_secs),
+            idle_timeout: Duration::from_secs(s.idle_timeout_secs),
+            auth: AuthConfig {
+                tokens: self
+                    .auth
+                    .tokens
+                    .iter()
+                    .map(|t| TokenConfig {
+                        token: t.token.clone(),
+                        caller: t.caller.clone(),
+                    })
+                    .collect(),
+            },
+            rate_limit,
+            shutdown_grace: Duration::from_secs(s.shutdown_grace_secs),
+        }
+    }
+
+    /// The engine's settings (reads the language override file, if any). Fields the file has
+    /// no key for keep the engine's defaults.
+    pub fn engine_config(&self) -> Result<EngineConfig> {
+        let l = &self.limits;
+        let n = &self.sessions;
+        let e = &self.executions;
+        let as_usize = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        let minutes = |m: u64| Duration::from_secs(m.saturating_mul(60));
+        let run_time = Duration::from_secs_f64(l.run_timeout_secs);
+        let compile_time = Duration::from_secs_f64(l.compile_timeout_secs);
+        let mut config = EngineConfig::default();
+
+        config.sandbox.state_dir = self.sandbox.state_dir.clone();
+        config.sandbox.id_base = self.sandbox.id_base;
+        config.sandbox.allow_degraded = self.sandbox.allow_degraded;
+        config.box_pool_size = as_usize(self.sandbox.box_pool_size);
+
+        config.box_limits = BoxLimits {
+            memory_bytes: l.memory_mb.saturating_mul(MIB),
+            max_processes: l.max_processes,
+            cpu_millis: l.cpu_millis,
+            workspace_bytes: l.workspace_bytes,
+            tmp_bytes: l.tmp_bytes,
+            workspace_files: l.workspace_files,
+        };
+        config.run_limits.wall_time = run_time;
+        config.run_limits.cpu_time = run_time;
+        config.run_limits.output_bytes = l.output_bytes;
+        config.run_limits.file_size_bytes = l.file_size_bytes;
+        config.run_limits.open_files = l.open_files;
+        config.compile_limits.wall_time = compile_time;
+        config.compile_limits.cpu_time = compile_time;
+        config.max_run_time = Duration::from_secs_f64(l.max_run_timeout_secs);
+        config.max_memory_bytes = l.max_memory_mb.saturating_mul(MIB);
+        config.files = FileLimits {
+            max_write_bytes: l.max_write_bytes,
+            max_read_bytes: l.max_read_bytes,
+            max_list_entries: l.max_list_entries,
+        };
+
+        config.cache_dir = self.cache.dir.clone();
+        config.cache_max_bytes = self.cache.max_bytes;
+        config.languages_override = match &self.languages.file {
+            None => None,
+            Some(path) => Some(std::fs::read_to_string(path).with_context(|| {
+                format!(
+                    "languages.file: reading the language override file {}",
+                    path.display()
+                )
+            })?),
+        };
+        config.warm_workers = self.languages.warm_workers;
+
+        config.sessions = SessionConfig {
+            max_sessions: as_usize(n.max_total),
+            max_sessions_per_caller: as_usize(n.max_per_caller),
+            idle_timeout: minutes(n.idle_timeout_minutes),
+            max_idle_timeout: minutes(n.max_idle_timeout_minutes),
+            max_lifetime: minutes(n.max_lifetime_minutes),
+            max_lifetime_cap: minutes(n.max_lifetime_cap_minutes),
+            reap_interval: Duration::from_secs(n.reap_interval_secs),
+        };
+        config.max_queued_executions = as_usize(e.max_queued);
+        config.max_concurrent_executions = as_usize(e.max_concurrent);
+        config.execution_retention = Duration::from_secs(e.retention_secs);
+        Ok(config)
+    }
+}
+
+/// One configuration error as `key: what is wrong (in where)`.
+fn describe(error: &figment::Error) -> String {
+    let key = error.path.join(".");
+    let origin = error.metadata.as_ref().map(|md| match &md.source {
+        Some(source) => source.to_string(),
+        None if md.name.contains("environment") => format!(
+            "environment variable {ENV_PREFIX}{}",
+            error.path.join("__").to_uppercase()
+        ),
+        None => md.name.to_string(),
+    });
+    match (key.is_empty(), origin) {
+        (true, Some(origin)) => format!("{} (in {origin})", error.kind),
+        (true, None) => error.kind.to_string(),
+        (false, Some(origin)) => format!("{key}: {} (in {origin})", error.kind),
+        (false, None) => format!("{key}: {}", error.kind),
+    }
+}
+
+/// ` (in <source>)` for the layer that set `key`, when known.
+fn source_of(figment: &Figment, key: &str) -> String {
+    match figment.find_metadata(key) {
+        Some(md) => match &md.source {
+            Some(source) => format!(" (in {source})"),
+            None if md.name.contains("environment") => format!(
+                " (in environment variable {ENV_PREFIX}{})",
+                key.replace('.', "__").to_uppercase()
+            ),
+            None => format!(" (in {})", md.name),
+        },
+        None => String::new(),
+    }
+}
+
+pub async fn main(args: ServeArgs) -> Result<i32> {
+    let (config, _) = Config::load(args.config.as_deref(), args.listen)?;
+    if args.print_config {
+        print!(
+            "{}",
+            toml::to_string_pretty(&redacted(&config)).context("printing the configuration")?
+        );
+        return Ok(0);
+    }
+    let server_config = config.server_config();
+    let engine_config = config.engine_config()?;
+    // Toolchain probes and host checks block; keep them off the async workers.
+    let engine = tokio::task::spawn_blocking(move || Engine::new(engine_config))
+        .await
+        .context("starting the engine")?
+        .context("starting the engine")?;
+    let engine = Arc::new(engine);
+    let isolation = engine.isolation();
+    if isolation.degraded {
+        tracing::warn!(notes = ?isolation.notes, "isolation is degraded");
+    }
+    let reaper = engine.spawn_reaper();
+    let server = Server::bind(server_config, engine.clone()).await?;
+    let addr = server.local_addr();
+    tracing::info!(%addr, "listening");
+    if args.log_format == LogFormat::Text {
+        eprintln!("codebeaker: serving on ws://{addr}/ws/jsonrpc (Ctrl-C to stop)");
+    }
+    let served = server.serve(shutdown_signal()).await;
+    reaper.abort();
+    engine.shutdown().await;
+    served?;
+    tracing::info!("stopped");
+    Ok(0)
+}
+
+/// The configuration with token secrets replaced, for printing.
+fn redacted(config: &Config) -> Config {
+    let mut copy = config.clone();
+    for token in &mut copy.auth.tokens {
+        token.token = "<redacted>".into();
+    }
+    copy
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => tracing::info!("Ctrl-C: shutting down"),
+        () = terminate => tracing::info!("SIGTERM: shutting down"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_engine_and_server_defaults() {
+        let config = Config::default();
+        config.validate().expect("defaults are valid");
+        let server = config.server_config();
+        assert_eq!(server.listen, DEFAULT_LISTEN);
+        assert_eq!(server.max_message_bytes, 16 * 1024 * 1024);
+        assert!(server.rate_limit.is_none());
+        let engine = config.engine_config().expect("engine config");
+        let defaults = EngineConfig::default();
+        assert_eq!(engine.run_limits, defaults.run_limits);
+        assert_eq!(engine.box_limits, defaults.box_limits);
+        assert_eq!(engine.sessions.idle_timeout, defaults.sessions.idle_timeout);
+        assert_eq!(engine.max_run_time, defaults.max_run_time);
+    }
+}

@@ -1,0 +1,1357 @@
+//! The server end to end: a real server on an ephemeral port over a real engine, real boxes, and
+//! real WebSocket and HTTP clients. Covers the JSON-RPC envelope and framing, every method, the
+//! streaming notifications, the REST endpoints, health and metrics, authentication, rate limits,
+//! the in-flight bound, and sessions outliving their connection.
+//!
+//! Every test runs on one shared runtime with one shared engine (boxes are tied to the runtime
+//! that made them), and closes the sessions it opens.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use codebeaker_engine::{Engine, EngineConfig};
+use codebeaker_sandbox::SandboxConfig;
+use codebeaker_server::{
+    AuthConfig, RateLimitConfig, Server, ServerConfig, ServerHandle, TokenConfig,
+};
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// Longest wait for any one frame; generous, since the first run of a language may compile.
+const FRAME_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .build()
+            .expect("runtime")
+    })
+}
+
+fn engine() -> Arc<Engine> {
+    static ENGINE: OnceLock<Arc<Engine>> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            let config = EngineConfig {
+                sandbox: SandboxConfig {
+                    init_program: Some(env!("CARGO_BIN_EXE_codebeaker").into()),
+                    allow_degraded: false,
+                    ..SandboxConfig::default()
+                },
+                // The engine lives in a static and is never shut down: a pool of ready boxes
+                // would outlive the test process (every session a test opens, it closes).
+                box_pool_size: 0,
+                ..EngineConfig::default()
+            };
+            let engine =
+                Arc::new(Engine::new(config).expect("the engine needs root and cgroups here"));
+            let _context = runtime().enter();
+            engine.spawn_reaper();
+            engine
+        })
+        .clone()
+}
+
+fn test_config() -> ServerConfig {
+    ServerConfig {
+        listen: "127.0.0.1:0".parse().expect("address"),
+        ..ServerConfig::default()
+    }
+}
+
+async fn start(config: ServerConfig) -> ServerHandle {
+    Server::bind(config, engine())
+        .await
+        .expect("bind an ephemeral port")
+        .spawn()
+}
+
+/// The server most tests share (default settings, no auth, no rate limit); it serves for the
+/// life of the test process.
+async fn shared_server() -> SocketAddr {
+    static ADDR: tokio::sync::OnceCell<SocketAddr> = tokio::sync::OnceCell::const_new();
+    *ADDR
+        .get_or_init(|| async {
+            let handle = start(test_config()).await;
+            let addr = handle.local_addr();
+            std::mem::forget(handle);
+            addr
+        })
+        .await
+}
+
+/// Runs a test body on the shared runtime.
+fn run<F: std::future::Future<Output = ()>>(body: F) {
+    engine();
+    runtime().block_on(body);
+}
+
+// ------------------------------------------------------------------------------------------
+// A small JSON-RPC client.
+
+struct Client {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    next_id: u64,
+    /// Notifications received while waiting for responses, in order.
+    notifications: Vec<Value>,
+}
+
+impl Client {
+    async fn connect(addr: SocketAddr) -> Client {
+        Client::connect_to(&format!("ws://{addr}/ws/jsonrpc"), None)
+            .await
+            .expect("connect")
+    }
+
+    async fn connect_to(
+        url: &str,
+        bearer: Option<&str>,
+    ) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
+        let mut request = url.into_client_request()?;
+        if let Some(token) = bearer {
+            request.headers_mut().insert(
+                "Authorization",
+                format!("Bearer {token}").parse().expect("header"),
+            );
+        }
+        let (ws, _) = tokio_tungstenite::connect_async(request).await?;
+        Ok(Client {
+            ws,
+            next_id: 1,
+            notifications: Vec::new(),
+        })
+    }
+
+    async fn send_text(&mut self, text: &str) {
+        self.ws
+            .send(Message::text(text.to_string()))
+            .await
+            .expect("send");
+    }
+
+    /// The next text frame, as JSON.
+    async fn recv(&mut self) -> Value {
+        loop {
+            let frame = tokio::time::timeout(FRAME_TIMEOUT, self.ws.next())
+                .await
+                .expect("a frame in time")
+                .expect("the connection is open")
+                .expect("a valid frame");
+            match frame {
+                Message::Text(text) => {
+                    return serde_json::from_str(text.as_str()).expect("the frame is JSON")
+                }
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+    }
+
+    /// Nothing arrives within `wait`.
+    async fn expect_silence(&mut self, wait: Duration) {
+        if let Ok(Some(Ok(Message::Text(text)))) = tokio::time::timeout(wait, self.ws.next()).await
+        {
+            panic!("expected no frame, got {text}");
+        }
+    }
+
+    /// Waits for the response with `id`, keeping notifications that come first.
+    async fn response(&mut self, id: &Value) -> Value {
+        loop {
+            let message = self.recv().await;
+            if message.get("method").is_some() {
+                self.notifications.push(message);
+            } else if message.get("id") == Some(id) {
+                return message;
+            } else {
+                panic!("unexpected message while waiting for {id}: {message}");
+            }
+        }
+    }
+
+    /// Calls a method and returns the whole response.
+    async fn call(&mut self, method: &str, params: Value) -> Value {
+        let id = json!(self.next_id);
+        self.next_id += 1;
+        let request = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        self.send_text(&request.to_string()).await;
+        self.response(&id).await
+    }
+
+    /// Calls a method that must succeed and returns its result.
+    async fn ok(&mut self, method: &str, params: Value) -> Value {
+        let response = self.call(method, params).await;
+        assert!(
+            response.get("error").is_none(),
+            "{method} failed: {response}"
+        );
+        response["result"].clone()
+    }
+
+    /// Calls a method that must fail and returns its error.
+    async fn err(&mut self, method: &str, params: Value) -> Value {
+        let response = self.call(method, params).await;
+        assert!(
+            response.get("result").is_none(),
+            "{method} should fail: {response}"
+        );
+        response["error"].clone()
+    }
+
+    async fn create_session(&mut self, language: &str) -> String {
+        let result = self
+            .ok("session.create", json!({"language": language}))
+            .await;
+        result["sessionId"].as_str().expect("sessionId").to_string()
+    }
+
+    async fn execute(&mut self, session: &str, command: Value) -> Value {
+        self.ok(
+            "session.execute",
+            json!({"sessionId": session, "command": command}),
+        )
+        .await
+    }
+
+    async fn close_session(&mut self, session: &str) {
+        let result = self
+            .ok("session.close", json!({"sessionId": session}))
+            .await;
+        assert_eq!(result["closed"], json!(true));
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// A small HTTP client.
+
+struct HttpResponse {
+    status: u16,
+    headers: hyper::HeaderMap,
+    body: String,
+}
+
+impl HttpResponse {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: Option<&str>,
+) -> HttpResponse {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(connection);
+    let mut request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
+    if let Some(token) = bearer {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    if body.is_some() {
+        request = request.header("content-type", "application/json");
+    }
+    let request = request
+        .body(Full::new(Bytes::from(body.unwrap_or_default().to_string())))
+        .expect("request");
+    let response = tokio::time::timeout(FRAME_TIMEOUT, sender.send_request(request))
+        .await
+        .expect("a response in time")
+        .expect("response");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    HttpResponse {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// The envelope and framing.
+
+#[test]
+fn initialize_reports_server_languages_commands_limits_and_isolation() {
+    run(async {
+        let mut client = Client::connect(shared_server().await).await;
+        let result = client
+            .ok(
+                "initialize",
+                json!({"clientInfo": {"name": "test", "version": "1"}}),
+            )
+            .await;
+        assert_eq!(result["serverInfo"]["name"], "codebeaker");
+        assert_eq!(result["serverInfo"]["version"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(result["protocolVersion"], "1.0");
+        let capabilities = &result["capabilities"];
+        assert_eq!(capabilities["streaming"], true);
+        let languages = capabilities["languages"].as_array().expect("languages");
+        assert!(languages
+            .iter()
+            .any(|l| l["name"] == "python" && l["available"] == true));
+        let commands = capabilities["commands"].as_array().expect("commands");
+        for command in ["execute", "write_file", "read_file", "shell", "apply_patch"] {
+            assert!(commands.contains(&json!(command)), "{command}");
+        }
+        assert_eq!(capabilities["limits"]["maxMessageBytes"], 16 * 1024 * 1024);
+        assert!(capabilities["limits"]["maxSessions"].as_u64().is_some());
+        assert_eq!(capabilities["isolation"]["backend"], "native");
+        assert!(capabilities["isolation"]["seccomp"].is_boolean());
+    });
+}
+
+#[test]
+fn language_list_names_languages_with_aliases() {
+    run(async {
+        let mut client = Client::connect(shared_server().await).await;
+        let result = client.ok("language.list", json!({})).await;
+        let languages = result["languages"].as_array().expect("languages");
+        let python = languages
+            .iter()
+            .find(|l| l["name"] == "python")
+            .expect("python");
+        assert!(python["aliases"]
+            .as_array()
+            .expect("aliases")
+            .contains(&json!("py")));
+        assert!(python["version"].is_string());
+    });
+}
+
+#[test]
+fn ids_are_echoed_as_numbers_and_as_strings() {
+    run(async {
+        let mut client = Client::connect(shared_server().await).await;
+        client
+            .send_text(r#"{"jsonrpc":"2.0","id":7,"method":"language.list"}"#)
+            .await;
+        assert_eq!(client.recv().await["id"], json!(7));
+        client
+            .send_text(r#"{"jsonrpc":"2.0","id":"abc-1","method":"language.list"}"#)
+            .await;
+        let response = client.recv().await;
+        assert_eq!(response["id"], json!("abc-1"));
+        assert!(response.get("error").is_none());
+        assert!(response.get("result").is_some());
+    });
+}
+
+#[test]
+fn a_notification_gets_no_response() {
+    run(async {
+        let mut client = Client::connect(shared_server().await).await;
+        client
+            .send_text(r#"{"jsonrpc":"2.0","method":"language.list"}"#)
+            .await;
+        client
+            .send_text(r#"{"jsonrpc":"2.0","id":null,"method":"no.such.method"}"#)
+            .await;
+        client.expect_silence(Duration::from_millis(300)).await;
+        let response = client.call("language.list", json!({})).await;
+        assert_eq!(response["id"], json!(1));
+    });
+}
+
+#[test]
+fn newline_separated_messages_in_one_frame_get_one_response_each() {
+    run(async {
+        let mut client = Client::connect(shared_server().await).await;
+        client
+            .send_text(
+                "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"language.list\"}\n{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"session.list\"}\n",
+            )
+            .await;
+        let mut ids = vec![
+            client.recv().await["id"].clone(),
+            client.recv().await["id"].clone(),
+        ];
+        ids.sort_by_key(|id| id.as_u64());
+        assert_eq!(ids, vec![json!(1), json!(2)]);
+    });
+}
+
+#[test]
+fn a_batch_gets_one_array_of_responses() {
+    run(async {
+        let mut client = Client::connect(shared_server().await).await;
+        client
+            .send_text(
+                r#"[{"jsonrpc":"2.0","id":1,"method":"language.list"},
+                    {"jsonrpc":"2.0","method":"session.list"},
+                    {"jsonrpc":"2.0","id":2,"method":"nope"},
+                    {"jsonrpc":"1.0","id":3,"method":"language.list"}]"#,
+            )
+            .await;
+        let responses = client.recv().await;
+        let responses = responses.as_array().expect("an array frame");
+        assert_eq!(responses.len(), 3, "{responses:?}");
+        assert!(responses[0]["result"]["languages"].is_array());
+        assert_eq!(responses[1]["error"]["code"], -32601);
+        assert_eq!(responses[2]["id"], 3);
+        assert_eq!(responses[2]["error"]["code"], -32600);
+    });
+}
+
+#[test]
+fn malformed_input_gets_the_right_error_codes() {
+    run(async {
+        let mut client = Client::connect(shared_server().await).await;
+        client.send_text("{this is not json").await;
+        let response = client.recv().await;
+        assert_eq!(response["error"]["code"], -32700);
+        assert_eq!(response["id"], Value::Null);
+        assert!(response.get("result").is_none());
+
+        client
+            .ws
+            .send(Message::binary(b"{}".to_vec()))
+            .await
+            .expect("send");
+        assert_eq!(client.recv().await["error"]["code"], -32600);
+
+        let error = client.err("no.such.method", json!({})).await;
+        assert_eq!(error["code"], -32601);
+
+        let error = client.err("session.create", json!({})).await;
+        assert_eq!(error["code"], -32602);
+        assert!(
+            error["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("language"),
+            "{error}"
+        );
+
+        let error = client
+            .err(
+                "session.execute",
+                json!({"sessionId": "x", "command": {"type": "frobnicate"}}),
+            )
+            .await;
+        assert_eq!(error["code"], -32602);
+        assert_eq!(error["data"]["field"], "command");
+    });
+}
+
+#[test]
+fn unsupported_languages_and_unknown_sessions_have_their_codes() {
+    run(async {
+        let mut client = Client::connect(shared_server().await).await;
+        let error = client
+            .err("session.create", json!({"language": "cobol-2077"}))
+            .await;
+        assert_eq!(error["code"], -32003);
+        assert!(
+            error["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("Unsupported language"),
+            "{error}"
+        );
+        let error = client
+            .err(
+                "session.execute",
+                json!({"sessionId": "no-such-session", "command": {"type": "read_file", "path": "a"}}),
+            )
+            .await;
+        assert_eq!(error["code"], -32001);
+        let error = client
+            .err("session.close", json!({"sessionId": "no-such-session"}))
+            .await;
+        assert_eq!(error["code"], -32001);
+        let error = client
+            .err("execution.status", json!({"executionId": "no-such-run"}))
+            .await;
+        assert_eq!(error["code"], -32001);
+    });
+}
+
+// ------------------------------------------------------------------------------------------
+// Sessions and commands.
+
+#[test]
+fn the_seeds_session_flow_writes_runs_and_closes() {
+    run(async {
+        let mut client = Client::connect(shared_server().await).await;
+        let created = client
+            .ok(
+                "session.create",
+                json!({"language": "python", "idleTimeoutMinutes": 30, "maxLifetimeMinutes": 120, "memoryLimitMB": 256}),
+            )
+            .await;
+        let session = created["sessionId"]
+            .as_str()
+            .expect("sessionId")
+            .to_string();
+        assert_eq!(created["language"], "python");
+        assert_eq!(created["state"], "Active");
+        assert!(created["createdAt"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')));
+        assert!(created["containerId"].is_string());
+        assert_eq!(created["config"]["memoryLimitMB"], 256);
+        assert_eq!(created["config"]["idleTimeoutMinutes"], 30);
+
+        let written = client
+            .execute(
+                &session,
+                json!({"type": "write_file", "path": "/workspace/input.json", "content": "{\"value\": 21}", "mode": "Create"}),
+            )
+            .await;
+        assert_eq!(written["success"], true, "{written}");
+        assert_eq!(written["error"], Value::Null);
+
+        let script = client
+            .execute(
+                &session,
+                json!({"type": "execute", "code": "import json\nprint(json.load(open('/workspace/input.json'))['value'] * 2)"}),
+            )
+            .await;
+        assert_eq!(script["success"], true, "{script}");
+        assert_eq!(script["result"]["stdout"], "42\n");
+        assert_eq!(script["result"]["exitCode"], 0);
+        assert!(script["durationMs"].is_u64());
+
+        let snippet = client
+            .execute(
+                &session,
+                json!({"type": "execute", "code": "result = {'output': input_data['value'] * 2}", "input": {"value": 21}}),
+            )
+            .await;
+        assert_eq!(snippet["success"], true, "{snippet}");
+        assert_eq!(snippet["result"]["output"], json!({"output": 42}));
+
+        let listed = client.ok("session.list", json!({})).await;
+        let mine = listed["sessions"]
+            .as_array()
+            .expect("sessions")
+            .iter()
+            .find(|s| s["sessionId"] == json!(session))
+            .cloned()
+            .expect("listed");
+        assert_eq!(mine["executionCount"], 3);
+        assert_eq!(mine["language"], "python");
+
+        client.close_session(&session).await;
+        let error = client
+            .err(
+                "session.execute",
+                json!({"sessionId": session, "command": {"type": "read_file", "path": "input.json"}}),
+            )
+            .await;
+        assert_eq!(error["code"], -32001);
+    });
+}
+
+#[test]
+fn command_failures_are_results_with_success_false() {
+    run(async {
+        let mut client = Client::connect(shared_server().await).await;
+        let session = client.create_session("python").await;
+
+        let shell = client
+            .execute(
+                &session,
+                json!({"type": "shell", "command": "sh", "args": ["-c", "echo out; echo err >&2; exit 1"]}),
+            )
+            .await;
+        assert_eq!(shell["success"], false, "{shell}");
+        assert_eq!(shell["result"]["exitCode"], 1);
+        assert_eq!(shell["result"]["stdout"], "out\n");
+        assert_eq!(shell["result"]["status"], "runtime_error");
+        assert!(shell["error"].is_string());
+
+        for path in [
+            "../../etc/passwd",
+            "/etc/passwd",
+            "/workspace/../etc/shadow",
+        ] {
+            let escaped = client
+                .execute(&session, json!({"type": "read_file", "path": path}))
+                .await;
+            assert_eq!(escaped["success"], false, "{path}: {escaped}");
+            assert!(escaped["error"].is_string(), "{path}: {escaped}");
+        }
+        let escaped = client
+            .execute(
+                &session,
+                json!({"type": "write_file", "path": "../outside.txt", "content": "x"}),
+            )
+            .await;
+        assert_eq!(escaped["success"], false, "{escaped}");
+
+        let missing = client
+            .execute(&session, json!({"type": "read_file", "path": "nope.txt"}))
+            .await;
+        assert_eq!(missing["success"], false, "{missing}");
+
+        let raised = client
+            .execute(
+                &session,
+                json!({"type": "execute", "code": "# This will cause an error\nundefined_variable", "input": {}}),
+            )
+            .await;
+        assert_eq!(raised["success"], false, "{raised}");
+        assert!(
+            raised["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("undefined_variable"),
+            "{raised}"
+        );
+
+        client.close_session(&session).await;
+    });
+}
+
+#[test]
+fn streaming_notifications_arrive_before_the_final_response() {
+    run(async {
+        let mut client = Client::connect(shared_server().await).await;
+        let session = client.create_session("python").await;
+        let response = client
+            .call(
+                "session.execute",
+                json!({
+                    "sessionId": session,
+                    "stream": true,
+                    "command": {"type": "execute", "code": "import sys, time\nprint('hello', flush=True)\ntime.sleep(0.2)\nprint('oops', file=sys.stderr, flush=True)\nprint('world', flush=True)"},
+                }),
+            )
+            .await;
+        let request_id = response["id"].clone();
+        assert_eq!(response["result"]["success"], true, "{response}");
+        assert_eq!(response["result"]["result"]["stdout"], "hello\nworld\n");
+
+        let events = std::mem::take(&mut client.notifications);
+        let methods: Vec<&str> = events
+            .iter()
+            .map(|e| e["method"].as_str().unwrap_or_default())
+            .collect();
+        assert_eq!(methods.first(), Some(&"execution.started"), "{methods:?}");
+        assert_eq!(methods.last(), Some(&"execution.completed"), "{methods:?}");
+        for event in &events {
+            assert_eq!(event["params"]["requestId"], request_id, "{event}");
+            assert_eq!(event["params"]["sessionId"], json!(session), "{event}");
+        }
+        let outputs: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["method"] == "execution.output")
+            .collect();
+        let mut stdout = String::new();
+        let mut stderr = String::new();
+        for (i, output) in outputs.iter().enumerate() {
+            assert_eq!(output["params"]["seq"], i, "seq counts from 0 without gaps");
+            let data = output["params"]["data"].as_str().unwrap_or_default();
+            match output["params"]["stream"].as_str() {
+                Some("stdout") => stdout.push_str(data),
+                Some("stderr") => stderr.push_str(data),
+                other => panic!("stream {other:?}"),
+            }
+        }
+        assert_eq!(stdout, "hello\nworld\n");
+        assert_eq!(stderr, "oops\n");
+        let completed = &events[events.len() - 1]["params"];
+        assert_eq!(completed["success"], true);
+        assert_eq!(completed["status"], "ok");
+
+        // Asked on the command instead of the params, for a shell command.
+        let response = client
+            .call(
+                "session.execute",
+                json!({"sessionId": session, "command": {"type": "shell", "command": "echo", "args": ["hi"], "stream": true}}),
+            )
+            .await;
+        assert_eq!(response["result"]["success"], true, "{response}");
+        let events = std::mem::take(&mut client.notifications);
+        assert!(events
+            .iter()
+            .any(|e| e["method"] == "execution.output" && e["params"]["data"] == "hi\n"));
+
+        // Without streaming, no notifications.
+        client
+            .execute(
+                &session,
+                json!({"type": "shell", "command": "echo", "args": ["quiet"]}),
+            )
+            .await;
+        assert!(client.notifications.is_empty());
+
+        client.close_session(&session).await;
+    });
+}
+
+#[test]
+fn a_session_outlives_its_connection() {
+    run(async {
+        let addr = shared_server().await;
+        let mut first = Client::connect(addr).await;
+        let session = first.create_session("python").await;
+        first
+            .execute(
+                &session,
+                json!({"type": "write_file", "path": "kept.txt", "content": "still here"}),
+            )
+            .await;
+        first.ws.close(None).await.expect("close");
+        drop(first);
+
+        let mut second = Client::connect(addr).await;
+        let listed = second.ok("session.list", json!({})).await;
+        assert!(listed["sessions"]
+            .as_array()
+            .expect("sessions")
+            .iter()
+            .any(|s| s["sessionId"] == json!(session)));
+        let read = second
+            .execute(&session, json!({"type": "read_file", "path": "kept.txt"}))
+            .await;
+        assert_eq!(read["success"], true, "{read}");
+        assert_eq!(read["result"]["content"], "still here");
+        second.close_session(&session).await;
+    });
+}
+
+// ------------------------------------------------------------------------------------------
+// One-shot executions.
+
+#[test]
+fn execution_run_then_status_until_completed() {
+    run(async {
+        let mut client = Client::connect(shared_server().await).await;
+        let queued = client
+            .ok(
+                "execution.run",
+                json!({"Language": "python", "Code": "print('hi from a one-shot run')", "Timeout": 30}),
+            )
+            .await;
+        assert_eq!(queued["status"], "queued");
+        let id = queued["executionId"]
+            .as_str()
+            .expect("executionId")
+            .to_string();
+        let mut finished = None;
+        let mut seen = Vec::new();
+        for _ in 0..1200 {
+            let status = client
+                .ok("execution.status", json!({"executionId": id}))
+                .await;
+            let state = status["status"].as_str().unwrap_or_default().to_string();
+            if seen.last() != Some(&state) {
+                seen.push(state.clone());
+            }
+            if state == "completed" || state == "failed" {
+                finished = Some(status);
+                break;
+            }
+            assert!(
+                status["durationMs"].is_null(),
+                "a run that is not finished has no duration: {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let finished = finished.expect("the run finishes");
+        assert_eq!(finished["status"], "completed", "{finished}");
+        assert_eq!(finished["stdout"], "hi from a one-shot run\n");
+        assert_eq!(finished["exitCode"], 0);
+        assert_eq!(finished["timeout"], false);
+        assert!(finished["durationMs"].is_u64());
+        let order = ["queued", "running", "completed"];
+        let positions: Vec<usize> = seen
+            .iter()
+            .map(|s| order.iter().position(|o| o == s).expect("a known status"))
+            .collect();
+        assert!(
+            positions.windows(2).all(|w| w[0] < w[1]),
+            "statuses went {seen:?}"
+        );
+        // Once finished, always finished.
+        let again = client
+            .ok("execution.status", json!({"executionId": id}))
+            .await;
+        assert_eq!(again["status"], "completed");
+
+        let error = client
+            .err(
+                "execution.run",
+                json!({"language": "python", "code": "print(1)", "packages": ["requests"]}),
+            )
+            .await;
+        assert_eq!(error["code"], -32602);
+        let error = client
+            .err(
+                "execution.run",
+                json!({"language": "cobol-2077", "code": "x"}),
+            )
+            .await;
+        assert_eq!(error["code"], -32003);
+    });
+}
+
+// ------------------------------------------------------------------------------------------
+// REST, health, metrics.
+
+#[test]
+fn rest_executions_and_languages() {
+    run(async {
+        let addr = shared_server().await;
+        let accepted = http(
+            addr,
+            "POST",
+            "/api/execution",
+            None,
+            Some(r#"{"language":"python","code":"print(6 * 7)"}"#),
+        )
+        .await;
+        assert_eq!(accepted.status, 202, "{}", accepted.body);
+        let accepted = accepted.json();
+        assert_eq!(accepted["status"], "queued");
+        let id = accepted["executionId"].as_str().expect("id").to_string();
+        let mut record = Value::Null;
+        for _ in 0..1200 {
+            let response = http(addr, "GET", &format!("/api/execution/{id}"), None, None).await;
+            assert_eq!(response.status, 200, "{}", response.body);
+            record = response.json();
+            if record["status"] == "completed" || record["status"] == "failed" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(record["status"], "completed", "{record}");
+        assert_eq!(record["stdout"], "42\n");
+
+        let waited = http(
+            addr,
+            "POST",
+            "/api/execution?wait=true",
+            None,
+            Some(r#"{"language":"python","code":"result = {'output': input_data['value'] * 2}","input":{"value":21}}"#),
+        )
+        .await;
+        assert_eq!(waited.status, 200, "{}", waited.body);
+        let waited = waited.json();
+        assert_eq!(waited["status"], "completed", "{waited}");
+        assert_eq!(waited["output"], json!({"output": 42}));
+        assert_eq!(waited["outcome"], "ok");
+
+        let failed = http(
+            addr,
+            "POST",
+            "/api/execution?wait=true",
+            None,
+            Some(r#"{"language":"python","code":"import sys; sys.exit(3)"}"#),
+        )
+        .await
+        .json();
+        assert_eq!(failed["status"], "completed", "it ran: {failed}");
+        assert_eq!(failed["exitCode"], 3);
+        assert_eq!(failed["outcome"], "runtime_error");
+
+        let missing = http(addr, "GET", "/api/execution/no-such-run", None, None).await;
+        assert_eq!(missing.status, 404);
+        assert_eq!(missing.json()["error"]["code"], -32001);
+
+        let garbage = http(addr, "POST", "/api/execution", None, Some("{nope")).await;
+        assert_eq!(garbage.status, 400);
+        assert_eq!(garbage.json()["error"]["code"], -32700);
+
+        let no_code = http(
+            addr,
+            "POST",
+            "/api/execution",
+            None,
+            Some(r#"{"language":"python"}"#),
+        )
+        .await;
+        assert_eq!(no_code.status, 400);
+        assert_eq!(no_code.json()["error"]["code"], -32602);
+
+        let unsupported = http(
+            addr,
+            "POST",
+            "/api/execution",
+            None,
+            Some(r#"{"language":"cobol-2077","code":"x"}"#),
+        )
+        .await;
+        assert_eq!(unsupported.status, 400);
+        assert_eq!(unsupported.json()["error"]["code"], -32003);
+
+        let languages = http(addr, "GET", "/api/languages", None, None).await;
+        assert_eq!(languages.status, 200);
+        assert!(languages.json()["languages"]
+            .as_array()
+            .expect("languages")
+            .iter()
+            .any(|l| l["name"] == "javascript"));
+
+        let python = http(addr, "GET", "/api/languages/py", None, None).await;
+        assert_eq!(python.status, 200, "{}", python.body);
+        assert_eq!(python.json()["name"], "python");
+
+        let unknown = http(addr, "GET", "/api/languages/cobol-2077", None, None).await;
+        assert_eq!(unknown.status, 404);
+        let error = unknown.json();
+        assert_eq!(error["error"]["code"], -32003);
+        let message = error["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("Unsupported language"), "{message}");
+        assert!(
+            message.contains("python"),
+            "lists the known languages: {message}"
+        );
+
+        let nowhere = http(addr, "GET", "/api/nowhere", None, None).await;
+        assert_eq!(nowhere.status, 404);
+        assert!(nowhere.json()["error"]["message"].is_string());
+    });
+}
+
+#[test]
+fn health_and_metrics() {
+    run(async {
+        let addr = shared_server().await;
+        // Some traffic first, so that the request metrics exist.
+        let mut client = Client::connect(addr).await;
+        client.ok("language.list", json!({})).await;
+        client.err("no.such.method", json!({})).await;
+
+        let health = http(addr, "GET", "/health", None, None).await;
+        assert_eq!(health.status, 200);
+        let health = health.json();
+        assert!(
+            health["status"] == "ok" || health["status"] == "degraded",
+            "{health}"
+        );
+        assert_eq!(health["version"], env!("CARGO_PKG_VERSION"));
+        assert!(health["uptimeSeconds"].is_u64());
+        assert!(health["sessions"]["open"].is_u64());
+        assert_eq!(health["isolation"]["backend"], "native");
+
+        assert_eq!(
+            http(addr, "GET", "/health/live", None, None).await.status,
+            200
+        );
+        let ready = http(addr, "GET", "/health/ready", None, None).await;
+        assert_eq!(ready.status, 200, "{}", ready.body);
+
+        let metrics = http(addr, "GET", "/metrics", None, None).await;
+        assert_eq!(metrics.status, 200);
+        let content_type = metrics
+            .headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        assert!(content_type.starts_with("text/plain"), "{content_type}");
+        for name in [
+            "codebeaker_rpc_requests_total{",
+            "method=\"language.list\"",
+            "code=\"-32601\"",
+            "codebeaker_rpc_request_duration_seconds_bucket{",
+            "codebeaker_http_requests_total{",
+            "codebeaker_ws_connections",
+            "codebeaker_sessions",
+            "codebeaker_boxes_created_total",
+        ] {
+            assert!(
+                metrics.body.contains(name),
+                "{name} missing:\n{}",
+                metrics.body
+            );
+        }
+    });
+}
+
+// ------------------------------------------------------------------------------------------
+// Bounds, auth, rate limits: servers of their own.
+
+#[test]
+fn requests_over_the_in_flight_bound_are_refused_at_once() {
+    run(async {
+        let server = start(ServerConfig {
+            max_in_flight: 1,
+            ..test_config()
+        })
+        .await;
+        let mut client = Client::connect(server.local_addr()).await;
+        let session = client.create_session("python").await;
+        let slow = json!({"jsonrpc": "2.0", "id": 100, "method": "session.execute",
+            "params": {"sessionId": session, "command": {"type": "shell", "command": "sleep", "args": ["1"]}}});
+        let quick = json!({"jsonrpc": "2.0", "id": 101, "method": "language.list"});
+        client.send_text(&format!("{slow}\n{quick}\n")).await;
+        let first = client.recv().await;
+        assert_eq!(first["id"], 101, "the refusal comes first: {first}");
+        assert_eq!(first["error"]["code"], -32002);
+        let second = client.recv().await;
+        assert_eq!(second["id"], 100);
+        assert_eq!(second["result"]["success"], true, "{second}");
+        client.close_session(&session).await;
+        server.shutdown().await.expect("shutdown");
+    });
+}
+
+#[test]
+fn auth_requires_a_token_and_callers_see_only_their_own_sessions() {
+    run(async {
+        let server = start(ServerConfig {
+            auth: AuthConfig {
+                tokens: vec![
+                    TokenConfig {
+                        token: "token-alice".into(),
+                        caller: "alice".into(),
+                    },
+                    TokenConfig {
+                        token: "token-bob".into(),
+                        caller: "bob".into(),
+                    },
+                ],
+            },
+            ..test_config()
+        })
+        .await;
+        let addr = server.local_addr();
+        let url = format!("ws://{addr}/ws/jsonrpc");
+
+        match Client::connect_to(&url, None).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status().as_u16(), 401);
+            }
+            Err(other) => panic!("expected HTTP 401, got {other}"),
+            Ok(_) => panic!("connected without a token"),
+        }
+        match Client::connect_to(&url, Some("wrong")).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status().as_u16(), 401);
+            }
+            Err(other) => panic!("expected HTTP 401, got {other}"),
+            Ok(_) => panic!("connected with a wrong token"),
+        }
+        let rest = http(addr, "GET", "/api/languages", None, None).await;
+        assert_eq!(rest.status, 401);
+        assert_eq!(rest.json()["error"]["code"], -32004);
+        assert!(rest.headers.contains_key("www-authenticate"));
+        assert_eq!(http(addr, "GET", "/metrics", None, None).await.status, 401);
+        assert_eq!(http(addr, "GET", "/health", None, None).await.status, 200);
+        assert_eq!(
+            http(addr, "GET", "/api/languages", Some("token-bob"), None)
+                .await
+                .status,
+            200
+        );
+
+        let mut alice = Client::connect_to(&url, Some("token-alice"))
+            .await
+            .expect("alice connects");
+        let session = alice.create_session("python").await;
+        // Bob passes his token in the query string, as browsers must.
+        let mut bob = Client::connect_to(&format!("{url}?token=token-bob"), None)
+            .await
+            .expect("bob connects");
+        let error = bob
+            .err(
+                "session.execute",
+                json!({"sessionId": session, "command": {"type": "read_file", "path": "x"}}),
+            )
+            .await;
+        assert_eq!(error["code"], -32001);
+        let error = bob
+            .err("session.close", json!({"sessionId": session}))
+            .await;
+        assert_eq!(error["code"], -32001);
+        let bobs = bob.ok("session.list", json!({})).await;
+        assert!(!bobs["sessions"]
+            .as_array()
+            .expect("sessions")
+            .iter()
+            .any(|s| s["sessionId"] == json!(session)));
+        let alices = alice.ok("session.list", json!({})).await;
+        assert!(alices["sessions"]
+            .as_array()
+            .expect("sessions")
+            .iter()
+            .any(|s| s["sessionId"] == json!(session)));
+
+        // One-shot runs are private too.
+        let queued = alice
+            .ok(
+                "execution.run",
+                json!({"language": "python", "code": "print(1)"}),
+            )
+            .await;
+        let error = bob
+            .err(
+                "execution.status",
+                json!({"executionId": queued["executionId"]}),
+            )
+            .await;
+        assert_eq!(error["code"], -32001);
+
+        alice.close_session(&session).await;
+        server.shutdown().await.expect("shutdown");
+    });
+}
+
+#[test]
+fn rate_limits_answer_with_retry_after() {
+    run(async {
+        let server = start(ServerConfig {
+            rate_limit: Some(RateLimitConfig {
+                // Slow enough that no token comes back while the test runs.
+                requests_per_second: 0.1,
+                burst: 2,
+            }),
+            ..test_config()
+        })
+        .await;
+        let addr = server.local_addr();
+        let mut client = Client::connect(addr).await;
+        client.ok("language.list", json!({})).await;
+        client.ok("language.list", json!({})).await;
+        let error = client.err("language.list", json!({})).await;
+        assert_eq!(error["code"], -32005);
+        assert!(
+            error["data"]["retryAfterMs"]
+                .as_u64()
+                .is_some_and(|ms| ms > 0),
+            "{error}"
+        );
+
+        let rest = http(addr, "GET", "/api/languages", None, None).await;
+        assert_eq!(rest.status, 429);
+        assert_eq!(rest.json()["error"]["code"], -32005);
+        let retry_after: u64 = rest
+            .headers
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .expect("Retry-After in seconds");
+        assert!(retry_after >= 1);
+        // Health is never limited.
+        assert_eq!(
+            http(addr, "GET", "/health/live", None, None).await.status,
+            200
+        );
+        server.shutdown().await.expect("shutdown");
+    });
+}
+
+#[test]
+fn shutdown_closes_connections_with_going_away() {
+    run(async {
+        let server = start(test_config()).await;
+        let mut client = Client::connect(server.local_addr()).await;
+        client.ok("language.list", json!({})).await;
+        server.shutdown().await.expect("shutdown");
+        let frame = tokio::time::timeout(FRAME_TIMEOUT, client.ws.next())
+            .await
+            .expect("a close in time");
+        match frame {
+            Some(Ok(Message::Close(Some(close)))) => {
+                assert_eq!(u16::from(close.code), 1001);
+            }
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    });
+}
+
+#[test]
+fn requests_for_one_session_run_in_arrival_order() {
+    run(async {
+        let mut client = Client::connect(shared_server().await).await;
+        let session = client.create_session("python").await;
+        let frame: Vec<String> = (1..=6)
+            .map(|i| {
+                json!({"jsonrpc": "2.0", "id": 1000 + i, "method": "session.execute",
+                    "params": {"sessionId": session, "command": {"type": "write_file", "path": "order.txt", "content": i.to_string(), "mode": "Append"}}})
+                .to_string()
+            })
+            .collect();
+        client.send_text(&frame.join("\n")).await;
+        for _ in 0..6 {
+            let response = client.recv().await;
+            assert_eq!(response["result"]["success"], true, "{response}");
+        }
+        let read = client
+            .execute(&session, json!({"type": "read_file", "path": "order.txt"}))
+            .await;
+        assert_eq!(read["result"]["content"], "123456");
+        client.close_session(&session).await;
+    });
+}
+
+#[test]
+fn oversized_messages_and_idle_connections_are_closed() {
+    run(async {
+        let server = start(ServerConfig {
+            max_message_bytes: 1024,
+            idle_timeout: Duration::from_secs(2),
+            ..test_config()
+        })
+        .await;
+        let mut client = Client::connect(server.local_addr()).await;
+        let padding = "x".repeat(4096);
+        client
+            .send_text(&format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"language.list","params":{{"pad":"{padding}"}}}}"#
+            ))
+            .await;
+        match tokio::time::timeout(FRAME_TIMEOUT, client.ws.next()).await {
+            Ok(Some(Ok(Message::Close(Some(close))))) => assert_eq!(u16::from(close.code), 1009),
+            other => panic!("expected close 1009, got {other:?}"),
+        }
+
+        let body = format!(r##"{{"language":"python","code":"# {padding}"}}"##);
+        let too_big = http(
+            server.local_addr(),
+            "POST",
+            "/api/execution",
+            None,
+            Some(&body),
+        )
+        .await;
+        assert_eq!(too_big.status, 413, "{}", too_big.body);
+        assert!(too_big.json()["error"]["message"].is_string());
+
+        let mut idle = Client::connect(server.local_addr()).await;
+        idle.ok("language.list", json!({})).await;
+        match tokio::time::timeout(FRAME_TIMEOUT, idle.ws.next()).await {
+            Ok(Some(Ok(Message::Close(Some(close))))) => {
+                assert_eq!(u16::from(close.code), 1000);
+                assert_eq!(close.reason.as_str(), "idle timeout");
+            }
+            other => panic!("expected an idle close, got {other:?}"),
+        }
+        server.shutdown().await.expect("shutdown");
+    });
+}
+
+// ------------------------------------------------------------------------------------------
+// `codebeaker serve` configuration: defaults < file < environment < flags.
+
+fn print_config(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_codebeaker"));
+    command.arg("serve").arg("--print-config").args(args);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("CODEBEAKER_") {
+            command.env_remove(key);
+        }
+    }
+    command.envs(env.iter().copied());
+    let output = command.output().expect("run codebeaker serve");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn serve_config_layers_file_environment_and_flags() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("codebeaker.toml");
+    std::fs::write(
+        &file,
+        r#"
+[server]
+listen = "127.0.0.1:6001"
+max_in_flight = 8
+
+[sessions]
+max_per_caller = 3
+
+[auth]
+tokens = [{ token = "s3cret", caller = "alice" }]
+"#,
+    )
+    .expect("write config");
+    let file = file.to_str().expect("utf-8 path");
+
+    let (ok, stdout, stderr) = print_config(
+        &["--config", file],
+        &[
+            ("CODEBEAKER_SERVER__MAX_IN_FLIGHT", "9"),
+            ("CODEBEAKER_RATE_LIMIT__REQUESTS_PER_SECOND", "5"),
+        ],
+    );
+    assert!(ok, "{stderr}");
+    let config: toml::Value = toml::from_str(&stdout).expect("the printed config is TOML");
+    assert_eq!(config["server"]["listen"].as_str(), Some("127.0.0.1:6001"));
+    assert_eq!(
+        config["server"]["max_in_flight"].as_integer(),
+        Some(9),
+        "env beats file"
+    );
+    assert_eq!(config["sessions"]["max_per_caller"].as_integer(), Some(3));
+    assert_eq!(
+        config["rate_limit"]["requests_per_second"].as_float(),
+        Some(5.0)
+    );
+    assert_eq!(
+        config["server"]["idle_timeout_secs"].as_integer(),
+        Some(600),
+        "default"
+    );
+    assert!(!stdout.contains("s3cret"), "secrets are not printed");
+
+    let (ok, stdout, stderr) = print_config(
+        &["--config", file, "--listen", "127.0.0.1:6002"],
+        &[("CODEBEAKER_SERVER__LISTEN", "127.0.0.1:6003")],
+    );
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("listen = \"127.0.0.1:6002\""),
+        "flags beat all: {stdout}"
+    );
+
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "[server]\nlisten = \"127.0.0.1:1\"\nlisen = 2\n",
+    )
+    .expect("write");
+    let bad = dir.path().join("bad.toml");
+    let (ok, _, stderr) = print_config(&["--config", bad.to_str().expect("path")], &[]);
+    assert!(!ok);
+    assert!(stderr.contains("lisen"), "names the unknown key: {stderr}");
+    assert!(stderr.contains("bad.toml"), "names the file: {stderr}");
+
+    let (ok, _, stderr) = print_config(&[], &[("CODEBEAKER_LIMITS__MEMORY_MB", "lots")]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("limits.memory_mb"),
+        "names the key: {stderr}"
+    );
+
+    let (ok, _, stderr) = print_config(&[], &[("CODEBEAKER_LIMITS__MEMORY_MB", "4")]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("limits.memory_mb") && stderr.contains("at least 16"),
+        "says which key and why: {stderr}"
+    );
+
+    let (ok, _, stderr) = print_config(&["--config", "/nonexistent/codebeaker.toml"], &[]);
+    assert!(!ok);
+    assert!(stderr.contains("/nonexistent/codebeaker.toml"), "{stderr}");
+}

@@ -1,0 +1,145 @@
+//! The server's own settings: where it listens, the bounds of a connection, authentication and
+//! rate limits. Everything about running code (sessions, limits, the sandbox) is the engine's
+//! configuration; the `codebeaker serve` command reads both from one file.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::ServerError;
+
+/// Default listen address: the address the seed's client dials (`ws://localhost:5000/ws/jsonrpc`).
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    5000,
+));
+
+/// How the server behaves on the wire. [`ServerConfig::default`] is what `codebeaker serve` uses
+/// when it is told nothing.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on; port 0 picks a free port (see [`crate::Server::local_addr`]).
+    pub listen: SocketAddr,
+    /// Largest WebSocket message (and frame), and largest REST request body, in bytes. A larger
+    /// WebSocket message closes the connection with close code 1009; a larger body gets HTTP 413.
+    pub max_message_bytes: usize,
+    /// Requests processed at once on one WebSocket connection. A request over the bound is
+    /// answered at once with `-32002` (it is not queued).
+    pub max_in_flight: usize,
+    /// Interval of the server's WebSocket pings. A peer that sends nothing at all (not even a
+    /// pong) for three intervals is disconnected. Zero disables pings.
+    pub ping_interval: Duration,
+    /// A connection that has sent no message and has no request in flight for this long is
+    /// closed (close code 1000, reason `idle timeout`).
+    pub idle_timeout: Duration,
+    /// Bearer tokens; when there are none, authentication is off.
+    pub auth: AuthConfig,
+    /// Requests per caller; `None` turns rate limiting off.
+    pub rate_limit: Option<RateLimitConfig>,
+    /// After a shutdown is asked for, how long open connections get to finish before the server
+    /// stops waiting for them.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: DEFAULT_LISTEN,
+            max_message_bytes: 16 * 1024 * 1024,
+            max_in_flight: 32,
+            ping_interval: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(600),
+            auth: AuthConfig::default(),
+            rate_limit: None,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Checks that every value makes sense; the error names the setting and says why.
+    pub fn validate(&self) -> Result<(), ServerError> {
+        let bad = |key: &str, why: &str| Err(ServerError::Config(format!("{key}: {why}")));
+        if self.max_message_bytes < 1024 {
+            return bad("max_message_bytes", "must be at least 1024");
+        }
+        if self.max_in_flight == 0 {
+            return bad("max_in_flight", "must be at least 1");
+        }
+        if self.idle_timeout.is_zero() {
+            return bad("idle_timeout", "must be positive");
+        }
+        if let Some(rate) = &self.rate_limit {
+            if !(rate.requests_per_second.is_finite() && rate.requests_per_second > 0.0) {
+                return bad(
+                    "rate_limit.requests_per_second",
+                    "must be a positive number",
+                );
+            }
+            if rate.burst == 0 {
+                return bad("rate_limit.burst", "must be at least 1");
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, token) in self.auth.tokens.iter().enumerate() {
+            if token.token.trim().is_empty() {
+                return Err(ServerError::Config(format!(
+                    "auth.tokens[{i}].token: must not be empty"
+                )));
+            }
+            if token.caller.trim().is_empty() {
+                return Err(ServerError::Config(format!(
+                    "auth.tokens[{i}].caller: must not be empty"
+                )));
+            }
+            if !seen.insert(token.token.as_str()) {
+                return Err(ServerError::Config(format!(
+                    "auth.tokens[{i}].token: the same token is configured twice"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Authentication by bearer token. Off when `tokens` is empty.
+#[derive(Debug, Clone, Default)]
+pub struct AuthConfig {
+    /// The accepted tokens, each naming the caller it stands for.
+    pub tokens: Vec<TokenConfig>,
+}
+
+impl AuthConfig {
+    /// True when at least one token is configured.
+    pub fn enabled(&self) -> bool {
+        !self.tokens.is_empty()
+    }
+}
+
+/// One accepted token. Its caller name owns the sessions and executions created with it.
+#[derive(Clone)]
+pub struct TokenConfig {
+    /// The secret sent as `Authorization: Bearer <token>`.
+    pub token: String,
+    /// Who the token stands for.
+    pub caller: String,
+}
+
+impl fmt::Debug for TokenConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The secret never reaches a log.
+        f.debug_struct("TokenConfig")
+            .field("token", &"<redacted>")
+            .field("caller", &self.caller)
+            .finish()
+    }
+}
+
+/// A token bucket per caller: `burst` requests at once, refilled at `requests_per_second`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimitConfig {
+    /// Sustained rate.
+    pub requests_per_second: f64,
+    /// Bucket size: requests allowed at once after a quiet spell.
+    pub burst: u32,
+}

@@ -1,0 +1,56 @@
+//! CodeBeaker's network front: a thin transport over the [engine](codebeaker_engine).
+//!
+//! The server speaks the protocol of `docs/protocol.md` (types in [`codebeaker_protocol`]):
+//!
+//! - **JSON-RPC 2.0 over WebSocket** at `GET /ws/jsonrpc`: text frames holding one message, a
+//!   batch array, or several messages separated by `\n`. Requests on one connection run
+//!   concurrently (bounded per connection); requests for one session start in arrival order.
+//!   `session.execute` can stream `execution.started` / `execution.output` /
+//!   `execution.completed` notifications before its response.
+//! - **REST** for one-shot runs and languages: `POST /api/execution`, `GET /api/execution/{id}`,
+//!   `GET /api/languages`, `GET /api/languages/{name}`.
+//! - **Health and metrics**: `/health`, `/health/live`, `/health/ready`, and `/metrics`
+//!   (Prometheus text, from a recorder each server owns).
+//! - **Bearer-token auth** (optional): a token names a caller, and a caller sees only its own
+//!   sessions and executions. **Rate limits** (optional): a token bucket per caller.
+//!
+//! Nothing here runs code: every method is one call into [`codebeaker_engine::Engine`], and
+//! every engine error maps to one JSON-RPC code (internal failures to `-32603` with an opaque
+//! `errorId` that is also logged). Modules in the order a request meets them: [`config`],
+//! `auth`, `rate_limit`, `ws` (connections), `rpc` (methods), `rest`, `health`, [`metrics`].
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use codebeaker_engine::{Engine, EngineConfig};
+//! use codebeaker_server::{Server, ServerConfig};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let engine = Arc::new(Engine::new(EngineConfig::default())?);
+//! engine.spawn_reaper();
+//! let server = Server::bind(ServerConfig::default(), engine.clone()).await?;
+//! server.serve(async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! engine.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod auth;
+pub mod config;
+mod convert;
+mod error;
+mod health;
+pub mod metrics;
+mod rate_limit;
+mod rest;
+mod rpc;
+mod server;
+mod state;
+mod ws;
+
+pub use config::{AuthConfig, RateLimitConfig, ServerConfig, TokenConfig, DEFAULT_LISTEN};
+pub use error::ServerError;
+pub use rpc::SERVER_NAME;
+pub use server::{router, Server, ServerHandle};
+pub use state::AppState;

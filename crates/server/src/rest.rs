@@ -1,0 +1,140 @@
+//! The REST endpoints: one-shot executions and languages, for clients that do not speak
+//! WebSocket. Errors are `{"error":{"code","message","data"?}}` with the matching HTTP status.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use codebeaker_engine::{Caller, EngineError};
+use codebeaker_protocol::jsonrpc::{ErrorCode, ErrorObject};
+use codebeaker_protocol::methods::{ExecutionRunResult, ExecutionStatus, Method};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::convert;
+use crate::error::{engine_error, HttpError};
+use crate::rpc::one_shot_request;
+use crate::state::AppState;
+
+/// Extra time `?wait=true` allows beyond the longest run, for queueing and compiling.
+const WAIT_MARGIN: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct SubmitQuery {
+    /// Run now and answer with the finished record.
+    #[serde(default)]
+    wait: bool,
+}
+
+/// `POST /api/execution`: the body is `execution.run`'s params. 202 with
+/// `{"executionId","status":"queued"}`; with `?wait=true`, 200 with the finished record (or 202
+/// with the record so far if the run outlasts the server's longest time limit).
+pub(crate) async fn submit(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    query: Result<Query<SubmitQuery>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, HttpError> {
+    let Query(query) = query.map_err(|rejection| {
+        HttpError::new(ErrorObject::invalid_params(format!(
+            "invalid query string: {}",
+            rejection.body_text()
+        )))
+    })?;
+    let body = body.map_err(|rejection| {
+        HttpError::with_status(
+            rejection.status(),
+            ErrorObject::invalid_request(rejection.body_text()),
+        )
+    })?;
+    let params: Value =
+        serde_json::from_slice(&body).map_err(|e| HttpError::new(ErrorObject::parse_error(e)))?;
+    let method = Method::ExecutionRun.name();
+    let request = one_shot_request(method, Some(params))?;
+    let execution_id = state.engine.submit_execution(&caller, request)?;
+    if !query.wait {
+        let accepted = ExecutionRunResult {
+            execution_id,
+            status: ExecutionStatus::Queued,
+        };
+        return Ok((StatusCode::ACCEPTED, Json(accepted)).into_response());
+    }
+    let config = state.engine.config();
+    let longest = config.max_run_time + config.compile_limits.wall_time + WAIT_MARGIN;
+    let record = state
+        .engine
+        .wait_execution(&caller, &execution_id, longest)
+        .await?;
+    let status = if convert::execution_finished(&record) {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((status, Json(convert::execution_record(record))).into_response())
+}
+
+/// `GET /api/execution/{id}`: the record, as `execution.status` returns it.
+pub(crate) async fn status(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, HttpError> {
+    let record = state.engine.execution_status(&caller, &id)?;
+    Ok(Json(convert::execution_record(record)))
+}
+
+/// `GET /api/languages`: as `language.list`.
+pub(crate) async fn languages(State(state): State<AppState>) -> Json<Value> {
+    Json(serde_json::json!({ "languages": state.engine.languages() }))
+}
+
+/// `GET /api/languages/{name}`: one language by name or alias; 404 when unknown.
+pub(crate) async fn language(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, HttpError> {
+    let canonical = match state.engine.registry().resolve(&name) {
+        Ok(language) => language.name().to_string(),
+        Err(error) => {
+            let error = engine_error(EngineError::from(error));
+            let status = if error.code == ErrorCode::UnsupportedLanguage.code() {
+                StatusCode::NOT_FOUND
+            } else {
+                crate::error::http_status(error.code)
+            };
+            return Err(HttpError::with_status(status, error));
+        }
+    };
+    let languages = state.engine.languages();
+    let found = languages
+        .iter()
+        .find(|l| l.name == canonical)
+        .ok_or_else(|| {
+            HttpError::with_status(
+                StatusCode::NOT_FOUND,
+                ErrorObject::unsupported_language(&name),
+            )
+        })?;
+    serde_json::to_value(found)
+        .map(Json)
+        .map_err(|e| HttpError::new(crate::error::internal_error(&e)))
+}
+
+/// Any other path: 404 with a JSON error.
+pub(crate) async fn not_found(request: axum::extract::Request) -> HttpError {
+    HttpError::with_status(
+        StatusCode::NOT_FOUND,
+        ErrorObject::new(
+            ErrorCode::MethodNotFound,
+            format!(
+                "no such endpoint: {} {}",
+                request.method(),
+                request.uri().path()
+            ),
+        ),
+    )
+}

@@ -1,0 +1,160 @@
+//! What every handler shares: the engine, the settings, auth, rate limits, metrics, and the
+//! shutdown signal.
+
+use std::ops::Deref;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use codebeaker_engine::Engine;
+use tokio::sync::watch;
+
+use crate::auth::Auth;
+use crate::metrics::Metrics;
+use crate::rate_limit::RateLimiter;
+use crate::{ServerConfig, ServerError};
+
+/// How long a readiness answer is reused before boxes are tried again.
+const READINESS_TTL: Duration = Duration::from_secs(5);
+
+/// The state shared by every request; cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+#[doc(hidden)]
+pub struct Shared {
+    pub(crate) engine: Arc<Engine>,
+    pub(crate) config: ServerConfig,
+    pub(crate) auth: Auth,
+    pub(crate) limiter: RateLimiter,
+    pub(crate) metrics: Metrics,
+    pub(crate) started: Instant,
+    shutdown: watch::Sender<bool>,
+    readiness: tokio::sync::Mutex<Option<Readiness>>,
+    connection_seq: AtomicU64,
+    /// Open WebSocket connections (shutdown waits for them).
+    connections: watch::Sender<usize>,
+}
+
+/// Counts a WebSocket connection as open for as long as it lives.
+pub(crate) struct ConnectionGuard(AppState);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0
+             .0
+            .connections
+            .send_modify(|open| *open = open.saturating_sub(1));
+        self.0.metrics.ws_closed();
+    }
+}
+
+/// The last answer to "can the engine create boxes?".
+#[derive(Clone)]
+pub(crate) struct Readiness {
+    pub checked: Instant,
+    /// `None` when ready; else why not.
+    pub problem: Option<String>,
+}
+
+impl Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Builds the state for a server over `engine`. Fails when the settings are out of range.
+    pub fn new(config: ServerConfig, engine: Arc<Engine>) -> Result<AppState, ServerError> {
+        config.validate()?;
+        let (shutdown, _) = watch::channel(false);
+        Ok(AppState(Arc::new(Shared {
+            auth: Auth::new(&config.auth),
+            limiter: RateLimiter::new(config.rate_limit),
+            metrics: Metrics::new()?,
+            engine,
+            config,
+            started: Instant::now(),
+            shutdown,
+            readiness: tokio::sync::Mutex::new(None),
+            connection_seq: AtomicU64::new(0),
+            connections: watch::channel(0).0,
+        })))
+    }
+
+    /// The engine this server fronts.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.0.engine
+    }
+
+    /// Tells every open WebSocket connection to close, and readiness to fail.
+    pub fn begin_shutdown(&self) {
+        self.0.shutdown.send_replace(true);
+    }
+
+    pub(crate) fn shutting_down(&self) -> bool {
+        *self.0.shutdown.borrow()
+    }
+
+    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.0.shutdown.subscribe()
+    }
+
+    pub(crate) fn connection_opened(&self) -> ConnectionGuard {
+        self.0.connections.send_modify(|open| *open += 1);
+        self.0.metrics.ws_opened();
+        ConnectionGuard(self.clone())
+    }
+
+    /// Resolves when no WebSocket connection is open.
+    pub(crate) async fn connections_closed(&self) {
+        let mut open = self.0.connections.subscribe();
+        let _ = open.wait_for(|n| *n == 0).await;
+    }
+
+    pub(crate) fn next_connection_id(&self) -> u64 {
+        self.0.connection_seq.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Whether the engine can create boxes: a box is created and destroyed, at most once every
+    /// few seconds (probes in between get the last answer).
+    pub(crate) async fn readiness(&self) -> Readiness {
+        if self.shutting_down() {
+            return Readiness {
+                checked: Instant::now(),
+                problem: Some("the server is shutting down".into()),
+            };
+        }
+        let mut last = self.0.readiness.lock().await;
+        if let Some(r) = last
+            .as_ref()
+            .filter(|r| r.checked.elapsed() < READINESS_TTL)
+        {
+            return r.clone();
+        }
+        let problem = match self.0.engine.create_box().await {
+            Ok(bx) => {
+                if let Err(e) = bx.destroy().await {
+                    tracing::warn!(error = %e, "destroying the readiness probe's box failed");
+                }
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "readiness probe: cannot create a box");
+                Some(format!("cannot create a box: {e}"))
+            }
+        };
+        let readiness = Readiness {
+            checked: Instant::now(),
+            problem,
+        };
+        *last = Some(readiness.clone());
+        readiness
+    }
+
+    /// The last readiness answer, without probing.
+    pub(crate) async fn last_readiness(&self) -> Option<Readiness> {
+        self.0.readiness.lock().await.clone()
+    }
+}
