@@ -19,10 +19,14 @@ pub struct BenchArgs {
     /// Print the results as JSON.
     #[arg(long)]
     json: bool,
-    /// What to measure: `sandbox` (boxes against bare processes and bubblewrap) or `languages`
-    /// (the seed's snippets: first run, cache hit, and the bare toolchain).
-    #[arg(long, default_value = "sandbox", value_parser = ["sandbox", "languages"])]
+    /// What to measure: `sandbox` (boxes against bare processes and bubblewrap), `languages`
+    /// (the seed's snippets: first run, cache hit, and the bare toolchain) or `warm` (the
+    /// per-request paths over WebSocket and in-process, against Docker when a daemon runs).
+    #[arg(long, default_value = "sandbox", value_parser = ["sandbox", "languages", "warm"])]
     suite: String,
+    /// With `--suite warm`: how many idle Python sessions to hold for the memory figure.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=2000))]
+    idle_sessions: u32,
 }
 
 struct Case {
@@ -87,8 +91,19 @@ fn leak(s: String) -> &'static str {
 }
 
 pub async fn main(args: BenchArgs) -> Result<i32> {
-    if args.suite == "languages" {
-        return crate::bench_languages::main(args.iterations as usize, args.json).await;
+    match args.suite.as_str() {
+        "languages" => {
+            return crate::bench_languages::main(args.iterations as usize, args.json).await
+        }
+        "warm" => {
+            return crate::bench_warm::main(
+                args.iterations as usize,
+                args.idle_sessions as usize,
+                args.json,
+            )
+            .await
+        }
+        _ => {}
     }
     let n = args.iterations as usize;
     let warmup = 3;

@@ -4,8 +4,10 @@
 //! The binary is also each box's setup process: when started as `codebeaker __box-init <fd>` it
 //! hands over to [`codebeaker_sandbox::init::main`] before anything else (no threads, no runtime).
 
+mod batch;
 mod bench;
 mod bench_languages;
+mod bench_warm;
 mod doctor;
 mod languages;
 mod parse;
@@ -37,6 +39,8 @@ enum Commands {
     Bench(bench::BenchArgs),
     /// Serve the JSON-RPC (WebSocket) and REST API until Ctrl-C or SIGTERM.
     Serve(serve::ServeArgs),
+    /// Run one program over many JSON inputs (JSON lines), through a server or in-process.
+    Batch(batch::BatchArgs),
 }
 
 fn main() {
@@ -66,6 +70,7 @@ fn main() {
             Commands::Doctor(a) => doctor::main(a).await,
             Commands::Bench(a) => bench::main(a).await,
             Commands::Serve(a) => serve::main(a).await,
+            Commands::Batch(a) => batch::main(a).await,
         };
         match result {
             Ok(code) => code,

@@ -472,3 +472,47 @@ async fn sessions_take_ready_boxes_from_the_pool() {
         "shutdown destroys the pooled boxes too"
     );
 }
+
+#[tokio::test]
+async fn execute_reports_compile_time_and_cache_hits() {
+    let engine = engine();
+    let me = caller("compile");
+    let id = session(engine, &me, "go").await;
+    let code = format!("// {:?}\nresult := 7", std::time::SystemTime::now());
+    let (ok, first, e) = cmd(
+        engine,
+        &me,
+        &id,
+        json!({"type": "execute", "code": code, "input": {}}),
+    )
+    .await;
+    assert!(ok, "{e:?}");
+    assert_eq!(first["compileCacheHit"], json!(false));
+    assert!(first["compileMs"].as_u64().is_some());
+    let (_, second, _) = cmd(
+        engine,
+        &me,
+        &id,
+        json!({"type": "execute", "code": code, "input": {}}),
+    )
+    .await;
+    assert_eq!(
+        (
+            second["compileCacheHit"].clone(),
+            second["compileMs"].clone()
+        ),
+        (json!(true), json!(0))
+    );
+    let (_, python, _) = cmd(
+        engine,
+        &me,
+        &id,
+        json!({"type": "execute", "language": "python", "code": "result = 1", "input": {}}),
+    )
+    .await;
+    assert!(
+        python.get("compileMs").is_none(),
+        "interpreted languages have no compile fields"
+    );
+    engine.close_session(&me, &id).await.unwrap();
+}

@@ -3,7 +3,8 @@
 
 use codebeaker_languages::WarmWorker;
 use codebeaker_sandbox::{
-    BoxLimits, BoxSpec, Command, FileRoot, RunStatus, Sandbox, SandboxBox, SandboxConfig, WarmSpec, MIB,
+    BoxLimits, BoxSpec, Command, FileRoot, RunStatus, Sandbox, SandboxBox, SandboxConfig, WarmSpec,
+    MIB,
 };
 use std::time::Duration;
 
@@ -19,13 +20,22 @@ fn sandbox() -> Sandbox {
 fn spec() -> WarmSpec {
     let mut argv = vec!["/usr/bin/python3".to_string()];
     argv.extend(WarmWorker::Python.args().iter().map(|a| a.to_string()));
-    WarmSpec { key: "python".into(), argv, env: vec![("PYTHONUTF8".into(), "1".into())] }
+    WarmSpec {
+        key: "python".into(),
+        argv,
+        env: vec![("PYTHONUTF8".into(), "1".into())],
+    }
 }
 
 /// A Python program run through the warm worker.
 fn warm(code: &str) -> Command {
     let mut cmd = Command::new(["/usr/bin/python3", "-B", "/tmp/prog/main.py"]);
-    cmd.files = vec![(FileRoot::Tmp, "prog/main.py".into(), code.as_bytes().to_vec(), false)];
+    cmd.files = vec![(
+        FileRoot::Tmp,
+        "prog/main.py".into(),
+        code.as_bytes().to_vec(),
+        false,
+    )];
     cmd.cleanup = Some((FileRoot::Tmp, "prog".into()));
     cmd.env = vec![("PYTHONUTF8".into(), "1".into())];
     cmd.warm = Some(spec());
@@ -33,7 +43,13 @@ fn warm(code: &str) -> Command {
 }
 
 async fn new_box(sb: &Sandbox, limits: BoxLimits) -> SandboxBox {
-    let bx = sb.create_box(&BoxSpec { limits, binds: Vec::new() }).await.expect("box");
+    let bx = sb
+        .create_box(&BoxSpec {
+            limits,
+            binds: Vec::new(),
+        })
+        .await
+        .expect("box");
     bx.start_worker(&spec()).await.expect("worker");
     bx
 }
@@ -66,13 +82,25 @@ async fn runs_are_fresh_forks_that_share_nothing() {
     assert_eq!(first.status, RunStatus::Ok, "{}", text(&first.stderr));
     let worker = worker_pid(&bx).await;
     assert!(!worker.is_empty(), "the worker runs");
-    let parent = text(&first.stdout).split_whitespace().nth(1).unwrap().to_string();
-    assert_eq!(parent, worker, "the run was forked by the worker, not started cold");
+    let parent = text(&first.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        parent, worker,
+        "the run was forked by the worker, not started cold"
+    );
     let second = bx
         .run(&warm("import os, sys, builtins, json\nprint(hasattr(builtins, 'LEAK'), hasattr(json, 'LEAK'), 'LEAK' in os.environ, any('left-open' in os.readlink(f'/proc/self/fd/{n}') for n in range(64) if os.path.lexists(f'/proc/self/fd/{n}')))"))
         .await
         .unwrap();
-    assert_eq!(text(&second.stdout), "False False False False\n", "{}", text(&second.stderr));
+    assert_eq!(
+        text(&second.stdout),
+        "False False False False\n",
+        "{}",
+        text(&second.stderr)
+    );
     bx.destroy().await.unwrap();
 }
 
@@ -85,46 +113,98 @@ async fn stdin_exit_codes_tracebacks_and_snippet_descriptors() {
     cmd.fd3_input = Some(br#"{"v": 21}"#.to_vec());
     cmd.capture_fd4 = true;
     let out = bx.run(&cmd).await.unwrap();
-    assert_eq!((out.status, out.exit_code), (RunStatus::RuntimeError, Some(3)));
+    assert_eq!(
+        (out.status, out.exit_code),
+        (RunStatus::RuntimeError, Some(3))
+    );
     assert_eq!(text(&out.stdout), "HELLO É\n");
     assert_eq!(out.result.as_deref(), Some(&b"42"[..]));
-    let out = bx.run(&warm("x = 1\nraise KeyError('nope')")).await.unwrap();
+    let out = bx
+        .run(&warm("x = 1\nraise KeyError('nope')"))
+        .await
+        .unwrap();
     let stderr = text(&out.stderr);
-    assert!(stderr.starts_with("Traceback (most recent call last):"), "{stderr}");
-    assert!(stderr.contains("main.py\", line 2") && stderr.contains("KeyError: 'nope'"), "{stderr}");
-    assert!(!stderr.contains("warm worker"), "no worker frames in the traceback: {stderr}");
+    assert!(
+        stderr.starts_with("Traceback (most recent call last):"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("main.py\", line 2") && stderr.contains("KeyError: 'nope'"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("warm worker"),
+        "no worker frames in the traceback: {stderr}"
+    );
     bx.destroy().await.unwrap();
 }
 
 #[tokio::test]
 async fn limits_hold_on_the_warm_path() {
     let sb = sandbox();
-    let limits = BoxLimits { memory_bytes: 128 * MIB, max_processes: 32, ..BoxLimits::default() };
+    let limits = BoxLimits {
+        memory_bytes: 128 * MIB,
+        max_processes: 32,
+        ..BoxLimits::default()
+    };
     let bx = new_box(&sb, limits).await;
     let mut spin = warm("while True: pass");
     spin.limits.wall_time = Duration::from_millis(500);
     assert_eq!(bx.run(&spin).await.unwrap().status, RunStatus::Timeout);
     let mut cpu = warm("while True: pass");
     cpu.limits.cpu_time = Duration::from_secs(1);
-    assert_eq!(bx.run(&cpu).await.unwrap().status, RunStatus::Timeout, "RLIMIT_CPU applies to the forked run");
-    assert_eq!(bx.run(&warm("b = b'x' * (1 << 30)")).await.unwrap().status, RunStatus::MemoryLimit);
-    let flood = bx.run(&warm("import sys\nsys.stdout.write('A' * (50 << 20))")).await.unwrap();
+    assert_eq!(
+        bx.run(&cpu).await.unwrap().status,
+        RunStatus::Timeout,
+        "RLIMIT_CPU applies to the forked run"
+    );
+    assert_eq!(
+        bx.run(&warm("b = b'x' * (1 << 30)")).await.unwrap().status,
+        RunStatus::MemoryLimit
+    );
+    let flood = bx
+        .run(&warm("import sys\nsys.stdout.write('A' * (50 << 20))"))
+        .await
+        .unwrap();
     assert_eq!(flood.status, RunStatus::OutputLimit);
-    let mut bomb = warm("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass");
+    let mut bomb = warm(
+        "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass",
+    );
     bomb.limits.wall_time = Duration::from_secs(1);
     let out = bx.run(&bomb).await.unwrap();
-    assert!(matches!(out.status, RunStatus::Timeout | RunStatus::RuntimeError | RunStatus::Killed), "{:?}", out.status);
-    let daemon = bx.run(&warm("import subprocess\nsubprocess.Popen(['setsid', 'sleep', '300'])\nprint('ok')")).await.unwrap();
+    assert!(
+        matches!(
+            out.status,
+            RunStatus::Timeout | RunStatus::RuntimeError | RunStatus::Killed
+        ),
+        "{:?}",
+        out.status
+    );
+    let daemon = bx
+        .run(&warm(
+            "import subprocess\nsubprocess.Popen(['setsid', 'sleep', '300'])\nprint('ok')",
+        ))
+        .await
+        .unwrap();
     assert_eq!(text(&daemon.stdout), "ok\n");
     let mut stopped = warm("import os, signal\nos.kill(os.getpid(), signal.SIGSTOP)");
     stopped.limits.wall_time = Duration::from_millis(300);
     assert_eq!(bx.run(&stopped).await.unwrap().status, RunStatus::Timeout);
     // Nothing of any of that is left but the init and the worker, and the worker still serves.
     let ps = bx
-        .run(&Command::new(["/bin/sh", "-c", "for p in /proc/[0-9]*; do n=${p#/proc/}; [ $n = $$ ] || echo $n; done"]))
+        .run(&Command::new([
+            "/bin/sh",
+            "-c",
+            "for p in /proc/[0-9]*; do n=${p#/proc/}; [ $n = $$ ] || echo $n; done",
+        ]))
         .await
         .unwrap();
-    assert_eq!(text(&ps.stdout).lines().count(), 2, "init and worker only: {}", text(&ps.stdout));
+    assert_eq!(
+        text(&ps.stdout).lines().count(),
+        2,
+        "init and worker only: {}",
+        text(&ps.stdout)
+    );
     let ok = bx.run(&warm("print('still warm')")).await.unwrap();
     assert_eq!(text(&ok.stdout), "still warm\n");
     bx.destroy().await.unwrap();
@@ -136,10 +216,32 @@ async fn a_run_cannot_reach_into_its_worker_and_killing_it_costs_only_speed() {
     let bx = new_box(&sb, BoxLimits::default()).await;
     let probe = "import os\nppid = os.getppid()\nfor name in ['mem', 'environ', 'fd']:\n    try:\n        p = f'/proc/{ppid}/{name}'\n        (os.listdir if name == 'fd' else lambda q: open(q, 'rb').read(1))(p)\n        print(name, 'open')\n    except OSError as e:\n        print(name, type(e).__name__)";
     let out = bx.run(&warm(probe)).await.unwrap();
-    assert_eq!(text(&out.stdout), "mem PermissionError\nenviron PermissionError\nfd PermissionError\n", "{}", text(&out.stderr));
-    let out = bx.run(&warm("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nprint('killed my worker')")).await.unwrap();
-    assert!(matches!(out.status, RunStatus::Ok | RunStatus::Killed | RunStatus::RuntimeError), "{out:?}");
-    let out = bx.run(&warm("print('served by a new worker')")).await.unwrap();
-    assert_eq!((out.status, text(&out.stdout)), (RunStatus::Ok, "served by a new worker\n".to_string()));
+    assert_eq!(
+        text(&out.stdout),
+        "mem PermissionError\nenviron PermissionError\nfd PermissionError\n",
+        "{}",
+        text(&out.stderr)
+    );
+    let out = bx
+        .run(&warm(
+            "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nprint('killed my worker')",
+        ))
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            out.status,
+            RunStatus::Ok | RunStatus::Killed | RunStatus::RuntimeError
+        ),
+        "{out:?}"
+    );
+    let out = bx
+        .run(&warm("print('served by a new worker')"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (out.status, text(&out.stdout)),
+        (RunStatus::Ok, "served by a new worker\n".to_string())
+    );
     bx.destroy().await.unwrap();
 }

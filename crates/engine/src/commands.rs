@@ -96,6 +96,8 @@ pub fn run_result(o: &RunOutcome, output: Option<serde_json::Value>) -> RunResul
         peak_memory_bytes: o.peak_memory_bytes,
         output,
         message: o.message.clone(),
+        compile_ms: None,
+        compile_cache_hit: None,
     }
 }
 
@@ -314,7 +316,12 @@ impl Engine {
 
 fn execution_result(e: Execution) -> (bool, serde_json::Value, Option<String>) {
     let success = e.success();
-    let result = json(&run_result(&e.outcome, e.output.clone()));
+    let mut run = run_result(&e.outcome, e.output.clone());
+    if let Some(c) = e.compile {
+        run.compile_ms = Some(c.duration.as_millis() as u64);
+        run.compile_cache_hit = Some(c.cache_hit);
+    }
+    let result = json(&run);
     (success, result, if success { None } else { e.error })
 }
 

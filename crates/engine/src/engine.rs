@@ -214,13 +214,35 @@ impl Engine {
 
     /// Runs code once in a fresh box, then destroys the box.
     pub async fn run_once(&self, req: CodeRequest) -> Result<Execution, EngineError> {
-        // Unknown languages fail before any box is made.
-        self.registry.resolve(&req.language)?;
-        let bx = self.create_box().await?;
-        let result = self.execute_in(&bx, &req).await;
-        if let Err(e) = bx.destroy().await {
-            tracing::warn!(error = %e, "destroying a one-shot box failed");
+        let (result, bx) = self.run_in_fresh_box(&req).await;
+        if let Some(bx) = bx {
+            destroy_quietly(bx).await;
         }
         result
+    }
+
+    /// Runs code in a fresh (or pooled) box and hands the box back for the caller to destroy, so
+    /// a caller that reports results can do so before paying for the clean-up.
+    pub(crate) async fn run_in_fresh_box(
+        &self,
+        req: &CodeRequest,
+    ) -> (Result<Execution, EngineError>, Option<SandboxBox>) {
+        // Unknown languages fail before any box is made.
+        if let Err(e) = self.registry.resolve(&req.language) {
+            return (Err(e.into()), None);
+        }
+        let bx = match self.create_box().await {
+            Ok(bx) => bx,
+            Err(e) => return (Err(e), None),
+        };
+        let result = self.execute_in(&bx, req).await;
+        (result, Some(bx))
+    }
+}
+
+/// Destroys a box, logging (not returning) a failure: the box is gone from the caller's view.
+pub(crate) async fn destroy_quietly(bx: SandboxBox) {
+    if let Err(e) = bx.destroy().await {
+        tracing::warn!(error = %e, "destroying a one-shot box failed");
     }
 }

@@ -164,8 +164,7 @@ impl Engine {
             engine
                 .executions
                 .update(&run_id, |e| e.record.status = ExecutionState::Running);
-            let result = engine.run_once(code).await;
-            drop(permit);
+            let (result, bx) = engine.run_in_fresh_box(&code).await;
             engine.executions.update(&run_id, |e| {
                 let r = &mut e.record;
                 match result {
@@ -193,6 +192,11 @@ impl Engine {
                 }
                 e.finished = Some(Instant::now());
             });
+            // The result is visible; the clean-up happens after, off the caller's path.
+            if let Some(bx) = bx {
+                crate::engine::destroy_quietly(bx).await;
+            }
+            drop(permit);
         });
         Ok(id)
     }

@@ -144,7 +144,17 @@ impl Engine {
         let artifact_dir = match plan.cache_key() {
             Some(key) if plan.has_compile_step() => {
                 match self
-                    .compiled(bx, plan, key, &src_abs, &out_rel, &out_abs, &mut files)
+                    .compiled(
+                        bx,
+                        plan,
+                        key,
+                        &BuildDirs {
+                            src_abs: &src_abs,
+                            out_rel: &out_rel,
+                            out_abs: &out_abs,
+                        },
+                        &mut files,
+                    )
                     .await?
                 {
                     Compiled::Ready { dir, info } => {
@@ -217,11 +227,14 @@ impl Engine {
         bx: &SandboxBox,
         plan: &Plan,
         key: &str,
-        src_abs: &Path,
-        out_rel: &str,
-        out_abs: &Path,
+        dirs: &BuildDirs<'_>,
         files: &mut Vec<(FileRoot, String, Vec<u8>, bool)>,
     ) -> Result<Compiled, EngineError> {
+        let BuildDirs {
+            src_abs,
+            out_rel,
+            out_abs,
+        } = *dirs;
         let cache = self.cache();
         if let Some(dir) = cache.lookup(key) {
             return Ok(Compiled::Ready {
@@ -355,6 +368,15 @@ pub(crate) fn warm_spec(step: codebeaker_languages::Step) -> WarmSpec {
         argv: step.argv,
         env: step.env,
     }
+}
+
+/// Where a compile step reads and writes, inside the box.
+#[derive(Clone, Copy)]
+struct BuildDirs<'a> {
+    src_abs: &'a Path,
+    /// The output directory relative to `/tmp` (for the box's file operations).
+    out_rel: &'a str,
+    out_abs: &'a Path,
 }
 
 enum Compiled {

@@ -759,6 +759,14 @@ pub struct RunResult {
     /// omitted when there is nothing to add.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Milliseconds spent compiling (0 when the compile cache had the program); absent for
+    /// interpreted languages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compile_ms: Option<u64>,
+    /// Whether the compiled program came from the compile cache; absent for interpreted
+    /// languages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compile_cache_hit: Option<bool>,
 }
 
 /// Result of `write_file`.

@@ -454,6 +454,8 @@ fn run_result() -> RunResult {
         peak_memory_bytes: None,
         output: None,
         message: Some("memory limit of 64 MB reached".into()),
+        compile_ms: None,
+        compile_cache_hit: None,
     }
 }
 

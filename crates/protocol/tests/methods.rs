@@ -213,6 +213,8 @@ fn session_execute_result_keeps_error_null() {
             peak_memory_bytes: Some(1024),
             output: Some(json!({"output": 42})),
             message: None,
+            compile_ms: None,
+            compile_cache_hit: None,
         }),
         error: None,
         duration_ms: 13,

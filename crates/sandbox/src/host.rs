@@ -777,7 +777,7 @@ async fn exchange_run(
     req: &RunRequest,
     output: Option<&mpsc::UnboundedSender<OutputChunk>>,
 ) -> Result<RunReport, SandboxError> {
-    wire::send_async(stream, &HostMsg::Run(req.clone()))
+    wire::send_async(stream, &HostMsg::Run(Box::new(req.clone())))
         .await
         .map_err(|_| SandboxError::BoxGone)?;
     loop {

@@ -38,7 +38,7 @@ pub struct BoxSetup {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum HostMsg {
     Setup(BoxSetup),
-    Run(RunRequest),
+    Run(Box<RunRequest>),
     WriteFile(WriteFile),
     ReadFile {
         root: FileRoot,

@@ -1,0 +1,501 @@
+//! `codebeaker bench --suite warm`: the paths a platform uses on every request, in one run, side
+//! by side with a bare process and Docker (when a daemon runs): warm snippets in an existing
+//! session over the WebSocket server and in-process, `session.create` from the pool, one-shot
+//! runs cold and from the pool, throughput on all cores, and the memory of idle sessions.
+
+use anyhow::{anyhow, bail, Context, Result};
+use codebeaker_engine::{Caller, Engine, EngineConfig, SessionOptions};
+use codebeaker_server::{Server, ServerConfig};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::bench::percentile;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+const PY_SEED: &str = "result = {'output': input_data['value'] * 2}";
+const SEEDS: &[(&str, &str)] = &[
+    ("python", PY_SEED),
+    ("javascript", "const result = { output: input_data.value * 2 };"),
+    ("go", "value := input_data[\"value\"].(float64)\nresult := map[string]interface{}{\"output\": value * 2}"),
+    ("csharp", "var value = input_data.GetProperty(\"value\").GetInt32();\nvar result = new { output = value * 2 };"),
+];
+
+/// A minimal JSON-RPC caller over one WebSocket: one request at a time.
+struct Rpc {
+    ws: Ws,
+    next: u64,
+}
+
+impl Rpc {
+    async fn connect(url: &str) -> Result<Rpc> {
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .context("connecting to the server")?;
+        Ok(Rpc { ws, next: 1 })
+    }
+
+    async fn call(&mut self, method: &str, params: Value) -> Result<Value> {
+        let id = self.next;
+        self.next += 1;
+        let req = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        self.ws.send(Message::Text(req.to_string().into())).await?;
+        while let Some(msg) = self.ws.next().await {
+            let Message::Text(text) = msg? else { continue };
+            let v: Value = serde_json::from_str(text.trim_end())?;
+            if v["id"] == json!(id) {
+                if let Some(err) = v.get("error") {
+                    bail!("{method}: {err}");
+                }
+                return Ok(v["result"].clone());
+            }
+        }
+        bail!("the connection closed")
+    }
+}
+
+struct Row {
+    name: String,
+    samples: Vec<Duration>,
+    note: Option<String>,
+}
+
+fn row(name: impl Into<String>, samples: Vec<Duration>) -> Row {
+    Row {
+        name: name.into(),
+        samples,
+        note: None,
+    }
+}
+
+fn skipped(name: impl Into<String>, why: impl Into<String>) -> Row {
+    Row {
+        name: name.into(),
+        samples: Vec::new(),
+        note: Some(why.into()),
+    }
+}
+
+fn stats(samples: &[Duration]) -> (Duration, Duration) {
+    let mut s = samples.to_vec();
+    s.sort();
+    (percentile(&s, 50.0), percentile(&s, 99.0))
+}
+
+async fn time_n<F, Fut>(n: usize, mut f: F) -> Result<Vec<Duration>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let start = Instant::now();
+        f().await?;
+        out.push(start.elapsed());
+    }
+    Ok(out)
+}
+
+fn engine_config(pool: usize) -> EngineConfig {
+    let mut config = EngineConfig {
+        box_pool_size: pool,
+        ..EngineConfig::default()
+    };
+    config.sessions.max_sessions = 2048;
+    config.sessions.max_sessions_per_caller = 2048;
+    config
+}
+
+async fn wait_for_pool(engine: &Engine, n: usize) {
+    for _ in 0..2000 {
+        if engine.stats().pooled_boxes >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn bare_python(code: &str) -> Result<Duration> {
+    let start = Instant::now();
+    let status = std::process::Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            &format!(
+                "import json\ninput_data = {{'value': 21}}\n{code}\nprint(json.dumps(result))"
+            ),
+        ])
+        .stdout(Stdio::null())
+        .status()?;
+    if !status.success() {
+        bail!("bare python failed");
+    }
+    Ok(start.elapsed())
+}
+
+/// Docker baselines: `docker run --rm` and `docker exec` of the seed's Python program, with an
+/// image imported from this host's Python (no registry needed).
+fn docker_rows(n: usize) -> Vec<Row> {
+    let ok = std::process::Command::new("docker")
+        .args(["info"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if !ok.is_ok_and(|s| s.success()) {
+        let why = "skipped: no Docker daemon (see docs/operations.md#benchmarks)";
+        return vec![skipped("docker run", why), skipped("docker exec", why)];
+    }
+    let result = (|| -> Result<Vec<Row>> {
+        let have = std::process::Command::new("docker")
+            .args(["image", "inspect", "codebeaker-bench"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
+        if !have.success() {
+            let script = "set -e; libs=$(ldd /usr/bin/python3 | grep -o '/[^ ]*'); \
+                tar -C / -ch usr/bin/python3 usr/lib/python3.11 $(echo $libs | sed 's#^/##; s# /# #g') 2>/dev/null \
+                | docker import - codebeaker-bench >/dev/null";
+            let built = std::process::Command::new("sh")
+                .args(["-c", script])
+                .status()?;
+            if !built.success() {
+                bail!("building the bench image failed");
+            }
+        }
+        let program = format!(
+            "import json\ninput_data = {{'value': 21}}\n{PY_SEED}\nprint(json.dumps(result))"
+        );
+        let mut run = Vec::new();
+        for _ in 0..n.min(20) {
+            let start = Instant::now();
+            let s = std::process::Command::new("docker")
+                .args([
+                    "run",
+                    "--rm",
+                    "--network",
+                    "none",
+                    "codebeaker-bench",
+                    "/usr/bin/python3",
+                    "-c",
+                    &program,
+                ])
+                .stdout(Stdio::null())
+                .status()?;
+            if !s.success() {
+                bail!("docker run failed");
+            }
+            run.push(start.elapsed());
+        }
+        let name = format!("codebeaker-bench-{}", std::process::id());
+        let started = std::process::Command::new("docker")
+            .args([
+                "run",
+                "-d",
+                "--rm",
+                "--network",
+                "none",
+                "--name",
+                &name,
+                "codebeaker-bench",
+                "/usr/bin/python3",
+                "-c",
+                "import time; time.sleep(3600)",
+            ])
+            .stdout(Stdio::null())
+            .status()?;
+        if !started.success() {
+            bail!("starting a container failed");
+        }
+        let mut exec = Vec::new();
+        for _ in 0..n {
+            let start = Instant::now();
+            let s = std::process::Command::new("docker")
+                .args(["exec", &name, "/usr/bin/python3", "-c", &program])
+                .stdout(Stdio::null())
+                .status()?;
+            if !s.success() {
+                break;
+            }
+            exec.push(start.elapsed());
+        }
+        let _ = std::process::Command::new("docker")
+            .args(["rm", "-f", &name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        Ok(vec![
+            row("docker run (python seed)", run),
+            row("docker exec (python seed)", exec),
+        ])
+    })();
+    result.unwrap_or_else(|e| vec![skipped("docker", format!("skipped: {e:#}"))])
+}
+
+fn mem_available() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemAvailable:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
+pub async fn main(iterations: usize, idle_sessions: usize, json_out: bool) -> Result<i32> {
+    let n = iterations.max(5);
+    let engine = Arc::new(Engine::new(engine_config(4))?);
+    let upkeep = engine.spawn_reaper();
+    let server = Server::bind(
+        ServerConfig {
+            listen: "127.0.0.1:0".parse()?,
+            ..ServerConfig::default()
+        },
+        Arc::clone(&engine),
+    )
+    .await?
+    .spawn();
+    let url = format!("ws://{}/ws/jsonrpc", server.local_addr());
+    let mut rpc = Rpc::connect(&url).await?;
+    wait_for_pool(&engine, 4).await;
+    let mut rows = Vec::new();
+    let mut extra = serde_json::Map::new();
+
+    rows.push(row(
+        "bare python3 (seed program)",
+        (0..n)
+            .map(|_| bare_python(PY_SEED))
+            .collect::<Result<_>>()?,
+    ));
+    rows.extend(docker_rows(n));
+
+    // session.create from the pool (the pool refills between calls).
+    let mut creates = Vec::new();
+    let mut created = Vec::new();
+    for _ in 0..n.min(50) {
+        wait_for_pool(&engine, 1).await;
+        let start = Instant::now();
+        let s = rpc
+            .call("session.create", json!({"language": "python"}))
+            .await?;
+        creates.push(start.elapsed());
+        created.push(s["sessionId"].as_str().unwrap_or_default().to_string());
+    }
+    for id in created {
+        rpc.call("session.close", json!({"sessionId": id})).await?;
+    }
+    rows.push(row("session.create (pool)", creates));
+
+    // Warm snippets in an existing session, over WebSocket.
+    for (language, code) in SEEDS {
+        let s = rpc
+            .call("session.create", json!({"language": language}))
+            .await?;
+        let id = s["sessionId"].as_str().unwrap_or_default().to_string();
+        let params = json!({"sessionId": id, "command": {"type": "execute", "code": code, "input": {"value": 21}}});
+        for _ in 0..3 {
+            let r = rpc.call("session.execute", params.clone()).await?;
+            if r["success"] != json!(true) {
+                bail!("{language}: {}", r["error"]);
+            }
+        }
+        let mut samples = Vec::with_capacity(n);
+        for _ in 0..n {
+            let start = Instant::now();
+            rpc.call("session.execute", params.clone()).await?;
+            samples.push(start.elapsed());
+        }
+        rows.push(row(format!("warm {language} snippet (WebSocket)"), samples));
+        rpc.call("session.close", json!({"sessionId": id})).await?;
+    }
+
+    // The same warm Python snippet in-process.
+    let me = Caller::anonymous();
+    let session = engine
+        .create_session(
+            &me,
+            SessionOptions {
+                language: "python".into(),
+                ..Default::default()
+            },
+        )
+        .await?;
+    let command: codebeaker_protocol::commands::Command = serde_json::from_value(
+        json!({"type": "execute", "code": PY_SEED, "input": {"value": 21}}),
+    )?;
+    let samples = time_n(n, || {
+        let (engine, me, id, command) = (&engine, &me, &session.id, command.clone());
+        async move {
+            engine
+                .execute_command(me, id, command, None)
+                .await
+                .map(|_| ())
+                .map_err(Into::into)
+        }
+    })
+    .await?;
+    rows.push(row("warm python snippet (in-process)", samples));
+    engine.close_session(&me, &session.id).await?;
+
+    // One-shot runs (execution.run, then execution.status until done): from the pool, and cold.
+    async fn one_shot(rpc: &mut Rpc) -> Result<()> {
+        let r = rpc
+            .call(
+                "execution.run",
+                json!({"language": "python", "code": "print(42)"}),
+            )
+            .await?;
+        let id = r["executionId"].clone();
+        loop {
+            let s = rpc
+                .call("execution.status", json!({"executionId": id}))
+                .await?;
+            match s["status"].as_str() {
+                Some("completed") => return Ok(()),
+                Some("failed") => bail!("one-shot run failed: {s}"),
+                _ => tokio::time::sleep(Duration::from_micros(200)).await,
+            }
+        }
+    }
+    let mut pooled = Vec::new();
+    for _ in 0..n.min(50) {
+        wait_for_pool(&engine, 4).await;
+        let start = Instant::now();
+        one_shot(&mut rpc).await?;
+        pooled.push(start.elapsed());
+    }
+    rows.push(row("one-shot python (pool)", pooled));
+    let cold_engine = Arc::new(Engine::new(engine_config(0))?);
+    let cold_server = Server::bind(
+        ServerConfig {
+            listen: "127.0.0.1:0".parse()?,
+            ..ServerConfig::default()
+        },
+        Arc::clone(&cold_engine),
+    )
+    .await?
+    .spawn();
+    let mut cold_rpc =
+        Rpc::connect(&format!("ws://{}/ws/jsonrpc", cold_server.local_addr())).await?;
+    let mut cold = Vec::new();
+    for _ in 0..n.min(50) {
+        let start = Instant::now();
+        one_shot(&mut cold_rpc).await?;
+        cold.push(start.elapsed());
+    }
+    rows.push(row("one-shot python (cold box)", cold));
+    drop(cold_rpc);
+    cold_server.shutdown().await?;
+    cold_engine.shutdown().await;
+
+    // Throughput: warm Python snippets from several connections at once.
+    let workers = 8;
+    let per_worker = (n * 4).max(100);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..workers {
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut rpc = Rpc::connect(&url).await?;
+            let s = rpc.call("session.create", json!({"language": "python"})).await?;
+            let id = s["sessionId"].clone();
+            let params = json!({"sessionId": id, "command": {"type": "execute", "code": PY_SEED, "input": {"value": 21}}});
+            for _ in 0..per_worker {
+                rpc.call("session.execute", params.clone()).await?;
+            }
+            rpc.call("session.close", json!({"sessionId": id})).await?;
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await.map_err(|e| anyhow!(e))??;
+    }
+    let per_sec = (workers * per_worker) as f64 / start.elapsed().as_secs_f64();
+    extra.insert("throughputPerSecond".into(), json!(per_sec));
+
+    // Idle sessions and their memory.
+    let before = mem_available();
+    let mut ids = Vec::new();
+    for _ in 0..idle_sessions {
+        let s = engine
+            .create_session(
+                &me,
+                SessionOptions {
+                    language: "python".into(),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        ids.push(s.id);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = mem_available();
+    let per_session = before.saturating_sub(after) / idle_sessions.max(1) as u64;
+    extra.insert("idleSessions".into(), json!(ids.len()));
+    extra.insert("memoryPerIdleSessionBytes".into(), json!(per_session));
+    for id in ids {
+        engine.close_session(&me, &id).await?;
+    }
+
+    drop(rpc);
+    server.shutdown().await?;
+    upkeep.abort();
+    engine.shutdown().await;
+    report(&rows, &extra, json_out)
+}
+
+fn report(rows: &[Row], extra: &serde_json::Map<String, Value>, json_out: bool) -> Result<i32> {
+    let reference = |name: &str| {
+        rows.iter()
+            .find(|r| r.name.starts_with(name) && !r.samples.is_empty())
+            .map(|r| stats(&r.samples).0)
+    };
+    let bare = reference("bare python3");
+    let exec = reference("docker exec");
+    let ratio =
+        |base: Option<Duration>, d: Duration| base.map(|b| b.as_secs_f64() / d.as_secs_f64());
+    if json_out {
+        let out: Vec<Value> = rows
+            .iter()
+            .map(|r| {
+                let (med, p99) = stats(&r.samples);
+                json!({"case": r.name, "samples": r.samples.len(), "medianMs": med.as_secs_f64() * 1e3, "p99Ms": p99.as_secs_f64() * 1e3,
+                       "bareOverThis": ratio(bare, med), "dockerExecOverThis": ratio(exec, med), "note": r.note})
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"cases": out, "extra": extra}))?
+        );
+        return Ok(0);
+    }
+    println!(
+        "{:<36} {:>7} {:>10} {:>10} {:>11} {:>12}",
+        "case", "samples", "median ms", "p99 ms", "bare ÷ this", "d.exec ÷ this"
+    );
+    for r in rows {
+        if let Some(note) = &r.note {
+            println!("{:<36} {note}", r.name);
+            continue;
+        }
+        let (med, p99) = stats(&r.samples);
+        let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}×"));
+        println!(
+            "{:<36} {:>7} {:>10.2} {:>10.2} {:>11} {:>12}",
+            r.name,
+            r.samples.len(),
+            med.as_secs_f64() * 1e3,
+            p99.as_secs_f64() * 1e3,
+            f(ratio(bare, med)),
+            f(ratio(exec, med))
+        );
+    }
+    for (k, v) in extra {
+        println!("{k}: {v}");
+    }
+    Ok(0)
+}

@@ -1,0 +1,486 @@
+//! Embedded mode: the [`Backend`] API over an engine in this process, no server, no socket.
+//!
+//! Every method calls the engine directly and returns exactly the shapes the server would send:
+//! the same results, the same `success: false` for command-level failures, and engine errors
+//! turned into the same JSON-RPC error codes ([`ClientError::Rpc`]).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use codebeaker_engine::{
+    Caller, Engine, EngineError, ExecutionRecord, ExecutionState, OneShotRequest, SessionOptions,
+    SessionSnapshot,
+};
+use codebeaker_protocol::commands::{CommandType, RunStatus as WireStatus};
+use codebeaker_protocol::jsonrpc::{ErrorCode, ErrorObject};
+use codebeaker_protocol::methods::{
+    Capabilities, ExecutionCompleted, ExecutionEvent, ExecutionOutput, ExecutionRunParams,
+    ExecutionRunResult, ExecutionStarted, ExecutionStatus, ExecutionStatusResult, InitializeResult,
+    IsolationInfo, LanguageInfo, LanguageListResult, Limits, Method, OutputStream, ServerInfo,
+    SessionCloseResult, SessionConfig, SessionCreateParams, SessionCreateResult,
+    SessionExecuteParams, SessionExecuteResult, SessionInfo, SessionListResult, SessionState,
+};
+use codebeaker_sandbox::{OutputChunk, RunStatus, Stream, MIB};
+use tokio::sync::mpsc;
+
+use crate::backend::{Backend, BoxFuture, CallOptions};
+use crate::ClientError;
+
+/// An in-process engine behind the [`Backend`] API, acting as `caller`.
+///
+/// The engine runs code in real sandbox boxes exactly as a server would; only the transport is
+/// gone. Sessions belong to `caller` as they would to an authenticated connection.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::sync::Arc;
+/// use codebeaker_client::{CodeBeakerOptions, Embedded, RuntimeService};
+/// use codebeaker_engine::{Engine, EngineConfig};
+///
+/// let engine = Arc::new(Engine::new(EngineConfig::default())?);
+/// let backend = Arc::new(Embedded::new(engine));
+/// let runtime = RuntimeService::new(backend, CodeBeakerOptions::default())?;
+/// let result = runtime
+///     .execute("result = {'output': input_data['value'] * 2}", "python", serde_json::json!({"value": 21}), None)
+///     .await;
+/// assert_eq!(result.output, Some(serde_json::json!({"output": 42})));
+/// # Ok(()) }
+/// ```
+pub struct Embedded {
+    engine: Arc<Engine>,
+    caller: Caller,
+    /// Numbers the `session.execute` calls, standing in for JSON-RPC ids in events.
+    next_request: AtomicU64,
+}
+
+impl Embedded {
+    /// The engine, acting as the anonymous caller (as a server with authentication off).
+    pub fn new(engine: Arc<Engine>) -> Self {
+        Embedded::with_caller(engine, Caller::anonymous())
+    }
+
+    /// The engine, acting as `caller`: its sessions are invisible to every other caller.
+    pub fn with_caller(engine: Arc<Engine>, caller: Caller) -> Self {
+        Embedded {
+            engine,
+            caller,
+            next_request: AtomicU64::new(1),
+        }
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Who the sessions belong to.
+    pub fn caller(&self) -> &Caller {
+        &self.caller
+    }
+}
+
+/// The JSON-RPC error the server would send for an engine error.
+fn engine_error(method: Method, error: EngineError) -> ClientError {
+    let object = match error {
+        EngineError::UnsupportedLanguage(m) | EngineError::LanguageUnavailable(m) => {
+            ErrorObject::new(ErrorCode::UnsupportedLanguage, m)
+        }
+        EngineError::InvalidInput(m) => ErrorObject::invalid_params(m),
+        EngineError::SessionNotFound(id) => ErrorObject::session_not_found(&id),
+        EngineError::NotFound(m) => ErrorObject::new(ErrorCode::SessionNotFound, m),
+        EngineError::LimitReached(m) => ErrorObject::limit_reached(m),
+        // In process there is no log to hide the detail from: say what failed.
+        other => ErrorObject::new(ErrorCode::InternalError, format!("internal error: {other}")),
+    };
+    ClientError::rpc(method.name(), object)
+}
+
+fn rfc3339(time: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+fn minutes(d: Duration) -> u64 {
+    d.as_secs().div_ceil(60)
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn session_state(s: &SessionSnapshot) -> SessionState {
+    if s.busy {
+        SessionState::Busy
+    } else {
+        SessionState::Active
+    }
+}
+
+fn wire_status(s: RunStatus) -> WireStatus {
+    match s {
+        RunStatus::Ok => WireStatus::Ok,
+        RunStatus::RuntimeError => WireStatus::RuntimeError,
+        RunStatus::CompileError => WireStatus::CompileError,
+        RunStatus::Timeout => WireStatus::Timeout,
+        RunStatus::MemoryLimit => WireStatus::MemoryLimit,
+        RunStatus::OutputLimit => WireStatus::OutputLimit,
+        RunStatus::Killed => WireStatus::Killed,
+        RunStatus::InternalError => WireStatus::InternalError,
+    }
+}
+
+fn execution_result(record: ExecutionRecord) -> ExecutionStatusResult {
+    // On the wire `completed` means the program ran and ended (its outcome may be a failure);
+    // `failed` means it could not run.
+    let status = match record.status {
+        ExecutionState::Queued => ExecutionStatus::Queued,
+        ExecutionState::Running => ExecutionStatus::Running,
+        ExecutionState::Completed => ExecutionStatus::Completed,
+        ExecutionState::Failed => match record.outcome {
+            Some(o) if o != RunStatus::InternalError => ExecutionStatus::Completed,
+            _ => ExecutionStatus::Failed,
+        },
+    };
+    ExecutionStatusResult {
+        execution_id: record.id,
+        status,
+        exit_code: record.exit_code,
+        stdout: record.stdout,
+        stderr: record.stderr,
+        duration_ms: record.duration_ms,
+        timeout: record.timed_out,
+        outcome: record.outcome.map(wire_status),
+        error: record.error,
+    }
+}
+
+impl Backend for Embedded {
+    fn endpoint(&self) -> String {
+        "embedded".to_string()
+    }
+
+    fn initialize(&self) -> BoxFuture<'_, Result<InitializeResult, ClientError>> {
+        Box::pin(async move {
+            let engine = &self.engine;
+            let config = engine.config();
+            let isolation = engine.isolation();
+            let as_u64 = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+            Ok(InitializeResult {
+                server_info: ServerInfo {
+                    name: "codebeaker-embedded".into(),
+                    version: env!("CARGO_PKG_VERSION").into(),
+                },
+                protocol_version: codebeaker_protocol::PROTOCOL_VERSION.into(),
+                capabilities: Capabilities {
+                    streaming: true,
+                    languages: self.languages(),
+                    commands: CommandType::ALL
+                        .iter()
+                        .map(|c| c.as_str().to_string())
+                        .collect(),
+                    limits: Limits {
+                        max_sessions: Some(as_u64(config.sessions.max_sessions)),
+                        max_sessions_per_caller: Some(as_u64(
+                            config.sessions.max_sessions_per_caller,
+                        )),
+                        default_timeout_ms: Some(millis(config.run_limits.wall_time)),
+                        max_timeout_ms: Some(millis(config.max_run_time)),
+                        default_memory_limit_mb: Some(config.box_limits.memory_bytes / MIB),
+                        max_memory_limit_mb: Some(config.max_memory_bytes / MIB),
+                        max_output_bytes: Some(config.run_limits.output_bytes),
+                        max_file_bytes: Some(config.files.max_write_bytes),
+                        ..Limits::default()
+                    },
+                    isolation: IsolationInfo {
+                        backend: isolation.backend.to_string(),
+                        cgroup_version: isolation.cgroup.map(|v| match v {
+                            codebeaker_sandbox::cgroup::CgroupVersion::V1 => 1,
+                            codebeaker_sandbox::cgroup::CgroupVersion::V2 => 2,
+                        }),
+                        seccomp: isolation.seccomp,
+                        network_policy: isolation.network.to_string(),
+                        warnings: isolation.notes.clone(),
+                    },
+                },
+            })
+        })
+    }
+
+    fn language_list(&self) -> BoxFuture<'_, Result<LanguageListResult, ClientError>> {
+        Box::pin(async move {
+            Ok(LanguageListResult {
+                languages: self.languages(),
+            })
+        })
+    }
+
+    fn session_create(
+        &self,
+        params: SessionCreateParams,
+    ) -> BoxFuture<'_, Result<SessionCreateResult, ClientError>> {
+        Box::pin(async move {
+            let backend = self.engine.isolation().backend;
+            if let Some(runtime) = params.runtime.as_deref() {
+                if !runtime.eq_ignore_ascii_case(backend) {
+                    return Err(ClientError::rpc(
+                        Method::SessionCreate.name(),
+                        ErrorObject::invalid_params(format!(
+                            "runtime {runtime:?} is not available; this engine runs {backend:?}"
+                        )),
+                    ));
+                }
+            }
+            let options = SessionOptions {
+                language: params.language,
+                idle_timeout: params
+                    .idle_timeout_minutes
+                    .map(|m| Duration::from_secs(m.saturating_mul(60))),
+                max_lifetime: params
+                    .max_lifetime_minutes
+                    .map(|m| Duration::from_secs(m.saturating_mul(60))),
+                memory_limit_mb: params.memory_limit_mb,
+                cpu_shares: params.cpu_shares,
+            };
+            let s = self
+                .engine
+                .create_session(&self.caller, options)
+                .await
+                .map_err(|e| engine_error(Method::SessionCreate, e))?;
+            Ok(SessionCreateResult {
+                session_id: s.id.clone(),
+                container_id: s.box_name.clone(),
+                language: s.language.clone(),
+                runtime: backend.to_string(),
+                created_at: rfc3339(s.created_at),
+                state: session_state(&s),
+                config: SessionConfig {
+                    idle_timeout_minutes: minutes(s.idle_timeout),
+                    max_lifetime_minutes: minutes(s.max_lifetime),
+                    memory_limit_mb: s.memory_limit_bytes / MIB,
+                    cpu_shares: params.cpu_shares,
+                },
+            })
+        })
+    }
+
+    fn session_execute(
+        &self,
+        params: SessionExecuteParams,
+        options: CallOptions,
+    ) -> BoxFuture<'_, Result<SessionExecuteResult, ClientError>> {
+        Box::pin(async move {
+            let request_id = self.next_request.fetch_add(1, Ordering::Relaxed);
+            let timeout = options.timeout;
+            let run = self.execute(params, request_id, options.events);
+            match timeout {
+                Some(limit) => match tokio::time::timeout(limit, run).await {
+                    Ok(result) => result,
+                    Err(_) => Err(ClientError::Timeout {
+                        method: Method::SessionExecute.name().into(),
+                        timeout: limit,
+                    }),
+                },
+                None => run.await,
+            }
+        })
+    }
+
+    fn session_close<'a>(
+        &'a self,
+        session_id: &'a str,
+    ) -> BoxFuture<'a, Result<SessionCloseResult, ClientError>> {
+        Box::pin(async move {
+            self.engine
+                .close_session(&self.caller, session_id)
+                .await
+                .map_err(|e| engine_error(Method::SessionClose, e))?;
+            Ok(SessionCloseResult {
+                session_id: session_id.to_string(),
+                closed: true,
+            })
+        })
+    }
+
+    fn session_list(&self) -> BoxFuture<'_, Result<SessionListResult, ClientError>> {
+        Box::pin(async move {
+            let runtime = self.engine.isolation().backend;
+            let sessions = self
+                .engine
+                .list_sessions(&self.caller)
+                .iter()
+                .map(|s| SessionInfo {
+                    session_id: s.id.clone(),
+                    container_id: s.box_name.clone(),
+                    language: s.language.clone(),
+                    runtime: runtime.to_string(),
+                    state: session_state(s),
+                    created_at: rfc3339(s.created_at),
+                    last_activity: rfc3339(s.last_activity),
+                    execution_count: s.execution_count,
+                })
+                .collect();
+            Ok(SessionListResult { sessions })
+        })
+    }
+
+    fn execution_run(
+        &self,
+        params: ExecutionRunParams,
+    ) -> BoxFuture<'_, Result<ExecutionRunResult, ClientError>> {
+        Box::pin(async move {
+            if !params.packages.is_empty() {
+                return Err(ClientError::rpc(
+                    Method::ExecutionRun.name(),
+                    ErrorObject::invalid_params(
+                        "packages: boxes have no network access; put the packages' files into a session's workspace instead",
+                    ),
+                ));
+            }
+            let request = OneShotRequest {
+                language: params.language,
+                code: params.code,
+                stdin: params.stdin,
+                input: None,
+                timeout: params.timeout.map(Duration::from_secs),
+                memory_limit_mb: params.memory_limit,
+            };
+            let id = self
+                .engine
+                .submit_execution(&self.caller, request)
+                .map_err(|e| engine_error(Method::ExecutionRun, e))?;
+            Ok(ExecutionRunResult {
+                execution_id: id,
+                status: ExecutionStatus::Queued,
+            })
+        })
+    }
+
+    fn execution_status<'a>(
+        &'a self,
+        execution_id: &'a str,
+    ) -> BoxFuture<'a, Result<ExecutionStatusResult, ClientError>> {
+        Box::pin(async move {
+            self.engine
+                .execution_status(&self.caller, execution_id)
+                .map(execution_result)
+                .map_err(|e| engine_error(Method::ExecutionStatus, e))
+        })
+    }
+}
+
+impl Embedded {
+    fn languages(&self) -> Vec<LanguageInfo> {
+        self.engine
+            .languages()
+            .into_iter()
+            .map(|l| LanguageInfo {
+                name: l.name,
+                aliases: l.aliases,
+                version: l.version,
+                available: l.available,
+                reason: l.reason,
+            })
+            .collect()
+    }
+
+    async fn execute(
+        &self,
+        params: SessionExecuteParams,
+        request_id: u64,
+        events: Option<mpsc::UnboundedSender<ExecutionEvent>>,
+    ) -> Result<SessionExecuteResult, ClientError> {
+        let method = Method::SessionExecute;
+        let session_id = params.session_id;
+        let command_name = params.command.command_type().as_str().to_string();
+        let is_run = matches!(
+            params.command.command_type(),
+            CommandType::Execute | CommandType::Shell | CommandType::InstallPackages
+        );
+        let Some(events) = events else {
+            let outcome = self
+                .engine
+                .execute_command(&self.caller, &session_id, params.command, None)
+                .await
+                .map_err(|e| engine_error(method, e))?;
+            return Ok(SessionExecuteResult {
+                success: outcome.success,
+                result: Some(outcome.result),
+                error: outcome.error,
+                duration_ms: millis(outcome.duration),
+            });
+        };
+        // The session must exist before `execution.started` is announced.
+        if !self
+            .engine
+            .list_sessions(&self.caller)
+            .iter()
+            .any(|s| s.id == session_id)
+        {
+            return Err(engine_error(
+                method,
+                EngineError::SessionNotFound(session_id),
+            ));
+        }
+        let rid = Some(codebeaker_protocol::jsonrpc::Id::from(request_id));
+        let _ = events.send(ExecutionEvent::Started(ExecutionStarted {
+            request_id: rid.clone(),
+            session_id: session_id.clone(),
+            command: command_name,
+        }));
+        let (chunks_tx, mut chunks) = mpsc::unbounded_channel::<OutputChunk>();
+        let forward = {
+            let events = events.clone();
+            let rid = rid.clone();
+            let session_id = session_id.clone();
+            async move {
+                let mut seq = 0u64;
+                while let Some(chunk) = chunks.recv().await {
+                    let _ = events.send(ExecutionEvent::Output(ExecutionOutput {
+                        request_id: rid.clone(),
+                        session_id: session_id.clone(),
+                        stream: match chunk.stream {
+                            Stream::Stdout => OutputStream::Stdout,
+                            Stream::Stderr => OutputStream::Stderr,
+                        },
+                        data: String::from_utf8_lossy(&chunk.data).into_owned(),
+                        seq,
+                    }));
+                    seq += 1;
+                }
+            }
+        };
+        let run = async {
+            let r = self
+                .engine
+                .execute_command(&self.caller, &session_id, params.command, Some(chunks_tx))
+                .await;
+            // `chunks_tx` was moved into the engine call and is dropped with it, which ends
+            // `forward` once every chunk is through.
+            r
+        };
+        let (outcome, ()) = tokio::join!(run, forward);
+        let outcome = outcome.map_err(|e| engine_error(method, e))?;
+        let status = if is_run {
+            outcome
+                .result
+                .get("status")
+                .and_then(|s| serde_json::from_value::<WireStatus>(s.clone()).ok())
+        } else {
+            None
+        };
+        let duration_ms = millis(outcome.duration);
+        let _ = events.send(ExecutionEvent::Completed(ExecutionCompleted {
+            request_id: rid,
+            session_id,
+            success: outcome.success,
+            status,
+            duration_ms,
+        }));
+        Ok(SessionExecuteResult {
+            success: outcome.success,
+            result: Some(outcome.result),
+            error: outcome.error,
+            duration_ms,
+        })
+    }
+}
