@@ -394,7 +394,12 @@ async fn one_shot_executions_are_queued_then_reported() {
         .unwrap();
     assert_eq!(
         (record.status, record.exit_code),
-        (ExecutionState::Failed, Some(4))
+        (ExecutionState::Completed, Some(4)),
+        "a program that exits non-zero has completed; its outcome says how"
+    );
+    assert_eq!(
+        record.outcome,
+        Some(codebeaker_sandbox::RunStatus::RuntimeError)
     );
     assert!(engine
         .submit_execution(

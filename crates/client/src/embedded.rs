@@ -6,22 +6,19 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use codebeaker_engine::{
-    Caller, Engine, EngineError, ExecutionRecord, ExecutionState, OneShotRequest, SessionOptions,
-    SessionSnapshot,
-};
+use codebeaker_engine::{Caller, Engine, EngineError, OneShotRequest, SessionOptions};
 use codebeaker_protocol::commands::{CommandType, RunStatus as WireStatus};
 use codebeaker_protocol::jsonrpc::{ErrorCode, ErrorObject};
 use codebeaker_protocol::methods::{
     Capabilities, ExecutionCompleted, ExecutionEvent, ExecutionOutput, ExecutionRunParams,
     ExecutionRunResult, ExecutionStarted, ExecutionStatus, ExecutionStatusResult, InitializeResult,
-    IsolationInfo, LanguageInfo, LanguageListResult, Limits, Method, OutputStream, ServerInfo,
-    SessionCloseResult, SessionConfig, SessionCreateParams, SessionCreateResult,
-    SessionExecuteParams, SessionExecuteResult, SessionInfo, SessionListResult, SessionState,
+    LanguageInfo, LanguageListResult, Method, OutputStream, ServerInfo, SessionCloseResult,
+    SessionCreateParams, SessionCreateResult, SessionExecuteParams, SessionExecuteResult,
+    SessionListResult,
 };
-use codebeaker_sandbox::{OutputChunk, RunStatus, Stream, MIB};
+use codebeaker_sandbox::{OutputChunk, Stream};
 use tokio::sync::mpsc;
 
 use crate::backend::{Backend, BoxFuture, CallOptions};
@@ -82,76 +79,15 @@ impl Embedded {
 
 /// The JSON-RPC error the server would send for an engine error.
 fn engine_error(method: Method, error: EngineError) -> ClientError {
-    let object = match error {
-        EngineError::UnsupportedLanguage(m) | EngineError::LanguageUnavailable(m) => {
-            ErrorObject::new(ErrorCode::UnsupportedLanguage, m)
-        }
-        EngineError::InvalidInput(m) => ErrorObject::invalid_params(m),
-        EngineError::SessionNotFound(id) => ErrorObject::session_not_found(&id),
-        EngineError::NotFound(m) => ErrorObject::new(ErrorCode::SessionNotFound, m),
-        EngineError::LimitReached(m) => ErrorObject::limit_reached(m),
-        // In process there is no log to hide the detail from: say what failed.
-        other => ErrorObject::new(ErrorCode::InternalError, format!("internal error: {other}")),
-    };
+    // In process there is no log to hide the detail from: say what failed.
+    let object = codebeaker_engine::wire::error_object(error, |other| {
+        ErrorObject::new(ErrorCode::InternalError, format!("internal error: {other}"))
+    });
     ClientError::rpc(method.name(), object)
-}
-
-fn rfc3339(time: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(time).to_string()
-}
-
-fn minutes(d: Duration) -> u64 {
-    d.as_secs().div_ceil(60)
 }
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn session_state(s: &SessionSnapshot) -> SessionState {
-    if s.busy {
-        SessionState::Busy
-    } else {
-        SessionState::Active
-    }
-}
-
-fn wire_status(s: RunStatus) -> WireStatus {
-    match s {
-        RunStatus::Ok => WireStatus::Ok,
-        RunStatus::RuntimeError => WireStatus::RuntimeError,
-        RunStatus::CompileError => WireStatus::CompileError,
-        RunStatus::Timeout => WireStatus::Timeout,
-        RunStatus::MemoryLimit => WireStatus::MemoryLimit,
-        RunStatus::OutputLimit => WireStatus::OutputLimit,
-        RunStatus::Killed => WireStatus::Killed,
-        RunStatus::InternalError => WireStatus::InternalError,
-    }
-}
-
-fn execution_result(record: ExecutionRecord) -> ExecutionStatusResult {
-    // On the wire `completed` means the program ran and ended (its outcome may be a failure);
-    // `failed` means it could not run.
-    let status = match record.status {
-        ExecutionState::Queued => ExecutionStatus::Queued,
-        ExecutionState::Running => ExecutionStatus::Running,
-        ExecutionState::Completed => ExecutionStatus::Completed,
-        ExecutionState::Failed => match record.outcome {
-            Some(o) if o != RunStatus::InternalError => ExecutionStatus::Completed,
-            _ => ExecutionStatus::Failed,
-        },
-    };
-    ExecutionStatusResult {
-        execution_id: record.id,
-        status,
-        exit_code: record.exit_code,
-        stdout: record.stdout,
-        stderr: record.stderr,
-        duration_ms: record.duration_ms,
-        timeout: record.timed_out,
-        outcome: record.outcome.map(wire_status),
-        error: record.error,
-    }
 }
 
 impl Backend for Embedded {
@@ -162,9 +98,6 @@ impl Backend for Embedded {
     fn initialize(&self) -> BoxFuture<'_, Result<InitializeResult, ClientError>> {
         Box::pin(async move {
             let engine = &self.engine;
-            let config = engine.config();
-            let isolation = engine.isolation();
-            let as_u64 = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
             Ok(InitializeResult {
                 server_info: ServerInfo {
                     name: "codebeaker-embedded".into(),
@@ -178,29 +111,8 @@ impl Backend for Embedded {
                         .iter()
                         .map(|c| c.as_str().to_string())
                         .collect(),
-                    limits: Limits {
-                        max_sessions: Some(as_u64(config.sessions.max_sessions)),
-                        max_sessions_per_caller: Some(as_u64(
-                            config.sessions.max_sessions_per_caller,
-                        )),
-                        default_timeout_ms: Some(millis(config.run_limits.wall_time)),
-                        max_timeout_ms: Some(millis(config.max_run_time)),
-                        default_memory_limit_mb: Some(config.box_limits.memory_bytes / MIB),
-                        max_memory_limit_mb: Some(config.max_memory_bytes / MIB),
-                        max_output_bytes: Some(config.run_limits.output_bytes),
-                        max_file_bytes: Some(config.files.max_write_bytes),
-                        ..Limits::default()
-                    },
-                    isolation: IsolationInfo {
-                        backend: isolation.backend.to_string(),
-                        cgroup_version: isolation.cgroup.map(|v| match v {
-                            codebeaker_sandbox::cgroup::CgroupVersion::V1 => 1,
-                            codebeaker_sandbox::cgroup::CgroupVersion::V2 => 2,
-                        }),
-                        seccomp: isolation.seccomp,
-                        network_policy: isolation.network.to_string(),
-                        warnings: isolation.notes.clone(),
-                    },
+                    limits: codebeaker_engine::wire::limits(engine, None, None),
+                    isolation: codebeaker_engine::wire::isolation(engine.isolation()),
                 },
             })
         })
@@ -246,20 +158,11 @@ impl Backend for Embedded {
                 .create_session(&self.caller, options)
                 .await
                 .map_err(|e| engine_error(Method::SessionCreate, e))?;
-            Ok(SessionCreateResult {
-                session_id: s.id.clone(),
-                container_id: s.box_name.clone(),
-                language: s.language.clone(),
-                runtime: backend.to_string(),
-                created_at: rfc3339(s.created_at),
-                state: session_state(&s),
-                config: SessionConfig {
-                    idle_timeout_minutes: minutes(s.idle_timeout),
-                    max_lifetime_minutes: minutes(s.max_lifetime),
-                    memory_limit_mb: s.memory_limit_bytes / MIB,
-                    cpu_shares: params.cpu_shares,
-                },
-            })
+            Ok(codebeaker_engine::wire::session_created(
+                &s,
+                backend,
+                params.cpu_shares,
+            ))
         })
     }
 
@@ -308,16 +211,7 @@ impl Backend for Embedded {
                 .engine
                 .list_sessions(&self.caller)
                 .iter()
-                .map(|s| SessionInfo {
-                    session_id: s.id.clone(),
-                    container_id: s.box_name.clone(),
-                    language: s.language.clone(),
-                    runtime: runtime.to_string(),
-                    state: session_state(s),
-                    created_at: rfc3339(s.created_at),
-                    last_activity: rfc3339(s.last_activity),
-                    execution_count: s.execution_count,
-                })
+                .map(|s| codebeaker_engine::wire::session_info(s, runtime))
                 .collect();
             Ok(SessionListResult { sessions })
         })
@@ -362,7 +256,7 @@ impl Backend for Embedded {
         Box::pin(async move {
             self.engine
                 .execution_status(&self.caller, execution_id)
-                .map(execution_result)
+                .map(codebeaker_engine::wire::execution_status)
                 .map_err(|e| engine_error(Method::ExecutionStatus, e))
         })
     }
@@ -372,14 +266,8 @@ impl Embedded {
     fn languages(&self) -> Vec<LanguageInfo> {
         self.engine
             .languages()
-            .into_iter()
-            .map(|l| LanguageInfo {
-                name: l.name,
-                aliases: l.aliases,
-                version: l.version,
-                available: l.available,
-                reason: l.reason,
-            })
+            .iter()
+            .map(codebeaker_engine::wire::language)
             .collect()
     }
 

@@ -11,8 +11,8 @@ use base64::Engine as _;
 use codebeaker_protocol::commands::{
     ApplyPatchCommand, ApplyPatchResult, Command, CopyFileResult, CreateDirResult,
     DeleteFileResult, DiffCommand, DiffResult, DiffSide, Encoding, FileEntry, FileKind,
-    HunkFailure, ListFilesCommand, ListFilesResult, ReadFileResult, RunResult,
-    RunStatus as WireStatus, WriteFileResult, WriteMode,
+    HunkFailure, ListFilesCommand, ListFilesResult, ReadFileResult, RunResult, WriteFileResult,
+    WriteMode,
 };
 use codebeaker_sandbox::{
     Command as BoxCommand, EntryKind, FileRoot, OutputChunk, RunOutcome, RunStatus, SandboxBox,
@@ -87,7 +87,7 @@ pub fn run_result(o: &RunOutcome, output: Option<serde_json::Value>) -> RunResul
         stderr_encoding,
         exit_code: o.exit_code,
         signal: o.signal,
-        status: wire_status(o.status),
+        status: crate::wire::run_status(o.status),
         timed_out: o.timed_out(),
         oom_killed: o.oom_killed(),
         truncated: o.truncated,
@@ -98,19 +98,6 @@ pub fn run_result(o: &RunOutcome, output: Option<serde_json::Value>) -> RunResul
         message: o.message.clone(),
         compile_ms: None,
         compile_cache_hit: None,
-    }
-}
-
-pub(crate) fn wire_status(s: RunStatus) -> WireStatus {
-    match s {
-        RunStatus::Ok => WireStatus::Ok,
-        RunStatus::RuntimeError => WireStatus::RuntimeError,
-        RunStatus::CompileError => WireStatus::CompileError,
-        RunStatus::Timeout => WireStatus::Timeout,
-        RunStatus::MemoryLimit => WireStatus::MemoryLimit,
-        RunStatus::OutputLimit => WireStatus::OutputLimit,
-        RunStatus::Killed => WireStatus::Killed,
-        RunStatus::InternalError => WireStatus::InternalError,
     }
 }
 

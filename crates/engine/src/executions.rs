@@ -170,10 +170,10 @@ impl Engine {
                 match result {
                     Ok(run) => {
                         let o = &run.outcome;
-                        r.status = if o.status == RunStatus::Ok {
-                            ExecutionState::Completed
-                        } else {
+                        r.status = if o.status == RunStatus::InternalError {
                             ExecutionState::Failed
+                        } else {
+                            ExecutionState::Completed
                         };
                         r.exit_code = o.exit_code;
                         r.stdout = String::from_utf8_lossy(&o.stdout).into_owned();

@@ -34,6 +34,7 @@ mod patch;
 pub mod paths;
 mod pool;
 mod session;
+pub mod wire;
 
 pub use commands::{run_result, CommandOutcome};
 pub use config::{EngineConfig, FileLimits, SessionConfig};

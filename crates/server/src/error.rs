@@ -30,17 +30,7 @@ pub enum ServerError {
 /// Turns an engine error into the JSON-RPC error a client sees. Internal failures get an opaque
 /// error id; the real error is logged with that id and never sent.
 pub(crate) fn engine_error(error: EngineError) -> ErrorObject {
-    match error {
-        EngineError::UnsupportedLanguage(message) | EngineError::LanguageUnavailable(message) => {
-            ErrorObject::new(ErrorCode::UnsupportedLanguage, message)
-        }
-        EngineError::InvalidInput(message) => ErrorObject::invalid_params(message),
-        EngineError::SessionNotFound(id) => ErrorObject::session_not_found(&id),
-        // An unknown one-shot execution: the protocol's "not found" code.
-        EngineError::NotFound(message) => ErrorObject::new(ErrorCode::SessionNotFound, message),
-        EngineError::LimitReached(message) => ErrorObject::limit_reached(message),
-        other => internal_error(&other),
-    }
+    codebeaker_engine::wire::error_object(error, |e| internal_error(e))
 }
 
 /// Logs `error` at error level under a fresh id and returns the `-32603` error carrying that id.

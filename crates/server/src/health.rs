@@ -7,7 +7,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use crate::convert;
 use crate::state::AppState;
 
 /// `GET /health`: always 200 while serving; `status` is `ok`, or `degraded` when isolation is
@@ -35,7 +34,7 @@ pub(crate) async fn health(State(state): State<AppState>) -> Json<serde_json::Va
         "executions": { "queued": stats.executions_queued, "running": stats.executions_running },
         "boxesCreated": stats.boxes_created,
         "ready": ready.map(|r| r.problem.is_none()),
-        "isolation": convert::isolation(isolation),
+        "isolation": codebeaker_engine::wire::isolation(isolation),
         "problems": problems,
     }))
 }

@@ -74,7 +74,11 @@ pub(crate) async fn submit(
     } else {
         StatusCode::ACCEPTED
     };
-    Ok((status, Json(convert::execution_record(record))).into_response())
+    Ok((
+        status,
+        Json(codebeaker_engine::wire::execution_status_json(record)),
+    )
+        .into_response())
 }
 
 /// `GET /api/execution/{id}`: the record, as `execution.status` returns it.
@@ -84,7 +88,7 @@ pub(crate) async fn status(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, HttpError> {
     let record = state.engine.execution_status(&caller, &id)?;
-    Ok(Json(convert::execution_record(record)))
+    Ok(Json(codebeaker_engine::wire::execution_status_json(record)))
 }
 
 /// `GET /api/languages`: as `language.list`.

@@ -130,7 +130,7 @@ async fn dispatch(
                 .engine
                 .list_sessions(caller)
                 .iter()
-                .map(|s| convert::session_info(s, runtime))
+                .map(|s| codebeaker_engine::wire::session_info(s, runtime))
                 .collect();
             to_json(&SessionListResult { sessions })
         }
@@ -151,7 +151,7 @@ async fn dispatch(
                 .engine
                 .execution_status(caller, &params.execution_id)
                 .map_err(engine_error)?;
-            Ok(convert::execution_record(record))
+            Ok(codebeaker_engine::wire::execution_status_json(record))
         }
     }
 }
@@ -167,13 +167,17 @@ pub(crate) fn initialize(state: &AppState) -> InitializeResult {
         protocol_version: codebeaker_protocol::PROTOCOL_VERSION.into(),
         capabilities: Capabilities {
             streaming: true,
-            languages: engine.languages().iter().map(convert::language).collect(),
+            languages: engine
+                .languages()
+                .iter()
+                .map(codebeaker_engine::wire::language)
+                .collect(),
             commands: CommandType::ALL
                 .iter()
                 .map(|t| t.as_str().to_string())
                 .collect(),
             limits: convert::limits(engine, &state.config),
-            isolation: convert::isolation(engine.isolation()),
+            isolation: codebeaker_engine::wire::isolation(engine.isolation()),
         },
     }
 }
@@ -207,7 +211,7 @@ async fn session_create(
         .create_session(caller, options)
         .await
         .map_err(engine_error)?;
-    to_json(&convert::session_created(
+    to_json(&codebeaker_engine::wire::session_created(
         &snapshot,
         backend,
         params.cpu_shares,

@@ -1,0 +1,187 @@
+//! Engine values in the protocol's shapes: the one place that converts them, used by the server
+//! and by the client's embedded mode alike, so both answer exactly the same.
+
+use std::time::{Duration, SystemTime};
+
+use codebeaker_protocol::commands::RunStatus as WireStatus;
+use codebeaker_protocol::jsonrpc::{ErrorCode, ErrorObject};
+use codebeaker_protocol::methods::{
+    ExecutionStatus, ExecutionStatusResult, IsolationInfo, LanguageInfo as WireLanguage, Limits,
+    SessionConfig, SessionCreateResult, SessionInfo, SessionState,
+};
+use codebeaker_sandbox::cgroup::CgroupVersion;
+use codebeaker_sandbox::{Isolation, RunStatus, MIB};
+use serde_json::Value;
+
+use crate::{Engine, EngineError, ExecutionRecord, ExecutionState, LanguageInfo, SessionSnapshot};
+
+/// RFC 3339 in UTC, whole seconds: `2025-10-27T10:00:00Z`.
+pub fn rfc3339(time: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+/// Whole minutes, rounded up (a 90-second timeout is reported as 2 minutes, not 1).
+fn minutes(d: Duration) -> u64 {
+    d.as_secs().div_ceil(60)
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A run's status on the wire.
+pub fn run_status(s: RunStatus) -> WireStatus {
+    match s {
+        RunStatus::Ok => WireStatus::Ok,
+        RunStatus::RuntimeError => WireStatus::RuntimeError,
+        RunStatus::CompileError => WireStatus::CompileError,
+        RunStatus::Timeout => WireStatus::Timeout,
+        RunStatus::MemoryLimit => WireStatus::MemoryLimit,
+        RunStatus::OutputLimit => WireStatus::OutputLimit,
+        RunStatus::Killed => WireStatus::Killed,
+        RunStatus::InternalError => WireStatus::InternalError,
+    }
+}
+
+/// The isolation in force, as `initialize` reports it.
+pub fn isolation(isolation: &Isolation) -> IsolationInfo {
+    IsolationInfo {
+        backend: isolation.backend.to_string(),
+        cgroup_version: isolation.cgroup.map(|v| match v {
+            CgroupVersion::V1 => 1,
+            CgroupVersion::V2 => 2,
+        }),
+        seccomp: isolation.seccomp,
+        network_policy: isolation.network.to_string(),
+        warnings: isolation.notes.clone(),
+    }
+}
+
+/// One language as `language.list` reports it.
+pub fn language(l: &LanguageInfo) -> WireLanguage {
+    WireLanguage {
+        name: l.name.clone(),
+        aliases: l.aliases.clone(),
+        version: l.version.clone(),
+        available: l.available,
+        reason: l.reason.clone(),
+    }
+}
+
+/// The limits `initialize` reports: the engine's, plus the transport's own when there is one.
+pub fn limits(
+    engine: &Engine,
+    max_message_bytes: Option<u64>,
+    max_in_flight: Option<u64>,
+) -> Limits {
+    let config = engine.config();
+    let as_u64 = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    Limits {
+        max_message_bytes,
+        max_in_flight_requests: max_in_flight,
+        max_sessions: Some(as_u64(config.sessions.max_sessions)),
+        max_sessions_per_caller: Some(as_u64(config.sessions.max_sessions_per_caller)),
+        default_timeout_ms: Some(millis(config.run_limits.wall_time)),
+        max_timeout_ms: Some(millis(config.max_run_time)),
+        default_memory_limit_mb: Some(config.box_limits.memory_bytes / MIB),
+        max_memory_limit_mb: Some(config.max_memory_bytes / MIB),
+        max_output_bytes: Some(config.run_limits.output_bytes),
+        max_file_bytes: Some(config.files.max_write_bytes),
+        max_workspace_bytes: Some(config.box_limits.workspace_bytes),
+        max_files: Some(config.box_limits.workspace_files),
+    }
+}
+
+fn session_state(s: &SessionSnapshot) -> SessionState {
+    if s.busy {
+        SessionState::Busy
+    } else {
+        SessionState::Active
+    }
+}
+
+/// `session.create`'s result.
+pub fn session_created(
+    s: &SessionSnapshot,
+    runtime: &str,
+    cpu_shares: Option<u64>,
+) -> SessionCreateResult {
+    SessionCreateResult {
+        session_id: s.id.clone(),
+        container_id: s.box_name.clone(),
+        language: s.language.clone(),
+        runtime: runtime.to_string(),
+        created_at: rfc3339(s.created_at),
+        state: session_state(s),
+        config: SessionConfig {
+            idle_timeout_minutes: minutes(s.idle_timeout),
+            max_lifetime_minutes: minutes(s.max_lifetime),
+            memory_limit_mb: s.memory_limit_bytes / MIB,
+            cpu_shares,
+        },
+    }
+}
+
+/// One entry of `session.list`.
+pub fn session_info(s: &SessionSnapshot, runtime: &str) -> SessionInfo {
+    SessionInfo {
+        session_id: s.id.clone(),
+        container_id: s.box_name.clone(),
+        language: s.language.clone(),
+        runtime: runtime.to_string(),
+        state: session_state(s),
+        created_at: rfc3339(s.created_at),
+        last_activity: rfc3339(s.last_activity),
+        execution_count: s.execution_count,
+    }
+}
+
+/// `execution.status`'s result. `completed` means the program ran to its end (its `outcome`
+/// says how, and may be a failure); `failed` means CodeBeaker could not run it.
+pub fn execution_status(record: ExecutionRecord) -> ExecutionStatusResult {
+    ExecutionStatusResult {
+        status: match record.status {
+            ExecutionState::Queued => ExecutionStatus::Queued,
+            ExecutionState::Running => ExecutionStatus::Running,
+            ExecutionState::Completed => ExecutionStatus::Completed,
+            ExecutionState::Failed => ExecutionStatus::Failed,
+        },
+        execution_id: record.id,
+        exit_code: record.exit_code,
+        stdout: record.stdout,
+        stderr: record.stderr,
+        duration_ms: record.duration_ms,
+        timeout: record.timed_out,
+        outcome: record.outcome.map(run_status),
+        error: record.error,
+    }
+}
+
+/// [`execution_status`] as JSON, with the snippet's `output` when there is one.
+pub fn execution_status_json(mut record: ExecutionRecord) -> Value {
+    let output = record.output.take();
+    let mut value = serde_json::to_value(execution_status(record)).unwrap_or(Value::Null);
+    if let (Some(output), Value::Object(map)) = (output, &mut value) {
+        map.insert("output".into(), output);
+    }
+    value
+}
+
+/// The JSON-RPC error for an engine error. `internal` builds the error for failures of
+/// CodeBeaker itself (the server logs them under an opaque id and hides the detail).
+pub fn error_object(
+    error: EngineError,
+    internal: impl FnOnce(&EngineError) -> ErrorObject,
+) -> ErrorObject {
+    match error {
+        EngineError::UnsupportedLanguage(m) | EngineError::LanguageUnavailable(m) => {
+            ErrorObject::new(ErrorCode::UnsupportedLanguage, m)
+        }
+        EngineError::InvalidInput(m) => ErrorObject::invalid_params(m),
+        EngineError::SessionNotFound(id) => ErrorObject::session_not_found(&id),
+        // An unknown one-shot execution: the protocol's "not found" code.
+        EngineError::NotFound(m) => ErrorObject::new(ErrorCode::SessionNotFound, m),
+        EngineError::LimitReached(m) => ErrorObject::limit_reached(m),
+        other => internal(&other),
+    }
+}
