@@ -245,3 +245,37 @@ async fn a_run_cannot_reach_into_its_worker_and_killing_it_costs_only_speed() {
     );
     bx.destroy().await.unwrap();
 }
+
+#[tokio::test]
+async fn compiled_programs_are_reused_only_for_the_same_source() {
+    let sb = sandbox();
+    let bx = new_box(&sb, BoxLimits::default()).await;
+    let failing = "def inner():\n    raise ValueError('deep')\n\ninner()\n";
+    for _ in 0..2 {
+        // The second run takes the worker's compiled copy; its traceback must not tell.
+        let out = bx.run(&warm(failing)).await.unwrap();
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains("File \"/tmp/prog/main.py\", line 4, in <module>"),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains("File \"/tmp/prog/main.py\", line 2, in inner"),
+            "{stderr}"
+        );
+    }
+    let a = bx.run(&warm("print('a')")).await.unwrap();
+    let b = bx.run(&warm("print('b')")).await.unwrap();
+    assert_eq!(
+        (text(&a.stdout), text(&b.stdout)),
+        ("a\n".to_string(), "b\n".to_string())
+    );
+    let syntax = bx.run(&warm("def broken(:\n")).await.unwrap();
+    assert_eq!(syntax.status, RunStatus::RuntimeError);
+    assert!(
+        text(&syntax.stderr).contains("SyntaxError"),
+        "{}",
+        text(&syntax.stderr)
+    );
+    bx.destroy().await.unwrap();
+}

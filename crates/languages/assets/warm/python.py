@@ -19,6 +19,7 @@ import resource
 import socket
 import sys
 import traceback
+import types
 
 # What the snippet wrapper and most programs import, loaded once before any fork.
 import collections, datetime, decimal, functools, itertools, math, random, re, string  # noqa: E401,F401
@@ -45,7 +46,39 @@ def _exit_code(e):
     return 1
 
 
-def _child(req, fds):
+# Compiled programs by source, so that a program run again (the snippet runner always is) is not
+# compiled again in every child. Bounded; large files are never kept.
+_CODE_CACHE = {}
+_CODE_CACHE_ENTRIES = 64
+_CODE_CACHE_MAX_SOURCE = 64 * 1024
+
+
+def _retarget(code, path):
+    """The same code object, reporting `path` as its file (nested functions too)."""
+    consts = tuple(_retarget(c, path) if isinstance(c, types.CodeType) else c for c in code.co_consts)
+    return code.replace(co_filename=path, co_consts=consts)
+
+
+def _compiled(path):
+    """The program at `path`, compiled here in the worker from the cache, or None (the child
+    then compiles it itself, so errors come out exactly as the interpreter reports them)."""
+    try:
+        with open(path, "rb") as f:
+            source = f.read(_CODE_CACHE_MAX_SOURCE + 1)
+        if len(source) > _CODE_CACHE_MAX_SOURCE:
+            return None
+        code = _CODE_CACHE.get(source)
+        if code is None:
+            code = compile(source, "<cached>", "exec")
+            if len(_CODE_CACHE) >= _CODE_CACHE_ENTRIES:
+                _CODE_CACHE.pop(next(iter(_CODE_CACHE)))
+            _CODE_CACHE[source] = code
+        return _retarget(code, path)
+    except BaseException:  # noqa: BLE001 - any trouble: let the child compile it
+        return None
+
+
+def _child(req, fds, code):
     status = 1
     try:
         high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in fds]
@@ -64,12 +97,13 @@ def _child(req, fds):
         path = req["argv"][-1]
         sys.argv = [path]
         sys.path[0] = os.path.dirname(path)
-        with open(path, "rb") as f:
-            source = f.read()
-        code = compile(source, path, "exec")
         namespace = {"__name__": "__main__", "__file__": path, "__builtins__": builtins,
                      "__doc__": None, "__package__": None, "__spec__": None, "__loader__": None}
         try:
+            if code is None:
+                with open(path, "rb") as f:
+                    source = f.read()
+                code = compile(source, path, "exec")
             exec(code, namespace)
             status = 0
         except SystemExit as e:
@@ -117,9 +151,10 @@ while True:
     if not msg:
         os._exit(0)
     request = json.loads(msg)
+    program = _compiled(request["argv"][-1]) if request.get("argv") else None
     pid = os.fork()
     if pid == 0:
-        _child(request, fds)
+        _child(request, fds, program)
     for fd in fds:
         os.close(fd)
     _ctl.send(json.dumps({"pid": pid}).encode())
