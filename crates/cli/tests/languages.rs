@@ -424,3 +424,34 @@ fn benchmarks_run_and_report_every_case() {
         "{report}"
     );
 }
+
+#[test]
+fn every_example_runs() {
+    let bin = env!("CARGO_BIN_EXE_codebeaker");
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(format!("{root}/examples")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let mut args = vec!["run".to_string(), path.to_string_lossy().into_owned()];
+        let expected = if name.starts_with("snippet") {
+            args.extend(["--input".into(), r#"{"value": 21}"#.into()]);
+            "{\"output\":42}\n".to_string()
+        } else {
+            args.extend(["--stdin".into(), "Ada".into()]);
+            "hello, Ada, from a CodeBeaker box\n".to_string()
+        };
+        let out = std::process::Command::new(bin)
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            expected,
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        seen += 1;
+    }
+    assert!(seen >= 11, "an example per language");
+}
