@@ -10,6 +10,7 @@ mod bench_languages;
 mod bench_warm;
 mod doctor;
 mod languages;
+mod load;
 mod parse;
 mod run;
 mod serve;
@@ -41,6 +42,8 @@ enum Commands {
     Serve(serve::ServeArgs),
     /// Run one program over many JSON inputs (JSON lines), through a server or in-process.
     Batch(batch::BatchArgs),
+    /// Load a server with many clients, attack programs mixed in, and check that nothing leaked.
+    Load(load::LoadArgs),
 }
 
 fn main() {
@@ -71,6 +74,7 @@ fn main() {
             Commands::Bench(a) => bench::main(a).await,
             Commands::Serve(a) => serve::main(a).await,
             Commands::Batch(a) => batch::main(a).await,
+            Commands::Load(a) => load::main(a).await,
         };
         match result {
             Ok(code) => code,

@@ -5,6 +5,7 @@
 //! `CODEBEAKER_SERVER__LISTEN=0.0.0.0:5000`), then flags. Unknown keys are errors that name the
 //! key and where it came from. Every key is documented in `docs/configuration.md`.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use clap::{Args, ValueEnum};
 use codebeaker_engine::{Engine, EngineConfig, FileLimits, SessionConfig};
 use codebeaker_sandbox::{BoxLimits, MIB};
 use codebeaker_server::{
-    AuthConfig, RateLimitConfig, Server, ServerConfig, TokenConfig, DEFAULT_LISTEN,
+    AuthConfig, CallerQuota, RateLimitConfig, Server, ServerConfig, TokenConfig, DEFAULT_LISTEN,
 };
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
@@ -83,6 +84,15 @@ pub struct AuthSection {
 pub struct TokenEntry {
     pub token: String,
     pub caller: String,
+    /// Sessions the caller may hold at once (the `sessions` bounds still apply).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_sessions: Option<u64>,
+    /// The caller's own sustained rate, in place of `rate_limit.requests_per_second`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_second: Option<f64>,
+    /// The caller's own burst, in place of `rate_limit.burst`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
 }
 
 impl std::fmt::Debug for TokenEntry {
@@ -90,8 +100,57 @@ impl std::fmt::Debug for TokenEntry {
         f.debug_struct("TokenEntry")
             .field("token", &"<redacted>")
             .field("caller", &self.caller)
+            .field("max_sessions", &self.max_sessions)
+            .field("requests_per_second", &self.requests_per_second)
+            .field("burst", &self.burst)
             .finish()
     }
+}
+
+impl TokenEntry {
+    /// The entry's own limits (`None` fields keep the server-wide ones). `global` is the
+    /// server-wide rate limit, which a lone `burst` applies to.
+    fn quota(&self, global: Option<RateLimitConfig>) -> Result<CallerQuota, String> {
+        let max_sessions = match self.max_sessions {
+            None => None,
+            Some(0) => return Err("`max_sessions` must be at least 1".into()),
+            Some(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+        };
+        if self.burst == Some(0) {
+            return Err("`burst` must be at least 1".into());
+        }
+        let rate_limit = match (self.requests_per_second, self.burst) {
+            (None, None) => None,
+            (Some(rate), burst) => {
+                if !(rate.is_finite() && rate > 0.0) {
+                    return Err(format!(
+                        "`requests_per_second` must be a positive number, got {rate}"
+                    ));
+                }
+                Some(RateLimitConfig {
+                    requests_per_second: rate,
+                    burst: burst.unwrap_or_else(|| rounded_up(rate)),
+                })
+            }
+            (None, Some(burst)) => match global {
+                Some(global) => Some(RateLimitConfig { burst, ..global }),
+                None => {
+                    return Err(
+                        "`burst` without `requests_per_second` needs rate_limit.requests_per_second (rate limiting is off)".into(),
+                    )
+                }
+            },
+        };
+        Ok(CallerQuota {
+            max_sessions,
+            rate_limit,
+        })
+    }
+}
+
+/// A validated, finite, positive rate rounded up, as a burst (clamped into u32).
+fn rounded_up(rate: f64) -> u32 {
+    rate.ceil().clamp(1.0, f64::from(u32::MAX)) as u32
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -325,12 +384,29 @@ impl Config {
         if r.burst == Some(0) {
             return Err(("rate_limit.burst", "must be at least 1".into()));
         }
+        let global = self.global_rate_limit();
+        let mut quotas: BTreeMap<&str, CallerQuota> = BTreeMap::new();
         for (i, token) in self.auth.tokens.iter().enumerate() {
             if token.token.trim().is_empty() || token.caller.trim().is_empty() {
                 return Err((
                     "auth.tokens",
                     format!("entry {i}: `token` and `caller` must not be empty"),
                 ));
+            }
+            let quota = token
+                .quota(global)
+                .map_err(|why| ("auth.tokens", format!("entry {i}: {why}")))?;
+            // Quotas belong to the caller: its tokens must agree on them.
+            if let Some(other) = quotas.insert(&token.caller, quota) {
+                if other != quota {
+                    return Err((
+                        "auth.tokens",
+                        format!(
+                            "entry {i}: caller `{}` has another token with other max_sessions, requests_per_second or burst; a caller's tokens must share them",
+                            token.caller
+                        ),
+                    ));
+                }
             }
         }
         let n = &self.sessions;
@@ -384,20 +460,30 @@ impl Config {
         Ok(())
     }
 
+    /// The server-wide rate limit, `None` when off.
+    fn global_rate_limit(&self) -> Option<RateLimitConfig> {
+        (self.rate_limit.requests_per_second > 0.0).then(|| RateLimitConfig {
+            requests_per_second: self.rate_limit.requests_per_second,
+            burst: self
+                .rate_limit
+                .burst
+                .unwrap_or_else(|| rounded_up(self.rate_limit.requests_per_second)),
+        })
+    }
+
     /// The server's settings.
     pub fn server_config(&self) -> ServerConfig {
         let s = &self.server;
         let as_usize = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
-        let rate_limit = (self.rate_limit.requests_per_second > 0.0).then(|| RateLimitConfig {
-            requests_per_second: self.rate_limit.requests_per_second,
-            burst: self.rate_limit.burst.unwrap_or_else(|| {
-                // The ceiling of a validated, finite, positive rate; clamped into u32.
-                self.rate_limit
-                    .requests_per_second
-                    .ceil()
-                    .clamp(1.0, f64::from(u32::MAX)) as u32
-            }),
-        });
+        let rate_limit = self.global_rate_limit();
+        let caller_quotas = self
+            .auth
+            .tokens
+            .iter()
+            // Validated: every entry has a quota, and a caller's entries agree.
+            .filter_map(|t| Some((t.caller.clone(), t.quota(rate_limit).ok()?)))
+            .filter(|(_, quota)| *quota != CallerQuota::default())
+            .collect();
         ServerConfig {
             listen: s.listen,
             max_message_bytes: as_usize(s.max_message_bytes),
@@ -416,6 +502,7 @@ impl Config {
                     .collect(),
             },
             rate_limit,
+            caller_quotas,
             shutdown_grace: Duration::from_secs(s.shutdown_grace_secs),
         }
     }
@@ -611,5 +698,98 @@ mod tests {
         assert_eq!(engine.box_limits, defaults.box_limits);
         assert_eq!(engine.sessions.idle_timeout, defaults.sessions.idle_timeout);
         assert_eq!(engine.max_run_time, defaults.max_run_time);
+        assert!(server.caller_quotas.is_empty());
+    }
+
+    fn token(caller: &str, secret: &str) -> TokenEntry {
+        TokenEntry {
+            token: secret.into(),
+            caller: caller.into(),
+            max_sessions: None,
+            requests_per_second: None,
+            burst: None,
+        }
+    }
+
+    #[test]
+    fn token_entries_carry_per_caller_quotas() {
+        let mut config = Config::default();
+        config.rate_limit.requests_per_second = 10.0;
+        config.auth.tokens = vec![
+            TokenEntry {
+                max_sessions: Some(2),
+                requests_per_second: Some(0.5),
+                ..token("alice", "a")
+            },
+            TokenEntry {
+                burst: Some(50),
+                ..token("bob", "b")
+            },
+            token("carol", "c"),
+        ];
+        config.validate().expect("valid");
+        let server = config.server_config();
+        server.validate().expect("the server accepts it");
+        let alice = server.caller_quotas["alice"];
+        assert_eq!(alice.max_sessions, Some(2));
+        assert_eq!(
+            alice.rate_limit,
+            Some(RateLimitConfig {
+                requests_per_second: 0.5,
+                burst: 1
+            })
+        );
+        // A lone burst keeps the server-wide rate.
+        assert_eq!(
+            server.caller_quotas["bob"].rate_limit,
+            Some(RateLimitConfig {
+                requests_per_second: 10.0,
+                burst: 50
+            })
+        );
+        assert!(!server.caller_quotas.contains_key("carol"));
+    }
+
+    #[test]
+    fn bad_token_quotas_are_refused() {
+        for (entries, says) in [
+            (
+                vec![TokenEntry {
+                    max_sessions: Some(0),
+                    ..token("a", "1")
+                }],
+                "max_sessions",
+            ),
+            (
+                vec![TokenEntry {
+                    requests_per_second: Some(-1.0),
+                    ..token("a", "1")
+                }],
+                "requests_per_second",
+            ),
+            (
+                vec![TokenEntry {
+                    burst: Some(5),
+                    ..token("a", "1")
+                }],
+                "rate limiting is off",
+            ),
+            (
+                vec![
+                    TokenEntry {
+                        max_sessions: Some(1),
+                        ..token("a", "1")
+                    },
+                    token("a", "2"),
+                ],
+                "must share",
+            ),
+        ] {
+            let mut config = Config::default();
+            config.auth.tokens = entries;
+            let (key, why) = config.validate().expect_err(says);
+            assert_eq!(key, "auth.tokens");
+            assert!(why.contains(says), "{why}");
+        }
     }
 }

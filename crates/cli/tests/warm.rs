@@ -50,7 +50,7 @@ async fn new_box(sb: &Sandbox, limits: BoxLimits) -> SandboxBox {
         })
         .await
         .expect("box");
-    bx.start_worker(&spec()).await.expect("worker");
+    bx.start_worker(&spec(), true).await.expect("worker");
     bx
 }
 
@@ -190,7 +190,7 @@ async fn limits_hold_on_the_warm_path() {
     let mut stopped = warm("import os, signal\nos.kill(os.getpid(), signal.SIGSTOP)");
     stopped.limits.wall_time = Duration::from_millis(300);
     assert_eq!(bx.run(&stopped).await.unwrap().status, RunStatus::Timeout);
-    // Nothing of any of that is left but the init and the worker, and the worker still serves.
+    // Nothing of any of that is left, and a new worker serves the next run.
     let ps = bx
         .run(&Command::new([
             "/bin/sh",
@@ -201,8 +201,8 @@ async fn limits_hold_on_the_warm_path() {
         .unwrap();
     assert_eq!(
         text(&ps.stdout).lines().count(),
-        2,
-        "init and worker only: {}",
+        1,
+        "only the init: the last run hit a limit, so the box was emptied, worker included: {}",
         text(&ps.stdout)
     );
     let ok = bx.run(&warm("print('still warm')")).await.unwrap();

@@ -113,14 +113,20 @@ impl Engine {
     ) -> Result<CommandOutcome, EngineError> {
         let session = self.session(caller, session_id)?;
         let started = Instant::now();
-        let guard = session.bx.lock().await;
+        let mut guard = session.bx.lock().await;
         let Some(bx) = guard.as_ref() else {
             return Err(EngineError::SessionNotFound(session_id.to_string()));
         };
         let _busy = self.mark_busy(&session);
-        let (success, result, error) = self
-            .dispatch(bx, &session.language, command, output)
-            .await?;
+        let (success, result, error) =
+            match self.dispatch(bx, &session.language, command, output).await {
+                Err(e) if crate::session::box_died(&e) => {
+                    let dead = guard.take();
+                    drop(guard);
+                    return Err(self.close_dead_session(&session, dead, e).await);
+                }
+                other => other?,
+            };
         Ok(CommandOutcome {
             success,
             result,

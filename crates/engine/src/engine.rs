@@ -189,12 +189,18 @@ impl Engine {
 
     /// Starts the warm worker of `language` in `bx` (of every language with one when `None`), so
     /// the box's first run is warm too. Failures only cost speed: runs fall back to a cold start.
-    pub(crate) async fn prestart_workers(&self, bx: &SandboxBox, language: Option<&str>) {
+    /// With `wait_ready` it returns once the workers are ready (for boxes that wait in the pool).
+    pub(crate) async fn prestart_workers(
+        &self,
+        bx: &SandboxBox,
+        language: Option<&str>,
+        wait_ready: bool,
+    ) {
         for (name, spec) in &self.warm_specs {
             if language.is_some_and(|l| l != name) {
                 continue;
             }
-            if let Err(e) = bx.start_worker(spec).await {
+            if let Err(e) = bx.start_worker(spec, wait_ready).await {
                 tracing::debug!(language = %name, error = %e, "starting a warm worker failed");
             }
         }

@@ -20,6 +20,10 @@ pub enum EngineError {
     /// No such session, or not one this caller may see.
     #[error("session {0} not found")]
     SessionNotFound(String),
+    /// A command found the session's box dead (its init exited or was killed, or it stopped
+    /// answering): the session was closed and its box destroyed. The protocol's "not found" code.
+    #[error("session {id} is closed: its box died ({cause}); create a new session")]
+    SessionClosed { id: String, cause: String },
     /// No such one-shot execution (or not this caller's, or forgotten); the message says which.
     #[error("{0}")]
     NotFound(String),

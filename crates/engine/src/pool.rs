@@ -46,7 +46,7 @@ impl Engine {
         while self.pool.len() < self.config().box_pool_size {
             match self.new_box(self.config().box_limits).await {
                 Ok(bx) => {
-                    self.prestart_workers(&bx, None).await;
+                    self.prestart_workers(&bx, None, true).await;
                     self.pool.lock().push(bx);
                 }
                 Err(e) => {

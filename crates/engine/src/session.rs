@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use codebeaker_sandbox::{BoxLimits, SandboxBox, MIB};
+use codebeaker_sandbox::{BoxLimits, SandboxBox, SandboxError, MIB};
 
 use crate::{Engine, EngineError};
 
@@ -205,7 +205,7 @@ impl Engine {
             }
         }
         let bx = self.create_box_with(limits).await?;
-        self.prestart_workers(&bx, Some(&language)).await;
+        self.prestart_workers(&bx, Some(&language), false).await;
         let now = (SystemTime::now(), Instant::now());
         let session = Arc::new(Session {
             id: uuid::Uuid::new_v4().to_string(),
@@ -251,6 +251,28 @@ impl Engine {
         self.sessions.lock().remove(id);
         self.destroy_session(&session, "closed").await;
         Ok(())
+    }
+
+    /// A command found the session's box dead (see [`box_died`]): the session can never run
+    /// anything again. Takes it out of the table, destroys what is left of the box (its cgroup,
+    /// its setup process), and returns the error that tells the caller the session is closed.
+    pub(crate) async fn close_dead_session(
+        &self,
+        session: &Session,
+        bx: Option<SandboxBox>,
+        cause: EngineError,
+    ) -> EngineError {
+        self.sessions.lock().remove(&session.id);
+        if let Some(bx) = bx {
+            if let Err(e) = bx.destroy().await {
+                tracing::warn!(session = %session.id, error = %e, "destroying a dead box failed");
+            }
+        }
+        tracing::warn!(session = %session.id, box_name = %session.box_name, cause = %cause, "a session's box died; the session is closed");
+        EngineError::SessionClosed {
+            id: session.id.clone(),
+            cause: cause.to_string(),
+        }
     }
 
     async fn destroy_session(&self, session: &Session, why: &str) {
@@ -319,9 +341,20 @@ impl Engine {
                 let Some(engine) = weak.upgrade() else { return };
                 if reap {
                     engine.reap().await;
+                    engine.remove_left_behind().await;
                 }
             }
         })
+    }
+
+    /// Retries removing the cgroups of destroyed boxes whose processes did not die in time
+    /// (see [`codebeaker_sandbox::Sandbox::remove_left_behind`]), off the async workers.
+    async fn remove_left_behind(self: &Arc<Self>) {
+        if self.sandbox().has_left_behind() {
+            let engine = Arc::clone(self);
+            let _ =
+                tokio::task::spawn_blocking(move || engine.sandbox().remove_left_behind()).await;
+        }
     }
 
     /// Closes every session (for shutdown).
@@ -335,7 +368,23 @@ impl Engine {
         for session in all {
             self.destroy_session(&session, "server shutdown").await;
         }
+        // A last try for groups an earlier destroy had to leave (blocking: we are stopping).
+        if self.sandbox().has_left_behind() {
+            let left = self.sandbox().remove_left_behind();
+            if left > 0 {
+                tracing::warn!(left, "box cgroups could not be removed; the next CodeBeaker process to start removes them");
+            }
+        }
     }
+}
+
+/// Whether a command's error means its box is dead: the init exited or was killed
+/// (`BoxGone`), or the box stopped answering and was killed (`Unresponsive`).
+pub(crate) fn box_died(e: &EngineError) -> bool {
+    matches!(
+        e,
+        EngineError::Sandbox(SandboxError::BoxGone | SandboxError::Unresponsive)
+    )
 }
 
 fn bounded(

@@ -179,6 +179,11 @@ pub fn error_object(
         }
         EngineError::InvalidInput(m) => ErrorObject::invalid_params(m),
         EngineError::SessionNotFound(id) => ErrorObject::session_not_found(&id),
+        // The session was closed because its box died: gone like a closed session, and the
+        // message says why.
+        e @ EngineError::SessionClosed { .. } => {
+            ErrorObject::new(ErrorCode::SessionNotFound, e.to_string())
+        }
         // An unknown one-shot execution: the protocol's "not found" code.
         EngineError::NotFound(m) => ErrorObject::new(ErrorCode::SessionNotFound, m),
         EngineError::LimitReached(m) => ErrorObject::limit_reached(m),

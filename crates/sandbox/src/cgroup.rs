@@ -1030,7 +1030,7 @@ impl CgroupManager {
             debug!(cgroup = name, "stale cgroup already gone");
             return Ok(());
         }
-        warn!(cgroup = name, "removing stale cgroup");
+        debug!(cgroup = name, "removing stale cgroup");
         group.destroy()
     }
 }

@@ -125,6 +125,15 @@ static NEXT_BOX: AtomicU64 = AtomicU64::new(0);
 /// that no other box's setup process inherits it.
 static SPAWN_LOCK: StdMutex<()> = StdMutex::new(());
 
+/// Cgroups of this process's boxes that `destroy` had to leave in place (their processes did not
+/// die in time, e.g. on a badly overloaded host); [`Sandbox::remove_left_behind`] retries them.
+static LEFT_BEHIND: StdMutex<std::collections::BTreeSet<String>> =
+    StdMutex::new(std::collections::BTreeSet::new());
+
+fn left_behind() -> std::sync::MutexGuard<'static, std::collections::BTreeSet<String>> {
+    LEFT_BEHIND.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// What a new box gets.
 #[derive(Debug, Clone, Default)]
 pub struct BoxSpec {
@@ -220,6 +229,35 @@ impl Sandbox {
             .into_iter()
             .filter(|n| owner_pid(n).is_some_and(|pid| !process_alive(pid)))
             .collect()
+    }
+
+    /// Whether some destroyed box's cgroup waits for
+    /// [`remove_left_behind`](Self::remove_left_behind).
+    pub fn has_left_behind(&self) -> bool {
+        !left_behind().is_empty()
+    }
+
+    /// Retries removing the cgroups that destroying a box had to leave in place (its processes
+    /// did not die in time). Blocking (each try waits for the processes to die); returns how
+    /// many are still left.
+    pub fn remove_left_behind(&self) -> usize {
+        let names: Vec<String> = left_behind().iter().cloned().collect();
+        for name in names {
+            let removed = match &self.cgroups {
+                Some(cg) => cg.remove_stale(&name),
+                None => Ok(()),
+            };
+            match removed {
+                Ok(()) => {
+                    left_behind().remove(&name);
+                    tracing::info!(group = %name, "removed the cgroup of a box destroyed earlier");
+                }
+                Err(e) => {
+                    tracing::debug!(group = %name, error = %e, "a destroyed box's cgroup is still busy")
+                }
+            }
+        }
+        left_behind().len()
     }
 
     /// Cgroups of boxes that belong to this process and are still there.
@@ -608,9 +646,17 @@ impl SandboxBox {
     }
 
     /// Starts a warm worker in the box now (see [`Command::warm`]), so the first run that
-    /// names it does not wait for it.
-    pub async fn start_worker(&self, spec: &WarmSpec) -> Result<(), SandboxError> {
-        match self.request(&HostMsg::StartWorker(spec.clone())).await? {
+    /// names it does not wait for it; with `wait_ready`, returns once the worker is ready.
+    pub async fn start_worker(
+        &self,
+        spec: &WarmSpec,
+        wait_ready: bool,
+    ) -> Result<(), SandboxError> {
+        let msg = HostMsg::StartWorker {
+            spec: spec.clone(),
+            wait_ready,
+        };
+        match self.request(&msg).await? {
             InitMsg::Done => Ok(()),
             other => Err(unexpected(other)),
         }
@@ -735,10 +781,16 @@ impl SandboxBox {
             let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
         }
         match self.cgroup.take() {
-            Some(cg) => tokio::task::spawn_blocking(move || cg.destroy())
-                .await
-                .map_err(|e| SandboxError::Request(e.to_string()))?
-                .map_err(SandboxError::from),
+            Some(cg) => {
+                let destroyed = tokio::task::spawn_blocking(move || cg.destroy())
+                    .await
+                    .map_err(|e| SandboxError::Request(e.to_string()))?;
+                if destroyed.is_err() {
+                    // The group stays; the engine's upkeep retries it (remove_left_behind).
+                    left_behind().insert(self.name.clone());
+                }
+                destroyed.map_err(SandboxError::from)
+            }
             None => Ok(()),
         }
     }

@@ -75,7 +75,11 @@ pub enum HostMsg {
     },
     /// Start the warm worker for this spec now, if it is not running, so the first run that
     /// needs it finds it ready.
-    StartWorker(WarmSpec),
+    StartWorker {
+        spec: WarmSpec,
+        /// Answer only once the worker is ready to take a run (or after a few seconds).
+        wait_ready: bool,
+    },
     /// Stop the run in progress (sent only while a run goes on).
     Cancel,
     Shutdown,

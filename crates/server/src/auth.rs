@@ -1,7 +1,9 @@
 //! Bearer-token authentication. The token's caller name becomes the engine's [`Caller`], so a
 //! caller sees only its own sessions and executions.
 
-use axum::extract::{Query, Request, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, MatchedPath, Query, Request, State};
 use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -9,6 +11,7 @@ use codebeaker_engine::Caller;
 use codebeaker_protocol::jsonrpc::ErrorObject;
 use std::collections::HashMap;
 
+use crate::audit;
 use crate::config::AuthConfig;
 use crate::error::HttpError;
 use crate::state::AppState;
@@ -113,7 +116,15 @@ pub(crate) async fn require_caller(
             next.run(request).await
         }
         Err(error) => {
-            tracing::debug!(path = %request.uri().path(), reason = %error.message, "unauthorized request");
+            let route = request
+                .extensions()
+                .get::<MatchedPath>()
+                .map_or_else(|| request.uri().path(), MatchedPath::as_str);
+            let peer = request
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(addr)| *addr);
+            audit::unauthorized(route, peer, &error);
             HttpError::new(error).into_response()
         }
     }

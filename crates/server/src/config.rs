@@ -2,6 +2,7 @@
 //! rate limits. Everything about running code (sessions, limits, the sandbox) is the engine's
 //! configuration; the `codebeaker serve` command reads both from one file.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -34,8 +35,12 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// Bearer tokens; when there are none, authentication is off.
     pub auth: AuthConfig,
-    /// Requests per caller; `None` turns rate limiting off.
+    /// Requests per caller; `None` turns rate limiting off (except for callers with a rate of
+    /// their own in `caller_quotas`).
     pub rate_limit: Option<RateLimitConfig>,
+    /// Limits of particular callers (by caller name) that replace the server-wide ones: the
+    /// `max_sessions`, `requests_per_second` and `burst` of `auth.tokens` entries.
+    pub caller_quotas: BTreeMap<String, CallerQuota>,
     /// After a shutdown is asked for, how long open connections get to finish before the server
     /// stops waiting for them.
     pub shutdown_grace: Duration,
@@ -51,6 +56,7 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(600),
             auth: AuthConfig::default(),
             rate_limit: None,
+            caller_quotas: BTreeMap::new(),
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -70,14 +76,16 @@ impl ServerConfig {
             return bad("idle_timeout", "must be positive");
         }
         if let Some(rate) = &self.rate_limit {
-            if !(rate.requests_per_second.is_finite() && rate.requests_per_second > 0.0) {
-                return bad(
-                    "rate_limit.requests_per_second",
-                    "must be a positive number",
-                );
+            rate.validate("rate_limit")?;
+        }
+        for (caller, quota) in &self.caller_quotas {
+            if quota.max_sessions == Some(0) {
+                return Err(ServerError::Config(format!(
+                    "caller_quotas.{caller}.max_sessions: must be at least 1"
+                )));
             }
-            if rate.burst == 0 {
-                return bad("rate_limit.burst", "must be at least 1");
+            if let Some(rate) = &quota.rate_limit {
+                rate.validate(&format!("caller_quotas.{caller}.rate_limit"))?;
             }
         }
         let mut seen = std::collections::HashSet::new();
@@ -142,4 +150,44 @@ pub struct RateLimitConfig {
     pub requests_per_second: f64,
     /// Bucket size: requests allowed at once after a quiet spell.
     pub burst: u32,
+}
+
+impl RateLimitConfig {
+    fn validate(&self, key: &str) -> Result<(), ServerError> {
+        if !(self.requests_per_second.is_finite() && self.requests_per_second > 0.0) {
+            return Err(ServerError::Config(format!(
+                "{key}.requests_per_second: must be a positive number"
+            )));
+        }
+        if self.burst == 0 {
+            return Err(ServerError::Config(format!(
+                "{key}.burst: must be at least 1"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// One caller's own limits; `None` keeps the server-wide setting.
+///
+/// ```
+/// use codebeaker_server::{CallerQuota, RateLimitConfig, ServerConfig};
+/// let mut config = ServerConfig::default();
+/// config.caller_quotas.insert(
+///     "batch-service".into(),
+///     CallerQuota {
+///         max_sessions: Some(4),
+///         rate_limit: Some(RateLimitConfig { requests_per_second: 20.0, burst: 40 }),
+///     },
+/// );
+/// config.validate().unwrap();
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CallerQuota {
+    /// Sessions the caller may hold at once. The engine's own per-caller and total bounds
+    /// still apply; over this one `session.create` is refused with `-32002`.
+    pub max_sessions: Option<usize>,
+    /// The caller's token bucket, in place of [`ServerConfig::rate_limit`] (also when that is
+    /// off).
+    pub rate_limit: Option<RateLimitConfig>,
 }

@@ -56,6 +56,10 @@ pub(crate) fn http_status(code: i64) -> StatusCode {
     }
 }
 
+/// The JSON-RPC code of a REST error response, in the response's extensions (for metrics).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ErrorCodeTag(pub i64);
+
 /// A REST error: `{"error":{"code","message","data"?}}` with an HTTP status.
 #[derive(Debug)]
 pub(crate) struct HttpError {
@@ -98,8 +102,10 @@ impl IntoResponse for HttpError {
             .as_ref()
             .and_then(|d| d.get("retryAfterMs"))
             .and_then(|v| v.as_u64());
+        let code = self.error.code;
         let body = serde_json::json!({ "error": self.error });
         let mut response = (self.status, axum::Json(body)).into_response();
+        response.extensions_mut().insert(ErrorCodeTag(code));
         let headers = response.headers_mut();
         if let Some(ms) = retry_after_ms {
             // Retry-After is whole seconds; round up so that a client that obeys it succeeds.

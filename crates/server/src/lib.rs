@@ -12,12 +12,17 @@
 //! - **Health and metrics**: `/health`, `/health/live`, `/health/ready`, and `/metrics`
 //!   (Prometheus text, from a recorder each server owns).
 //! - **Bearer-token auth** (optional): a token names a caller, and a caller sees only its own
-//!   sessions and executions. **Rate limits** (optional): a token bucket per caller.
+//!   sessions and executions. **Rate limits** (optional): a token bucket per caller. **Quotas**
+//!   (optional): a caller's own session bound and rate ([`CallerQuota`]).
+//! - **An audit log**: structured `tracing` events under the target [`AUDIT_TARGET`]
+//!   (`codebeaker::audit`) for sessions created and closed, every command, one-shot runs, and
+//!   every refusal, each naming the caller.
 //!
 //! Nothing here runs code: every method is one call into [`codebeaker_engine::Engine`], and
 //! every engine error maps to one JSON-RPC code (internal failures to `-32603` with an opaque
 //! `errorId` that is also logged). Modules in the order a request meets them: [`config`],
-//! `auth`, `rate_limit`, `ws` (connections), `rpc` (methods), `rest`, `health`, [`metrics`].
+//! `auth`, `rate_limit`, `ws` (connections), `rpc` (methods), `sessions` (the server's view of
+//! its sessions, and quotas), `rest`, `health`, [`metrics`], `audit`.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -36,6 +41,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod audit;
 mod auth;
 pub mod config;
 mod convert;
@@ -46,10 +52,14 @@ mod rate_limit;
 mod rest;
 mod rpc;
 mod server;
+mod sessions;
 mod state;
 mod ws;
 
-pub use config::{AuthConfig, RateLimitConfig, ServerConfig, TokenConfig, DEFAULT_LISTEN};
+pub use audit::TARGET as AUDIT_TARGET;
+pub use config::{
+    AuthConfig, CallerQuota, RateLimitConfig, ServerConfig, TokenConfig, DEFAULT_LISTEN,
+};
 pub use error::ServerError;
 pub use rpc::SERVER_NAME;
 pub use server::{router, Server, ServerHandle};

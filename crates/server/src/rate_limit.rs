@@ -1,16 +1,18 @@
 //! Rate limits: a token bucket per caller, shared by every connection and REST request of that
-//! caller.
+//! caller. A caller may have a rate of its own (see [`crate::CallerQuota`]), which replaces the
+//! server-wide one for it.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use codebeaker_engine::Caller;
 use codebeaker_protocol::jsonrpc::ErrorObject;
 
+use crate::audit;
 use crate::config::RateLimitConfig;
 use crate::error::HttpError;
 use crate::state::AppState;
@@ -21,18 +23,34 @@ const MAX_BUCKETS: usize = 10_000;
 struct Bucket {
     tokens: f64,
     last: Instant,
+    /// The bucket's own settings (a caller's, or the server's).
+    config: RateLimitConfig,
 }
 
-/// Per-caller token buckets; does nothing when rate limiting is off.
+impl Bucket {
+    /// Full again by `now`: nothing is lost by forgetting it.
+    fn refilled(&self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens + elapsed * self.config.requests_per_second >= f64::from(self.config.burst)
+    }
+}
+
+/// Per-caller token buckets; does nothing for callers without a rate.
 pub(crate) struct RateLimiter {
     config: Option<RateLimitConfig>,
+    /// Callers with a rate of their own.
+    overrides: HashMap<String, RateLimitConfig>,
     buckets: Mutex<HashMap<String, Bucket>>,
 }
 
 impl RateLimiter {
-    pub fn new(config: Option<RateLimitConfig>) -> Self {
+    pub fn new(
+        config: Option<RateLimitConfig>,
+        overrides: HashMap<String, RateLimitConfig>,
+    ) -> Self {
         RateLimiter {
             config,
+            overrides,
             buckets: Mutex::new(HashMap::new()),
         }
     }
@@ -44,20 +62,19 @@ impl RateLimiter {
     }
 
     fn check_at(&self, caller: &Caller, now: Instant) -> Result<(), u64> {
-        let Some(config) = self.config else {
+        let Some(config) = self.overrides.get(&caller.0).copied().or(self.config) else {
             return Ok(());
         };
         let burst = f64::from(config.burst);
         let rate = config.requests_per_second;
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(&caller.0) {
-            buckets.retain(|_, b| {
-                b.tokens + now.saturating_duration_since(b.last).as_secs_f64() * rate < burst
-            });
+            buckets.retain(|_, b| !b.refilled(now));
         }
         let bucket = buckets.entry(caller.0.clone()).or_insert(Bucket {
             tokens: burst,
             last: now,
+            config,
         });
         let elapsed = now.saturating_duration_since(bucket.last).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * rate).min(burst);
@@ -92,7 +109,13 @@ pub(crate) async fn limit_rest(
         Ok(()) => next.run(request).await,
         Err(retry_after_ms) => {
             state.metrics.rate_limited();
-            HttpError::new(RateLimiter::error(retry_after_ms)).into_response()
+            let error = RateLimiter::error(retry_after_ms);
+            let route = request
+                .extensions()
+                .get::<MatchedPath>()
+                .map_or_else(|| request.uri().path(), MatchedPath::as_str);
+            audit::refused(&caller, route, &error, audit::Subject::default());
+            HttpError::new(error).into_response()
         }
     }
 }
@@ -104,10 +127,13 @@ mod tests {
 
     #[test]
     fn burst_then_refill() {
-        let limiter = RateLimiter::new(Some(RateLimitConfig {
-            requests_per_second: 10.0,
-            burst: 3,
-        }));
+        let limiter = RateLimiter::new(
+            Some(RateLimitConfig {
+                requests_per_second: 10.0,
+                burst: 3,
+            }),
+            HashMap::new(),
+        );
         let alice = Caller("alice".into());
         let bob = Caller("bob".into());
         let t0 = Instant::now();
@@ -126,10 +152,43 @@ mod tests {
 
     #[test]
     fn off_never_limits() {
-        let limiter = RateLimiter::new(None);
+        let limiter = RateLimiter::new(None, HashMap::new());
         let caller = Caller::anonymous();
         for _ in 0..1000 {
             assert_eq!(limiter.check(&caller), Ok(()));
         }
+    }
+
+    #[test]
+    fn a_caller_of_its_own_rate_gets_it() {
+        let own = RateLimitConfig {
+            requests_per_second: 1.0,
+            burst: 1,
+        };
+        let overrides = HashMap::from([("slow".to_string(), own)]);
+        // Off for everyone else, limited for `slow`.
+        let limiter = RateLimiter::new(None, overrides.clone());
+        let t0 = Instant::now();
+        let slow = Caller("slow".into());
+        assert_eq!(limiter.check_at(&slow, t0), Ok(()));
+        assert_eq!(limiter.check_at(&slow, t0), Err(1000));
+        for _ in 0..100 {
+            assert_eq!(limiter.check_at(&Caller::anonymous(), t0), Ok(()));
+        }
+        // A server-wide rate does not apply to `slow`, whose own rate replaces it.
+        let limiter = RateLimiter::new(
+            Some(RateLimitConfig {
+                requests_per_second: 0.1,
+                burst: 5,
+            }),
+            overrides,
+        );
+        assert_eq!(limiter.check_at(&slow, t0), Ok(()));
+        assert!(limiter.check_at(&slow, t0).is_err());
+        let other = Caller("other".into());
+        for _ in 0..5 {
+            assert_eq!(limiter.check_at(&other, t0), Ok(()));
+        }
+        assert!(limiter.check_at(&other, t0).is_err());
     }
 }

@@ -15,9 +15,10 @@ use codebeaker_protocol::methods::{ExecutionRunResult, ExecutionStatus, Method};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::audit;
 use crate::convert;
 use crate::error::{engine_error, HttpError};
-use crate::rpc::one_shot_request;
+use crate::rpc::{language_label, one_shot_request, watch_one_shot};
 use crate::state::AppState;
 
 /// Extra time `?wait=true` allows beyond the longest run, for queueing and compiling.
@@ -55,7 +56,12 @@ pub(crate) async fn submit(
         serde_json::from_slice(&body).map_err(|e| HttpError::new(ErrorObject::parse_error(e)))?;
     let method = Method::ExecutionRun.name();
     let request = one_shot_request(method, Some(params))?;
-    let execution_id = state.engine.submit_execution(&caller, request)?;
+    let language = language_label(&state, Some(&request.language));
+    let execution_id = state
+        .engine
+        .submit_execution(&caller, request)
+        .map_err(|e| refused(&caller, "/api/execution", engine_error(e)))?;
+    watch_one_shot(&state, &caller, &execution_id, language);
     if !query.wait {
         let accepted = ExecutionRunResult {
             execution_id,
@@ -68,7 +74,8 @@ pub(crate) async fn submit(
     let record = state
         .engine
         .wait_execution(&caller, &execution_id, longest)
-        .await?;
+        .await
+        .map_err(|e| refused(&caller, "/api/execution", engine_error(e)))?;
     let status = if convert::execution_finished(&record) {
         StatusCode::OK
     } else {
@@ -87,8 +94,17 @@ pub(crate) async fn status(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, HttpError> {
-    let record = state.engine.execution_status(&caller, &id)?;
+    let record = state
+        .engine
+        .execution_status(&caller, &id)
+        .map_err(|e| refused(&caller, "/api/execution/{id}", engine_error(e)))?;
     Ok(Json(codebeaker_engine::wire::execution_status_json(record)))
+}
+
+/// The REST error for `error`, written to the audit log first when it is a refusal.
+fn refused(caller: &Caller, route: &str, error: ErrorObject) -> HttpError {
+    audit::refused(caller, route, &error, audit::Subject::default());
+    HttpError::new(error)
 }
 
 /// `GET /api/languages`: as `language.list`.

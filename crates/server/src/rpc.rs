@@ -9,7 +9,7 @@ use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
 use codebeaker_engine::{Caller, CommandOutcome, OneShotRequest, SessionOptions};
-use codebeaker_protocol::commands::{CommandType, RunStatus as WireStatus};
+use codebeaker_protocol::commands::{Command, CommandType, RunStatus as WireStatus};
 use codebeaker_protocol::jsonrpc::{ErrorObject, Id, Request, Response};
 use codebeaker_protocol::methods::{
     Capabilities, ExecutionCompleted, ExecutionEvent, ExecutionOutput, ExecutionRunParams,
@@ -25,8 +25,10 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::audit;
 use crate::convert;
 use crate::error::{engine_error, internal_error};
+use crate::metrics::RunKind;
 use crate::rate_limit::RateLimiter;
 use crate::state::AppState;
 use crate::ws::EventSink;
@@ -36,6 +38,10 @@ pub const SERVER_NAME: &str = "codebeaker";
 
 /// Streamed output is sent in notifications of at most about this many bytes.
 const MAX_NOTIFICATION_BYTES: usize = 64 * 1024;
+
+/// How a one-shot run's end is watched for: first look, and the longest wait between looks.
+const ONE_SHOT_POLL_FIRST: Duration = Duration::from_millis(5);
+const ONE_SHOT_POLL_MAX: Duration = Duration::from_millis(250);
 
 type RpcResult = Result<Value, ErrorObject>;
 
@@ -51,6 +57,13 @@ pub(crate) async fn handle_request(
     let method = Method::from_name(&request.method);
     let label = method.map_or("unknown", Method::name);
     let id = request.id.clone();
+    // What a refusal is about, for the audit log (read leniently: the params are decoded later).
+    let session_id = matches!(method, Some(Method::SessionExecute | Method::SessionClose))
+        .then(|| session_id_of(request.params.as_ref()).map(str::to_owned))
+        .flatten();
+    let command = matches!(method, Some(Method::SessionExecute))
+        .then(|| command_type_of(request.params.as_ref()))
+        .flatten();
     let result = match state.limiter.check(caller) {
         Err(retry_after_ms) => {
             state.metrics.rate_limited();
@@ -74,6 +87,13 @@ pub(crate) async fn handle_request(
         result.as_ref().err().map(|e| e.code),
         started.elapsed(),
     );
+    if let Err(error) = &result {
+        let subject = audit::Subject {
+            session_id: session_id.as_deref(),
+            command,
+        };
+        audit::refused(caller, label, error, subject);
+    }
     match (id, result) {
         (Some(id), Ok(value)) => Some(Response::result(id, value)),
         (Some(id), Err(error)) => Some(Response::error(Some(id), error)),
@@ -113,11 +133,13 @@ async fn dispatch(
         }
         Method::SessionClose => {
             let params: SessionCloseParams = decode_params(name, params)?;
-            state
-                .engine
-                .close_session(caller, &params.session_id)
-                .await
-                .map_err(engine_error)?;
+            let id = &params.session_id;
+            state.sessions.closing(caller, id);
+            let closed = state.engine.close_session(caller, id).await;
+            let language = state.sessions.close_done(caller, id, closed.is_ok());
+            closed.map_err(engine_error)?;
+            state.metrics.session_closed("client", 1);
+            audit::session_closed(caller, id, language.as_deref(), "client");
             to_json(&SessionCloseResult {
                 session_id: params.session_id,
                 closed: true,
@@ -136,10 +158,12 @@ async fn dispatch(
         }
         Method::ExecutionRun => {
             let request = one_shot_request(name, params)?;
+            let language = language_label(state, Some(&request.language));
             let execution_id = state
                 .engine
                 .submit_execution(caller, request)
                 .map_err(engine_error)?;
+            watch_one_shot(state, caller, &execution_id, language);
             to_json(&ExecutionRunResult {
                 execution_id,
                 status: ExecutionStatus::Queued,
@@ -198,7 +222,28 @@ async fn session_create(
             );
         }
     }
+    // The caller's own session quota (the engine enforces its per-caller and total bounds).
+    let quota = state
+        .config
+        .caller_quotas
+        .get(&caller.0)
+        .and_then(|q| q.max_sessions);
+    let _slot = match quota {
+        None => None,
+        Some(max) => Some(
+            state
+                .sessions
+                .reserve(caller, max, || state.engine.list_sessions(caller).len())
+                .ok_or_else(|| {
+                    ErrorObject::limit_reached(format!(
+                        "caller `{}` may hold at most {max} session(s) at once (the max_sessions of its token); close one first",
+                        caller.0
+                    ))
+                })?,
+        ),
+    };
     let minutes = |m: u64| Duration::from_secs(m.saturating_mul(60));
+    let asked_language = params.language.clone();
     let options = SessionOptions {
         language: params.language,
         idle_timeout: params.idle_timeout_minutes.map(minutes),
@@ -206,11 +251,30 @@ async fn session_create(
         memory_limit_mb: params.memory_limit_mb,
         cpu_shares: params.cpu_shares,
     };
-    let snapshot = state
-        .engine
-        .create_session(caller, options)
-        .await
-        .map_err(engine_error)?;
+    let started = Instant::now();
+    let created = state.engine.create_session(caller, options).await;
+    let elapsed = started.elapsed();
+    let snapshot = match created {
+        Ok(snapshot) => snapshot,
+        Err(e) => {
+            let error = engine_error(e);
+            if audit::refusal_reason(error.code, Method::SessionCreate.name()).is_none() {
+                audit::session_create_failed(caller, &asked_language, &error, elapsed);
+            }
+            return Err(error);
+        }
+    };
+    state.metrics.session_created(elapsed);
+    state
+        .sessions
+        .created(caller, &snapshot.id, &snapshot.language);
+    audit::session_created(
+        caller,
+        &snapshot.id,
+        &snapshot.box_name,
+        &snapshot.language,
+        elapsed,
+    );
     to_json(&codebeaker_engine::wire::session_created(
         &snapshot,
         backend,
@@ -231,14 +295,20 @@ async fn session_execute(
         command,
         ..
     } = params;
+    let kind = command.command_type();
+    // For `execute`: the language asked for (`None` inside: the session's).
+    let run_language = match &command {
+        Command::Execute(c) => Some(c.language.clone()),
+        _ => None,
+    };
+    let started = Instant::now();
     let outcome = match events.filter(|_| stream) {
         None => state
             .engine
             .execute_command(caller, &session_id, command, None)
             .await
-            .map_err(engine_error)?,
+            .map_err(engine_error),
         Some(events) => {
-            let kind = command.command_type();
             let streamed = Streamed {
                 events,
                 request_id: id,
@@ -250,10 +320,112 @@ async fn session_execute(
                         .engine
                         .execute_command(caller, &session_id, command, Some(tx))
                 })
-                .await?
+                .await
         }
     };
-    to_json(&execute_result(outcome))
+    let elapsed = started.elapsed();
+    match &outcome {
+        // Refused (an unknown session): handle_request logs it as a refusal.
+        Err(error)
+            if audit::refusal_reason(error.code, Method::SessionExecute.name()).is_some() => {}
+        Err(error) => {
+            state.metrics.command(kind.as_str());
+            let record = audit::CommandRecord {
+                session_id: &session_id,
+                command: kind.as_str(),
+                success: false,
+                duration: elapsed,
+                status: None,
+                error: Some(error),
+            };
+            audit::command(caller, record);
+        }
+        Ok(outcome) => {
+            state.metrics.command(kind.as_str());
+            let status = run_status_of(kind, &outcome.result).map(WireStatus::as_str);
+            if let (Some(asked), Some(status)) = (run_language, status) {
+                let name = asked
+                    .or_else(|| state.sessions.language_of(caller, &session_id))
+                    .or_else(|| {
+                        state
+                            .engine
+                            .list_sessions(caller)
+                            .into_iter()
+                            .find(|s| s.id == session_id)
+                            .map(|s| s.language)
+                    });
+                let ran_for = outcome
+                    .result
+                    .get("durationMs")
+                    .and_then(Value::as_u64)
+                    .map(Duration::from_millis);
+                state.metrics.execution(
+                    RunKind::Session,
+                    language_label(state, name.as_deref()),
+                    status,
+                    ran_for,
+                );
+            }
+            let record = audit::CommandRecord {
+                session_id: &session_id,
+                command: kind.as_str(),
+                success: outcome.success,
+                duration: outcome.duration,
+                status,
+                error: None,
+            };
+            audit::command(caller, record);
+        }
+    }
+    to_json(&execute_result(outcome?))
+}
+
+/// A language as a metric label: the registry's name for it, or `unknown` (labels take no
+/// free text from clients).
+pub(crate) fn language_label(state: &AppState, name: Option<&str>) -> String {
+    name.and_then(|n| state.engine.registry().resolve(n).ok())
+        .map_or_else(|| "unknown".to_string(), |l| l.name().to_string())
+}
+
+/// Logs a queued one-shot run, and counts it (metrics, audit log) once it has ended, by
+/// watching its record in the background (the engine does not tell when a run ends).
+pub(crate) fn watch_one_shot(
+    state: &AppState,
+    caller: &Caller,
+    execution_id: &str,
+    language: String,
+) {
+    audit::execution_queued(caller, execution_id, &language);
+    let state = state.clone();
+    let caller = caller.clone();
+    let id = execution_id.to_string();
+    tokio::spawn(async move {
+        let mut wait = ONE_SHOT_POLL_FIRST;
+        loop {
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(ONE_SHOT_POLL_MAX);
+            // Gone: forgotten after its retention (or the engine is gone); nothing to count.
+            let Ok(record) = state.engine.execution_status(&caller, &id) else {
+                return;
+            };
+            if !convert::execution_finished(&record) {
+                continue;
+            }
+            let status = record
+                .outcome
+                .map_or(
+                    WireStatus::InternalError,
+                    codebeaker_engine::wire::run_status,
+                )
+                .as_str();
+            let ran_for = record.duration_ms.map(Duration::from_millis);
+            state
+                .metrics
+                .execution(RunKind::OneShot, language.clone(), status, ran_for);
+            audit::execution_finished(&caller, &id, &language, status, record.duration_ms);
+            return;
+        }
+    });
 }
 
 fn execute_result(outcome: CommandOutcome) -> SessionExecuteResult {
@@ -518,6 +690,35 @@ pub(crate) fn one_shot_request(
         timeout: params.timeout.map(Duration::from_secs),
         memory_limit_mb: params.memory_limit,
     })
+}
+
+/// The `sessionId` of a request's params, read leniently (the params are decoded properly later).
+pub(crate) fn session_id_of(params: Option<&Value>) -> Option<&str> {
+    let object = params_object(params)?;
+    ["sessionId", "SessionId", "session_id"]
+        .iter()
+        .find_map(|key| object.get(*key))
+        .and_then(Value::as_str)
+}
+
+/// The command type of `session.execute` params, read leniently; only known types.
+fn command_type_of(params: Option<&Value>) -> Option<&'static str> {
+    let command = ["command", "Command"]
+        .iter()
+        .find_map(|key| params_object(params)?.get(*key))?
+        .as_object()?;
+    let name = ["type", "Type"]
+        .iter()
+        .find_map(|key| command.get(*key))?
+        .as_str()?;
+    CommandType::from_name(name).map(CommandType::as_str)
+}
+
+fn params_object(params: Option<&Value>) -> Option<&serde_json::Map<String, Value>> {
+    match params? {
+        Value::Array(items) if items.len() == 1 => items[0].as_object(),
+        other => other.as_object(),
+    }
 }
 
 #[cfg(test)]

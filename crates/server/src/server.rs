@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tower_http::trace::TraceLayer;
 
+use crate::error::ErrorCodeTag;
 use crate::state::AppState;
 use crate::{auth, health, rate_limit, rest, ws, ServerConfig, ServerError};
 
@@ -63,7 +64,27 @@ async fn count_http(State(state): State<AppState>, request: Request, next: Next)
     state
         .metrics
         .http(route, response.status().as_u16(), started.elapsed());
+    if let Some(ErrorCodeTag(code)) = response.extensions().get::<ErrorCodeTag>() {
+        state.metrics.rest_error(*code);
+    }
     response
+}
+
+/// Accounts for sessions the engine ends on its own (metrics, audit log), as often as the engine
+/// looks for them (within 100 ms … 10 s).
+async fn sweep_sessions(state: AppState) {
+    let every = state
+        .engine
+        .config()
+        .sessions
+        .reap_interval
+        .clamp(Duration::from_millis(100), Duration::from_secs(10));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        state.sweep_sessions();
+    }
 }
 
 /// A server bound to its address, not yet serving.
@@ -124,7 +145,7 @@ impl Server {
     ) -> Result<(), ServerError> {
         let state = self.state.clone();
         let grace = state.config.shutdown_grace;
-        let app = router(self.state.clone());
+        let app = router(self.state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         tracing::info!(addr = %self.addr, "serving");
         let signal_state = state.clone();
         let serving = axum::serve(self.listener, app)
@@ -134,7 +155,10 @@ impl Server {
                 signal_state.begin_shutdown();
             })
             .into_future();
-        serving.await.map_err(ServerError::Serve)?;
+        let sweeper = tokio::spawn(sweep_sessions(state.clone()));
+        let served = serving.await.map_err(ServerError::Serve);
+        sweeper.abort();
+        served?;
         // Upgraded WebSocket connections outlive the HTTP server; wait for them to close.
         let margin = Duration::from_secs(2);
         if tokio::time::timeout(grace + margin, state.connections_closed())

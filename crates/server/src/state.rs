@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use crate::auth::Auth;
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiter;
+use crate::sessions::SessionTracker;
 use crate::{ServerConfig, ServerError};
 
 /// How long a readiness answer is reused before boxes are tried again.
@@ -28,6 +29,7 @@ pub struct Shared {
     pub(crate) auth: Auth,
     pub(crate) limiter: RateLimiter,
     pub(crate) metrics: Metrics,
+    pub(crate) sessions: SessionTracker,
     pub(crate) started: Instant,
     shutdown: watch::Sender<bool>,
     readiness: tokio::sync::Mutex<Option<Readiness>>,
@@ -69,10 +71,16 @@ impl AppState {
     pub fn new(config: ServerConfig, engine: Arc<Engine>) -> Result<AppState, ServerError> {
         config.validate()?;
         let (shutdown, _) = watch::channel(false);
+        let own_rates = config
+            .caller_quotas
+            .iter()
+            .filter_map(|(caller, quota)| Some((caller.clone(), quota.rate_limit?)))
+            .collect();
         Ok(AppState(Arc::new(Shared {
             auth: Auth::new(&config.auth),
-            limiter: RateLimiter::new(config.rate_limit),
+            limiter: RateLimiter::new(config.rate_limit, own_rates),
             metrics: Metrics::new()?,
+            sessions: SessionTracker::default(),
             engine,
             config,
             started: Instant::now(),
@@ -151,6 +159,24 @@ impl AppState {
         };
         *last = Some(readiness.clone());
         readiness
+    }
+
+    /// Accounts for the sessions the engine ended on its own since the last sweep: counts them
+    /// (`reaped`) and writes their audit events.
+    pub(crate) fn sweep_sessions(&self) {
+        let ended = self.0.sessions.sweep(&self.0.engine);
+        if ended.is_empty() {
+            return;
+        }
+        self.0.metrics.session_closed("reaped", ended.len() as u64);
+        for session in &ended {
+            crate::audit::session_closed(
+                &session.caller,
+                &session.id,
+                Some(&session.language),
+                "reaped",
+            );
+        }
     }
 
     /// The last readiness answer, without probing.

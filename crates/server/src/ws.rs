@@ -29,13 +29,12 @@ use codebeaker_protocol::jsonrpc::{
 use codebeaker_protocol::methods::Method;
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
-use serde_json::Value;
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use crate::rpc;
 use crate::state::AppState;
+use crate::{audit, rpc};
 
 /// Frames queued for the writer before producers wait (backpressure on slow readers).
 const OUTBOUND_QUEUE: usize = 256;
@@ -103,6 +102,7 @@ async fn serve_connection(state: AppState, caller: Caller, socket: WebSocket) {
             tokio::spawn(write_loop(sink, rx, state.config.ping_interval).in_current_span());
         let mut connection = Connection {
             permits: Arc::new(Semaphore::new(state.config.max_in_flight)),
+            unsent: Arc::new(watch::channel(0).0),
             state,
             caller,
             out: EventSink(tx),
@@ -138,8 +138,29 @@ struct Connection {
     caller: Caller,
     out: EventSink,
     permits: Arc<Semaphore>,
+    /// Tasks started on this connection that have not queued their response yet (see
+    /// [`Unsent`]); shutdown waits for none to be left.
+    unsent: Arc<watch::Sender<usize>>,
     /// Per session: a receiver that completes when the last request started for it is done.
     session_queues: HashMap<String, oneshot::Receiver<()>>,
+}
+
+/// Counts a task as owing the connection a frame, from its start until its response is queued
+/// (which is after its in-flight slot is given back), so that a shutdown closes the connection
+/// only after every response.
+struct Unsent(Arc<watch::Sender<usize>>);
+
+impl Unsent {
+    fn new(count: &Arc<watch::Sender<usize>>) -> Unsent {
+        count.send_modify(|n| *n += 1);
+        Unsent(Arc::clone(count))
+    }
+}
+
+impl Drop for Unsent {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 /// A started request: answered already, or running.
@@ -220,11 +241,12 @@ impl Connection {
         }
     }
 
-    /// Waits (at most the shutdown grace period) for the requests in flight to finish.
+    /// Waits (at most the shutdown grace period) for the requests in flight to finish and their
+    /// responses to be queued.
     async fn drain(&self) {
-        let all = u32::try_from(self.state.config.max_in_flight).unwrap_or(u32::MAX);
         let grace = self.state.config.shutdown_grace;
-        if tokio::time::timeout(grace, self.permits.acquire_many(all))
+        let mut unsent = self.unsent.subscribe();
+        if tokio::time::timeout(grace, unsent.wait_for(|n| *n == 0))
             .await
             .is_err()
         {
@@ -275,8 +297,10 @@ impl Connection {
             });
         }
         let out = self.out.clone();
+        let unsent = Unsent::new(&self.unsent);
         tokio::spawn(
             async move {
+                let _unsent = unsent;
                 let mut responses = Vec::new();
                 for slot in slots {
                     match slot {
@@ -311,7 +335,9 @@ impl Connection {
         let state = self.state.clone();
         let caller = self.caller.clone();
         let out = self.out.clone();
+        let unsent = Unsent::new(&self.unsent);
         let task = async move {
+            let _unsent = unsent;
             let permit: OwnedSemaphorePermit = permit;
             let done = match turn {
                 Some((previous, done)) => {
@@ -346,10 +372,19 @@ impl Connection {
         let error = ErrorObject::limit_reached(format!(
             "{max} requests are already in flight on this connection; wait for a response before sending more"
         ));
-        let label = Method::from_name(&request.method).map_or("unknown", Method::name);
+        let method = Method::from_name(&request.method);
+        let label = method.map_or("unknown", Method::name);
         self.state
             .metrics
             .rpc(label, Some(error.code), Duration::ZERO);
+        let session_id = matches!(method, Some(Method::SessionExecute | Method::SessionClose))
+            .then(|| rpc::session_id_of(request.params.as_ref()))
+            .flatten();
+        let subject = audit::Subject {
+            session_id,
+            command: None,
+        };
+        audit::refused(&self.caller, label, &error, subject);
         match request.id {
             Some(id) => Some(Response::error(Some(id), error)),
             None => {
@@ -371,7 +406,7 @@ impl Connection {
         ) {
             return None;
         }
-        let session_id = session_id_of(request.params.as_ref())?;
+        let session_id = rpc::session_id_of(request.params.as_ref())?;
         if self.session_queues.len() >= SESSION_QUEUE_PRUNE {
             self.session_queues.retain(|_, previous| {
                 matches!(
@@ -384,18 +419,6 @@ impl Connection {
         let previous = self.session_queues.insert(session_id.to_string(), next);
         Some((previous, done))
     }
-}
-
-/// The `sessionId` of a request's params, read leniently (the params are decoded properly later).
-fn session_id_of(params: Option<&Value>) -> Option<&str> {
-    let object = match params? {
-        Value::Array(items) if items.len() == 1 => items[0].as_object()?,
-        other => other.as_object()?,
-    };
-    ["sessionId", "SessionId", "session_id"]
-        .iter()
-        .find_map(|key| object.get(*key))
-        .and_then(Value::as_str)
 }
 
 fn is_capacity_error(error: axum::Error) -> bool {

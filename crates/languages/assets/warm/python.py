@@ -7,7 +7,8 @@
 # hard], ...]} with five descriptors attached (stdin, stdout, stderr, snippet input, snippet
 # result). The worker forks; the child takes the descriptors as 0-4 and runs argv[-1] as
 # __main__, exactly as `python3 -B argv[-1]` would. The worker answers {"pid": n} at once and
-# {"exit": status, "cpu_ns": n, "maxrss": bytes} once it has reaped the child.
+# {"exit": status, "cpu_ns": n, "maxrss": bytes} once it has reaped the child. Once, when it has
+# finished starting, it sends {"ready": true}.
 import builtins
 import ctypes
 import fcntl
@@ -143,6 +144,7 @@ def _warm_up():
 _warm_up()
 gc.collect()
 gc.freeze()
+_ctl.send(b'{"ready": true}')
 while True:
     try:
         msg, fds, _flags, _addr = socket.recv_fds(_ctl, 1 << 20, 5)

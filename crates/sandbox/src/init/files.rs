@@ -8,6 +8,7 @@
 //! and removals never follow symlinks either.
 
 use std::collections::VecDeque;
+use std::ffi::{CStr, CString};
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 
@@ -78,11 +79,23 @@ fn errno_text(e: Errno) -> String {
         Errno::DQUOT => "no space left (the size cap is reached)".into(),
         Errno::ACCESS | Errno::PERM => "permission denied".into(),
         Errno::NOTEMPTY => "directory not empty".into(),
+        // What a non-blocking open of a FIFO without a reader (or of a socket) fails with.
+        Errno::NXIO => "not a regular file (FIFOs, sockets and devices are refused)".into(),
         e => e.to_string(),
     }
 }
 
 fn open_dir(parent: &OwnedFd, name: &str) -> R<OwnedFd> {
+    open_dir_named(parent, name, name)
+}
+
+/// Opens the directory `name` (raw bytes, which need not be UTF-8) below `parent`; errors call it
+/// `shown`.
+fn open_dir_named<P: rustix::path::Arg + Copy>(
+    parent: &OwnedFd,
+    name: P,
+    shown: &str,
+) -> R<OwnedFd> {
     rustix::fs::openat2(
         parent,
         name,
@@ -90,7 +103,18 @@ fn open_dir(parent: &OwnedFd, name: &str) -> R<OwnedFd> {
         Mode::empty(),
         STRICT,
     )
-    .map_err(|e| format!("{name}: {}", errno_text(e)))
+    .map_err(|e| {
+        // A planted symlink (to `/`, `/proc/1/root`, ...) fails as "not a directory" here; say
+        // what it really is.
+        let symlink = matches!(e, Errno::NOTDIR | Errno::LOOP)
+            && rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW)
+                .is_ok_and(|s| FileType::from_raw_mode(s.st_mode) == FileType::Symlink);
+        if symlink {
+            format!("{shown}: is a symlink, and symlinks are not followed")
+        } else {
+            format!("{shown}: {}", errno_text(e))
+        }
+    })
 }
 
 fn open_root(root: FileRoot) -> R<OwnedFd> {
@@ -117,15 +141,26 @@ fn walk(root: FileRoot, parts: &[&str], create: bool) -> R<OwnedFd> {
     Ok(dir)
 }
 
+/// Opens a regular file (or a directory, for the caller to refuse). Never blocks: a program can
+/// plant a FIFO (`mkfifo`), and a blocking open of it would wait for a peer that never comes
+/// (every process of the box is gone after a run), hanging the init until the host declares the
+/// box unresponsive and the session is lost. `O_NONBLOCK` makes such an open return at once
+/// (`ENXIO` for a writer without a reader) and has no effect on regular files; whatever opened
+/// and is not a regular file or a directory is refused.
 fn open_file(dir: &OwnedFd, name: &str, flags: OFlags, mode: u32, shown: &str) -> R<OwnedFd> {
-    rustix::fs::openat2(
+    let fd = rustix::fs::openat2(
         dir,
         name,
-        flags | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        flags | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK,
         Mode::from_raw_mode(mode),
         STRICT,
     )
-    .map_err(|e| format!("{shown}: {}", errno_text(e)))
+    .map_err(|e| format!("{shown}: {}", errno_text(e)))?;
+    let stat = rustix::fs::fstat(&fd).map_err(|e| format!("{shown}: {e}"))?;
+    match FileType::from_raw_mode(stat.st_mode) {
+        FileType::RegularFile | FileType::Directory => Ok(fd),
+        _ => Err(format!("{shown}: {}", errno_text(Errno::NXIO))),
+    }
 }
 
 fn write_impl(req: &WriteFile, append: bool) -> R<()> {
@@ -202,11 +237,14 @@ pub fn remove(root: FileRoot, path: &str, recursive: bool) -> R<bool> {
             Err(_) if parents.is_empty() => return Err(format!("{}: cannot open", root.dir())),
             Err(_) => return Ok(false),
         };
-        remove_entry(&dir, name, recursive, 0).map_err(|e| format!("{path}: {e}"))
+        let name = CString::new(name).map_err(|_| "path contains a NUL byte".to_string())?;
+        remove_entry(&dir, &name, recursive, 0).map_err(|e| format!("{path}: {e}"))
     })
 }
 
-fn remove_entry(dir: &OwnedFd, name: &str, recursive: bool, depth: usize) -> R<bool> {
+/// Names are raw bytes: a program may create names that are not UTF-8, and those must be
+/// removable too.
+fn remove_entry(dir: &OwnedFd, name: &CStr, recursive: bool, depth: usize) -> R<bool> {
     let stat = match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(stat) => stat,
         Err(Errno::NOENT) => return Ok(false),
@@ -222,13 +260,8 @@ fn remove_entry(dir: &OwnedFd, name: &str, recursive: bool, depth: usize) -> R<b
                 "directory tree deeper than {MAX_REMOVE_DEPTH} levels"
             ));
         }
-        let child = open_dir(dir, name)?;
-        let names: Vec<String> = rustix::fs::Dir::read_from(&child)
-            .map_err(errno_text)?
-            .filter_map(Result::ok)
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n != "." && n != "..")
-            .collect();
+        let child = open_dir_named(dir, name, &name.to_string_lossy())?;
+        let names = entry_names(&child)?;
         for n in names {
             remove_entry(&child, &n, true, depth + 1)?;
         }
@@ -271,6 +304,18 @@ pub fn copy(root: FileRoot, source: &str, destination: &str, overwrite: bool) ->
     })
 }
 
+/// The entries of a directory (without `.` and `..`), as raw names, sorted.
+fn entry_names(dir: &OwnedFd) -> R<Vec<CString>> {
+    let mut names: Vec<CString> = rustix::fs::Dir::read_from(dir)
+        .map_err(errno_text)?
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_owned())
+        .filter(|n| n.as_bytes() != b"." && n.as_bytes() != b"..")
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
 /// Lists `path` breadth-first, at most `max_entries` entries and `max_depth` levels below it.
 pub fn list(
     root: FileRoot,
@@ -286,18 +331,13 @@ pub fn list(
         let mut queue = VecDeque::from([(start, prefix, 0u32)]);
         let mut entries = Vec::new();
         while let Some((dir, prefix, depth)) = queue.pop_front() {
-            let mut names: Vec<String> = rustix::fs::Dir::read_from(&dir)
-                .map_err(errno_text)?
-                .filter_map(Result::ok)
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n != "." && n != "..")
-                .collect();
-            names.sort();
-            for name in names {
+            for raw in entry_names(&dir)? {
                 if entries.len() >= max_entries as usize {
                     return Ok((entries, true));
                 }
-                let Ok(stat) = rustix::fs::statat(&dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW)
+                // Looked up by its raw bytes; shown lossily when they are not UTF-8.
+                let name = raw.to_string_lossy().into_owned();
+                let Ok(stat) = rustix::fs::statat(&dir, raw.as_c_str(), AtFlags::SYMLINK_NOFOLLOW)
                 else {
                     continue;
                 };
@@ -313,7 +353,7 @@ pub fn list(
                     format!("{prefix}/{name}")
                 };
                 if kind == EntryKind::Dir && recursive && depth + 1 < max_depth {
-                    if let Ok(child) = open_dir(&dir, &name) {
+                    if let Ok(child) = open_dir_named(&dir, raw.as_c_str(), &name) {
                         queue.push_back((child, rel.clone(), depth + 1));
                     }
                 }

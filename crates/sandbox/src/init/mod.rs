@@ -258,10 +258,12 @@ fn box_init(mut sock: UnixStream, setup: BoxSetup, sources: Vec<std::os::fd::Own
                 Ok((entries, truncated)) => InitMsg::Entries { entries, truncated },
                 Err(msg) => InitMsg::Error(msg),
             },
-            HostMsg::StartWorker(spec) => match workers.ensure(&ctx, &spec) {
-                Ok(()) => InitMsg::Done,
-                Err(e) => InitMsg::Error(format!("starting a warm worker: {e}")),
-            },
+            HostMsg::StartWorker { spec, wait_ready } => {
+                match workers.ensure(&ctx, &spec, wait_ready) {
+                    Ok(()) => InitMsg::Done,
+                    Err(e) => InitMsg::Error(format!("starting a warm worker: {e}")),
+                }
+            }
             HostMsg::Shutdown => std::process::exit(0),
             HostMsg::Setup(_) | HostMsg::Cancel => InitMsg::Error("unexpected request".into()),
         };

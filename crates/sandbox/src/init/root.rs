@@ -212,7 +212,24 @@ fn tmpfs(path: &Path, options: &str) -> R<()> {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some(options),
     )
-    .map_err(|e| err("mounting tmpfs on", path, e))
+    .map_err(|e| err("mounting tmpfs on", path, e))?;
+    // Read the size cap back: a cap that did not apply is an error, never silence.
+    let wanted = options
+        .split(',')
+        .find_map(|o| o.strip_prefix("size="))
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(wanted) = wanted {
+        let st = nix::sys::statvfs::statvfs(path).map_err(|e| err("statvfs", path, e))?;
+        let got = st.blocks() as u64 * st.fragment_size() as u64;
+        // The kernel rounds the size up to whole pages.
+        if got < wanted || got > wanted + 4096 {
+            return Err(format!(
+                "the size cap of {} did not apply: asked for {wanted} bytes, got {got}",
+                path.display()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Makes host `path` visible at the same place under `root`: symlinks are recreated, directories

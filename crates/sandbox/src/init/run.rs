@@ -38,7 +38,12 @@ pub struct Context {
 #[derive(Clone, Copy)]
 enum Main {
     Direct(libc::pid_t),
-    Warm { worker: libc::pid_t, ctl: RawFd },
+    /// `child` is the run's process, forked by `worker`.
+    Warm {
+        child: libc::pid_t,
+        worker: libc::pid_t,
+        ctl: RawFd,
+    },
 }
 
 pub enum RunError {
@@ -167,9 +172,10 @@ fn run_program(
     let warm_main = req.warm.as_ref().and_then(|spec| {
         let request = warm::request(&req.argv, &req.cwd, &req.env, &rlimits);
         let fds = targets.map(|t| t.unwrap_or(null));
-        workers.start(ctx, spec, &request, fds)?;
+        let child = workers.start(ctx, spec, &request, fds)?;
         let worker = workers.get(&spec.key)?;
         Some(Main::Warm {
+            child,
             worker: worker.pid,
             ctl: worker.ctl_fd(),
         })
@@ -355,6 +361,17 @@ pub(crate) fn child(
             if libc::setrlimit(resource, &lim) != 0 {
                 fail("setrlimit");
             }
+            // Read back: a limit that did not apply is an error, never silence.
+            let mut got = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            if libc::getrlimit(resource, &mut got) != 0
+                || got.rlim_cur != soft
+                || got.rlim_max != hard
+            {
+                fail("an rlimit did not apply");
+            }
         }
         if libc::chdir(cwd.as_ptr()) != 0 {
             fail(&format!("cannot enter directory {}", cwd.to_string_lossy()));
@@ -519,9 +536,11 @@ fn supervise(
     workers: &mut Workers,
     deadline: Instant,
 ) -> Result<Supervised, RunError> {
-    let (direct_pid, warm) = match main {
+    // The pid the init itself may reap as the run's main process: its own child, or a warm
+    // run's child once its worker is gone (orphans are re-parented to the init).
+    let (main_pid, warm) = match main {
         Main::Direct(pid) => (pid, None),
-        Main::Warm { worker, ctl, .. } => (-1, Some((worker, ctl))),
+        Main::Warm { child, worker, ctl } => (child, Some((worker, ctl))),
     };
     let mut worker_exit: Option<warm::WorkerExit> = None;
     let mut worker_lost = false;
@@ -604,13 +623,17 @@ fn supervise(
                 if r <= 0 {
                     break;
                 }
-                if r == direct_pid {
+                if r == main_pid {
                     main_status = Some(status);
                     stop = true;
                 } else if workers.reaped(r) && warm.is_some_and(|(w, _)| w == r) {
-                    // The worker running this program died (killed by the program, perhaps).
+                    // The worker running this program died (killed by the program, perhaps): the
+                    // program goes on as the init's child, and is reaped here when it ends.
                     worker_lost = true;
-                    stop = true;
+                    // SAFETY: signal 0 only checks whether the program still exists.
+                    if main_status.is_none() && unsafe { libc::kill(main_pid, 0) } != 0 {
+                        stop = true;
+                    }
                 }
             }
         }
@@ -670,10 +693,11 @@ fn supervise(
                     Some(exit) => {
                         main_status = Some(exit.status);
                         worker_exit = Some(exit);
+                        stop = true;
                     }
+                    // The worker is gone; its program may still run (see the reaping above).
                     None => worker_lost = true,
                 }
-                stop = true;
             }
         }
         if ready(5) && pipes.stdin.as_mut().is_some_and(write_some) {
@@ -685,35 +709,17 @@ fn supervise(
     }
     pipes.stdin = None;
     pipes.fd3 = None;
-    if workers.is_empty() {
-        if let Some(status) = kill_and_reap_all(direct_pid) {
+    // A run that ended by itself and left nothing behind keeps the box's warm workers. Anything
+    // else (a limit hit, daemons, a fork bomb) is ended with kill(-1), which from PID 1 reaches
+    // every other process of the box, workers included: they are started again when next needed.
+    let clean = main_status.is_some() && warm::others_alive(&workers.pids()) == 0;
+    if !clean {
+        if let Some(status) = kill_and_reap_all(main_pid) {
             main_status = Some(status);
         }
-    } else {
-        for (pid, status) in warm::kill_all_except(&workers.pids()) {
-            if pid == direct_pid {
-                main_status = Some(status);
-            } else if workers.reaped(pid) && warm.is_some_and(|(w, _)| w == pid) {
-                worker_lost = true;
-            }
-        }
-    }
-    if let Some((worker, ctl)) = warm {
-        if worker_exit.is_none() && !worker_lost {
-            // The program was stopped early: its worker reports the exit once it has reaped it.
-            match warm::recv_json(ctl, Some(std::time::Duration::from_secs(2)))
-                .ok()
-                .as_ref()
-                .and_then(warm::parse_exit)
-            {
-                Some(exit) => {
-                    main_status = Some(exit.status);
-                    worker_exit = Some(exit);
-                }
-                None => worker_lost = true,
-            }
-        }
-        if worker_lost {
+        workers.forget_all();
+    } else if worker_lost {
+        if let Some((worker, _)) = warm {
             workers.discard_pid(worker);
         }
     }

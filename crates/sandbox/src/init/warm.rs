@@ -8,8 +8,10 @@
 //! 0–4, applies the rlimits and runs the program, and the worker answers `{"pid": n}` at once and
 //! `{"exit": status, "cpu_ns": n, "maxrss": bytes}` when the child has been reaped.
 //!
-//! The init supervises the child exactly as a cold run (deadline, output caps, cancel) and, at
-//! the end, kills every process of the box except itself and its workers. A worker makes itself
+//! The init supervises the child exactly as a cold run (deadline, output caps, cancel). A run
+//! that ends by itself and leaves nothing behind keeps the workers; after any other run the init
+//! kills every process of the box (workers included, with `kill(-1)`), and workers start again
+//! when next needed. A worker makes itself
 //! non-dumpable, so the programs it runs (same uid) cannot read or write its memory through
 //! `/proc`; a program that kills or stops a worker only costs that run its speed: a worker that
 //! does not answer is killed, and the run falls back to a cold start.
@@ -28,10 +30,15 @@ use crate::wire::WarmSpec;
 /// How long a worker may take to answer that it has started a run.
 const START_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long the init waits for a new worker to be ready when asked to.
+const READY_TIMEOUT: Duration = Duration::from_secs(4);
+
 /// A running worker.
 pub struct Worker {
     pub pid: libc::pid_t,
     ctl: OwnedFd,
+    /// The worker said it finished starting (it sends `{"ready": true}` once).
+    ready: bool,
 }
 
 impl Worker {
@@ -59,8 +66,9 @@ impl Workers {
         self.map.values().map(|w| w.pid).collect()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+    /// Forgets every worker (after the init killed and reaped them all).
+    pub fn forget_all(&mut self) {
+        self.map.clear();
     }
 
     /// Forgets a worker the init has reaped.
@@ -95,10 +103,16 @@ impl Workers {
     }
 
     /// Starts the worker for `spec` unless it runs already.
-    pub fn ensure(&mut self, ctx: &Context, spec: &WarmSpec) -> io::Result<()> {
+    pub fn ensure(&mut self, ctx: &Context, spec: &WarmSpec, wait_ready: bool) -> io::Result<()> {
         if !self.map.contains_key(&spec.key) {
             let worker = spawn(ctx, spec)?;
             self.map.insert(spec.key.clone(), worker);
+        }
+        if let Some(worker) = self.map.get_mut(&spec.key) {
+            if wait_ready && !worker.ready {
+                let msg = recv_json(worker.ctl.as_raw_fd(), Some(READY_TIMEOUT))?;
+                worker.ready = msg.get("ready").is_some();
+            }
         }
         Ok(())
     }
@@ -124,7 +138,7 @@ impl Workers {
                     }
                 }
             }
-            let worker = self.map.get(&spec.key)?;
+            let worker = self.map.get_mut(&spec.key)?;
             // A previous run may have stopped it.
             // SAFETY: signalling our own child.
             unsafe { libc::kill(worker.pid, libc::SIGCONT) };
@@ -190,11 +204,15 @@ fn spawn(ctx: &Context, spec: &WarmSpec) -> io::Result<Worker> {
     if pid == 0 {
         child(ctx, &rlimits, &targets, &path, &argv, &envp, &cwd)
     }
-    Ok(Worker { pid, ctl: ours })
+    Ok(Worker {
+        pid,
+        ctl: ours,
+        ready: false,
+    })
 }
 
 fn send_request(
-    worker: &Worker,
+    worker: &mut Worker,
     request: &serde_json::Value,
     fds: [RawFd; 5],
 ) -> io::Result<libc::pid_t> {
@@ -206,12 +224,19 @@ fn send_request(
         MsgFlags::empty(),
         None,
     )?;
-    let reply = recv_json(worker.ctl.as_raw_fd(), Some(START_TIMEOUT))?;
-    reply
-        .get("pid")
-        .and_then(|p| p.as_i64())
-        .map(|p| p as libc::pid_t)
-        .ok_or_else(|| io::Error::other(format!("unexpected worker reply {reply}")))
+    loop {
+        let reply = recv_json(worker.ctl.as_raw_fd(), Some(START_TIMEOUT))?;
+        if reply.get("ready").is_some() {
+            // The worker finished starting while this request waited for it.
+            worker.ready = true;
+            continue;
+        }
+        return reply
+            .get("pid")
+            .and_then(|p| p.as_i64())
+            .map(|p| p as libc::pid_t)
+            .ok_or_else(|| io::Error::other(format!("unexpected worker reply {reply}")));
+    }
 }
 
 /// Reads one JSON message from a worker's control socket, waiting at most `timeout`.
@@ -281,45 +306,19 @@ pub fn request(
     })
 }
 
-/// Kills every process of the box except the init and `keep`, until none is left, reaping the
-/// init's own children. Returns the statuses of reaped processes that were workers' or the
-/// direct main process's, as `(pid, status)`.
-pub fn kill_all_except(keep: &[libc::pid_t]) -> Vec<(libc::pid_t, i32)> {
-    let mut reaped = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let mut alive = 0;
-        if let Ok(dir) = std::fs::read_dir("/proc") {
-            for entry in dir.flatten() {
-                let Some(pid) = entry
-                    .file_name()
-                    .to_str()
-                    .and_then(|n| n.parse::<libc::pid_t>().ok())
-                else {
-                    continue;
-                };
-                if pid == 1 || keep.contains(&pid) || is_zombie(pid) {
-                    continue;
-                }
-                alive += 1;
-                // SAFETY: SIGKILL to a process of our own PID namespace.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-        }
-        loop {
-            let mut status = 0;
-            // SAFETY: non-blocking wait for any child.
-            let r = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-            if r <= 0 {
-                break;
-            }
-            reaped.push((r, status));
-        }
-        if alive == 0 || Instant::now() >= deadline {
-            return reaped;
-        }
-        std::thread::sleep(Duration::from_micros(200));
-    }
+/// How many processes of the box, besides the init and `keep`, are alive (zombies not counted).
+pub fn others_alive(keep: &[libc::pid_t]) -> usize {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return usize::MAX;
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.parse::<libc::pid_t>().ok())
+        })
+        .filter(|&pid| pid != 1 && !keep.contains(&pid) && !is_zombie(pid))
+        .count()
 }
 
 fn is_zombie(pid: libc::pid_t) -> bool {
