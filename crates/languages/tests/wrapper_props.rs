@@ -95,7 +95,7 @@ fn json_value() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
-        (-(1i64 << 53)..(1i64 << 53)).prop_map(|n| Value::from(n)),
+        (-(1i64 << 53)..(1i64 << 53)).prop_map(Value::from),
         "[a-zA-Z0-9 éü✓日本\"\\\\\n\t]{0,12}".prop_map(Value::String),
     ];
     leaf.prop_recursive(3, 16, 4, |inner| {
