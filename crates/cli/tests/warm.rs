@@ -18,8 +18,9 @@ fn sandbox() -> Sandbox {
 }
 
 fn spec() -> WarmSpec {
-    let mut argv = vec!["/usr/bin/python3".to_string()];
-    argv.extend(WarmWorker::Python.args().iter().map(|a| a.to_string()));
+    let argv = WarmWorker::Python
+        .argv("/usr/bin/python3".into(), None)
+        .expect("python needs nothing built");
     WarmSpec {
         key: "python".into(),
         argv,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use codebeaker_languages::{CompileCache, Registry};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use codebeaker_sandbox::{BoxLimits, BoxSpec, Isolation, Sandbox, SandboxBox, WarmSpec};
+use codebeaker_sandbox::{BoxLimits, BoxSpec, Isolation, Sandbox, SandboxBox};
 
 use crate::executions::{ExecutionState, ExecutionStore};
 use crate::pool::BoxPool;
@@ -42,8 +42,14 @@ pub struct Engine {
     pub(crate) executions: ExecutionStore,
     pub(crate) one_shot_slots: tokio::sync::Semaphore,
     pub(crate) pool: BoxPool,
-    /// Warm workers by language, for languages that have one.
-    warm_specs: std::collections::BTreeMap<String, WarmSpec>,
+    /// Plans of an empty script, by language, for languages with a warm worker: what the
+    /// worker's start command is rendered from when a box starts its workers ahead of use.
+    warm_plans: std::collections::BTreeMap<String, codebeaker_languages::Plan>,
+    /// Where each warm worker's native part was built, once known (`None`: it cannot be built
+    /// here, and that worker's runs start cold).
+    pub(crate) warm_hosts: tokio::sync::Mutex<
+        std::collections::HashMap<codebeaker_languages::WarmWorker, Option<PathBuf>>,
+    >,
     boxes_created: AtomicU64,
 }
 
@@ -84,7 +90,7 @@ impl Engine {
         binds.push(cache.root().to_path_buf());
         binds.sort();
         binds.dedup();
-        let warm_specs = if config.warm_workers {
+        let warm_plans = if config.warm_workers {
             registry
                 .discover()
                 .iter()
@@ -93,11 +99,7 @@ impl Engine {
                     let plan = registry
                         .prepare(name, "", codebeaker_languages::Mode::Script)
                         .ok()?;
-                    let dir = std::path::Path::new("/tmp");
-                    Some((
-                        name.clone(),
-                        crate::executor::warm_spec(plan.warm_worker(dir, dir)?),
-                    ))
+                    plan.warm().is_some().then(|| (name.clone(), plan))
                 })
                 .collect()
         } else {
@@ -114,7 +116,8 @@ impl Engine {
             executions: ExecutionStore::default(),
             one_shot_slots,
             pool: BoxPool::default(),
-            warm_specs,
+            warm_plans,
+            warm_hosts: Default::default(),
             boxes_created: AtomicU64::new(0),
         })
     }
@@ -196,11 +199,15 @@ impl Engine {
         language: Option<&str>,
         wait_ready: bool,
     ) {
-        for (name, spec) in &self.warm_specs {
+        for (name, plan) in &self.warm_plans {
             if language.is_some_and(|l| l != name) {
                 continue;
             }
-            if let Err(e) = bx.start_worker(spec, wait_ready).await {
+            let dir = std::path::Path::new(codebeaker_sandbox::FileRoot::Tmp.dir());
+            let Some(spec) = self.warm_spec(bx, plan, dir, dir).await else {
+                continue;
+            };
+            if let Err(e) = bx.start_worker(&spec, wait_ready).await {
                 tracing::debug!(language = %name, error = %e, "starting a warm worker failed");
             }
         }

@@ -167,6 +167,7 @@ impl Engine {
             _ => out_abs.clone(),
         };
         let step = plan.run_step(&src_abs, &artifact_dir);
+        let warm = self.warm_spec(bx, plan, &src_abs, &artifact_dir).await;
         let snippet = req
             .input
             .as_ref()
@@ -179,11 +180,7 @@ impl Engine {
             capture_fd4: snippet.is_some(),
             fd3_input: snippet,
             limits: req.limits,
-            warm: if self.config().warm_workers {
-                plan.warm_worker(&src_abs, &artifact_dir).map(warm_spec)
-            } else {
-                None
-            },
+            warm,
             files,
             cleanup: Some((FileRoot::Tmp, base.to_string())),
         };
@@ -353,6 +350,92 @@ impl Engine {
         .map_err(|e| EngineError::Internal(e.to_string()))?
         .map_err(|e| EngineError::Internal(format!("storing the compiled program: {e}")))?;
         Ok(Compiled::Ready { dir, info })
+    }
+}
+
+impl Engine {
+    /// The warm worker that runs `plan`'s run step, if warm workers are on and the plan's
+    /// toolchain has one that can start here. A worker's native part is built on first need, in
+    /// `bx`, and kept in the compile cache; when it cannot be built, that worker's runs start
+    /// cold (said once in the log).
+    pub(crate) async fn warm_spec(
+        &self,
+        bx: &SandboxBox,
+        plan: &Plan,
+        src_dir: &Path,
+        out_dir: &Path,
+    ) -> Option<WarmSpec> {
+        if !self.config().warm_workers {
+            return None;
+        }
+        let worker = plan.warm()?;
+        let host = if worker.needs_host() {
+            let mut hosts = self.warm_hosts.lock().await;
+            if let std::collections::hash_map::Entry::Vacant(entry) = hosts.entry(worker) {
+                let built = match self.build_warm_host(bx, worker).await {
+                    Ok(dir) => Some(dir),
+                    Err(e) => {
+                        tracing::warn!(
+                            worker = worker.name(),
+                            error = %e,
+                            "the warm worker's native part could not be built; its runs start cold"
+                        );
+                        None
+                    }
+                };
+                entry.insert(built);
+            }
+            Some(hosts.get(&worker)?.clone()?)
+        } else {
+            None
+        };
+        plan.warm_worker(src_dir, out_dir, host.as_deref())
+            .map(warm_spec)
+    }
+
+    /// Compiles `worker`'s native part in `bx` (or finds it in the compile cache) and returns
+    /// its cache directory.
+    async fn build_warm_host(
+        &self,
+        bx: &SandboxBox,
+        worker: codebeaker_languages::WarmWorker,
+    ) -> Result<PathBuf, EngineError> {
+        let c = self.registry().toolchain("c")?;
+        let plan = worker
+            .host_plan(c)
+            .ok_or_else(|| EngineError::Internal("this worker builds nothing".into()))??;
+        let key = plan
+            .cache_key()
+            .ok_or_else(|| EngineError::Internal("a native build without a cache key".into()))?
+            .to_string();
+        let n = RUN_SEQ.fetch_add(1, Ordering::Relaxed);
+        let base = format!(".codebeaker/warm-{n}");
+        let (src_rel, out_rel) = (format!("{base}/src"), format!("{base}/out"));
+        let (src_abs, out_abs) = (to_abs(&src_rel), to_abs(&out_rel));
+        let mut files: Vec<(FileRoot, String, Vec<u8>, bool)> = plan
+            .files()
+            .iter()
+            .map(|f| {
+                let path = format!("{src_rel}/{}", f.name);
+                (FileRoot::Tmp, path, f.contents.clone(), f.executable)
+            })
+            .collect();
+        let dirs = BuildDirs {
+            src_abs: &src_abs,
+            out_rel: &out_rel,
+            out_abs: &out_abs,
+        };
+        let compiled = self.compiled(bx, &plan, &key, &dirs, &mut files).await;
+        if let Err(e) = bx.remove(FileRoot::Tmp, &base, true).await {
+            tracing::debug!(error = %e, "removing a native build's directory failed");
+        }
+        match compiled? {
+            Compiled::Ready { dir, .. } => Ok(dir),
+            Compiled::Failed(execution) => Err(EngineError::Internal(format!(
+                "compiling it failed: {}",
+                execution.error.unwrap_or_default()
+            ))),
+        }
     }
 }
 

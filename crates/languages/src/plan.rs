@@ -312,13 +312,92 @@ impl Plan {
     /// The warm worker that can run this plan's run step (see [`WarmWorker`]), rendered for the
     /// same directories: its argv and environment. Workers with the same argv and environment
     /// can be shared by every run of the toolchain in a box.
-    pub fn warm_worker(&self, src_dir: &Path, out_dir: &Path) -> Option<Step> {
+    /// `host_dir` is where the worker's native part was built, for workers that need one
+    /// ([`WarmWorker::needs_host`]); without it they have no start command.
+    pub fn warm_worker(
+        &self,
+        src_dir: &Path,
+        out_dir: &Path,
+        host_dir: Option<&Path>,
+    ) -> Option<Step> {
         let worker = self.warm?;
         let run = self.run_step(src_dir, out_dir);
-        let interpreter = run.argv.first()?.clone();
-        let mut argv = vec![interpreter];
-        argv.extend(worker.args().iter().map(|a| a.to_string()));
+        let argv = worker.argv(run.argv.first()?.clone(), host_dir)?;
         Some(Step { argv, env: run.env })
+    }
+
+    /// The warm worker that can run this plan's run step, if its toolchain has one.
+    pub fn warm(&self) -> Option<WarmWorker> {
+        self.warm
+    }
+
+    /// A plan that compiles one C file `source` (named `file`) into the shared library
+    /// `artifact` with the C toolchain `c` and its tool `compiler`: how warm workers' native
+    /// parts are built, through the same compile step, cache and box as any program.
+    pub(crate) fn shared_library(
+        c: &Toolchain,
+        compiler: &str,
+        file: &str,
+        source: &str,
+        artifact: &str,
+    ) -> Result<Plan, LanguageError> {
+        if !c.available || !c.executables.contains_key(compiler) {
+            return Err(LanguageError::ToolchainUnavailable {
+                language: c.language.clone(),
+                reason: c
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| format!("{} is not available", c.language)),
+            });
+        }
+        let tools = |name: &str| name == compiler;
+        let parse = |text: String| {
+            Template::parse(&text, crate::template::Allowed::Argv, &tools)
+                .map_err(|m| LanguageError::config("warm worker build", m))
+        };
+        let compile = [
+            format!("{{tool:{compiler}}}"),
+            "-shared".into(),
+            "-fPIC".into(),
+            "-O2".into(),
+            "-pipe".into(),
+            "-fdiagnostics-color=never".into(),
+            "-o".into(),
+            format!("{{out_dir}}/{artifact}"),
+            "{sources}".into(),
+        ]
+        .into_iter()
+        .map(parse)
+        .collect::<Result<Vec<_>, _>>()?;
+        let files = vec![PlanFile {
+            name: file.to_string(),
+            contents: source.as_bytes().to_vec(),
+            executable: false,
+        }];
+        let mut env = Vec::new();
+        for (key, value) in DEFAULT_ENV {
+            env.push((key.to_string(), parse(value.to_string())?));
+        }
+        let version = c.version.clone().unwrap_or_default();
+        let variant = c.variant.clone().unwrap_or_default();
+        let cache_key = cache_key(&c.language, &variant, &version, &compile, "shared", &files);
+        Ok(Plan {
+            language: c.language.clone(),
+            variant,
+            version,
+            mode: Mode::Script,
+            files,
+            main_file: file.to_string(),
+            sources: vec![file.to_string()],
+            tools: c.executables.clone(),
+            compile: Some(compile),
+            run: Vec::new(),
+            artifacts: vec![parse(artifact.to_string())?],
+            env,
+            cache_key: Some(cache_key),
+            wrapper: None,
+            warm: None,
+        })
     }
 
     /// Makes compiler and runtime messages refer to what the user wrote: strips the absolute

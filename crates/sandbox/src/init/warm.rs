@@ -189,12 +189,14 @@ fn spawn(ctx: &Context, spec: &WarmSpec) -> io::Result<Worker> {
         (libc::RLIMIT_CORE, 0, 0),
     ];
     let null = devnull.as_raw_fd();
+    // Descriptors 0-4 are all taken (4 by /dev/null too), so that whatever the worker opens
+    // while starting lands above them and never collides with a run's 0-4.
     let targets = [
         Some(null),
         Some(null),
         Some(null),
         Some(theirs.as_raw_fd()),
-        None,
+        Some(null),
     ];
     // SAFETY: the init is single-threaded; the child execs or exits.
     let pid = unsafe { libc::fork() };
