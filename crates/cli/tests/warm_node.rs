@@ -126,6 +126,20 @@ async fn programs_behave_as_under_node() {
     .await;
     assert!(ok, "{error:?} {result}");
     assert_eq!(result["output"], json!({"output": 42}));
+    // The worker's own names and Node's globals for `-e` scripts are not the program's.
+    let (ok, result, error) = run(
+        &who,
+        &id,
+        json!({"type": "execute", "input": {},
+               "code": "const request = 1; let path = 2; const native = 3;\nvar result = [typeof module, typeof exports, typeof __filename, typeof globalThis.require];"}),
+    )
+    .await;
+    assert!(ok, "{error:?} {result}");
+    assert_eq!(
+        result["output"],
+        json!(["undefined", "undefined", "undefined", "function"]),
+        "only the snippet runner's `require` is global"
+    );
     // stdin, argv, cwd, environment and 'exit' listeners.
     let (ok, result, _) = run(
         &who,
@@ -168,6 +182,28 @@ async fn programs_behave_as_under_node() {
     )
     .await;
     assert_eq!(stdout(&result), "b.txt\n", "{result}");
+    // The program is the main module, as under node; with a package.json of type "module" above
+    // it, it is an ES module.
+    let main = script(
+        &who,
+        &id,
+        "console.log(require.main === module, module.id, typeof __filename)",
+    )
+    .await;
+    assert_eq!(stdout(&main), "true . string\n", "{main}");
+    script(
+        &who,
+        &id,
+        "require('fs').writeFileSync('/tmp/package.json', '{\"type\": \"module\"}')",
+    )
+    .await;
+    let esm = script(
+        &who,
+        &id,
+        "import { basename } from 'node:path';\nconsole.log(basename('/a/b.txt'), typeof require);",
+    )
+    .await;
+    assert_eq!(stdout(&esm), "b.txt undefined\n", "{esm}");
     engine().close_session(&who, &id).await.unwrap();
 }
 
