@@ -27,6 +27,12 @@ pub struct BenchArgs {
     /// With `--suite warm`: how many idle Python sessions to hold for the memory figure.
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=2000))]
     idle_sessions: u32,
+    /// With `--suite warm`: measure only these parts (comma-separated; default: all). `bare`
+    /// (bare python3), `docker`, `session-create`, `warm` (warm snippets in a session),
+    /// `one-shot` (`execution.run` cold and from the pool), `throughput`, `idle` (memory of idle
+    /// sessions).
+    #[arg(long, value_delimiter = ',', value_parser = crate::bench_warm::PARTS)]
+    only: Vec<String>,
 }
 
 struct Case {
@@ -99,6 +105,7 @@ pub async fn main(args: BenchArgs) -> Result<i32> {
             return crate::bench_warm::main(
                 args.iterations as usize,
                 args.idle_sessions as usize,
+                &args.only,
                 args.json,
             )
             .await

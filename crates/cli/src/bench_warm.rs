@@ -2,6 +2,7 @@
 //! by side with a bare process and Docker (when a daemon runs): warm snippets in an existing
 //! session over the WebSocket server and in-process, `session.create` from the pool, one-shot
 //! runs cold and from the pool, throughput on all cores, and the memory of idle sessions.
+//! `--only` picks some of these parts.
 
 use anyhow::{anyhow, bail, Context, Result};
 use codebeaker_engine::{Caller, Engine, EngineConfig, SessionOptions};
@@ -17,6 +18,20 @@ use crate::bench::percentile;
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The parts of the suite, as `--only` names them.
+pub const PARTS: [&str; 7] = [
+    "bare",
+    "docker",
+    "session-create",
+    "warm",
+    "one-shot",
+    "throughput",
+    "idle",
+];
+
+/// How long a one-shot measurement lets the server wait for a run to end (the `wait` param).
+const ONE_SHOT_WAIT_MS: u64 = 60_000;
 
 const PY_SEED: &str = "result = {'output': input_data['value'] * 2}";
 const SEEDS: &[(&str, &str)] = &[
@@ -246,8 +261,54 @@ fn mem_available() -> u64 {
         .map_or(0, |kib| kib * 1024)
 }
 
-pub async fn main(iterations: usize, idle_sessions: usize, json_out: bool) -> Result<i32> {
+/// One-shot runs as a client sees them, with the long-poll: `execution.run`, then
+/// `execution.status` with `wait` until the run has ended.
+async fn one_shot(rpc: &mut Rpc) -> Result<()> {
+    let r = rpc
+        .call(
+            "execution.run",
+            json!({"language": "python", "code": "print(42)"}),
+        )
+        .await?;
+    let id = r["executionId"].clone();
+    loop {
+        let s = rpc
+            .call(
+                "execution.status",
+                json!({"executionId": id, "wait": ONE_SHOT_WAIT_MS}),
+            )
+            .await?;
+        match s["status"].as_str() {
+            Some("completed") => return Ok(()),
+            Some("failed") => bail!("one-shot run failed: {s}"),
+            _ => {}
+        }
+    }
+}
+
+/// The same in one round trip: `execution.run` with `wait`.
+async fn one_shot_waiting(rpc: &mut Rpc) -> Result<()> {
+    let s = rpc
+        .call(
+            "execution.run",
+            json!({"language": "python", "code": "print(42)", "wait": ONE_SHOT_WAIT_MS}),
+        )
+        .await?;
+    match s["status"].as_str() {
+        Some("completed") => Ok(()),
+        Some("failed") => bail!("one-shot run failed: {s}"),
+        _ => bail!("one-shot run still not finished after {ONE_SHOT_WAIT_MS} ms: {s}"),
+    }
+}
+
+pub async fn main(
+    iterations: usize,
+    idle_sessions: usize,
+    only: &[String],
+    json_out: bool,
+) -> Result<i32> {
     let n = iterations.max(5);
+    let want = |part: &str| only.is_empty() || only.iter().any(|p| p == part);
     let engine = Arc::new(Engine::new(engine_config(4))?);
     let upkeep = engine.spawn_reaper();
     let server = Server::bind(
@@ -265,19 +326,51 @@ pub async fn main(iterations: usize, idle_sessions: usize, json_out: bool) -> Re
     let mut rows = Vec::new();
     let mut extra = serde_json::Map::new();
 
-    rows.push(row(
-        "bare python3 (seed program)",
-        (0..n)
-            .map(|_| bare_python(PY_SEED))
-            .collect::<Result<_>>()?,
-    ));
-    rows.extend(docker_rows(n));
+    if want("bare") {
+        rows.push(row(
+            "bare python3 (seed program)",
+            (0..n)
+                .map(|_| bare_python(PY_SEED))
+                .collect::<Result<_>>()?,
+        ));
+    }
+    if want("docker") {
+        rows.extend(docker_rows(n));
+    }
+    if want("session-create") {
+        session_create(&engine, &mut rpc, n, &mut rows).await?;
+    }
+    if want("warm") {
+        warm_snippets(&engine, &mut rpc, n, &mut rows).await?;
+    }
+    if want("one-shot") {
+        one_shots(&engine, &mut rpc, n, &mut rows).await?;
+    }
+    if want("throughput") {
+        throughput(&url, n, &mut extra).await?;
+    }
+    if want("idle") {
+        idle(&engine, idle_sessions, &mut extra).await?;
+    }
 
-    // session.create from the pool (the pool refills between calls).
+    drop(rpc);
+    server.shutdown().await?;
+    upkeep.abort();
+    engine.shutdown().await;
+    report(&rows, &extra, json_out)
+}
+
+/// `session.create` from the pool (the pool refills between calls).
+async fn session_create(
+    engine: &Engine,
+    rpc: &mut Rpc,
+    n: usize,
+    rows: &mut Vec<Row>,
+) -> Result<()> {
     let mut creates = Vec::new();
     let mut created = Vec::new();
     for _ in 0..n.min(50) {
-        wait_for_pool(&engine, 1).await;
+        wait_for_pool(engine, 1).await;
         let start = Instant::now();
         let s = rpc
             .call("session.create", json!({"language": "python"}))
@@ -289,8 +382,16 @@ pub async fn main(iterations: usize, idle_sessions: usize, json_out: bool) -> Re
         rpc.call("session.close", json!({"sessionId": id})).await?;
     }
     rows.push(row("session.create (pool)", creates));
+    Ok(())
+}
 
-    // Warm snippets in an existing session, over WebSocket.
+/// Warm snippets in an existing session, over WebSocket and in-process.
+async fn warm_snippets(
+    engine: &Arc<Engine>,
+    rpc: &mut Rpc,
+    n: usize,
+    rows: &mut Vec<Row>,
+) -> Result<()> {
     for (language, code) in SEEDS {
         let s = rpc
             .call("session.create", json!({"language": language}))
@@ -328,7 +429,7 @@ pub async fn main(iterations: usize, idle_sessions: usize, json_out: bool) -> Re
         json!({"type": "execute", "code": PY_SEED, "input": {"value": 21}}),
     )?;
     let samples = time_n(n, || {
-        let (engine, me, id, command) = (&engine, &me, &session.id, command.clone());
+        let (engine, me, id, command) = (engine, &me, &session.id, command.clone());
         async move {
             engine
                 .execute_command(me, id, command, None)
@@ -340,35 +441,27 @@ pub async fn main(iterations: usize, idle_sessions: usize, json_out: bool) -> Re
     .await?;
     rows.push(row("warm python snippet (in-process)", samples));
     engine.close_session(&me, &session.id).await?;
+    Ok(())
+}
 
-    // One-shot runs (execution.run, then execution.status until done): from the pool, and cold.
-    async fn one_shot(rpc: &mut Rpc) -> Result<()> {
-        let r = rpc
-            .call(
-                "execution.run",
-                json!({"language": "python", "code": "print(42)"}),
-            )
-            .await?;
-        let id = r["executionId"].clone();
-        loop {
-            let s = rpc
-                .call("execution.status", json!({"executionId": id}))
-                .await?;
-            match s["status"].as_str() {
-                Some("completed") => return Ok(()),
-                Some("failed") => bail!("one-shot run failed: {s}"),
-                _ => tokio::time::sleep(Duration::from_micros(200)).await,
-            }
+/// One-shot runs from the pool and in cold boxes: `execution.run`, then `execution.status`
+/// with `wait` (a long-poll that answers when the run ends); and `execution.run` with `wait`.
+async fn one_shots(engine: &Engine, rpc: &mut Rpc, n: usize, rows: &mut Vec<Row>) -> Result<()> {
+    let mut pooled = Vec::new();
+    let mut pooled_waiting = Vec::new();
+    for i in 0..2 * n.min(50) {
+        wait_for_pool(engine, 4).await;
+        let start = Instant::now();
+        if i % 2 == 0 {
+            one_shot(rpc).await?;
+            pooled.push(start.elapsed());
+        } else {
+            one_shot_waiting(rpc).await?;
+            pooled_waiting.push(start.elapsed());
         }
     }
-    let mut pooled = Vec::new();
-    for _ in 0..n.min(50) {
-        wait_for_pool(&engine, 4).await;
-        let start = Instant::now();
-        one_shot(&mut rpc).await?;
-        pooled.push(start.elapsed());
-    }
     rows.push(row("one-shot python (pool)", pooled));
+    rows.push(row("one-shot python (pool, run+wait)", pooled_waiting));
     let cold_engine = Arc::new(Engine::new(engine_config(0))?);
     let cold_server = Server::bind(
         ServerConfig {
@@ -382,23 +475,33 @@ pub async fn main(iterations: usize, idle_sessions: usize, json_out: bool) -> Re
     let mut cold_rpc =
         Rpc::connect(&format!("ws://{}/ws/jsonrpc", cold_server.local_addr())).await?;
     let mut cold = Vec::new();
-    for _ in 0..n.min(50) {
+    let mut cold_waiting = Vec::new();
+    for i in 0..2 * n.min(50) {
         let start = Instant::now();
-        one_shot(&mut cold_rpc).await?;
-        cold.push(start.elapsed());
+        if i % 2 == 0 {
+            one_shot(&mut cold_rpc).await?;
+            cold.push(start.elapsed());
+        } else {
+            one_shot_waiting(&mut cold_rpc).await?;
+            cold_waiting.push(start.elapsed());
+        }
     }
     rows.push(row("one-shot python (cold box)", cold));
+    rows.push(row("one-shot python (cold, run+wait)", cold_waiting));
     drop(cold_rpc);
     cold_server.shutdown().await?;
     cold_engine.shutdown().await;
+    Ok(())
+}
 
-    // Throughput: warm Python snippets from several connections at once.
+/// Throughput: warm Python snippets from several connections at once.
+async fn throughput(url: &str, n: usize, extra: &mut serde_json::Map<String, Value>) -> Result<()> {
     let workers = 8;
     let per_worker = (n * 4).max(100);
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..workers {
-        let url = url.clone();
+        let url = url.to_string();
         tasks.push(tokio::spawn(async move {
             let mut rpc = Rpc::connect(&url).await?;
             let s = rpc.call("session.create", json!({"language": "python"})).await?;
@@ -416,8 +519,16 @@ pub async fn main(iterations: usize, idle_sessions: usize, json_out: bool) -> Re
     }
     let per_sec = (workers * per_worker) as f64 / start.elapsed().as_secs_f64();
     extra.insert("throughputPerSecond".into(), json!(per_sec));
+    Ok(())
+}
 
-    // Idle sessions and their memory.
+/// Idle sessions and their memory.
+async fn idle(
+    engine: &Engine,
+    idle_sessions: usize,
+    extra: &mut serde_json::Map<String, Value>,
+) -> Result<()> {
+    let me = Caller::anonymous();
     let before = mem_available();
     let mut ids = Vec::new();
     for _ in 0..idle_sessions {
@@ -440,12 +551,7 @@ pub async fn main(iterations: usize, idle_sessions: usize, json_out: bool) -> Re
     for id in ids {
         engine.close_session(&me, &id).await?;
     }
-
-    drop(rpc);
-    server.shutdown().await?;
-    upkeep.abort();
-    engine.shutdown().await;
-    report(&rows, &extra, json_out)
+    Ok(())
 }
 
 fn report(rows: &[Row], extra: &serde_json::Map<String, Value>, json_out: bool) -> Result<i32> {

@@ -863,3 +863,70 @@ fn command_helpers_work_over_websocket_and_embedded() {
         server.shutdown().await.expect("shutdown");
     });
 }
+
+/// A one-shot run through the client's long-poll, over WebSocket and embedded: a quick run comes
+/// back finished from one call, a run longer than the wait comes back still going, and waiting
+/// on it again returns it finished.
+#[test]
+fn one_shot_runs_long_poll_over_websocket_and_embedded() {
+    use codebeaker_protocol::methods::{ExecutionRunParams, ExecutionStatus};
+    run(async {
+        let server = start_server("127.0.0.1:0".parse().expect("address")).await;
+        let client = Client::connect(ClientConfig::new(url(server.local_addr())))
+            .await
+            .expect("connect");
+        let embedded = Embedded::with_caller(engine(), Caller("client-test-one-shot".into()));
+        let backends: [&dyn Backend; 2] = [&client, &embedded];
+        for backend in backends {
+            let quick = backend
+                .run_once(
+                    ExecutionRunParams {
+                        language: "python".into(),
+                        code: "print('quick')".into(),
+                        ..Default::default()
+                    },
+                    Duration::from_secs(120),
+                )
+                .await
+                .expect("execution.run");
+            assert_eq!(quick.status, ExecutionStatus::Completed, "{quick:?}");
+            assert_eq!(quick.stdout, "quick\n");
+            assert_eq!(quick.exit_code, Some(0));
+
+            let slow = ExecutionRunParams {
+                language: "python".into(),
+                code: "import time\ntime.sleep(2)\nprint('slow')".into(),
+                timeout: Some(30),
+                ..Default::default()
+            };
+            let going = backend
+                .execution_run_wait(slow, Duration::from_millis(100))
+                .await
+                .expect("execution.run with wait");
+            assert!(
+                matches!(
+                    going.status,
+                    ExecutionStatus::Queued | ExecutionStatus::Running
+                ),
+                "a two-second run is not over after a 100 ms wait: {going:?}"
+            );
+            assert_eq!(going.duration_ms, None);
+            let mut done = going.clone();
+            for _ in 0..10 {
+                done = backend
+                    .execution_status_wait(&going.execution_id, Duration::from_secs(60))
+                    .await
+                    .expect("execution.status with wait");
+                if done.status != ExecutionStatus::Queued && done.status != ExecutionStatus::Running
+                {
+                    break;
+                }
+            }
+            assert_eq!(done.status, ExecutionStatus::Completed, "{done:?}");
+            assert_eq!(done.stdout, "slow\n");
+            assert_eq!(done.execution_id, going.execution_id);
+        }
+        drop(client);
+        server.shutdown().await.expect("shutdown");
+    });
+}

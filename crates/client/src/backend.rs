@@ -17,6 +17,7 @@ use codebeaker_protocol::methods::{
     ExecutionEvent, ExecutionRunParams, ExecutionRunResult, ExecutionStatus, ExecutionStatusResult,
     InitializeResult, LanguageListResult, SessionCloseResult, SessionCreateParams,
     SessionCreateResult, SessionExecuteParams, SessionExecuteResult, SessionListResult,
+    MAX_WAIT_MS,
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -101,6 +102,62 @@ pub trait Backend: Send + Sync + 'static {
         &'a self,
         execution_id: &'a str,
     ) -> BoxFuture<'a, Result<ExecutionStatusResult, ClientError>>;
+
+    /// `execution.status` with `wait` (a long-poll): answers as soon as the run has ended, or
+    /// when `wait` (at most [`MAX_WAIT_MS`] milliseconds; longer is cut to that) is over, with
+    /// the run's state then. The default answers at once, for backends that cannot wait.
+    fn execution_status_wait<'a>(
+        &'a self,
+        execution_id: &'a str,
+        wait: Duration,
+    ) -> BoxFuture<'a, Result<ExecutionStatusResult, ClientError>> {
+        let _ = wait;
+        self.execution_status(execution_id)
+    }
+
+    /// `execution.run` with `wait`: queues the run and answers as soon as it has ended, or when
+    /// `wait` (at most [`MAX_WAIT_MS`] milliseconds) is over, with its record as
+    /// `execution.status` reports it (then still `queued` or `running`). One round trip for a
+    /// short run. The default queues the run with [`execution_run`](Self::execution_run) and
+    /// reports it as `queued` at once, for backends that cannot wait.
+    fn execution_run_wait(
+        &self,
+        params: ExecutionRunParams,
+        wait: Duration,
+    ) -> BoxFuture<'_, Result<ExecutionStatusResult, ClientError>> {
+        let _ = wait;
+        Box::pin(async move {
+            let queued = self
+                .execution_run(ExecutionRunParams {
+                    wait: None,
+                    ..params
+                })
+                .await?;
+            Ok(not_finished(queued))
+        })
+    }
+}
+
+/// The record of a run that was only queued so far (`execution.run` without `wait`).
+pub(crate) fn not_finished(queued: ExecutionRunResult) -> ExecutionStatusResult {
+    ExecutionStatusResult {
+        execution_id: queued.execution_id,
+        status: queued.status,
+        exit_code: None,
+        stdout: String::new(),
+        stderr: String::new(),
+        duration_ms: None,
+        timeout: false,
+        outcome: None,
+        error: None,
+    }
+}
+
+/// `wait` as the whole milliseconds `execution.status` takes: at most [`MAX_WAIT_MS`].
+pub(crate) fn wait_millis(wait: Duration) -> u64 {
+    u64::try_from(wait.as_millis())
+        .unwrap_or(u64::MAX)
+        .min(MAX_WAIT_MS)
 }
 
 /// The answer to one command, with its result typed: `{success, result, error, durationMs}`.
@@ -390,8 +447,15 @@ pub trait BackendExt: Backend {
         )
     }
 
-    /// `execution.run`, then `execution.status` until the run has ended or `wait` has passed
-    /// (then the last status, still `queued` or `running`, is returned).
+    /// A one-shot run: `execution.run` with `wait`, then, for a run that has not ended by then,
+    /// `execution.status` with `wait`, until the run has ended or `wait` has passed (then the
+    /// last status, still `queued` or `running`, is returned). Both calls are long-polls that
+    /// answer the moment the run ends, so a short run costs one round trip. `params.wait` is
+    /// ignored (`wait` says how long to wait).
+    ///
+    /// A server that does not long-poll answers at once (`execution.run` then with only
+    /// `{executionId, status}`); then the status is asked for again after a short pause that
+    /// grows up to 100 ms.
     fn run_once(
         &self,
         params: ExecutionRunParams,
@@ -399,19 +463,33 @@ pub trait BackendExt: Backend {
     ) -> impl Future<Output = Result<ExecutionStatusResult, ClientError>> + Send {
         async move {
             let deadline = Instant::now() + wait;
-            let queued = self.execution_run(params).await?;
-            let mut delay = Duration::from_millis(5);
-            loop {
-                let status = self.execution_status(&queued.execution_id).await?;
-                let finished = matches!(
-                    status.status,
+            let finished = |s: &ExecutionStatusResult| {
+                matches!(
+                    s.status,
                     ExecutionStatus::Completed | ExecutionStatus::Failed
-                );
-                if finished || Instant::now() >= deadline {
+                )
+            };
+            let mut delay = Duration::from_millis(5);
+            let mut asked = Duration::from_millis(wait_millis(wait));
+            let mut started = Instant::now();
+            let mut status = self.execution_run_wait(params, asked).await?;
+            loop {
+                if finished(&status) || Instant::now() >= deadline {
                     return Ok(status);
                 }
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_millis(100));
+                // An answer well before the wait was over, for a run still going: this server
+                // does not long-poll, so pause before asking again.
+                if started.elapsed() < asked / 2 {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    tokio::time::sleep(delay.min(left)).await;
+                    delay = (delay * 2).min(Duration::from_millis(100));
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                asked = Duration::from_millis(wait_millis(left));
+                started = Instant::now();
+                status = self
+                    .execution_status_wait(&status.execution_id, asked)
+                    .await?;
             }
         }
     }

@@ -903,8 +903,52 @@ impl Backend for Client {
         Box::pin(async move {
             let params = ExecutionStatusParams {
                 execution_id: execution_id.to_string(),
+                wait: None,
             };
             self.method(Method::ExecutionStatus, &params).await
+        })
+    }
+
+    fn execution_run_wait(
+        &self,
+        params: ExecutionRunParams,
+        wait: Duration,
+    ) -> BoxFuture<'_, Result<ExecutionStatusResult, ClientError>> {
+        Box::pin(async move {
+            let method = Method::ExecutionRun.name();
+            let wait = crate::backend::wait_millis(wait);
+            let params = ExecutionRunParams {
+                wait: Some(wait),
+                ..params
+            };
+            let timeout = self.shared.config.request_timeout + Duration::from_millis(wait);
+            let value: Value = self.call(method, &params, Some(timeout)).await?;
+            // A server that does not know `wait` answers `{executionId, status}` only.
+            if value.get("stdout").is_some() {
+                serde_json::from_value(value).map_err(|e| ClientError::invalid_response(method, e))
+            } else {
+                serde_json::from_value(value)
+                    .map(crate::backend::not_finished)
+                    .map_err(|e| ClientError::invalid_response(method, e))
+            }
+        })
+    }
+
+    fn execution_status_wait<'a>(
+        &'a self,
+        execution_id: &'a str,
+        wait: Duration,
+    ) -> BoxFuture<'a, Result<ExecutionStatusResult, ClientError>> {
+        Box::pin(async move {
+            let wait = crate::backend::wait_millis(wait);
+            let params = ExecutionStatusParams {
+                execution_id: execution_id.to_string(),
+                wait: Some(wait),
+            };
+            // The answer may take the whole wait: allow for it on top of the usual timeout.
+            let timeout = self.shared.config.request_timeout + Duration::from_millis(wait);
+            self.call(Method::ExecutionStatus.name(), &params, Some(timeout))
+                .await
         })
     }
 }

@@ -260,6 +260,32 @@ impl Backend for Embedded {
                 .map_err(|e| engine_error(Method::ExecutionStatus, e))
         })
     }
+
+    fn execution_run_wait(
+        &self,
+        params: ExecutionRunParams,
+        wait: Duration,
+    ) -> BoxFuture<'_, Result<ExecutionStatusResult, ClientError>> {
+        Box::pin(async move {
+            let queued = self.execution_run(params).await?;
+            self.execution_status_wait(&queued.execution_id, wait).await
+        })
+    }
+
+    fn execution_status_wait<'a>(
+        &'a self,
+        execution_id: &'a str,
+        wait: Duration,
+    ) -> BoxFuture<'a, Result<ExecutionStatusResult, ClientError>> {
+        Box::pin(async move {
+            let wait = Duration::from_millis(crate::backend::wait_millis(wait));
+            self.engine
+                .wait_execution(&self.caller, execution_id, wait)
+                .await
+                .map(codebeaker_engine::wire::execution_status)
+                .map_err(|e| engine_error(Method::ExecutionStatus, e))
+        })
+    }
 }
 
 impl Embedded {

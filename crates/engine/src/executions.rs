@@ -2,14 +2,18 @@
 //! run in a fresh box in the background, and kept for a bounded time.
 //!
 //! A record moves Queued → Running → Completed/Failed under one lock, so a finished run is never
-//! reported as running and a running one never as finished.
+//! reported as running and a running one never as finished. Each record carries a
+//! [`watch`](tokio::sync::watch) flag that is raised, under the same lock, when the record becomes
+//! final: [`Engine::wait_execution`] (the long-poll of `execution.status`, `execution.run` with
+//! `wait`, and `POST /api/execution?wait=true`) sleeps on it and wakes the moment the run ends.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use codebeaker_sandbox::{RunStatus, MIB};
+use codebeaker_sandbox::{RunStatus, SandboxBox, MIB};
 use serde_json::Value;
+use tokio::sync::watch;
 
 use crate::session::Caller;
 use crate::{CodeRequest, Engine, EngineError};
@@ -59,12 +63,48 @@ struct Entry {
     caller: Caller,
     record: ExecutionRecord,
     finished: Option<Instant>,
+    /// Raised once, together with `finished`, when the record has become final.
+    ended: watch::Sender<bool>,
+}
+
+impl Entry {
+    /// Makes the record final and wakes everyone waiting for it.
+    fn finish(&mut self) {
+        self.finished = Some(Instant::now());
+        self.ended.send_replace(true);
+    }
 }
 
 /// Every one-shot run the engine still remembers.
-#[derive(Default)]
 pub(crate) struct ExecutionStore {
     entries: Mutex<HashMap<String, Entry>>,
+    /// One-shot runs queued or running (the refill of the box pool waits for them).
+    in_flight: watch::Sender<usize>,
+}
+
+impl Default for ExecutionStore {
+    fn default() -> Self {
+        ExecutionStore {
+            entries: Mutex::default(),
+            in_flight: watch::Sender::new(0),
+        }
+    }
+}
+
+/// Counts a one-shot run as in flight for as long as it lives.
+struct InFlight<'a>(&'a watch::Sender<usize>);
+
+impl<'a> InFlight<'a> {
+    fn new(counter: &'a watch::Sender<usize>) -> Self {
+        counter.send_modify(|n| *n += 1);
+        InFlight(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 impl ExecutionStore {
@@ -90,6 +130,12 @@ impl ExecutionStore {
         if let Some(e) = self.lock().get_mut(id) {
             f(e);
         }
+    }
+
+    /// Waits until no one-shot run is queued or running, or `at_most` has passed.
+    pub async fn idle(&self, at_most: Duration) {
+        let mut in_flight = self.in_flight.subscribe();
+        let _ = tokio::time::timeout(at_most, in_flight.wait_for(|n| *n == 0)).await;
     }
 }
 
@@ -147,6 +193,7 @@ impl Engine {
                         output: None,
                     },
                     finished: None,
+                    ended: watch::channel(false).0,
                 },
             );
         }
@@ -160,6 +207,7 @@ impl Engine {
         let engine = Arc::clone(self);
         let run_id = id.clone();
         tokio::spawn(async move {
+            let in_flight = InFlight::new(&engine.executions.in_flight);
             let permit = engine.one_shot_slots.acquire().await;
             engine
                 .executions
@@ -190,13 +238,16 @@ impl Engine {
                         r.error = Some(err.to_string());
                     }
                 }
-                e.finished = Some(Instant::now());
+                e.finish();
             });
-            // The result is visible; the clean-up happens after, off the caller's path.
-            if let Some(bx) = bx {
-                crate::engine::destroy_quietly(bx).await;
-            }
+            // The result is visible and waiters are woken; the clean-up happens after, off the
+            // caller's path. The box's processes are killed first thing, so the slot can go to
+            // the next run at once.
             drop(permit);
+            drop(in_flight);
+            if let Some(bx) = bx {
+                destroy_in_background(bx);
+            }
         });
         Ok(id)
     }
@@ -212,31 +263,72 @@ impl Engine {
             .get(id)
             .filter(|e| e.caller == *caller)
             .map(|e| e.record.clone())
-            .ok_or_else(|| {
-                EngineError::NotFound(format!(
-                    "execution {id} not found (results are kept for a limited time)"
-                ))
-            })
+            .ok_or_else(|| not_found(id))
     }
 
-    /// Waits until the run `id` has ended (or `timeout` passes) and returns its record.
+    /// Waits until the run `id` has ended, or `timeout` has passed, and returns its record then
+    /// (final, or still `queued`/`running` when the wait ran out). Wakes as soon as the run ends
+    /// (no polling); a zero `timeout` answers at once, like [`execution_status`](Self::execution_status).
     pub async fn wait_execution(
         &self,
         caller: &Caller,
         id: &str,
         timeout: Duration,
     ) -> Result<ExecutionRecord, EngineError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let record = self.execution_status(caller, id)?;
-            if matches!(
-                record.status,
-                ExecutionState::Completed | ExecutionState::Failed
-            ) || Instant::now() >= deadline
-            {
-                return Ok(record);
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        self.wait_execution_until(caller, id, Some(timeout)).await
     }
+
+    /// Waits, without a time limit, until the run `id` has ended, and returns its final record.
+    pub async fn execution_ended(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<ExecutionRecord, EngineError> {
+        self.wait_execution_until(caller, id, None).await
+    }
+
+    async fn wait_execution_until(
+        &self,
+        caller: &Caller,
+        id: &str,
+        timeout: Option<Duration>,
+    ) -> Result<ExecutionRecord, EngineError> {
+        let mut ended = {
+            let entries = self.executions.lock();
+            let entry = entries
+                .get(id)
+                .filter(|e| e.caller == *caller)
+                .ok_or_else(|| not_found(id))?;
+            if entry.finished.is_some() || timeout.is_some_and(|t| t.is_zero()) {
+                return Ok(entry.record.clone());
+            }
+            entry.ended.subscribe()
+        };
+        // `Err` from `wait_for` means the record was dropped (the engine is gone); the lookup
+        // below then reports it as not found.
+        match timeout {
+            Some(timeout) => {
+                let _ = tokio::time::timeout(timeout, ended.wait_for(|done| *done)).await;
+            }
+            None => {
+                let _ = ended.wait_for(|done| *done).await;
+            }
+        }
+        self.execution_status(caller, id)
+    }
+}
+
+/// Destroys a one-shot run's box on a blocking thread. Killing a box waits for its processes to
+/// die, sleeping between checks; on an async worker that would stall whatever the worker runs
+/// next, and the task woken by the end of the run (the answer to a waiting `execution.status`)
+/// is queued on this very worker.
+fn destroy_in_background(bx: SandboxBox) {
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || runtime.block_on(crate::engine::destroy_quietly(bx)));
+}
+
+fn not_found(id: &str) -> EngineError {
+    EngineError::NotFound(format!(
+        "execution {id} not found (results are kept for a limited time)"
+    ))
 }

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::commands::{Command, RunStatus};
 use crate::jsonrpc::{Id, Notification};
-use crate::serde_util::{loose_str_enum, null_as_default};
+use crate::serde_util::{json_kind, loose_str_enum, null_as_default};
 
 /// The methods of the protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -506,6 +506,41 @@ pub struct ExecutionRunParams {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub packages: Vec<String>,
+    /// Wait up to this many milliseconds (0 to [`MAX_WAIT_MS`]) for the run to end, and answer
+    /// with its record as `execution.status` reports it instead of `{executionId, status}`.
+    /// Absent (or `null`): answer at once with `{"executionId", "status": "queued"}`, as always.
+    #[serde(
+        default,
+        alias = "Wait",
+        deserialize_with = "wait_ms",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub wait: Option<u64>,
+}
+
+/// The longest `wait` (in milliseconds) `execution.run` and `execution.status` accept.
+pub const MAX_WAIT_MS: u64 = 60_000;
+
+/// Reads a `wait` field: `null` or absent is no wait, else a whole number of milliseconds from 0
+/// to [`MAX_WAIT_MS`]; anything else is refused with a message that says what is allowed.
+fn wait_ms<'de, D>(deserializer: D) -> Result<Option<u64>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let value = Option::<Value>::deserialize(deserializer)?;
+    let Some(value) = value.filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    match (value.as_u64(), &value) {
+        (Some(ms), _) if ms <= MAX_WAIT_MS => Ok(Some(ms)),
+        (_, Value::Number(n)) => Err(serde::de::Error::custom(format_args!(
+            "must be a whole number of milliseconds from 0 to {MAX_WAIT_MS}, got {n}"
+        ))),
+        (_, other) => Err(serde::de::Error::custom(format_args!(
+            "must be a whole number of milliseconds from 0 to {MAX_WAIT_MS}, got {}",
+            json_kind(other)
+        ))),
+    }
 }
 
 loose_str_enum! {
@@ -540,6 +575,16 @@ pub struct ExecutionStatusParams {
     /// The id `execution.run` returned.
     #[serde(alias = "ExecutionId", alias = "execution_id")]
     pub execution_id: String,
+    /// Long-poll: when the run has not ended yet, wait up to this many milliseconds (0 to
+    /// [`MAX_WAIT_MS`]) for it to end before answering. The answer comes as soon as the run ends,
+    /// or when the wait is over with the run's state then. Absent (or `null`): answer at once.
+    #[serde(
+        default,
+        alias = "Wait",
+        deserialize_with = "wait_ms",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub wait: Option<u64>,
 }
 
 /// Result of `execution.status`.

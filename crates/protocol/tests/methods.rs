@@ -296,6 +296,63 @@ fn execution_run_accepts_pascal_case() {
 }
 
 #[test]
+fn execution_wait_is_optional_bounded_and_named_in_errors() {
+    let p: ExecutionStatusParams = decode("execution.status", json!({"executionId": "e1"}));
+    assert_eq!(p.wait, None);
+    assert_eq!(
+        to_json(&p),
+        json!({"executionId": "e1"}),
+        "no wait, no field"
+    );
+    for (wait, expected) in [
+        (json!(0), Some(0)),
+        (json!(2500), Some(2500)),
+        (json!(MAX_WAIT_MS), Some(MAX_WAIT_MS)),
+        (Value::Null, None),
+    ] {
+        let p: ExecutionStatusParams = decode(
+            "execution.status",
+            json!({"ExecutionId": "e1", "Wait": wait}),
+        );
+        assert_eq!(p.wait, expected);
+        let r: ExecutionRunParams = decode(
+            "execution.run",
+            json!({"language": "python", "code": "x", "wait": wait}),
+        );
+        assert_eq!(r.wait, expected);
+    }
+    let p: ExecutionStatusParams = decode(
+        "execution.status",
+        json!({"executionId": "e1", "wait": 100}),
+    );
+    assert_eq!(to_json(&p), json!({"executionId": "e1", "wait": 100}));
+    for (wait, shown) in [
+        (json!(-1), "-1"),
+        (json!(MAX_WAIT_MS + 1), "60001"),
+        (json!(0.5), "0.5"),
+        (json!("100"), "a string"),
+        (json!([100]), "an array"),
+    ] {
+        for method in ["execution.status", "execution.run"] {
+            let params =
+                json!({"executionId": "e1", "language": "python", "code": "x", "wait": wait});
+            let error = match method {
+                "execution.status" => {
+                    decode_params::<ExecutionStatusParams>(method, Some(params)).unwrap_err()
+                }
+                _ => decode_params::<ExecutionRunParams>(method, Some(params)).unwrap_err(),
+            };
+            assert_eq!(error.code, -32602);
+            assert_eq!(
+                error.message,
+                format!("invalid params for {method}: wait: must be a whole number of milliseconds from 0 to 60000, got {shown}")
+            );
+            assert_eq!(error.data, Some(json!({"field": "wait"})));
+        }
+    }
+}
+
+#[test]
 fn execution_run_and_status_results() {
     assert_eq!(
         to_json(&ExecutionRunResult {

@@ -18,7 +18,7 @@ use serde_json::Value;
 use crate::audit;
 use crate::convert;
 use crate::error::{engine_error, HttpError};
-use crate::rpc::{language_label, one_shot_request, watch_one_shot};
+use crate::rpc::{language_label, one_shot_request, wait_for_execution, watch_one_shot};
 use crate::state::AppState;
 
 /// Extra time `?wait=true` allows beyond the longest run, for queueing and compiling.
@@ -33,7 +33,9 @@ pub(crate) struct SubmitQuery {
 
 /// `POST /api/execution`: the body is `execution.run`'s params. 202 with
 /// `{"executionId","status":"queued"}`; with `?wait=true`, 200 with the finished record (or 202
-/// with the record so far if the run outlasts the server's longest time limit).
+/// with the record so far if the run outlasts the server's longest time limit). A `wait` in the
+/// body (milliseconds) waits that long at most: 200 with the record when the run ended in time,
+/// else 202 with the record so far.
 pub(crate) async fn submit(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -55,27 +57,34 @@ pub(crate) async fn submit(
     let params: Value =
         serde_json::from_slice(&body).map_err(|e| HttpError::new(ErrorObject::parse_error(e)))?;
     let method = Method::ExecutionRun.name();
-    let request = one_shot_request(method, Some(params))?;
+    let (request, body_wait) = one_shot_request(method, Some(params))?;
     let language = language_label(&state, Some(&request.language));
     let execution_id = state
         .engine
         .submit_execution(&caller, request)
         .map_err(|e| refused(&caller, "/api/execution", engine_error(e)))?;
     watch_one_shot(&state, &caller, &execution_id, language);
-    if !query.wait {
-        let accepted = ExecutionRunResult {
-            execution_id,
-            status: ExecutionStatus::Queued,
-        };
-        return Ok((StatusCode::ACCEPTED, Json(accepted)).into_response());
-    }
     let config = state.engine.config();
-    let longest = config.max_run_time + config.compile_limits.wall_time + WAIT_MARGIN;
-    let record = state
-        .engine
-        .wait_execution(&caller, &execution_id, longest)
-        .await
-        .map_err(|e| refused(&caller, "/api/execution", engine_error(e)))?;
+    let record = match (query.wait, body_wait) {
+        (true, _) => {
+            let longest = config.max_run_time + config.compile_limits.wall_time + WAIT_MARGIN;
+            state
+                .engine
+                .wait_execution(&caller, &execution_id, longest)
+                .await
+                .map_err(engine_error)
+        }
+        // As `execution.run` with `wait` (which a shutdown also ends).
+        (false, Some(wait)) => wait_for_execution(&state, &caller, &execution_id, wait).await,
+        (false, None) => {
+            let accepted = ExecutionRunResult {
+                execution_id,
+                status: ExecutionStatus::Queued,
+            };
+            return Ok((StatusCode::ACCEPTED, Json(accepted)).into_response());
+        }
+    }
+    .map_err(|e| refused(&caller, "/api/execution", e))?;
     let status = if convert::execution_finished(&record) {
         StatusCode::OK
     } else {

@@ -39,10 +39,6 @@ pub const SERVER_NAME: &str = "codebeaker";
 /// Streamed output is sent in notifications of at most about this many bytes.
 const MAX_NOTIFICATION_BYTES: usize = 64 * 1024;
 
-/// How a one-shot run's end is watched for: first look, and the longest wait between looks.
-const ONE_SHOT_POLL_FIRST: Duration = Duration::from_millis(5);
-const ONE_SHOT_POLL_MAX: Duration = Duration::from_millis(250);
-
 type RpcResult = Result<Value, ErrorObject>;
 
 /// Handles one request: `None` for a notification (which is run all the same). Never panics
@@ -157,24 +153,29 @@ async fn dispatch(
             to_json(&SessionListResult { sessions })
         }
         Method::ExecutionRun => {
-            let request = one_shot_request(name, params)?;
+            let (request, wait) = one_shot_request(name, params)?;
             let language = language_label(state, Some(&request.language));
             let execution_id = state
                 .engine
                 .submit_execution(caller, request)
                 .map_err(engine_error)?;
             watch_one_shot(state, caller, &execution_id, language);
-            to_json(&ExecutionRunResult {
-                execution_id,
-                status: ExecutionStatus::Queued,
-            })
+            match wait {
+                // Without `wait`, the original shape: `{executionId, status: "queued"}`.
+                None => to_json(&ExecutionRunResult {
+                    execution_id,
+                    status: ExecutionStatus::Queued,
+                }),
+                Some(wait) => {
+                    let record = wait_for_execution(state, caller, &execution_id, wait).await?;
+                    Ok(codebeaker_engine::wire::execution_status_json(record))
+                }
+            }
         }
         Method::ExecutionStatus => {
             let params: ExecutionStatusParams = decode_params(name, params)?;
-            let record = state
-                .engine
-                .execution_status(caller, &params.execution_id)
-                .map_err(engine_error)?;
+            let wait = Duration::from_millis(params.wait.unwrap_or(0));
+            let record = wait_for_execution(state, caller, &params.execution_id, wait).await?;
             Ok(codebeaker_engine::wire::execution_status_json(record))
         }
     }
@@ -387,8 +388,32 @@ pub(crate) fn language_label(state: &AppState, name: Option<&str>) -> String {
         .map_or_else(|| "unknown".to_string(), |l| l.name().to_string())
 }
 
-/// Logs a queued one-shot run, and counts it (metrics, audit log) once it has ended, by
-/// watching its record in the background (the engine does not tell when a run ends).
+/// The one-shot run `id` as soon as it has ended, or its record when `wait` is over (or when the
+/// server begins to shut down, so that a long-poll never holds up a shutdown), whichever comes
+/// first. A zero `wait` answers at once.
+pub(crate) async fn wait_for_execution(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    wait: Duration,
+) -> Result<codebeaker_engine::ExecutionRecord, ErrorObject> {
+    if !wait.is_zero() {
+        let mut shutdown = state.shutdown_signal();
+        tokio::select! {
+            record = state.engine.wait_execution(caller, id, wait) => {
+                return record.map_err(engine_error);
+            }
+            _ = shutdown.wait_for(|stopping| *stopping) => {}
+        }
+    }
+    state
+        .engine
+        .execution_status(caller, id)
+        .map_err(engine_error)
+}
+
+/// Logs a queued one-shot run, and counts it (metrics, audit log) once it has ended, woken by
+/// the engine when it ends.
 pub(crate) fn watch_one_shot(
     state: &AppState,
     caller: &Caller,
@@ -400,31 +425,25 @@ pub(crate) fn watch_one_shot(
     let caller = caller.clone();
     let id = execution_id.to_string();
     tokio::spawn(async move {
-        let mut wait = ONE_SHOT_POLL_FIRST;
-        loop {
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(ONE_SHOT_POLL_MAX);
-            // Gone: forgotten after its retention (or the engine is gone); nothing to count.
-            let Ok(record) = state.engine.execution_status(&caller, &id) else {
-                return;
-            };
-            if !convert::execution_finished(&record) {
-                continue;
-            }
-            let status = record
-                .outcome
-                .map_or(
-                    WireStatus::InternalError,
-                    codebeaker_engine::wire::run_status,
-                )
-                .as_str();
-            let ran_for = record.duration_ms.map(Duration::from_millis);
-            state
-                .metrics
-                .execution(RunKind::OneShot, language.clone(), status, ran_for);
-            audit::execution_finished(&caller, &id, &language, status, record.duration_ms);
+        // Gone: forgotten after its retention (or the engine is gone); nothing to count.
+        let Ok(record) = state.engine.execution_ended(&caller, &id).await else {
+            return;
+        };
+        if !convert::execution_finished(&record) {
             return;
         }
+        let status = record
+            .outcome
+            .map_or(
+                WireStatus::InternalError,
+                codebeaker_engine::wire::run_status,
+            )
+            .as_str();
+        let ran_for = record.duration_ms.map(Duration::from_millis);
+        state
+            .metrics
+            .execution(RunKind::OneShot, language.clone(), status, ran_for);
+        audit::execution_finished(&caller, &id, &language, status, record.duration_ms);
     });
 }
 
@@ -649,7 +668,9 @@ fn incomplete_tail_start(bytes: &[u8]) -> usize {
     n
 }
 
-/// `execution.run` params (also the body of `POST /api/execution`) as an engine request.
+/// `execution.run` params (also the body of `POST /api/execution`) as an engine request, and
+/// how long to wait for the run to end before answering (`wait`; `None`: answer at once with
+/// the original `{executionId, status: "queued"}`).
 ///
 /// Besides the protocol's fields, `input` (any JSON) makes the run a snippet, as in `execute`.
 /// `packages` is refused (install packages in a session); `cpuLimit` is accepted and not applied
@@ -657,7 +678,7 @@ fn incomplete_tail_start(bytes: &[u8]) -> usize {
 pub(crate) fn one_shot_request(
     method: &str,
     params: Option<Value>,
-) -> Result<OneShotRequest, ErrorObject> {
+) -> Result<(OneShotRequest, Option<Duration>), ErrorObject> {
     let input = params.as_ref().and_then(|p| {
         let object = match p {
             Value::Array(items) if items.len() == 1 => items[0].as_object(),
@@ -682,14 +703,15 @@ pub(crate) fn one_shot_request(
             "{method}: cpuLimit is not applied to one-shot runs"
         );
     }
-    Ok(OneShotRequest {
+    let request = OneShotRequest {
         language: params.language,
         code: params.code,
         stdin: params.stdin,
         input,
         timeout: params.timeout.map(Duration::from_secs),
         memory_limit_mb: params.memory_limit,
-    })
+    };
+    Ok((request, params.wait.map(Duration::from_millis)))
 }
 
 /// The `sessionId` of a request's params, read leniently (the params are decoded properly later).
@@ -748,7 +770,7 @@ mod tests {
 
     #[test]
     fn one_shot_params_keep_input_and_refuse_packages() {
-        let request = one_shot_request(
+        let (request, wait) = one_shot_request(
             "execution.run",
             Some(serde_json::json!({"Language": "python", "Code": "print(1)", "input": {"value": 21}, "timeout": 5})),
         )
@@ -756,6 +778,21 @@ mod tests {
         assert_eq!(request.language, "python");
         assert_eq!(request.input, Some(serde_json::json!({"value": 21})));
         assert_eq!(request.timeout, Some(Duration::from_secs(5)));
+        assert_eq!(wait, None);
+
+        let (_, wait) = one_shot_request(
+            "execution.run",
+            Some(serde_json::json!({"language": "python", "code": "print(1)", "wait": 1500})),
+        )
+        .expect("valid params");
+        assert_eq!(wait, Some(Duration::from_millis(1500)));
+        let error = one_shot_request(
+            "execution.run",
+            Some(serde_json::json!({"language": "python", "code": "print(1)", "wait": 60001})),
+        )
+        .expect_err("wait is bounded");
+        assert_eq!(error.code, -32602);
+        assert!(error.message.contains("wait"), "{}", error.message);
 
         let error = one_shot_request(
             "execution.run",
