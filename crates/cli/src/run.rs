@@ -65,11 +65,7 @@ pub async fn main(args: RunArgs) -> Result<i32> {
         Some(s) => parse::text_or_file(s)?,
         None => Vec::new(),
     };
-    // One run in a new box: a warm worker would only add its own start-up.
-    let engine = Engine::new(EngineConfig {
-        warm_workers: false,
-        ..EngineConfig::default()
-    })?;
+    let engine = Engine::new(EngineConfig::default())?;
     let language = match (&args.lang, &args.file) {
         (Some(lang), _) => lang.clone(),
         (None, Some(file)) => match engine.registry().detect_extension(file) {

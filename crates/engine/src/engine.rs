@@ -244,11 +244,17 @@ impl Engine {
         if let Err(e) = self.registry.resolve(&req.language) {
             return (Err(e.into()), None);
         }
-        let bx = match self.create_box().await {
+        // A pooled box has its warm workers running already; a box made for this one run starts
+        // the program cold, since a worker's own start-up would only add to it.
+        if let Some(bx) = self.pool.take() {
+            let result = self.execute_in(&bx, req).await;
+            return (result, Some(bx));
+        }
+        let bx = match self.new_box(self.config.box_limits).await {
             Ok(bx) => bx,
             Err(e) => return (Err(e), None),
         };
-        let result = self.execute_in(&bx, req).await;
+        let result = self.execute_cold(&bx, req).await;
         (result, Some(bx))
     }
 }

@@ -90,6 +90,26 @@ impl Engine {
         req: &CodeRequest,
         output: Option<UnboundedSender<OutputChunk>>,
     ) -> Result<Execution, EngineError> {
+        self.execute_with(bx, req, output, true).await
+    }
+
+    /// Like [`execute_in`](Self::execute_in), never through a warm worker: for a box that runs
+    /// one program only, where starting a worker would cost more than the run.
+    pub(crate) async fn execute_cold(
+        &self,
+        bx: &SandboxBox,
+        req: &CodeRequest,
+    ) -> Result<Execution, EngineError> {
+        self.execute_with(bx, req, None, false).await
+    }
+
+    async fn execute_with(
+        &self,
+        bx: &SandboxBox,
+        req: &CodeRequest,
+        output: Option<UnboundedSender<OutputChunk>>,
+        warm: bool,
+    ) -> Result<Execution, EngineError> {
         let started = Instant::now();
         let registry = self.registry();
         let language = registry.resolve(&req.language)?;
@@ -102,7 +122,7 @@ impl Engine {
         let plan = language.prepare(toolchain, &req.code, mode)?;
         let n = RUN_SEQ.fetch_add(1, Ordering::Relaxed);
         let base = format!(".codebeaker/run-{n}");
-        let result = self.execute_plan(bx, req, &plan, &base, output).await;
+        let result = self.execute_plan(bx, req, &plan, &base, output, warm).await;
         // The run itself removes its directory; anything that ended earlier did not.
         if !matches!(result, Ok((_, true))) {
             if let Err(e) = bx.remove(FileRoot::Tmp, &base, true).await {
@@ -122,6 +142,7 @@ impl Engine {
         plan: &Plan,
         base: &str,
         output: Option<UnboundedSender<OutputChunk>>,
+        warm: bool,
     ) -> Result<(Execution, bool), EngineError> {
         let src_rel = format!("{base}/src");
         let out_rel = format!("{base}/out");
@@ -167,7 +188,10 @@ impl Engine {
             _ => out_abs.clone(),
         };
         let step = plan.run_step(&src_abs, &artifact_dir);
-        let warm = self.warm_spec(bx, plan, &src_abs, &artifact_dir).await;
+        let warm = match warm {
+            true => self.warm_spec(bx, plan, &src_abs, &artifact_dir).await,
+            false => None,
+        };
         let snippet = req
             .input
             .as_ref()
