@@ -7,13 +7,8 @@
 # hard], ...]} with five descriptors attached (stdin, stdout, stderr, snippet input, snippet
 # result). The worker forks; the child takes the descriptors as 0-4 and runs argv[-1] as
 # __main__, exactly as `python3 -B argv[-1]` would. The worker answers {"pid": n} at once and
-# {"exit": status, "cpu_ns": n, "maxrss": bytes, "spare": n} once it has reaped the child. Once,
-# when it has finished starting, it sends {"ready": true, "spare": n}.
-#
-# Each run's child is forked ahead of time: a spare that has already faulted in the pages every
-# run touches (after a fork, each first write to a page copies it) waits on a private socket, and
-# the worker hands it the next request. The spare is forked while the previous run goes on, so the
-# run waiting for it pays neither the fork nor those page faults.
+# {"exit": status, "cpu_ns": n, "maxrss": bytes} once it has reaped the child. Once, when it has
+# finished starting, it sends {"ready": true}.
 import builtins
 import ctypes
 import fcntl
@@ -146,65 +141,10 @@ def _warm_up():
     io.TextIOWrapper(io.BufferedWriter(io.FileIO(os.dup(1), "w")), encoding="utf-8").close()
 
 
-def _prime():
-    """In a new spare: touch, before any run waits for it, what every run touches."""
-    try:
-        data = json.loads('{"a": [1, 2.5, "x", null, true]}')
-        namespace = {"__builtins__": builtins, "input_data": data}
-        exec(compile("result = {'output': input_data['a'][0] * 2}", "<prime>", "exec"), namespace)
-        json.dumps(namespace["result"], ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-        os.path.dirname(os.path.abspath("/tmp/prime/main.py"))
-        with open("/dev/null", "rb") as f:
-            f.read()
-    except BaseException:  # noqa: BLE001 - priming only saves time
-        pass
-
-
-def _spawn():
-    """Forks a spare that waits for its run on a private socket; returns (pid, socket)."""
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    pid = os.fork()
-    if pid == 0:
-        ours.close()
-        _ctl.close()
-        _prime()
-        try:
-            msg, fds, _flags, _addr = socket.recv_fds(theirs, 1 << 20, 5)
-        except BaseException:  # noqa: BLE001
-            os._exit(1)
-        # End of input: the worker is gone, and so is this spare's purpose.
-        if not msg or len(fds) != 5:
-            os._exit(1)
-        theirs.close()
-        request = json.loads(msg)
-        _child(request, fds, _compiled(request["argv"][-1]) if request.get("argv") else None)
-    theirs.close()
-    return pid, ours
-
-
-def _hand_over(spare, msg, fds):
-    """Gives the request to the spare, or to a new one when a program killed it."""
-    pid, chan = spare
-    try:
-        socket.send_fds(chan, [msg], fds)
-    except OSError:
-        chan.close()
-        try:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-        except OSError:
-            pass
-        pid, chan = _spawn()
-        socket.send_fds(chan, [msg], fds)
-    chan.close()
-    return pid
-
-
 _warm_up()
 gc.collect()
 gc.freeze()
-spare = _spawn()
-_ctl.send(json.dumps({"ready": True, "spare": spare[0]}).encode())
+_ctl.send(b'{"ready": true}')
 while True:
     try:
         msg, fds, _flags, _addr = socket.recv_fds(_ctl, 1 << 20, 5)
@@ -212,17 +152,14 @@ while True:
         continue
     if not msg:
         os._exit(0)
-    pid = _hand_over(spare, msg, fds)
+    request = json.loads(msg)
+    program = _compiled(request["argv"][-1]) if request.get("argv") else None
+    pid = os.fork()
+    if pid == 0:
+        _child(request, fds, program)
     for fd in fds:
         os.close(fd)
     _ctl.send(json.dumps({"pid": pid}).encode())
-    # While the run goes on: keep its program compiled for the runs after it, and fork the spare
-    # for the next one.
-    request = json.loads(msg)
-    if request.get("argv"):
-        _compiled(request["argv"][-1])
-    spare = _spawn()
     _, wait_status, usage = os.wait4(pid, 0)
     cpu_ns = int((usage.ru_utime + usage.ru_stime) * 1e9)
-    _ctl.send(json.dumps({"exit": wait_status, "cpu_ns": cpu_ns, "maxrss": usage.ru_maxrss * 1024,
-                          "spare": spare[0]}).encode())
+    _ctl.send(json.dumps({"exit": wait_status, "cpu_ns": cpu_ns, "maxrss": usage.ru_maxrss * 1024}).encode())

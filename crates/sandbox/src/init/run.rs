@@ -691,9 +691,6 @@ fn supervise(
                     .and_then(warm::parse_exit)
                 {
                     Some(exit) => {
-                        if let Some((worker, _)) = warm {
-                            workers.set_spare(worker, exit.spare);
-                        }
                         main_status = Some(exit.status);
                         worker_exit = Some(exit);
                         stop = true;

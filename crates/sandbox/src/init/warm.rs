@@ -8,11 +8,6 @@
 //! 0–4, applies the rlimits and runs the program, and the worker answers `{"pid": n}` at once and
 //! `{"exit": status, "cpu_ns": n, "maxrss": bytes}` when the child has been reaped.
 //!
-//! A worker may fork each run's child ahead of time: a *spare* that has already touched what every
-//! run touches and waits for its run. Its pid comes with the ready message and each exit report
-//! (`"spare": n`), so the init counts it as part of the worker and not as a process a run left
-//! behind.
-//!
 //! The init supervises the child exactly as a cold run (deadline, output caps, cancel). A run
 //! that ends by itself and leaves nothing behind keeps the workers; after any other run the init
 //! kills every process of the box (workers included, with `kill(-1)`), and workers start again
@@ -44,8 +39,6 @@ pub struct Worker {
     ctl: OwnedFd,
     /// The worker said it finished starting (it sends `{"ready": true}` once).
     ready: bool,
-    /// The worker's spare child, waiting for the next run.
-    spare: Option<libc::pid_t>,
 }
 
 impl Worker {
@@ -59,8 +52,6 @@ pub struct WorkerExit {
     pub status: i32,
     pub cpu_ns: u64,
     pub maxrss: u64,
-    /// The spare the worker forked for the next run.
-    pub spare: Option<libc::pid_t>,
 }
 
 /// The box's workers, by key.
@@ -70,19 +61,9 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Pids of every live worker and its spare (they survive the end of a run).
+    /// Host-visible pids of every live worker (they survive the end of a run).
     pub fn pids(&self) -> Vec<libc::pid_t> {
-        self.map
-            .values()
-            .flat_map(|w| std::iter::once(w.pid).chain(w.spare))
-            .collect()
-    }
-
-    /// Records the spare that the worker with pid `worker` reported.
-    pub fn set_spare(&mut self, worker: libc::pid_t, spare: Option<libc::pid_t>) {
-        if let Some(w) = self.map.values_mut().find(|w| w.pid == worker) {
-            w.spare = spare;
-        }
+        self.map.values().map(|w| w.pid).collect()
     }
 
     /// Forgets every worker (after the init killed and reaped them all).
@@ -131,7 +112,6 @@ impl Workers {
             if wait_ready && !worker.ready {
                 let msg = recv_json(worker.ctl.as_raw_fd(), Some(READY_TIMEOUT))?;
                 worker.ready = msg.get("ready").is_some();
-                worker.spare = spare_of(&msg);
             }
         }
         Ok(())
@@ -159,11 +139,9 @@ impl Workers {
                 }
             }
             let worker = self.map.get_mut(&spec.key)?;
-            // A previous run may have stopped it, or its spare.
-            for pid in std::iter::once(worker.pid).chain(worker.spare) {
-                // SAFETY: signalling a process of this box.
-                unsafe { libc::kill(pid, libc::SIGCONT) };
-            }
+            // A previous run may have stopped it.
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(worker.pid, libc::SIGCONT) };
             match send_request(worker, request, fds) {
                 Ok(pid) => return Some(pid),
                 Err(e) => {
@@ -232,7 +210,6 @@ fn spawn(ctx: &Context, spec: &WarmSpec) -> io::Result<Worker> {
         pid,
         ctl: ours,
         ready: false,
-        spare: None,
     })
 }
 
@@ -254,7 +231,6 @@ fn send_request(
         if reply.get("ready").is_some() {
             // The worker finished starting while this request waited for it.
             worker.ready = true;
-            worker.spare = spare_of(&reply);
             continue;
         }
         return reply
@@ -314,16 +290,7 @@ pub fn parse_exit(msg: &serde_json::Value) -> Option<WorkerExit> {
         status: msg.get("exit")?.as_i64()? as i32,
         cpu_ns: msg.get("cpu_ns").and_then(|v| v.as_u64()).unwrap_or(0),
         maxrss: msg.get("maxrss").and_then(|v| v.as_u64()).unwrap_or(0),
-        spare: spare_of(msg),
     })
-}
-
-/// The spare a worker's message announces.
-fn spare_of(msg: &serde_json::Value) -> Option<libc::pid_t> {
-    msg.get("spare")
-        .and_then(|v| v.as_i64())
-        .and_then(|p| libc::pid_t::try_from(p).ok())
-        .filter(|&p| p > 1)
 }
 
 /// The request a worker gets for one run.
