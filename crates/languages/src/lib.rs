@@ -21,6 +21,9 @@
 //!   `input_data`, `result` written as JSON to fd 4) with a wrapper per language
 //!   ([`SnippetWrapper`]). Plans are directory-independent; [`Plan::compile_step`] and
 //!   [`Plan::run_step`] render argv for the directories the engine chooses.
+//! - **Warm workers** ([`WarmWorker`]): pre-started interpreters (Python, Node.js) that fork a
+//!   fresh child per run; a toolchain names one with `warm = "NAME"`. Node's fork server is a small
+//!   Node-API addon whose build is itself a [`Plan`] ([`WarmWorker::host_plan`]).
 //! - **Compile cache** ([`CompileCache`]): content-addressed by [`Plan::cache_key`], atomic
 //!   inserts, per-key locks so a program compiles once, LRU eviction to a byte budget.
 //!
