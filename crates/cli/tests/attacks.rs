@@ -24,18 +24,14 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use codebeaker_engine::{Engine, EngineConfig};
-use codebeaker_sandbox::SandboxConfig;
-use codebeaker_server::{AuthConfig, Server, ServerConfig, ServerHandle, TokenConfig};
+use codebeaker_engine::Engine;
+use codebeaker_server::{AuthConfig, ServerConfig, ServerHandle, TokenConfig};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-/// Longest wait for any one frame (a first compile of C may take a moment).
-const FRAME_TIMEOUT: Duration = Duration::from_secs(120);
+mod common;
+use common::{local_config, runtime, Client, FRAME_TIMEOUT};
 
 /// Host uids and gids of every box: root of a box is 100000000, its programs 100001000.
 const BOX_IDS: std::ops::Range<u32> = 100_000_000..100_065_536;
@@ -68,17 +64,6 @@ const OUTPUT_CAP: usize = 1024 * 1024;
 // ------------------------------------------------------------------------------------------
 // The shared runtime, engine, server, canary and host baseline.
 
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(4)
-            .enable_all()
-            .build()
-            .expect("runtime")
-    })
-}
-
 /// A value no box can guess: the secret in the server's environment and the host canary file.
 fn secret() -> &'static str {
     static SECRET: OnceLock<String> = OnceLock::new();
@@ -98,38 +83,15 @@ fn engine() -> Arc<Engine> {
             // the host's environment through.
             std::env::set_var(SECRET_VAR, secret());
             baseline();
-            let config = EngineConfig {
-                sandbox: SandboxConfig {
-                    init_program: Some(env!("CARGO_BIN_EXE_codebeaker").into()),
-                    allow_degraded: false,
-                    ..SandboxConfig::default()
-                },
-                // The engine lives in a static and is never shut down: pooled boxes would outlive
-                // the test process.
-                box_pool_size: 0,
-                ..EngineConfig::default()
-            };
-            let engine =
-                Arc::new(Engine::new(config).expect("the engine needs root and cgroups here"));
-            let _context = runtime().enter();
-            engine.spawn_reaper();
-            engine
+            // The engine lives in a static and is never shut down: pooled boxes would outlive
+            // the test process.
+            common::start_engine(common::engine_config(0))
         })
         .clone()
 }
 
 async fn start(config: ServerConfig) -> ServerHandle {
-    Server::bind(config, engine())
-        .await
-        .expect("bind an ephemeral port")
-        .spawn()
-}
-
-fn local_config() -> ServerConfig {
-    ServerConfig {
-        listen: "127.0.0.1:0".parse().expect("address"),
-        ..ServerConfig::default()
-    }
+    common::start_server(engine(), config).await
 }
 
 /// The server every attack goes through (default settings); it serves for the whole test run.
@@ -433,11 +395,6 @@ fn host_free_bytes(path: &str) -> u64 {
 // ------------------------------------------------------------------------------------------
 // A small JSON-RPC client.
 
-struct Client {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
-    next_id: u64,
-}
-
 /// A session as the attacks use it.
 struct Session {
     id: String,
@@ -445,86 +402,8 @@ struct Session {
     box_name: String,
 }
 
+/// The session commands the attacks use.
 impl Client {
-    async fn connect(addr: SocketAddr) -> Client {
-        Client::connect_to(&format!("ws://{addr}/ws/jsonrpc"), None)
-            .await
-            .expect("connect")
-    }
-
-    async fn connect_to(
-        url: &str,
-        bearer: Option<&str>,
-    ) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
-        let mut request = url.into_client_request()?;
-        if let Some(token) = bearer {
-            request.headers_mut().insert(
-                "Authorization",
-                format!("Bearer {token}").parse().expect("header"),
-            );
-        }
-        let (ws, _) = tokio_tungstenite::connect_async(request).await?;
-        Ok(Client { ws, next_id: 1 })
-    }
-
-    async fn send_text(&mut self, text: String) {
-        self.ws.send(Message::text(text)).await.expect("send");
-    }
-
-    /// The next text frame, as JSON.
-    async fn recv(&mut self) -> Value {
-        loop {
-            let frame = tokio::time::timeout(FRAME_TIMEOUT, self.ws.next())
-                .await
-                .expect("a frame in time")
-                .expect("the connection is open")
-                .expect("a valid frame");
-            match frame {
-                Message::Text(text) => {
-                    return serde_json::from_str(text.as_str()).expect("the frame is JSON")
-                }
-                Message::Ping(_) | Message::Pong(_) => continue,
-                other => panic!("unexpected frame {other:?}"),
-            }
-        }
-    }
-
-    /// Calls a method and returns the whole response (notifications are skipped).
-    async fn call(&mut self, method: &str, params: Value) -> Value {
-        let id = json!(self.next_id);
-        self.next_id += 1;
-        let request = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-        self.send_text(request.to_string()).await;
-        loop {
-            let message = self.recv().await;
-            if message.get("id") == Some(&id) {
-                return message;
-            }
-            assert!(
-                message.get("method").is_some(),
-                "unexpected message while waiting for {id}: {message}"
-            );
-        }
-    }
-
-    async fn ok(&mut self, method: &str, params: Value) -> Value {
-        let response = self.call(method, params).await;
-        assert!(
-            response.get("error").is_none(),
-            "{method} failed: {response}"
-        );
-        response["result"].clone()
-    }
-
-    async fn err(&mut self, method: &str, params: Value) -> Value {
-        let response = self.call(method, params).await;
-        assert!(
-            response.get("result").is_none(),
-            "{method} should fail: {response}"
-        );
-        response["error"].clone()
-    }
-
     async fn open(&mut self, params: Value) -> Session {
         let created = self.ok("session.create", params).await;
         Session {
@@ -1940,7 +1819,7 @@ fn nul_bytes_and_invalid_utf8_get_clear_errors_or_base64() {
 
         // JSON that cannot hold a string (a lone surrogate): a JSON-RPC error, and the connection
         // goes on.
-        c.send_text(format!(
+        c.send_text(&format!(
             r#"{{"jsonrpc":"2.0","id":"lone","method":"session.execute","params":{{"sessionId":"{}","command":{{"type":"execute","code":"print(1)\ud800"}}}}}}"#,
             s.id
         ))

@@ -21,41 +21,20 @@ use codebeaker_client::{
 use codebeaker_engine::{Caller, Engine, EngineConfig};
 use codebeaker_protocol::commands::{Command, ExecuteCommand};
 use codebeaker_protocol::methods::{ExecutionEvent, SessionCreateParams, SessionExecuteParams};
-use codebeaker_sandbox::SandboxConfig;
 use codebeaker_server::{Server, ServerConfig, ServerHandle};
 use serde_json::{json, Value};
 
 /// Bound of every test: generous, since the first run of Go or C# compiles.
 const TEST_TIMEOUT: Duration = Duration::from_secs(300);
 
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(4)
-            .enable_all()
-            .build()
-            .expect("runtime")
-    })
-}
+mod common;
+use common::runtime;
 
 fn engine() -> Arc<Engine> {
     static ENGINE: OnceLock<Arc<Engine>> = OnceLock::new();
     ENGINE
         .get_or_init(|| {
-            let config = EngineConfig {
-                sandbox: SandboxConfig {
-                    init_program: Some(env!("CARGO_BIN_EXE_codebeaker").into()),
-                    allow_degraded: false,
-                    ..SandboxConfig::default()
-                },
-                ..EngineConfig::default()
-            };
-            let engine =
-                Arc::new(Engine::new(config).expect("the engine needs root and cgroups here"));
-            let _context = runtime().enter();
-            engine.spawn_reaper();
-            engine
+            common::start_engine(common::engine_config(EngineConfig::default().box_pool_size))
         })
         .clone()
 }

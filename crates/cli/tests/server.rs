@@ -21,60 +21,22 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-/// Longest wait for any one frame; generous, since the first run of a language may compile.
-const FRAME_TIMEOUT: Duration = Duration::from_secs(120);
-
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(4)
-            .enable_all()
-            .build()
-            .expect("runtime")
-    })
-}
+mod common;
+use common::{local_config, runtime, Client, FRAME_TIMEOUT};
 
 fn engine() -> Arc<Engine> {
     static ENGINE: OnceLock<Arc<Engine>> = OnceLock::new();
+    // The engine lives in a static and is never shut down: a pool of ready boxes would outlive
+    // the test process (every session a test opens, it closes).
     ENGINE
-        .get_or_init(|| {
-            let config = EngineConfig {
-                sandbox: SandboxConfig {
-                    init_program: Some(env!("CARGO_BIN_EXE_codebeaker").into()),
-                    allow_degraded: false,
-                    ..SandboxConfig::default()
-                },
-                // The engine lives in a static and is never shut down: a pool of ready boxes
-                // would outlive the test process (every session a test opens, it closes).
-                box_pool_size: 0,
-                ..EngineConfig::default()
-            };
-            let engine =
-                Arc::new(Engine::new(config).expect("the engine needs root and cgroups here"));
-            let _context = runtime().enter();
-            engine.spawn_reaper();
-            engine
-        })
+        .get_or_init(|| common::start_engine(common::engine_config(0)))
         .clone()
 }
 
-fn test_config() -> ServerConfig {
-    ServerConfig {
-        listen: "127.0.0.1:0".parse().expect("address"),
-        ..ServerConfig::default()
-    }
-}
-
 async fn start(config: ServerConfig) -> ServerHandle {
-    Server::bind(config, engine())
-        .await
-        .expect("bind an ephemeral port")
-        .spawn()
+    common::start_server(engine(), config).await
 }
 
 /// The server most tests share (default settings, no auth, no rate limit); it serves for the
@@ -83,7 +45,7 @@ async fn shared_server() -> SocketAddr {
     static ADDR: tokio::sync::OnceCell<SocketAddr> = tokio::sync::OnceCell::const_new();
     *ADDR
         .get_or_init(|| async {
-            let handle = start(test_config()).await;
+            let handle = start(local_config()).await;
             let addr = handle.local_addr();
             std::mem::forget(handle);
             addr
@@ -100,115 +62,8 @@ fn run<F: std::future::Future<Output = ()>>(body: F) {
 // ------------------------------------------------------------------------------------------
 // A small JSON-RPC client.
 
-struct Client {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
-    next_id: u64,
-    /// Notifications received while waiting for responses, in order.
-    notifications: Vec<Value>,
-}
-
+/// The session commands most tests use.
 impl Client {
-    async fn connect(addr: SocketAddr) -> Client {
-        Client::connect_to(&format!("ws://{addr}/ws/jsonrpc"), None)
-            .await
-            .expect("connect")
-    }
-
-    async fn connect_to(
-        url: &str,
-        bearer: Option<&str>,
-    ) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
-        let mut request = url.into_client_request()?;
-        if let Some(token) = bearer {
-            request.headers_mut().insert(
-                "Authorization",
-                format!("Bearer {token}").parse().expect("header"),
-            );
-        }
-        let (ws, _) = tokio_tungstenite::connect_async(request).await?;
-        Ok(Client {
-            ws,
-            next_id: 1,
-            notifications: Vec::new(),
-        })
-    }
-
-    async fn send_text(&mut self, text: &str) {
-        self.ws
-            .send(Message::text(text.to_string()))
-            .await
-            .expect("send");
-    }
-
-    /// The next text frame, as JSON.
-    async fn recv(&mut self) -> Value {
-        loop {
-            let frame = tokio::time::timeout(FRAME_TIMEOUT, self.ws.next())
-                .await
-                .expect("a frame in time")
-                .expect("the connection is open")
-                .expect("a valid frame");
-            match frame {
-                Message::Text(text) => {
-                    return serde_json::from_str(text.as_str()).expect("the frame is JSON")
-                }
-                Message::Ping(_) | Message::Pong(_) => continue,
-                other => panic!("unexpected frame {other:?}"),
-            }
-        }
-    }
-
-    /// Nothing arrives within `wait`.
-    async fn expect_silence(&mut self, wait: Duration) {
-        if let Ok(Some(Ok(Message::Text(text)))) = tokio::time::timeout(wait, self.ws.next()).await
-        {
-            panic!("expected no frame, got {text}");
-        }
-    }
-
-    /// Waits for the response with `id`, keeping notifications that come first.
-    async fn response(&mut self, id: &Value) -> Value {
-        loop {
-            let message = self.recv().await;
-            if message.get("method").is_some() {
-                self.notifications.push(message);
-            } else if message.get("id") == Some(id) {
-                return message;
-            } else {
-                panic!("unexpected message while waiting for {id}: {message}");
-            }
-        }
-    }
-
-    /// Calls a method and returns the whole response.
-    async fn call(&mut self, method: &str, params: Value) -> Value {
-        let id = json!(self.next_id);
-        self.next_id += 1;
-        let request = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-        self.send_text(&request.to_string()).await;
-        self.response(&id).await
-    }
-
-    /// Calls a method that must succeed and returns its result.
-    async fn ok(&mut self, method: &str, params: Value) -> Value {
-        let response = self.call(method, params).await;
-        assert!(
-            response.get("error").is_none(),
-            "{method} failed: {response}"
-        );
-        response["result"].clone()
-    }
-
-    /// Calls a method that must fail and returns its error.
-    async fn err(&mut self, method: &str, params: Value) -> Value {
-        let response = self.call(method, params).await;
-        assert!(
-            response.get("result").is_none(),
-            "{method} should fail: {response}"
-        );
-        response["error"].clone()
-    }
-
     async fn create_session(&mut self, language: &str) -> String {
         let result = self
             .ok("session.create", json!({"language": language}))
@@ -1188,7 +1043,7 @@ fn requests_over_the_in_flight_bound_are_refused_at_once() {
     run(async {
         let server = start(ServerConfig {
             max_in_flight: 1,
-            ..test_config()
+            ..local_config()
         })
         .await;
         let mut client = Client::connect(server.local_addr()).await;
@@ -1224,7 +1079,7 @@ fn auth_requires_a_token_and_callers_see_only_their_own_sessions() {
                     },
                 ],
             },
-            ..test_config()
+            ..local_config()
         })
         .await;
         let addr = server.local_addr();
@@ -1318,7 +1173,7 @@ fn rate_limits_answer_with_retry_after() {
                 requests_per_second: 0.1,
                 burst: 2,
             }),
-            ..test_config()
+            ..local_config()
         })
         .await;
         let addr = server.local_addr();
@@ -1356,7 +1211,7 @@ fn rate_limits_answer_with_retry_after() {
 #[test]
 fn shutdown_closes_connections_with_going_away() {
     run(async {
-        let server = start(test_config()).await;
+        let server = start(local_config()).await;
         let mut client = Client::connect(server.local_addr()).await;
         client.ok("language.list", json!({})).await;
         server.shutdown().await.expect("shutdown");
@@ -1403,7 +1258,7 @@ fn oversized_messages_and_idle_connections_are_closed() {
         let server = start(ServerConfig {
             max_message_bytes: 1024,
             idle_timeout: Duration::from_secs(2),
-            ..test_config()
+            ..local_config()
         })
         .await;
         let mut client = Client::connect(server.local_addr()).await;
@@ -1610,7 +1465,7 @@ async fn scrape_until(
 fn metrics_count_executions_sessions_commands_and_errors() {
     run(async {
         // A server of its own: its recorder counts only this test's traffic.
-        let server = start(test_config()).await;
+        let server = start(local_config()).await;
         let addr = server.local_addr();
         let before = scrape(addr, None).await;
         for (name, labels) in [
@@ -1798,7 +1653,7 @@ fn a_callers_own_session_quota_and_rate_limit_leave_other_callers_alone() {
                     },
                 ],
             },
-            ..test_config()
+            ..local_config()
         };
         config.caller_quotas.insert(
             "quota-alice".into(),
@@ -1988,7 +1843,7 @@ fn a_session_past_its_maximum_lifetime_is_closed_and_its_box_freed() {
             .expect("engine");
         let engine = Arc::new(engine);
         let reaper = engine.spawn_reaper();
-        let server = Server::bind(test_config(), engine.clone())
+        let server = Server::bind(local_config(), engine.clone())
             .await
             .expect("bind")
             .spawn();
@@ -2113,7 +1968,7 @@ fn the_audit_log_names_the_caller_for_sessions_commands_and_refusals() {
                         },
                     ],
                 },
-                ..test_config()
+                ..local_config()
             };
             config.caller_quotas.insert(
                 "auditor".into(),
