@@ -252,3 +252,52 @@ async fn limits_hold_on_the_node_warm_path() {
     assert_eq!(stdout(&after), "0\n", "{after}");
     engine().close_session(&who, &id).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_pooled_box_given_to_a_session_keeps_only_that_languages_worker() {
+    let config = EngineConfig {
+        sandbox: SandboxConfig {
+            init_program: Some(env!("CARGO_BIN_EXE_codebeaker").into()),
+            allow_degraded: false,
+            ..SandboxConfig::default()
+        },
+        box_pool_size: 1,
+        ..EngineConfig::default()
+    };
+    let engine = Engine::new(config).expect("engine");
+    engine.refill_pool().await;
+    assert_eq!(engine.stats().pooled_boxes, 1);
+    let who = Caller(format!("node-pool-{}", std::process::id()));
+    let id = engine
+        .create_session(
+            &who,
+            SessionOptions {
+                language: "python".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("create session")
+        .id;
+    assert_eq!(
+        engine.stats().pooled_boxes,
+        0,
+        "the session took the pooled box"
+    );
+    let command: Command = serde_json::from_value(json!({"type": "execute", "code":
+        "import os\nnames = []\nfor p in filter(str.isdigit, os.listdir('/proc')):\n    try:\n        names.append(open(f'/proc/{p}/cmdline', 'rb').read().split(b'\\0')[0].decode())\n    except (OSError, ValueError):\n        pass\nprint(sum(n.endswith('node') for n in names), sum(n.endswith('python3') for n in names))"}))
+    .expect("valid command");
+    let out = engine
+        .execute_command(&who, &id, command, None)
+        .await
+        .expect("command");
+    // No Node worker; the Python worker and this run (a fork of it) remain.
+    assert_eq!(
+        out.result["stdout"].as_str().unwrap_or_default(),
+        "0 2\n",
+        "{}",
+        out.result
+    );
+    engine.close_session(&who, &id).await.unwrap();
+    engine.shutdown().await;
+}

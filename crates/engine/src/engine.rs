@@ -193,12 +193,14 @@ impl Engine {
     /// Starts the warm worker of `language` in `bx` (of every language with one when `None`), so
     /// the box's first run is warm too. Failures only cost speed: runs fall back to a cold start.
     /// With `wait_ready` it returns once the workers are ready (for boxes that wait in the pool).
+    /// Returns the workers started (or found running).
     pub(crate) async fn prestart_workers(
         &self,
         bx: &SandboxBox,
         language: Option<&str>,
         wait_ready: bool,
-    ) {
+    ) -> Vec<codebeaker_sandbox::WarmSpec> {
+        let mut started = Vec::new();
         for (name, plan) in &self.warm_plans {
             if language.is_some_and(|l| l != name) {
                 continue;
@@ -207,10 +209,14 @@ impl Engine {
             let Some(spec) = self.warm_spec(bx, plan, dir, dir).await else {
                 continue;
             };
-            if let Err(e) = bx.start_worker(&spec, wait_ready).await {
-                tracing::debug!(language = %name, error = %e, "starting a warm worker failed");
+            match bx.start_worker(&spec, wait_ready).await {
+                Ok(()) => started.push(spec),
+                Err(e) => {
+                    tracing::debug!(language = %name, error = %e, "starting a warm worker failed")
+                }
             }
         }
+        started
     }
 
     /// Counters for health and metrics.

@@ -205,7 +205,11 @@ impl Engine {
             }
         }
         let bx = self.create_box_with(limits).await?;
-        self.prestart_workers(&bx, Some(&language), false).await;
+        // A box from the pool runs every language's worker; the session keeps its own.
+        let workers = self.prestart_workers(&bx, Some(&language), false).await;
+        if let Err(e) = bx.keep_workers(&workers).await {
+            tracing::debug!(error = %e, "stopping other languages' workers failed");
+        }
         let now = (SystemTime::now(), Instant::now());
         let session = Arc::new(Session {
             id: uuid::Uuid::new_v4().to_string(),

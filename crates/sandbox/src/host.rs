@@ -662,6 +662,18 @@ impl SandboxBox {
         }
     }
 
+    /// Stops every warm worker of the box except those of `specs` (their memory is the box's):
+    /// for a box started with every language's workers that now serves one language.
+    pub async fn keep_workers(&self, specs: &[WarmSpec]) -> Result<(), SandboxError> {
+        let msg = HostMsg::KeepWorkers {
+            keys: specs.iter().map(|s| s.key.clone()).collect(),
+        };
+        match self.request(&msg).await? {
+            InitMsg::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Creates a directory in the box (and its parents with `recursive`).
     pub async fn create_dir(
         &self,

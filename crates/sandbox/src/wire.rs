@@ -80,6 +80,11 @@ pub enum HostMsg {
         /// Answer only once the worker is ready to take a run (or after a few seconds).
         wait_ready: bool,
     },
+    /// Stop every warm worker whose key is not in `keys` (a box given to one language keeps
+    /// only that language's workers).
+    KeepWorkers {
+        keys: Vec<String>,
+    },
     /// Stop the run in progress (sent only while a run goes on).
     Cancel,
     Shutdown,

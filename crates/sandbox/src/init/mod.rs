@@ -264,6 +264,10 @@ fn box_init(mut sock: UnixStream, setup: BoxSetup, sources: Vec<std::os::fd::Own
                     Err(e) => InitMsg::Error(format!("starting a warm worker: {e}")),
                 }
             }
+            HostMsg::KeepWorkers { keys } => {
+                workers.keep_only(&keys);
+                InitMsg::Done
+            }
             HostMsg::Shutdown => std::process::exit(0),
             HostMsg::Setup(_) | HostMsg::Cancel => InitMsg::Error("unexpected request".into()),
         };

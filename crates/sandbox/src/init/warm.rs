@@ -94,6 +94,19 @@ impl Workers {
         }
     }
 
+    /// Kills and forgets every worker whose key is not in `keys`.
+    pub fn keep_only(&mut self, keys: &[String]) {
+        let others: Vec<String> = self
+            .map
+            .keys()
+            .filter(|k| !keys.contains(k))
+            .cloned()
+            .collect();
+        for key in others {
+            self.discard(&key);
+        }
+    }
+
     /// Kills and forgets the worker `key`.
     pub fn discard(&mut self, key: &str) {
         if let Some(w) = self.map.remove(key) {
