@@ -182,6 +182,25 @@ async fn programs_behave_as_under_node() {
     )
     .await;
     assert_eq!(stdout(&result), "b.txt\n", "{result}");
+    // Threads a fork does not inherit start again in the child: worker threads, libuv's pool
+    // (asynchronous fs, zlib) and crypto.
+    let threads = script(
+        &who,
+        &id,
+        "const { Worker } = require('worker_threads');\n\
+         new Worker(\"require('worker_threads').parentPort.postMessage(6 * 7)\", { eval: true })\n  .on('message', (m) => console.log('worker', m));\n\
+         require('fs').readFile('/etc/hostname', (e) => console.log('readFile', !e));\n\
+         require('zlib').gzip('hello', (e, b) => console.log('gzip', b.length > 0));\n\
+         console.log('sha256', require('crypto').createHash('sha256').update('x').digest('hex').slice(0, 8));",
+    )
+    .await;
+    let mut lines: Vec<&str> = stdout(&threads).lines().collect();
+    lines.sort_unstable();
+    assert_eq!(
+        lines,
+        ["gzip true", "readFile true", "sha256 2d711642", "worker 42"],
+        "{threads}"
+    );
     // The program is the main module, as under node; with a package.json of type "module" above
     // it, it is an ES module.
     let main = script(
