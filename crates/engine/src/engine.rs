@@ -45,10 +45,13 @@ pub struct Engine {
     /// Plans of an empty script, by language, for languages with a warm worker: what the
     /// worker's start command is rendered from when a box starts its workers ahead of use.
     warm_plans: std::collections::BTreeMap<String, codebeaker_languages::Plan>,
-    /// Where each warm worker's native part was built, once known (`None`: it cannot be built
-    /// here, and that worker's runs start cold).
+    /// Where each warm worker's native part was built, once known, or when building it last
+    /// failed (that worker's runs start cold until a later build succeeds).
     pub(crate) warm_hosts: tokio::sync::Mutex<
-        std::collections::HashMap<codebeaker_languages::WarmWorker, Option<PathBuf>>,
+        std::collections::HashMap<
+            codebeaker_languages::WarmWorker,
+            Result<PathBuf, std::time::Instant>,
+        >,
     >,
     boxes_created: AtomicU64,
 }

@@ -19,6 +19,9 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::{Engine, EngineError};
 
+/// How long after a failed build of a warm worker's native part the engine tries again.
+const WARM_HOST_RETRY: Duration = Duration::from_secs(60);
+
 /// Most bytes of compiled artifacts read out of a box for one program.
 const MAX_ARTIFACT_BYTES: u64 = 256 * 1024 * 1024;
 
@@ -149,18 +152,7 @@ impl Engine {
         let (src_abs, out_abs) = (to_abs(&src_rel), to_abs(&out_rel));
         // The sources travel with the first command that needs them: the compile step on a
         // cache miss, else the run itself.
-        let mut files: Vec<(FileRoot, String, Vec<u8>, bool)> = plan
-            .files()
-            .iter()
-            .map(|f| {
-                (
-                    FileRoot::Tmp,
-                    format!("{src_rel}/{}", f.name),
-                    f.contents.clone(),
-                    f.executable,
-                )
-            })
-            .collect();
+        let mut files = source_files(plan, &src_rel);
         let mut compile = None;
         let artifact_dir = match plan.cache_key() {
             Some(key) if plan.has_compile_step() => {
@@ -381,7 +373,7 @@ impl Engine {
     /// The warm worker that runs `plan`'s run step, if warm workers are on and the plan's
     /// toolchain has one that can start here. A worker's native part is built on first need, in
     /// `bx`, and kept in the compile cache; when it cannot be built, that worker's runs start
-    /// cold (said once in the log).
+    /// cold (said in the log) and the build is tried again after [`WARM_HOST_RETRY`].
     pub(crate) async fn warm_spec(
         &self,
         bx: &SandboxBox,
@@ -395,21 +387,23 @@ impl Engine {
         let worker = plan.warm()?;
         let host = if worker.needs_host() {
             let mut hosts = self.warm_hosts.lock().await;
-            if let std::collections::hash_map::Entry::Vacant(entry) = hosts.entry(worker) {
-                let built = match self.build_warm_host(bx, worker).await {
-                    Ok(dir) => Some(dir),
-                    Err(e) => {
-                        tracing::warn!(
-                            worker = worker.name(),
-                            error = %e,
-                            "the warm worker's native part could not be built; its runs start cold"
-                        );
-                        None
-                    }
-                };
-                entry.insert(built);
+            let retry = match hosts.get(&worker) {
+                None => true,
+                Some(Ok(_)) => false,
+                Some(Err(failed)) => failed.elapsed() >= WARM_HOST_RETRY,
+            };
+            if retry {
+                let built = self.build_warm_host(bx, worker).await.map_err(|e| {
+                    tracing::warn!(
+                        worker = worker.name(),
+                        error = %e,
+                        "the warm worker's native part could not be built; its runs start cold"
+                    );
+                    Instant::now()
+                });
+                hosts.insert(worker, built);
             }
-            Some(hosts.get(&worker)?.clone()?)
+            Some(hosts.get(&worker)?.as_ref().ok()?.clone())
         } else {
             None
         };
@@ -436,14 +430,7 @@ impl Engine {
         let base = format!(".codebeaker/warm-{n}");
         let (src_rel, out_rel) = (format!("{base}/src"), format!("{base}/out"));
         let (src_abs, out_abs) = (to_abs(&src_rel), to_abs(&out_rel));
-        let mut files: Vec<(FileRoot, String, Vec<u8>, bool)> = plan
-            .files()
-            .iter()
-            .map(|f| {
-                let path = format!("{src_rel}/{}", f.name);
-                (FileRoot::Tmp, path, f.contents.clone(), f.executable)
-            })
-            .collect();
+        let mut files = source_files(&plan, &src_rel);
         let dirs = BuildDirs {
             src_abs: &src_abs,
             out_rel: &out_rel,
@@ -461,6 +448,17 @@ impl Engine {
             ))),
         }
     }
+}
+
+/// A plan's files as the box writes them: under `src_rel` in the box's `/tmp`.
+fn source_files(plan: &Plan, src_rel: &str) -> Vec<(FileRoot, String, Vec<u8>, bool)> {
+    plan.files()
+        .iter()
+        .map(|f| {
+            let path = format!("{src_rel}/{}", f.name);
+            (FileRoot::Tmp, path, f.contents.clone(), f.executable)
+        })
+        .collect()
 }
 
 /// The sandbox's description of a warm worker; workers are shared by runs with the same argv and
