@@ -1,4 +1,5 @@
-//! `codebeaker languages`: every language, its version here, and why it is unavailable if so.
+//! `codebeaker languages`: every language, its version here, whether its runs are warm, and why
+//! it is unavailable if so.
 
 use anyhow::Result;
 use clap::Args;
@@ -22,16 +23,17 @@ pub async fn main(args: LanguagesArgs) -> Result<i32> {
         return Ok(0);
     }
     println!(
-        "{:<12} {:<10} {:<9} {:<8} aliases",
-        "language", "version", "available", "snippets"
+        "{:<12} {:<10} {:<9} {:<8} {:<5} aliases",
+        "language", "version", "available", "snippets", "warm"
     );
     for l in &languages {
         println!(
-            "{:<12} {:<10} {:<9} {:<8} {}",
+            "{:<12} {:<10} {:<9} {:<8} {:<5} {}",
             l.name,
             l.version.as_deref().unwrap_or("-"),
             if l.available { "yes" } else { "no" },
             if l.snippets { "yes" } else { "no" },
+            if l.warm { "yes" } else { "no" },
             l.aliases.join(", ")
         );
         if let Some(reason) = l.reason.as_deref().filter(|_| !l.available) {

@@ -194,6 +194,16 @@ fn language_list_names_languages_with_aliases() {
             .expect("aliases")
             .contains(&json!("py")));
         assert!(python["version"].is_string());
+        // Which languages run warm: Python and JavaScript have workers, Go starts its binary.
+        let warm = |name: &str| {
+            languages
+                .iter()
+                .find(|l| l["name"] == name)
+                .map(|l| l["warm"].clone())
+        };
+        assert_eq!(warm("python"), Some(json!(true)));
+        assert_eq!(warm("javascript"), Some(json!(true)));
+        assert_eq!(warm("go"), Some(json!(false)));
     });
 }
 

@@ -28,6 +28,10 @@ pub struct LanguageInfo {
     pub reason: Option<String>,
     pub snippets: bool,
     pub compiled: bool,
+    /// Runs go to a warm worker (a pre-started interpreter that forks per run) where a box has
+    /// one; `false` when the language has none, warm workers are off, or the worker's native
+    /// part cannot be built here.
+    pub warm: bool,
 }
 
 /// Runs code in boxes. Cheap to share: wrap it in an `Arc`.
@@ -149,6 +153,7 @@ impl Engine {
     /// Every language of the registry, with what discovery found.
     pub fn languages(&self) -> Vec<LanguageInfo> {
         let toolchains = self.registry.discover();
+        let c_available = toolchains.get("c").is_some_and(|t| t.available);
         self.registry
             .languages()
             .map(|l| {
@@ -162,6 +167,11 @@ impl Engine {
                     reason: t.and_then(|t| t.reason.clone()),
                     snippets: l.supports_snippets(),
                     compiled: l.is_compiled(),
+                    warm: self
+                        .warm_plans
+                        .get(l.name())
+                        .and_then(|plan| plan.warm())
+                        .is_some_and(|worker| !worker.needs_host() || c_available),
                 }
             })
             .collect()
