@@ -116,6 +116,15 @@ where
     Ok(out)
 }
 
+/// A server over `engine` on an ephemeral loopback port.
+async fn serve_loopback(engine: &Arc<Engine>) -> Result<codebeaker_server::ServerHandle> {
+    let config = ServerConfig {
+        listen: "127.0.0.1:0".parse()?,
+        ..ServerConfig::default()
+    };
+    Ok(Server::bind(config, Arc::clone(engine)).await?.spawn())
+}
+
 fn engine_config(pool: usize) -> EngineConfig {
     let mut config = EngineConfig {
         box_pool_size: pool,
@@ -311,15 +320,7 @@ pub async fn main(
     let want = |part: &str| only.is_empty() || only.iter().any(|p| p == part);
     let engine = Arc::new(Engine::new(engine_config(4))?);
     let upkeep = engine.spawn_reaper();
-    let server = Server::bind(
-        ServerConfig {
-            listen: "127.0.0.1:0".parse()?,
-            ..ServerConfig::default()
-        },
-        Arc::clone(&engine),
-    )
-    .await?
-    .spawn();
+    let server = serve_loopback(&engine).await?;
     let url = format!("ws://{}/ws/jsonrpc", server.local_addr());
     let mut rpc = Rpc::connect(&url).await?;
     wait_for_pool(&engine, 4).await;
@@ -463,15 +464,7 @@ async fn one_shots(engine: &Engine, rpc: &mut Rpc, n: usize, rows: &mut Vec<Row>
     rows.push(row("one-shot python (pool)", pooled));
     rows.push(row("one-shot python (pool, run+wait)", pooled_waiting));
     let cold_engine = Arc::new(Engine::new(engine_config(0))?);
-    let cold_server = Server::bind(
-        ServerConfig {
-            listen: "127.0.0.1:0".parse()?,
-            ..ServerConfig::default()
-        },
-        Arc::clone(&cold_engine),
-    )
-    .await?
-    .spawn();
+    let cold_server = serve_loopback(&cold_engine).await?;
     let mut cold_rpc =
         Rpc::connect(&format!("ws://{}/ws/jsonrpc", cold_server.local_addr())).await?;
     let mut cold = Vec::new();

@@ -44,12 +44,7 @@ async fn start(config: ServerConfig) -> ServerHandle {
 async fn shared_server() -> SocketAddr {
     static ADDR: tokio::sync::OnceCell<SocketAddr> = tokio::sync::OnceCell::const_new();
     *ADDR
-        .get_or_init(|| async {
-            let handle = start(local_config()).await;
-            let addr = handle.local_addr();
-            std::mem::forget(handle);
-            addr
-        })
+        .get_or_init(|| common::serve_forever(engine(), local_config()))
         .await
 }
 

@@ -70,6 +70,14 @@ pub async fn start_server(engine: Arc<Engine>, config: ServerConfig) -> ServerHa
         .spawn()
 }
 
+/// Starts a server over `engine` that serves until the test process ends; returns its address.
+pub async fn serve_forever(engine: Arc<Engine>, config: ServerConfig) -> SocketAddr {
+    let handle = start_server(engine, config).await;
+    let addr = handle.local_addr();
+    std::mem::forget(handle);
+    addr
+}
+
 /// A small JSON-RPC client over a real WebSocket.
 pub struct Client {
     pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
