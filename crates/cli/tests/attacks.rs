@@ -733,7 +733,8 @@ fn output_floods_on_stdout_and_stderr_are_cut_at_the_limit() {
                 "python",
                 "import sys\nfor i in range(200000):\n    sys.stdout.write('A' * 1000)\n    sys.stderr.write('B' * 1000)",
             ),
-            ("bash", "yes AAAAAAA & yes BBBBBBB >&2 & wait"),
+            // stdout starts first, so that its first bytes exist even when the machine is busy.
+            ("bash", "yes AAAAAAA & sleep 0.05; yes BBBBBBB >&2 & wait"),
         ];
         for (language, code) in floods {
             let run = c.run(&s, language, code, RUN_MS).await;
