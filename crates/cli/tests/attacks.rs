@@ -61,6 +61,20 @@ const RUN_MS: u64 = 30_000;
 /// The default output cap of a run (stdout and stderr together).
 const OUTPUT_CAP: usize = 1024 * 1024;
 
+// The tenant-isolation cases, one module per class of attack; each uses [`two_callers`].
+#[path = "attacks/build_products.rs"]
+mod build_products;
+#[path = "attacks/host_facts.rs"]
+mod host_facts;
+#[path = "attacks/kernel_accounting.rs"]
+mod kernel_accounting;
+#[path = "attacks/server_bounds.rs"]
+mod server_bounds;
+#[path = "attacks/survivors.rs"]
+mod survivors;
+#[path = "attacks/warm_state.rs"]
+mod warm_state;
+
 // ------------------------------------------------------------------------------------------
 // The shared runtime, engine, server, canary and host baseline.
 
@@ -100,6 +114,41 @@ async fn server() -> SocketAddr {
     *ADDR
         .get_or_init(|| common::serve_forever(engine(), local_config()))
         .await
+}
+
+/// Two callers with their own tokens on one server over the shared engine: `alice`, the victim,
+/// and `mallory`, the attacker. The server serves for the whole test run.
+#[allow(dead_code)]
+async fn two_callers() -> (Client, Client) {
+    static URL: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    let url = URL
+        .get_or_init(|| async {
+            let config = ServerConfig {
+                auth: AuthConfig {
+                    tokens: vec![
+                        TokenConfig {
+                            token: "two-callers-alice".into(),
+                            caller: "alice".into(),
+                        },
+                        TokenConfig {
+                            token: "two-callers-mallory".into(),
+                            caller: "mallory".into(),
+                        },
+                    ],
+                },
+                ..local_config()
+            };
+            let addr = common::serve_forever(engine(), config).await;
+            format!("ws://{addr}/ws/jsonrpc")
+        })
+        .await;
+    let alice = Client::connect_to(url, Some("two-callers-alice"))
+        .await
+        .expect("alice connects");
+    let mallory = Client::connect_to(url, Some("two-callers-mallory"))
+        .await
+        .expect("mallory connects");
+    (alice, mallory)
 }
 
 /// What the host looked like before the first attack.

@@ -1,0 +1,4 @@
+//! Tenant-isolation attacks: build_products.
+
+#[allow(unused_imports)]
+use super::*;

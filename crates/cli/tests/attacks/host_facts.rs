@@ -1,0 +1,4 @@
+//! Tenant-isolation attacks: host_facts.
+
+#[allow(unused_imports)]
+use super::*;

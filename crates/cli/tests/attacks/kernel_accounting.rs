@@ -1,0 +1,4 @@
+//! Tenant-isolation attacks: kernel_accounting.
+
+#[allow(unused_imports)]
+use super::*;

@@ -1,0 +1,4 @@
+//! Tenant-isolation attacks: server_bounds.
+
+#[allow(unused_imports)]
+use super::*;

@@ -1,0 +1,4 @@
+//! Tenant-isolation attacks: survivors.
+
+#[allow(unused_imports)]
+use super::*;

@@ -1,0 +1,4 @@
+//! Tenant-isolation attacks: warm_state.
+
+#[allow(unused_imports)]
+use super::*;
