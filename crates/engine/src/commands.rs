@@ -21,6 +21,7 @@ use codebeaker_sandbox::{
 use serde::Serialize;
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::config::TextLimits;
 use crate::paths::{self, WorkspacePath};
 use crate::session::Caller;
 use crate::{CodeRequest, Engine, EngineError, Execution};
@@ -216,8 +217,10 @@ impl Engine {
             },
             Command::CopyFile(c) => copy_file(bx, &c.source, &c.destination, c.overwrite).await?,
             Command::ListFiles(c) => list_files(bx, &c, limits.max_list_entries).await?,
-            Command::Diff(c) => diff(bx, &c, limits.max_read_bytes).await?,
-            Command::ApplyPatch(c) => return apply_patch(bx, &c, limits.max_read_bytes).await,
+            Command::Diff(c) => diff(bx, &c, limits.max_read_bytes, self.config().text).await?,
+            Command::ApplyPatch(c) => {
+                return apply_patch(bx, c, limits.max_read_bytes, self.config().text).await
+            }
             Command::InstallPackages(_) => Err(Refused(
                 "install_packages needs network access, and this session's box has none (network policy: \
                  none, loopback only); put the packages' files into the workspace instead"
@@ -500,10 +503,67 @@ async fn side_text(
     }
 }
 
+/// Slots for the text work of `diff` and `apply_patch`, which runs on the server itself: one per
+/// core, so that a flood of costly diffs waits its turn instead of taking every CPU the server
+/// needs to answer anything else.
+fn text_work_slots() -> &'static tokio::sync::Semaphore {
+    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    SLOTS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        tokio::sync::Semaphore::new(cores)
+    })
+}
+
+/// Runs CPU-bound work on a blocking thread, off the async workers that answer every other
+/// request (health probes included), once a slot of [`text_work_slots`] is free.
+async fn off_runtime<T: Send + 'static>(
+    what: &str,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, EngineError> {
+    let _slot = text_work_slots()
+        .acquire()
+        .await
+        .map_err(|e| EngineError::Internal(format!("{what}: {e}")))?;
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| EngineError::Internal(format!("{what} failed: {e}")))
+}
+
+/// Lines of a text as `diff` counts them.
+fn line_count(text: &str) -> u64 {
+    let newlines = text.bytes().filter(|&b| b == b'\n').count() as u64;
+    newlines + u64::from(!text.is_empty() && !text.ends_with('\n'))
+}
+
+/// Checks one input of `diff` or `apply_patch` against the text limits.
+fn check_text(
+    command: &str,
+    what: &str,
+    text: &str,
+    limits: TextLimits,
+) -> Result<(), EngineError> {
+    let bytes = text.len() as u64;
+    if bytes > limits.max_bytes {
+        return Err(EngineError::InvalidInput(format!(
+            "{command}: {what} is {bytes} bytes; {command} takes at most {} bytes (limits.text_max_bytes)",
+            limits.max_bytes
+        )));
+    }
+    let lines = line_count(text);
+    if lines > limits.max_lines {
+        return Err(EngineError::InvalidInput(format!(
+            "{command}: {what} has {lines} lines; {command} takes at most {} lines (limits.text_max_lines)",
+            limits.max_lines
+        )));
+    }
+    Ok(())
+}
+
 async fn diff(
     bx: &SandboxBox,
     c: &DiffCommand,
     max: u64,
+    limits: TextLimits,
 ) -> Result<Step<serde_json::Value>, EngineError> {
     let (original, a_name) = match side_text(bx, c.original(), max).await? {
         Ok(v) => v,
@@ -513,11 +573,51 @@ async fn diff(
         Ok(v) => v,
         Err(e) => return Ok(Err(e)),
     };
+    check_text(
+        "diff",
+        &format!("the original ({a_name})"),
+        &original,
+        limits,
+    )?;
+    check_text(
+        "diff",
+        &format!("the modified text ({b_name})"),
+        &modified,
+        limits,
+    )?;
+    let context = c.context_lines as usize;
+    let result = off_runtime("diff", move || {
+        diff_texts(&original, &modified, a_name, b_name, context, limits)
+    })
+    .await??;
+    Ok(Ok(json(&result)))
+}
+
+/// The diff of two texts, unless finding it would cost more than the limit allows.
+fn diff_texts(
+    original: &str,
+    modified: &str,
+    a_name: String,
+    b_name: String,
+    context: usize,
+    limits: TextLimits,
+) -> Result<DiffResult, EngineError> {
+    let identical = original == modified;
+    if !identical && !crate::patch::diff_within(original, modified, limits.max_diff_cost) {
+        return Err(EngineError::InvalidInput(format!(
+            "diff: these texts ({} and {} lines) differ too much to diff here: finding their \
+             differences would take more than {} steps (limits.text_max_diff_cost); diff smaller \
+             pieces of them, or texts with more lines in common",
+            line_count(original),
+            line_count(modified),
+            limits.max_diff_cost
+        )));
+    }
     let patch = diffy::DiffOptions::new()
-        .set_context_len(c.context_lines as usize)
+        .set_context_len(context)
         .set_original_filename(a_name)
         .set_modified_filename(b_name)
-        .create_patch(&original, &modified);
+        .create_patch(original, modified);
     let (mut additions, mut deletions) = (0u64, 0u64);
     for hunk in patch.hunks() {
         for line in hunk.lines() {
@@ -528,40 +628,60 @@ async fn diff(
             }
         }
     }
-    let identical = original == modified;
     let diff = if identical {
         String::new()
     } else {
         patch.to_string()
     };
-    Ok(Ok(json(&DiffResult {
+    Ok(DiffResult {
         diff,
         additions,
         deletions,
         identical,
-    })))
+    })
 }
 
 async fn apply_patch(
     bx: &SandboxBox,
-    c: &ApplyPatchCommand,
+    c: ApplyPatchCommand,
     max: u64,
+    limits: TextLimits,
 ) -> Result<(bool, serde_json::Value, Option<String>), EngineError> {
     let refuse = |msg: String| Ok((false, serde_json::Value::Null, Some(msg)));
-    let files = match crate::patch::parse(&c.patch, c.strip) {
+    check_text("apply_patch", "the patch", &c.patch, limits)?;
+    // No file here has more lines than it may have bytes: a hunk header past that is a bad
+    // request, whatever the file.
+    let max_line = usize::try_from(max).unwrap_or(usize::MAX);
+    let ApplyPatchCommand {
+        patch,
+        strip,
+        target_path,
+        dry_run,
+        ..
+    } = c;
+    let parsed = off_runtime("apply_patch", move || {
+        crate::patch::parse(&patch, strip, max_line)
+    })
+    .await?;
+    let files = match parsed {
         Ok(f) => f,
-        Err(e) => return refuse(format!("invalid patch: {e}")),
+        Err(crate::patch::PatchError::OutOfRange(e)) => {
+            return Err(EngineError::InvalidInput(format!("apply_patch: {e}")))
+        }
+        Err(e @ crate::patch::PatchError::Malformed(_)) => {
+            return refuse(format!("invalid patch: {e}"))
+        }
     };
     let mut result = ApplyPatchResult {
         files: Vec::new(),
         hunks_applied: 0,
         hunks_failed: 0,
-        dry_run: c.dry_run,
+        dry_run,
         failures: Vec::new(),
     };
     let mut writes = Vec::new();
-    for file in &files {
-        let target = c.target_path.as_deref().unwrap_or(&file.path);
+    for file in files {
+        let target = target_path.as_deref().unwrap_or(&file.path);
         let p = match paths::resolve(target) {
             Ok(p) if !p.is_root() => p,
             Ok(_) => return refuse("the patch targets the workspace itself".into()),
@@ -580,7 +700,11 @@ async fn apply_patch(
                 }
             }
         };
-        let applied = crate::patch::apply(&original, &file.hunks);
+        let hunks = file.hunks;
+        let applied = off_runtime("apply_patch", move || {
+            crate::patch::apply(&original, &hunks)
+        })
+        .await?;
         result.hunks_applied += applied.applied;
         result.hunks_failed += applied.failures.len() as u32;
         for (hunk, reason) in applied.failures {
@@ -601,7 +725,7 @@ async fn apply_patch(
         );
         return Ok((false, json(&result), Some(error)));
     }
-    if !c.dry_run {
+    if !dry_run {
         for (p, text, deletes) in writes {
             let r = if deletes {
                 bx.remove(FileRoot::Workspace, p.relative(), false)

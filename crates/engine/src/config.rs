@@ -26,12 +26,16 @@ pub struct EngineConfig {
     pub languages_override: Option<String>,
     pub sessions: SessionConfig,
     pub files: FileLimits,
+    /// Bounds of the `diff` and `apply_patch` commands, which run on the server.
+    pub text: TextLimits,
     /// One-shot runs waiting or running at most; more are refused with "limit reached".
     pub max_queued_executions: usize,
     /// One-shot runs that run at the same time.
     pub max_concurrent_executions: usize,
     /// How long a finished one-shot run's result is kept for `execution.status`.
     pub execution_retention: Duration,
+    /// How many finished one-shot results, and how many bytes of them, each caller keeps.
+    pub execution_records: RecordLimits,
     /// Ready boxes kept for new sessions and one-shot runs (0 turns the pool off).
     pub box_pool_size: usize,
     /// Run programs in pre-started warm workers where the language has one.
@@ -90,6 +94,50 @@ impl Default for FileLimits {
     }
 }
 
+/// Bounds of the work `diff` and `apply_patch` do on the server itself (not in a box).
+#[derive(Debug, Clone, Copy)]
+pub struct TextLimits {
+    /// Largest text either side of a `diff` may be, and the largest patch `apply_patch` takes,
+    /// in bytes (files are read under [`FileLimits::max_read_bytes`] first).
+    pub max_bytes: u64,
+    /// Most lines either side of a `diff` may have, and a patch may have.
+    pub max_lines: u64,
+    /// Most steps a `diff` may take (about one per line compared): two unrelated texts cost
+    /// about the product of their line counts, two similar ones about their length. Beyond, the
+    /// diff is refused as too costly instead of holding a thread.
+    pub max_diff_cost: u64,
+}
+
+impl Default for TextLimits {
+    fn default() -> Self {
+        TextLimits {
+            max_bytes: 4 * MIB,
+            max_lines: 200_000,
+            max_diff_cost: 20_000_000,
+        }
+    }
+}
+
+/// Bounds of the finished one-shot results kept for `execution.status`, per caller. Over either
+/// bound, the caller's oldest finished results are forgotten first; runs still queued or
+/// running are never dropped (their number is bounded by `max_queued_executions`).
+#[derive(Debug, Clone, Copy)]
+pub struct RecordLimits {
+    /// Finished results kept per caller.
+    pub max_per_caller: usize,
+    /// Bytes of finished results (stdout, stderr, error, snippet result) kept per caller.
+    pub max_bytes_per_caller: u64,
+}
+
+impl Default for RecordLimits {
+    fn default() -> Self {
+        RecordLimits {
+            max_per_caller: 1000,
+            max_bytes_per_caller: 64 * MIB,
+        }
+    }
+}
+
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
@@ -111,9 +159,11 @@ impl Default for EngineConfig {
             languages_override: None,
             sessions: SessionConfig::default(),
             files: FileLimits::default(),
+            text: TextLimits::default(),
             max_queued_executions: 1000,
             max_concurrent_executions: 4,
             execution_retention: Duration::from_secs(600),
+            execution_records: RecordLimits::default(),
             box_pool_size: 4,
             warm_workers: true,
         }

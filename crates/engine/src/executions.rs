@@ -1,13 +1,18 @@
 //! One-shot executions (`execution.run` / `execution.status`, `POST /api/execution`): queued,
 //! run in a fresh box in the background, and kept for a bounded time.
 //!
+//! Finished records are also bounded per caller, in number and in bytes
+//! ([`RecordLimits`](crate::RecordLimits)): when a run ends, that caller's oldest finished records
+//! are forgotten until both bounds hold again (its newest record is always kept). Only the
+//! caller's own records are dropped, so that one caller's flood never costs another its results.
+//!
 //! A record moves Queued → Running → Completed/Failed under one lock, so a finished run is never
 //! reported as running and a running one never as finished. Each record carries a
 //! [`watch`](tokio::sync::watch) flag that is raised, under the same lock, when the record becomes
 //! final: [`Engine::wait_execution`] (the long-poll of `execution.status`, `execution.run` with
 //! `wait`, and `POST /api/execution?wait=true`) sleeps on it and wakes the moment the run ends.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,6 +20,7 @@ use codebeaker_sandbox::{RunStatus, SandboxBox, MIB};
 use serde_json::Value;
 use tokio::sync::watch;
 
+use crate::config::RecordLimits;
 use crate::session::Caller;
 use crate::{CodeRequest, Engine, EngineError};
 
@@ -75,9 +81,63 @@ impl Entry {
     }
 }
 
+impl ExecutionRecord {
+    /// About how many bytes the record holds.
+    fn size(&self) -> u64 {
+        let output = self
+            .output
+            .as_ref()
+            .map_or(0, |v| serde_json::to_string(v).map_or(0, |t| t.len()));
+        let text =
+            self.stdout.len() + self.stderr.len() + self.error.as_ref().map_or(0, String::len);
+        (self.id.len() + text + output + RECORD_OVERHEAD) as u64
+    }
+}
+
+/// What a record costs besides its text: the entry, its key, the map slot and the watch flag.
+const RECORD_OVERHEAD: usize = 256;
+
+/// Every one-shot run the engine still remembers.
+#[derive(Default)]
+struct Records {
+    entries: HashMap<String, Entry>,
+    /// Per caller: its finished records (id and size), oldest first.
+    finished: HashMap<Caller, CallerRecords>,
+}
+
+#[derive(Default)]
+struct CallerRecords {
+    order: VecDeque<(String, u64)>,
+    bytes: u64,
+}
+
+impl Records {
+    /// Marks `id` final and forgets its caller's oldest finished records past `limits`.
+    fn finish(&mut self, id: &str, limits: RecordLimits) {
+        let Some(entry) = self.entries.get_mut(id) else {
+            return;
+        };
+        entry.finish();
+        let size = entry.record.size();
+        let mine = self.finished.entry(entry.caller.clone()).or_default();
+        mine.order.push_back((id.to_string(), size));
+        mine.bytes += size;
+        while mine.order.len() > 1
+            && (mine.order.len() > limits.max_per_caller
+                || mine.bytes > limits.max_bytes_per_caller)
+        {
+            let Some((old, bytes)) = mine.order.pop_front() else {
+                break;
+            };
+            mine.bytes = mine.bytes.saturating_sub(bytes);
+            self.entries.remove(&old);
+        }
+    }
+}
+
 /// Every one-shot run the engine still remembers.
 pub(crate) struct ExecutionStore {
-    entries: Mutex<HashMap<String, Entry>>,
+    entries: Mutex<Records>,
     /// One-shot runs queued or running (the refill of the box pool waits for them).
     in_flight: watch::Sender<usize>,
 }
@@ -108,27 +168,43 @@ impl Drop for InFlight<'_> {
 }
 
 impl ExecutionStore {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Records> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Drops finished records older than `retention`.
     pub fn forget_old(&self, retention: Duration) {
         let now = Instant::now();
-        self.lock()
-            .retain(|_, e| e.finished.is_none_or(|t| now.duration_since(t) < retention));
+        let mut records = self.lock();
+        let Records { entries, finished } = &mut *records;
+        entries.retain(|_, e| e.finished.is_none_or(|t| now.duration_since(t) < retention));
+        finished.retain(|_, mine| {
+            mine.order.retain(|(id, _)| entries.contains_key(id));
+            mine.bytes = mine.order.iter().map(|(_, bytes)| bytes).sum();
+            !mine.order.is_empty()
+        });
     }
 
     pub fn count(&self, state: ExecutionState) -> usize {
         self.lock()
+            .entries
             .values()
             .filter(|e| e.record.status == state)
             .count()
     }
 
     fn update(&self, id: &str, f: impl FnOnce(&mut Entry)) {
-        if let Some(e) = self.lock().get_mut(id) {
+        if let Some(e) = self.lock().entries.get_mut(id) {
             f(e);
+        }
+    }
+
+    /// Fills in the final record of `id`, makes it final, and applies the caller's bounds.
+    fn finish(&self, id: &str, limits: RecordLimits, f: impl FnOnce(&mut ExecutionRecord)) {
+        let mut records = self.lock();
+        if let Some(e) = records.entries.get_mut(id) {
+            f(&mut e.record);
+            records.finish(id, limits);
         }
     }
 
@@ -169,7 +245,8 @@ impl Engine {
         }
         let id = uuid::Uuid::new_v4().to_string();
         {
-            let mut entries = self.executions.lock();
+            let mut records = self.executions.lock();
+            let entries = &mut records.entries;
             let pending = entries.values().filter(|e| e.finished.is_none()).count();
             if pending >= self.config().max_queued_executions {
                 return Err(EngineError::LimitReached(format!(
@@ -213,32 +290,29 @@ impl Engine {
                 .executions
                 .update(&run_id, |e| e.record.status = ExecutionState::Running);
             let (result, bx) = engine.run_in_fresh_box(&code).await;
-            engine.executions.update(&run_id, |e| {
-                let r = &mut e.record;
-                match result {
-                    Ok(run) => {
-                        let o = &run.outcome;
-                        r.status = if o.status == RunStatus::InternalError {
-                            ExecutionState::Failed
-                        } else {
-                            ExecutionState::Completed
-                        };
-                        r.exit_code = o.exit_code;
-                        r.stdout = String::from_utf8_lossy(&o.stdout).into_owned();
-                        r.stderr = String::from_utf8_lossy(&o.stderr).into_owned();
-                        r.duration_ms = Some(o.wall_time.as_millis() as u64);
-                        r.timed_out = o.timed_out();
-                        r.outcome = Some(o.status);
-                        r.error = run.error;
-                        r.output = run.output;
-                    }
-                    Err(err) => {
-                        r.status = ExecutionState::Failed;
-                        r.outcome = Some(RunStatus::InternalError);
-                        r.error = Some(err.to_string());
-                    }
+            let limits = engine.config().execution_records;
+            engine.executions.finish(&run_id, limits, |r| match result {
+                Ok(run) => {
+                    let o = &run.outcome;
+                    r.status = if o.status == RunStatus::InternalError {
+                        ExecutionState::Failed
+                    } else {
+                        ExecutionState::Completed
+                    };
+                    r.exit_code = o.exit_code;
+                    r.stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+                    r.stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+                    r.duration_ms = Some(o.wall_time.as_millis() as u64);
+                    r.timed_out = o.timed_out();
+                    r.outcome = Some(o.status);
+                    r.error = run.error;
+                    r.output = run.output;
                 }
-                e.finish();
+                Err(err) => {
+                    r.status = ExecutionState::Failed;
+                    r.outcome = Some(RunStatus::InternalError);
+                    r.error = Some(err.to_string());
+                }
             });
             // The result is visible and waiters are woken; the clean-up happens after, off the
             // caller's path. The box's processes are killed first thing, so the slot can go to
@@ -260,6 +334,7 @@ impl Engine {
     ) -> Result<ExecutionRecord, EngineError> {
         self.executions
             .lock()
+            .entries
             .get(id)
             .filter(|e| e.caller == *caller)
             .map(|e| e.record.clone())
@@ -294,8 +369,9 @@ impl Engine {
         timeout: Option<Duration>,
     ) -> Result<ExecutionRecord, EngineError> {
         let mut ended = {
-            let entries = self.executions.lock();
-            let entry = entries
+            let records = self.executions.lock();
+            let entry = records
+                .entries
                 .get(id)
                 .filter(|e| e.caller == *caller)
                 .ok_or_else(|| not_found(id))?;

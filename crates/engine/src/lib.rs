@@ -37,7 +37,7 @@ mod session;
 pub mod wire;
 
 pub use commands::{run_result, CommandOutcome};
-pub use config::{EngineConfig, FileLimits, SessionConfig};
+pub use config::{EngineConfig, FileLimits, RecordLimits, SessionConfig, TextLimits};
 pub use engine::{Engine, EngineStats, LanguageInfo};
 pub use error::EngineError;
 pub use executions::{ExecutionRecord, ExecutionState, OneShotRequest};

@@ -5,6 +5,30 @@
 //! another place that happens to look similar, and when any hunk fails nothing is written.
 //! Written here rather than with `diffy::apply`, which handles one file per patch and may place a
 //! hunk elsewhere; `diffy` still creates the diffs of the `diff` command.
+//!
+//! Line numbers in hunk headers are bounded by the caller (no file here can have more lines than
+//! it has bytes), and every position is computed with checked arithmetic: a header naming line
+//! 18446744073709551615 is an out-of-range error, never an overflow.
+
+use std::fmt;
+
+/// Why a patch cannot be parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PatchError {
+    /// Not a unified diff, or a broken one; the message says where.
+    Malformed(String),
+    /// A hunk header names a line or a length past the bound; the message says which and the
+    /// bound.
+    OutOfRange(String),
+}
+
+impl fmt::Display for PatchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PatchError::Malformed(m) | PatchError::OutOfRange(m) => f.write_str(m),
+        }
+    }
+}
 
 /// One file's part of a patch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,8 +87,29 @@ fn parse_range(s: &str) -> Option<(usize, usize)> {
     Some((start, len))
 }
 
-/// Parses a unified diff that may cover several files.
-pub fn parse(text: &str, strip: Option<u32>) -> Result<Vec<FilePatch>, String> {
+/// Parses a unified diff that may cover several files. Hunk headers may name lines and lengths
+/// up to `max_line`.
+pub fn parse(
+    text: &str,
+    strip: Option<u32>,
+    max_line: usize,
+) -> Result<Vec<FilePatch>, PatchError> {
+    parse_text(text, strip).map_err(PatchError::Malformed).and_then(|files| {
+        for file in &files {
+            for hunk in &file.hunks {
+                if hunk.old_start > max_line || hunk.old_len > max_line {
+                    return Err(PatchError::OutOfRange(format!(
+                        "a hunk for {} names line {} (length {}), past the last line a file here can have ({max_line})",
+                        file.path, hunk.old_start, hunk.old_len
+                    )));
+                }
+            }
+        }
+        Ok(files)
+    })
+}
+
+fn parse_text(text: &str, strip: Option<u32>) -> Result<Vec<FilePatch>, String> {
     let lines: Vec<&str> = text.lines().collect();
     let mut files = Vec::new();
     let mut i = 0;
@@ -192,7 +237,10 @@ pub fn apply(original: &str, hunks: &[Hunk]) -> Applied {
             hunk.old_start.saturating_sub(1)
         };
         let pre: Vec<&HunkLine> = hunk.lines.iter().filter(|l| l.kind != '+').collect();
-        if start < pos || start + pre.len() > orig.len() {
+        let fits = start
+            .checked_add(pre.len())
+            .is_some_and(|end| end <= orig.len());
+        if start < pos || !fits {
             result.failures.push((
                 number,
                 format!(
@@ -236,12 +284,77 @@ pub fn apply(original: &str, hunks: &[Hunk]) -> Applied {
     result
 }
 
+/// Whether the line diff of `a` and `b` can be found within `budget` steps: the greedy forward
+/// pass of Myers' algorithm (a step per diagonal tried and per matching line followed), stopped
+/// as soon as the budget is spent. Myers costs about (lines of both) × (lines that differ), so two
+/// large unrelated texts are the worst case; what `diffy` then does costs about the same as this
+/// pass, so this bounds the whole `diff`.
+pub fn diff_within(a: &str, b: &str, budget: u64) -> bool {
+    let mut ids = std::collections::HashMap::new();
+    let mut intern = |text: &str| -> Vec<u32> {
+        text.split_inclusive('\n')
+            .map(|line| {
+                let next = ids.len() as u32;
+                *ids.entry(line.to_string()).or_insert(next)
+            })
+            .collect()
+    };
+    let (a, b) = (intern(a), intern(b));
+    // Common ends cost one step a line and never widen the search.
+    let prefix = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let (a, b) = (&a[prefix..], &b[prefix..]);
+    let suffix = a
+        .iter()
+        .rev()
+        .zip(b.iter().rev())
+        .take_while(|(x, y)| x == y)
+        .count();
+    let (a, b) = (&a[..a.len() - suffix], &b[..b.len() - suffix]);
+    let mut spent = (prefix + suffix) as u64;
+    let (n, m) = (a.len() as isize, b.len() as isize);
+    let most = (n + m) as usize;
+    if most == 0 {
+        return spent <= budget;
+    }
+    // v[k + offset]: the furthest x reached on diagonal k.
+    let offset = most as isize + 1;
+    let mut v = vec![0isize; 2 * most + 3];
+    for d in 0..=most as isize {
+        let mut k = -d;
+        while k <= d {
+            let i = (k + offset) as usize;
+            let mut x = if k == -d || (k != d && v[i - 1] < v[i + 1]) {
+                v[i + 1]
+            } else {
+                v[i - 1] + 1
+            };
+            let mut y = x - k;
+            while x < n && y < m && a[x as usize] == b[y as usize] {
+                x += 1;
+                y += 1;
+                spent += 1;
+            }
+            spent += 1;
+            if spent > budget {
+                return false;
+            }
+            v[i] = x;
+            if x >= n && y >= m {
+                return true;
+            }
+            k += 2;
+        }
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
 
     const ORIGINAL: &str = "one\ntwo\nthree\nfour\nfive\n";
+    const BIG: usize = 1 << 24;
 
     fn make_patch(a: &str, b: &str) -> String {
         diffy::create_patch(a, b).to_string()
@@ -250,7 +363,7 @@ mod tests {
     #[test]
     fn applies_a_diff_made_by_diffy() {
         let modified = "one\n2\nthree\nfour\nfive\nsix\n";
-        let files = parse(&make_patch(ORIGINAL, modified), None).unwrap();
+        let files = parse(&make_patch(ORIGINAL, modified), None, BIG).unwrap();
         assert_eq!(files.len(), 1);
         let applied = apply(ORIGINAL, &files[0].hunks);
         assert!(applied.failures.is_empty(), "{:?}", applied.failures);
@@ -260,7 +373,7 @@ mod tests {
     #[test]
     fn a_hunk_whose_context_differs_fails_and_is_not_moved() {
         let patch = make_patch(ORIGINAL, "one\nTWO\nthree\nfour\nfive\n");
-        let files = parse(&patch, None).unwrap();
+        let files = parse(&patch, None, BIG).unwrap();
         // The same lines exist, but one line further down: strict application refuses.
         let shifted = "zero\none\ntwo\nthree\nfour\nfive\n";
         let applied = apply(shifted, &files[0].hunks);
@@ -274,7 +387,7 @@ mod tests {
         let patch = "diff --git a/x.txt b/x.txt\n--- a/x.txt\n+++ b/x.txt\n@@ -1 +1 @@\n-a\n+b\n\
                      --- /dev/null\n+++ b/new.txt\n@@ -0,0 +1,2 @@\n+hello\n+world\n\
                      --- a/old.txt\n+++ /dev/null\n@@ -1 +0,0 @@\n-bye\n";
-        let files = parse(patch, None).unwrap();
+        let files = parse(patch, None, BIG).unwrap();
         assert_eq!(
             files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
             ["x.txt", "new.txt", "old.txt"]
@@ -284,6 +397,7 @@ mod tests {
         let p1 = parse(
             "--- src/dir/f\n+++ src/dir/f\n@@ -1 +1 @@\n-a\n+b\n",
             Some(1),
+            BIG,
         )
         .unwrap();
         assert_eq!(p1[0].path, "dir/f");
@@ -293,16 +407,45 @@ mod tests {
     fn no_newline_markers_round_trip() {
         let a = "x\ny";
         let b = "x\nz";
-        let files = parse(&make_patch(a, b), None).unwrap();
+        let files = parse(&make_patch(a, b), None, BIG).unwrap();
         assert_eq!(apply(a, &files[0].hunks).text, b);
     }
 
     #[test]
     fn malformed_patches_are_errors() {
-        assert!(parse("hello", None).is_err());
-        assert!(parse("--- a\n", None).is_err());
-        assert!(parse("--- a\n+++ b\n@@ bogus @@\n", None).is_err());
-        assert!(parse("--- a\n+++ b\n@@ -1,3 +1,3 @@\n a\n", None).is_err());
+        assert!(parse("hello", None, BIG).is_err());
+        assert!(parse("--- a\n", None, BIG).is_err());
+        assert!(parse("--- a\n+++ b\n@@ bogus @@\n", None, BIG).is_err());
+        assert!(parse("--- a\n+++ b\n@@ -1,3 +1,3 @@\n a\n", None, BIG).is_err());
+    }
+
+    #[test]
+    fn the_diff_cost_bound_tells_similar_texts_from_unrelated_ones() {
+        let a: String = (0..5000).map(|i| format!("line {i}\n")).collect();
+        let mut b = a.replace("line 2500\n", "changed\n");
+        b.push_str("one more\n");
+        // Two changes in 5000 lines: about the length of the texts.
+        assert!(diff_within(&a, &b, 20_000));
+        assert!(diff_within(&a, &a, 10_000));
+        assert!(diff_within("", "x\n", 10));
+        // Unrelated texts: about the product of their lengths.
+        let c: String = (0..5000).map(|i| format!("other {i}\n")).collect();
+        assert!(!diff_within(&a, &c, 1_000_000));
+        assert!(diff_within(&a, &c, 200_000_000));
+    }
+
+    #[test]
+    fn a_huge_hunk_start_is_out_of_range_and_never_overflows() {
+        let patch = format!("--- a/f\n+++ b/f\n@@ -{},1 +1,1 @@\n-a\n+b\n", usize::MAX);
+        match parse(&patch, None, 1000) {
+            Err(PatchError::OutOfRange(m)) => assert!(m.contains("1000"), "{m}"),
+            other => panic!("expected out of range, got {other:?}"),
+        }
+        // Unbounded parsing (the bound is the caller's) still cannot make `apply` overflow.
+        let files = parse(&patch, None, usize::MAX).expect("parses");
+        let applied = apply("a\n", &files[0].hunks);
+        assert_eq!(applied.applied, 0);
+        assert_eq!(applied.failures.len(), 1);
     }
 
     proptest! {
@@ -314,7 +457,7 @@ mod tests {
             if end_a { a.push('\n'); }
             if end_b { b.push('\n'); }
             if a != b {
-                let files = parse(&make_patch(&a, &b), None).unwrap();
+                let files = parse(&make_patch(&a, &b), None, BIG).unwrap();
                 let applied = apply(&a, &files[0].hunks);
                 prop_assert!(applied.failures.is_empty(), "{:?}", applied.failures);
                 prop_assert_eq!(applied.text, b);
@@ -324,8 +467,8 @@ mod tests {
         /// Parsing never panics, whatever the text.
         #[test]
         fn parse_never_panics(text in ".{0,200}") {
-            let _ = parse(&text, None);
-            let _ = parse(&format!("--- a\n+++ b\n@@ -1 +1 @@\n{text}"), Some(3));
+            let _ = parse(&text, None, BIG);
+            let _ = parse(&format!("--- a\n+++ b\n@@ -1 +1 @@\n{text}"), Some(3), BIG);
         }
     }
 }

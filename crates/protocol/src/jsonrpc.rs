@@ -664,12 +664,12 @@ fn classify(value: Value) -> Incoming {
 
 /// Splits a frame's text into JSON values. A stretch that does not parse becomes one `Err` and
 /// reading resumes at the next line that starts a JSON object or array.
-fn split_values(text: &str) -> Vec<Result<Value, serde_json::Error>> {
+fn split_values(text: &str, max: usize) -> Vec<Result<Value, serde_json::Error>> {
     let mut items = Vec::new();
     let mut rest = text.strip_prefix('\u{feff}').unwrap_or(text);
     loop {
         rest = rest.trim_start_matches([' ', '\t', '\n', '\r']);
-        if rest.is_empty() {
+        if rest.is_empty() || items.len() > max {
             break;
         }
         let mut stream = serde_json::Deserializer::from_str(rest).into_iter::<Value>();
@@ -708,13 +708,74 @@ fn skip_to_next_message(text: &str) -> &str {
     }
 }
 
+/// Whether `text` is a JSON array with more than `max` elements, told by counting the commas
+/// outside strings at its top level, without decoding anything.
+fn batch_longer_than(text: &str, max: usize) -> bool {
+    let text = text.trim_start_matches(['\u{feff}', ' ', '\t', '\n', '\r']);
+    if !text.starts_with('[') {
+        return false;
+    }
+    let (mut depth, mut in_string, mut escaped, mut commas) = (0usize, false, false, 0usize);
+    for byte in text.bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => depth += 1,
+            b']' | b'}' => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    break;
+                }
+            }
+            b',' if depth == 1 => {
+                commas += 1;
+                if commas >= max {
+                    return true;
+                }
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
 /// Decodes one incoming text frame into its messages; see the [module docs](self) for the
 /// layouts. Never fails and never panics: malformed input becomes [`Incoming::Invalid`]
 /// responses.
 pub fn parse_frame(text: &str) -> Frame {
-    let mut items = split_values(text);
-    if items.len() > 1 {
-        let messages = items
+    parse_frame_bounded(text, usize::MAX)
+}
+
+/// [`parse_frame`] that decodes at most `max_messages` messages of a frame: the messages past
+/// the bound are not read, and one `-32600` error in their place says so (a batch array longer
+/// than the bound is refused whole, with one error, before its elements are decoded). What a
+/// frame costs to answer is then bounded, whatever it holds.
+pub fn parse_frame_bounded(text: &str, max_messages: usize) -> Frame {
+    let max = max_messages.max(1);
+    let too_many = || {
+        Incoming::Invalid(Response::error(
+            None,
+            ErrorObject::invalid_request(format_args!(
+                "the frame holds more than {max} messages, the most one frame may hold; the rest of it was not read: send fewer messages in a frame"
+            )),
+        ))
+    };
+    if batch_longer_than(text, max) {
+        return Frame::single(too_many());
+    }
+    let mut items = split_values(text, max);
+    let over = items.len() > max;
+    items.truncate(max);
+    if items.len() > 1 || over {
+        let mut messages: Vec<Incoming> = items
             .into_iter()
             .map(|item| match item {
                 Ok(Value::Array(_)) => Incoming::Invalid(Response::error(
@@ -727,6 +788,9 @@ pub fn parse_frame(text: &str) -> Frame {
                 Err(error) => parse_error(error),
             })
             .collect();
+        if over {
+            messages.push(too_many());
+        }
         return Frame {
             kind: FrameKind::Lines,
             messages,
@@ -786,4 +850,40 @@ pub fn parse_server_frame(text: &str) -> Result<Vec<ServerMessage>, serde_json::
         }
     }
     Ok(messages)
+}
+
+#[cfg(test)]
+mod bounded_frame_tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_of_many_broken_lines_is_read_only_up_to_the_bound() {
+        let text = "{\n".repeat(100_000);
+        let frame = parse_frame_bounded(&text, 10);
+        assert_eq!(frame.kind, FrameKind::Lines);
+        assert_eq!(frame.messages.len(), 11);
+        let Some(Incoming::Invalid(last)) = frame.messages.last() else {
+            panic!("the last message is the refusal");
+        };
+        let error = last.clone().into_result().expect_err("an error");
+        assert_eq!(error.code, -32600);
+        assert!(
+            error.message.contains("more than 10 messages"),
+            "{}",
+            error.message
+        );
+        // Under the bound, nothing changes.
+        let two = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"a\"}\n{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"b\"}";
+        assert_eq!(parse_frame_bounded(two, 2), parse_frame(two));
+    }
+
+    #[test]
+    fn a_batch_longer_than_the_bound_is_refused_whole() {
+        let batch = format!("[{}0]", "0,".repeat(50));
+        let frame = parse_frame_bounded(&batch, 10);
+        assert_eq!(frame.kind, FrameKind::Single);
+        assert_eq!(frame.messages.len(), 1);
+        let short = "[{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"a,b\",\"params\":[1,2,3]}]";
+        assert_eq!(parse_frame_bounded(short, 1).kind, FrameKind::Batch);
+    }
 }
