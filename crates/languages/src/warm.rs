@@ -4,6 +4,13 @@
 //! program exactly as the toolchain's run step would, so a toolchain names one with `warm =
 //! "NAME"` and nothing else changes.
 //!
+//! A worker keeps nothing a run can read or change: it never holds a run's request or program in
+//! its own memory (every later run is a copy of that memory), it empties its own namespace in the
+//! child before the program starts, and it runs under a uid of its own that the box's programs do
+//! not share, so no run can signal it, change its rlimits or priority, or read it through
+//! `/proc`; the child takes the run's uid before anything of the run happens. The box's init
+//! checks a worker before each run and replaces one that changed anyway.
+//!
 //! Some workers need a native part built before they can start (Node.js has no `fork()`, so its
 //! worker loads a small addon that is the fork server): [`WarmWorker::host_plan`] describes that
 //! build as an ordinary C compile, which the engine runs in a box and keeps in the compile cache
@@ -26,6 +33,9 @@ pub enum WarmWorker {
 }
 
 const PYTHON_SOURCE: &str = include_str!("../assets/warm/python.py");
+/// The Python snippet runner, which the Python worker compiles once at start: every snippet runs
+/// it, and it is CodeBeaker's own (the worker compiles no run's source).
+const PYTHON_SNIPPET_RUNNER: &str = include_str!("../assets/python/main.py");
 const NODE_SOURCE: &str = include_str!("../assets/warm/node.js");
 const NODE_HOST_SOURCE: &str = include_str!("../assets/warm/node.c");
 
@@ -64,7 +74,9 @@ impl WarmWorker {
     pub fn argv(self, interpreter: String, host_dir: Option<&Path>) -> Option<Vec<String>> {
         let mut argv = vec![interpreter];
         match self {
-            WarmWorker::Python => argv.extend(["-B", "-c", PYTHON_SOURCE].map(String::from)),
+            // `-s`: no user site-packages, which live under a HOME that runs write.
+            WarmWorker::Python => argv
+                .extend(["-B", "-s", "-c", PYTHON_SOURCE, PYTHON_SNIPPET_RUNNER].map(String::from)),
             WarmWorker::Node => {
                 let addon = host_dir?.join(NODE_HOST_ARTIFACT);
                 // V8 without background threads: the worker forks, and a fork keeps only the
@@ -121,8 +133,8 @@ mod tests {
         assert_eq!(
             python
                 .argv("/usr/bin/python3".into(), None)
-                .map(|a| a.len()),
-            Some(4)
+                .map(|a| a[1..4].to_vec()),
+            Some(vec!["-B".to_string(), "-s".into(), "-c".into()])
         );
     }
 }

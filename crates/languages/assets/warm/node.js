@@ -4,7 +4,8 @@
 // earlier run left in memory. Started as `node --single-threaded -e <this> <addon>`.
 //
 // Everything lives in one function scope: a program sees none of the worker's names, and none of
-// the globals Node gives `-e` scripts (require, module, exports, __filename, __dirname).
+// the globals Node gives `-e` scripts (require, module, exports, __filename, __dirname). The
+// worker runs no JavaScript once it serves: each request is parsed in its own child.
 'use strict';
 (function codebeakerWarmWorker(load) {
   for (const name of ['require', 'module', 'exports', '__filename', '__dirname']) {
@@ -25,19 +26,32 @@
   new Module('[warm-up]', null)._compile('module.exports = JSON.parse(JSON.stringify([1, 2.5]));', '/[warm-up].js');
   new (load('vm').Script)('void 0', { filename: '[warm-up]' }).runInThisContext();
 
-  // Only in a child: serve() never returns in the worker.
+  // Only in a child: serve() never returns in the worker. The child first becomes the run (its
+  // uid and gid, no capability), then enters its directory as the run's user.
   const request = JSON.parse(native.serve());
-  for (const [resource, soft, hard] of request.rlimits) {
-    native.setrlimit(resource, soft, hard);
+  let main;
+  try {
+    native.become(request.uid, request.gid);
+    for (const [resource, soft, hard] of request.rlimits) {
+      native.setrlimit(resource, soft, hard);
+    }
+    Object.defineProperty(process, 'pid', { value: native.getpid(), enumerable: true });
+    native.enter(request.cwd);
+    // Node caches the working directory; a relative chdir resets that cache and follows nothing.
+    process.chdir('.');
+    for (const key of Object.keys(process.env)) {
+      delete process.env[key];
+    }
+    Object.assign(process.env, request.env);
+    main = request.argv[request.argv.length - 1];
+    process.argv = [process.execPath, main];
+  } catch (error) {
+    try {
+      load('fs').writeSync(2, `codebeaker: starting the run: ${error.message}\n`);
+    } finally {
+      native.exit(127);
+    }
   }
-  Object.defineProperty(process, 'pid', { value: native.getpid(), enumerable: true });
-  process.chdir(request.cwd);
-  for (const key of Object.keys(process.env)) {
-    delete process.env[key];
-  }
-  Object.assign(process.env, request.env);
-  const main = request.argv[request.argv.length - 1];
-  process.argv = [process.execPath, main];
 
   // Node ends a process by emitting 'exit' (after the loop ran dry, on process.exit() and after an
   // uncaught exception) and then tearing itself down; a forked child must skip the teardown (it

@@ -1,20 +1,35 @@
 //! Warm workers: pre-started interpreters inside the box that run each program in a fresh fork
 //! of themselves, so the interpreter's start-up is paid once per box instead of once per run.
 //!
-//! A worker is started like any program (same uid, seccomp filter, rlimits ceiling) with a
-//! `SOCK_SEQPACKET` control socket on fd 3. For each run the init sends one JSON request (argv,
-//! cwd, environment, rlimits) with five descriptors attached (`SCM_RIGHTS`: stdin, stdout, stderr,
-//! the snippet input and result pipes); the worker forks, the child takes those descriptors as
-//! 0–4, applies the rlimits and runs the program, and the worker answers `{"pid": n}` at once and
-//! `{"exit": status, "cpu_ns": n, "maxrss": bytes}` when the child has been reaped.
+//! A worker is started like any program (seccomp filter, `no_new_privs`, an empty bounding set,
+//! rlimits ceiling) with a `SOCK_SEQPACKET` control socket on fd 3, but under a uid and gid of its
+//! own ([`WORKER_UID`]) and with `CAP_SETUID` and `CAP_SETGID` (its only capabilities). For each
+//! run the init sends one JSON request (argv, cwd, environment, rlimits, the run's uid and gid)
+//! with five descriptors attached (`SCM_RIGHTS`: stdin, stdout, stderr, the snippet input and
+//! result pipes); the worker forks, the child takes those descriptors as 0–4, becomes the run's
+//! uid and gid with no capability left (and checks that it did), applies the rlimits, enters the
+//! working directory without following symlinks and runs the program, and the worker answers
+//! `{"pid": n}` at once and `{"exit": status, "cpu_ns": n, "maxrss": bytes}` when the child has
+//! been reaped.
+//!
+//! Why a uid of its own: a run must not be able to change its worker, since every later run is a
+//! fork of it. The kernel lets a process signal another, change its rlimits (`prlimit`) or its
+//! priority (`setpriority`), or read it through `/proc` only when their uids match (or with a
+//! capability no run has), so a worker whose uid no program shares is out of reach of all of
+//! those at once, including ways nobody listed; resetting each one from the request instead
+//! would leave every way not thought of open. The two capabilities it keeps are needed only to
+//! hand a child to the run's uid, and a child drops them before anything of the run happens.
+//! The worker itself reads nothing a run can write and keeps nothing of a run in its memory (see
+//! the workers' own sources). As a second line, the init checks a worker before every run it
+//! gives it ([`Workers::start`]): its state (not stopped, not traced), uid and gid, priority and
+//! every rlimit must be what it started with, and a worker that changed is killed and replaced,
+//! never reused.
 //!
 //! The init supervises the child exactly as a cold run (deadline, output caps, cancel). A run
 //! that ends by itself and leaves nothing behind keeps the workers; after any other run the init
 //! kills every process of the box (workers included, with `kill(-1)`), and workers start again
-//! when next needed. A worker makes itself
-//! non-dumpable, so the programs it runs (same uid) cannot read or write its memory through
-//! `/proc`; a program that kills or stops a worker only costs that run its speed: a worker that
-//! does not answer is killed, and the run falls back to a cold start.
+//! when next needed. A worker that does not answer is killed, and the run falls back to a cold
+//! start.
 
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -24,8 +39,24 @@ use std::time::{Duration, Instant};
 
 use nix::sys::socket::{self, ControlMessage, MsgFlags};
 
-use super::run::{child, Context, Rlimit};
+use super::run::{child, Context, Ids, Rlimit};
+use super::SANDBOX_UID;
 use crate::wire::WarmSpec;
+
+/// The uid and gid warm workers run as inside the box: mapped like the box's other ids, and
+/// shared with no program (programs run as [`SANDBOX_UID`]).
+pub const WORKER_UID: u32 = 999;
+
+const CAP_SETGID: u64 = 6;
+const CAP_SETUID: u64 = 7;
+
+/// A worker's identity: its own uid and gid, and the two capabilities it needs to hand each
+/// child to the run's uid.
+const WORKER_IDS: Ids = Ids {
+    uid: WORKER_UID,
+    gid: WORKER_UID,
+    keep_caps: 1 << CAP_SETUID | 1 << CAP_SETGID,
+};
 
 /// How long a worker may take to answer that it has started a run.
 const START_TIMEOUT: Duration = Duration::from_secs(2);
@@ -39,6 +70,115 @@ pub struct Worker {
     ctl: OwnedFd,
     /// The worker said it finished starting (it sends `{"ready": true}` once).
     ready: bool,
+    /// What it was started with, which it must still have before each run.
+    baseline: Baseline,
+}
+
+/// Every rlimit resource, `RLIMIT_CPU` to `RLIMIT_RTTIME`.
+const RESOURCES: libc::__rlimit_resource_t = 16;
+
+/// The rlimits (every resource, soft and hard) and the nice value a worker starts with.
+struct Baseline {
+    rlimits: Vec<Rlimit>,
+    nice: i32,
+}
+
+impl Baseline {
+    /// The init's own limits and priority, which the worker inherits, with `set` applied.
+    fn of_new_worker(set: &[Rlimit]) -> io::Result<Baseline> {
+        let mut rlimits = Vec::new();
+        for resource in 0..RESOURCES {
+            let value = match set.iter().find(|(r, _, _)| *r == resource) {
+                Some(&limit) => limit,
+                None => {
+                    let mut got = libc::rlimit {
+                        rlim_cur: 0,
+                        rlim_max: 0,
+                    };
+                    // SAFETY: getrlimit fills a struct we own.
+                    if unsafe { libc::getrlimit(resource, &mut got) } != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    (resource, got.rlim_cur, got.rlim_max)
+                }
+            };
+            rlimits.push(value);
+        }
+        Ok(Baseline {
+            rlimits,
+            nice: priority(0)?,
+        })
+    }
+}
+
+/// The nice value of process `pid` (0: the init itself).
+fn priority(pid: libc::pid_t) -> io::Result<i32> {
+    // SAFETY: getpriority only reads; -1 is a valid value, so errno tells an error apart.
+    unsafe {
+        *libc::__errno_location() = 0;
+        let nice = libc::getpriority(libc::PRIO_PROCESS, pid as libc::id_t);
+        if nice == -1 && *libc::__errno_location() != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(nice)
+    }
+}
+
+/// How `worker` differs from what it was started with, if it does: stopped or traced, another
+/// uid or gid, another priority, or any rlimit changed.
+fn changed(worker: &Worker) -> Option<String> {
+    let pid = worker.pid;
+    let status = match std::fs::read_to_string(format!("/proc/{pid}/status")) {
+        Ok(status) => status,
+        Err(e) => return Some(format!("its status cannot be read: {e}")),
+    };
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+            .unwrap_or_default()
+    };
+    if !matches!(field("State:").chars().next(), Some('R' | 'S' | 'D')) {
+        return Some(format!("its state is {}", field("State:")));
+    }
+    if field("TracerPid:") != "0" {
+        return Some("it is traced".into());
+    }
+    let ours = |ids: &str, id: u32| ids.split_whitespace().all(|v| v == id.to_string());
+    if !ours(field("Uid:"), WORKER_IDS.uid) || !ours(field("Gid:"), WORKER_IDS.gid) {
+        return Some(format!(
+            "its ids changed (uid {}, gid {})",
+            field("Uid:"),
+            field("Gid:")
+        ));
+    }
+    match priority(pid) {
+        Ok(nice) if nice == worker.baseline.nice => {}
+        Ok(nice) => return Some(format!("its nice value is {nice}")),
+        Err(e) => return Some(format!("its priority cannot be read: {e}")),
+    }
+    for &(resource, soft, hard) in &worker.baseline.rlimits {
+        let mut got = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: prlimit only reads here (no new limit) into a struct we own.
+        let read = unsafe { libc::prlimit(pid, resource, std::ptr::null(), &mut got) };
+        if read != 0 {
+            return Some(format!(
+                "its rlimit {resource} cannot be read: {}",
+                io::Error::last_os_error()
+            ));
+        }
+        if (got.rlim_cur, got.rlim_max) != (soft, hard) {
+            return Some(format!(
+                "its rlimit {resource} is {}/{} instead of {soft}/{hard}",
+                got.rlim_cur, got.rlim_max
+            ));
+        }
+    }
+    None
 }
 
 impl Worker {
@@ -139,7 +279,7 @@ impl Workers {
         request: &serde_json::Value,
         fds: [RawFd; 5],
     ) -> Option<libc::pid_t> {
-        for attempt in 0..2 {
+        for attempt in 0..3 {
             if !self.map.contains_key(&spec.key) {
                 match spawn(ctx, spec) {
                     Ok(w) => {
@@ -152,9 +292,13 @@ impl Workers {
                 }
             }
             let worker = self.map.get_mut(&spec.key)?;
-            // A previous run may have stopped it.
-            // SAFETY: signalling our own child.
-            unsafe { libc::kill(worker.pid, libc::SIGCONT) };
+            // Every run is a fork of the worker: one that changed is never reused. (One that has
+            // not said it is ready yet may still be on its way to exec, with the init's ids.)
+            if let Some(what) = worker.ready.then(|| changed(worker)).flatten() {
+                tracing::debug!(attempt, what, "warm worker changed; replacing it");
+                self.discard(&spec.key);
+                continue;
+            }
             match send_request(worker, request, fds) {
                 Ok(pid) => return Some(pid),
                 Err(e) => {
@@ -211,18 +355,30 @@ fn spawn(ctx: &Context, spec: &WarmSpec) -> io::Result<Worker> {
         Some(theirs.as_raw_fd()),
         Some(null),
     ];
+    let baseline = Baseline::of_new_worker(&rlimits)?;
     // SAFETY: the init is single-threaded; the child execs or exits.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(io::Error::last_os_error());
     }
     if pid == 0 {
-        child(ctx, &rlimits, &targets, &path, &argv, &envp, &cwd)
+        child(
+            ctx,
+            ctx.workers_group(),
+            &WORKER_IDS,
+            &rlimits,
+            &targets,
+            &path,
+            &argv,
+            &envp,
+            &cwd,
+        )
     }
     Ok(Worker {
         pid,
         ctl: ours,
         ready: false,
+        baseline,
     })
 }
 
@@ -318,30 +474,87 @@ pub fn request(
         "cwd": cwd,
         "env": env.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
         "rlimits": rlimits.iter().map(|&(r, s, h)| [r as u64, s, h]).collect::<Vec<_>>(),
+        "uid": SANDBOX_UID,
+        "gid": SANDBOX_UID,
     })
 }
 
-/// How many processes of the box, besides the init and `keep`, are alive (zombies not counted).
-pub fn others_alive(keep: &[libc::pid_t]) -> usize {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return usize::MAX;
-    };
-    dir.flatten()
-        .filter_map(|e| {
-            e.file_name()
-                .to_str()
-                .and_then(|n| n.parse::<libc::pid_t>().ok())
-        })
-        .filter(|&pid| pid != 1 && !keep.contains(&pid) && !is_zombie(pid))
-        .count()
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
 }
 
-fn is_zombie(pid: libc::pid_t) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(true)
+#[repr(C)]
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const CAP_VERSION_3: u32 = 0x2008_0522;
+
+/// This process's capability sets (the 64 capabilities in two halves).
+fn capget() -> Option<[CapData; 2]> {
+    let mut header = CapHeader {
+        version: CAP_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: capget fills two structs we own, as version 3 of its ABI defines.
+    let r = unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) };
+    (r == 0).then_some(data)
+}
+
+fn capset(data: &[CapData; 2]) -> bool {
+    let mut header = CapHeader {
+        version: CAP_VERSION_3,
+        pid: 0,
+    };
+    // SAFETY: capset reads two structs we own, as version 3 of its ABI defines.
+    unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) == 0 }
+}
+
+/// For `run::child` before it empties the bounding set, in a process that will keep `keep`
+/// across `execve`: the kept capabilities become inheritable (which is possible only while they
+/// are in the bounding set) and stay permitted through the coming uid change. Async-signal-safe.
+pub(crate) fn keep_before_drop(keep: u64) -> bool {
+    let Some(mut data) = capget() else {
+        return false;
+    };
+    data[0].inheritable = keep as u32;
+    data[1].inheritable = (keep >> 32) as u32;
+    // SAFETY: prctl with constant arguments.
+    capset(&data) && unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) } == 0
+}
+
+/// For `run::child` after the uid change: only `keep` is left, effective, permitted and
+/// inheritable, and ambient so that it survives `execve`; read back. Async-signal-safe.
+pub(crate) fn keep_after_uid_change(keep: u64) -> bool {
+    let half = |bits: u32| CapData {
+        effective: bits,
+        permitted: bits,
+        inheritable: bits,
+    };
+    let want = [half(keep as u32), half((keep >> 32) as u32)];
+    if !capset(&want) {
+        return false;
+    }
+    for cap in (0..64u64).filter(|c| keep & (1 << c) != 0) {
+        // SAFETY: prctl with plain integer arguments.
+        let raised = unsafe {
+            libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_RAISE,
+                cap as libc::c_ulong,
+                0,
+                0,
+            )
+        };
+        if raised != 0 {
+            return false;
+        }
+    }
+    capget() == Some(want)
 }
