@@ -145,7 +145,10 @@ pub async fn main(iterations: usize, json: bool) -> Result<i32> {
         for f in plan.files() {
             std::fs::write(src.path().join(&f.name), &f.contents)?;
         }
-        let cache_dir = plan.cache_key().map(|k| engine.config().cache_dir.join(k));
+        // The box sees the cache at its own path, not the host's.
+        let cache_dir = plan
+            .cache_key()
+            .map(|k| std::path::Path::new(codebeaker_engine::BOX_CACHE).join(k));
         let out_dir = cache_dir
             .clone()
             .unwrap_or_else(|| src.path().to_path_buf());

@@ -199,6 +199,7 @@ pub struct LimitsSection {
     pub workspace_bytes: u64,
     pub workspace_files: u64,
     pub tmp_bytes: u64,
+    pub tmp_files: u64,
     pub max_write_bytes: u64,
     pub max_read_bytes: u64,
     pub max_list_entries: u32,
@@ -300,6 +301,7 @@ impl Default for Config {
                 workspace_bytes: engine.box_limits.workspace_bytes,
                 workspace_files: engine.box_limits.workspace_files,
                 tmp_bytes: engine.box_limits.tmp_bytes,
+                tmp_files: engine.box_limits.tmp_files,
                 max_write_bytes: engine.files.max_write_bytes,
                 max_read_bytes: engine.files.max_read_bytes,
                 max_list_entries: engine.files.max_list_entries,
@@ -456,6 +458,7 @@ impl Config {
         positive("limits.workspace_bytes", l.workspace_bytes)?;
         positive("limits.workspace_files", l.workspace_files)?;
         positive("limits.tmp_bytes", l.tmp_bytes)?;
+        positive("limits.tmp_files", l.tmp_files)?;
         positive("limits.max_list_entries", u64::from(l.max_list_entries))?;
         Ok(())
     }
@@ -531,6 +534,7 @@ impl Config {
             workspace_bytes: l.workspace_bytes,
             tmp_bytes: l.tmp_bytes,
             workspace_files: l.workspace_files,
+            tmp_files: l.tmp_files,
         };
         config.run_limits.wall_time = run_time;
         config.run_limits.cpu_time = run_time;

@@ -171,9 +171,10 @@ impl Engine {
                 return Ok(execution_result(execution));
             }
             Command::Shell(c) => {
+                // The lexical half here; the box refuses symlinks on the way (see paths.rs).
                 let cwd = match c.working_directory.as_deref().map(paths::resolve).transpose() {
                     Ok(cwd) => cwd.map(|p| p.absolute()),
-                    Err(e) => return Ok((false, serde_json::Value::Null, Some(e.to_string()))),
+                    Err(e) => return Ok((false, serde_json::Value::Null, Some(format!("workingDirectory: {e}")))),
                 };
                 if c.command.trim().is_empty() {
                     return Ok((false, serde_json::Value::Null, Some("shell: `command` is empty".into())));

@@ -1,12 +1,12 @@
 //! The [`Engine`] itself: construction, languages, one-shot runs.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use codebeaker_languages::{CompileCache, Registry};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use codebeaker_sandbox::{BoxLimits, BoxSpec, Isolation, Sandbox, SandboxBox};
+use codebeaker_sandbox::{Bind, BoxLimits, BoxSpec, Isolation, Sandbox, SandboxBox};
 
 use crate::executions::{ExecutionState, ExecutionStore};
 use crate::pool::BoxPool;
@@ -34,14 +34,18 @@ pub struct LanguageInfo {
     pub warm: bool,
 }
 
+/// Where every box sees the compile cache (read-only), whatever its host directory.
+pub const BOX_CACHE: &str = "/opt/codebeaker/cache";
+
 /// Runs code in boxes. Cheap to share: wrap it in an `Arc`.
 pub struct Engine {
     config: EngineConfig,
     sandbox: Sandbox,
     registry: Registry,
     cache: Arc<CompileCache>,
-    /// Read-only binds every box gets: the toolchains found here and the compile cache.
-    binds: Vec<PathBuf>,
+    /// Read-only binds every box gets: the toolchains found here and the compile cache, each at
+    /// its box path.
+    binds: Vec<Bind>,
     pub(crate) sessions: SessionTable,
     pub(crate) executions: ExecutionStore,
     pub(crate) one_shot_slots: tokio::sync::Semaphore,
@@ -88,14 +92,23 @@ impl Engine {
                 config.cache_dir.display()
             ))
         })?;
-        let mut binds: Vec<PathBuf> = registry
+        let mut binds: Vec<Bind> = registry
             .discover()
             .values()
             .filter(|t| t.available)
-            .flat_map(|t| t.mounts.iter().cloned())
+            .flat_map(|t| {
+                t.mounts.iter().map(|m| Bind {
+                    source: m.clone(),
+                    target: t.box_path(m),
+                })
+            })
             .collect();
-        binds.push(cache.root().to_path_buf());
-        binds.sort();
+        binds.push(Bind {
+            source: cache.root().to_path_buf(),
+            target: PathBuf::from(BOX_CACHE),
+        });
+        // By box path, so that a bind inside another one is attached after it.
+        binds.sort_by(|a, b| a.target.cmp(&b.target).then(a.source.cmp(&b.source)));
         binds.dedup();
         let warm_plans = if config.warm_workers {
             registry
@@ -139,6 +152,15 @@ impl Engine {
 
     pub(crate) fn cache(&self) -> &Arc<CompileCache> {
         &self.cache
+    }
+
+    /// Where boxes see `host`, a path in the compile cache (its directories are named by host
+    /// path): under [`BOX_CACHE`], so that no path in a box names the host's cache directory.
+    pub(crate) fn in_box(&self, host: &Path) -> PathBuf {
+        match host.strip_prefix(self.cache.root()) {
+            Ok(rest) => Path::new(BOX_CACHE).join(rest),
+            Err(_) => host.to_path_buf(),
+        }
     }
 
     /// The isolation boxes get on this host.

@@ -172,7 +172,7 @@ impl Engine {
                 {
                     Compiled::Ready { dir, info } => {
                         compile = Some(info);
-                        dir
+                        self.in_box(&dir)
                     }
                     Compiled::Failed(execution) => return Ok((*execution, false)),
                 }
@@ -403,7 +403,7 @@ impl Engine {
                 });
                 hosts.insert(worker, built);
             }
-            Some(hosts.get(&worker)?.as_ref().ok()?.clone())
+            Some(self.in_box(hosts.get(&worker)?.as_ref().ok()?))
         } else {
             None
         };

@@ -5,7 +5,9 @@
 //! (`/workspace/src/main.py`). Anything else is refused with a clear error: `..` components,
 //! absolute paths elsewhere, NUL bytes. This is the lexical half; the box's init does the other
 //! half, opening each component with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`, so a symlink the
-//! program planted cannot lead out either.
+//! program planted cannot lead out either. A shell command's `workingDirectory` goes the same way:
+//! resolved here, then checked component by component by the init as the sandbox user, and
+//! entered by the run's process only after its uid drop, again refusing any symlink.
 
 /// Why a path was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -180,6 +180,7 @@ impl Registry {
                             reason: Some(format!("probing {} panicked", language.name)),
                             executables: BTreeMap::new(),
                             mounts: Vec::new(),
+                            relocated: BTreeMap::new(),
                             spec_index: None,
                         });
                         (language.name.clone(), toolchain)

@@ -36,13 +36,19 @@ pub struct Toolchain {
     pub version: Option<String>,
     /// Why the language is unavailable, naming the Debian package to install.
     pub reason: Option<String>,
-    /// Absolute path of each toolchain executable, keyed by its `tools` name, as found (before
-    /// symlinks are resolved, so `/usr/bin/go`).
+    /// Absolute path of each toolchain executable in the box, keyed by its `tools` name, as found
+    /// (before symlinks are resolved, so `/usr/bin/go`), moved under [`BOX_TOOLCHAINS`] when its
+    /// directory is [`relocated`](Self::relocated).
     pub executables: BTreeMap<String, PathBuf>,
-    /// Directories (and files) outside the base system that a box must bind read-only at the same
-    /// path: roots of resolved executables (`/usr/lib/go-1.19`), what their top-level symlinks point
-    /// to (`/usr/share/go-1.19/src`), and the entry's `mounts`.
+    /// Host directories (and files) outside the base system that a box must bind read-only: roots
+    /// of resolved executables (`/usr/lib/go-1.19`), what their top-level symlinks point to
+    /// (`/usr/share/go-1.19/src`), and the entry's `mounts`. The box sees each at
+    /// [`box_path`](Self::box_path).
     pub mounts: Vec<PathBuf>,
+    /// Where the box sees those of `mounts` that live outside the standard system directories
+    /// (under `/root`, `/home`, ...): under [`BOX_TOOLCHAINS`], so that no path in a box names a
+    /// place particular to this host. [`executables`](Self::executables) are already box paths.
+    pub relocated: BTreeMap<PathBuf, PathBuf>,
     #[serde(skip)]
     pub(crate) spec_index: Option<usize>,
 }
@@ -56,6 +62,14 @@ impl Toolchain {
             match discover_spec(spec) {
                 Ok((executables, version)) => {
                     let mounts = mounts_for(&executables, &spec.mounts);
+                    let relocated = relocations(language.name(), &mounts);
+                    let executables = executables
+                        .into_iter()
+                        .map(|(tool, path)| {
+                            let path = in_box(&relocated, &path);
+                            (tool, path)
+                        })
+                        .collect();
                     tracing::debug!(
                         language = language.name(),
                         variant = %spec.name,
@@ -70,6 +84,7 @@ impl Toolchain {
                         reason: None,
                         executables,
                         mounts,
+                        relocated,
                         spec_index: Some(index),
                     };
                 }
@@ -86,9 +101,73 @@ impl Toolchain {
             reason: Some(reason),
             executables: BTreeMap::new(),
             mounts: Vec::new(),
+            relocated: BTreeMap::new(),
             spec_index: None,
         }
     }
+
+    /// Where a box sees the host path `host` of one of [`mounts`](Self::mounts).
+    pub fn box_path(&self, host: &Path) -> PathBuf {
+        self.relocated
+            .get(host)
+            .cloned()
+            .unwrap_or_else(|| host.to_path_buf())
+    }
+}
+
+/// Where boxes see toolchains that live outside the standard system directories.
+pub const BOX_TOOLCHAINS: &str = "/opt/toolchains";
+
+/// Standard system directories: a toolchain directory under one of them names nothing particular
+/// to this host, and the box sees it at its own path (some programs also need it there: a JDK's
+/// `/etc/java-17-openjdk`, Debian's Ruby gems in `/var/lib/gems`).
+const STANDARD_PREFIXES: [&str; 10] = [
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt", "/var/lib",
+];
+
+/// Box paths for those of `mounts` outside [`STANDARD_PREFIXES`]:
+/// `/opt/toolchains/<language>/<directory name>` (a number added when two names meet).
+/// Toolchains found there work when they locate their own files relative to their executables
+/// (rustup's, Go's, a JDK's); one with its host path compiled in does not, and is better
+/// installed under `/usr` or `/opt`.
+fn relocations(language: &str, mounts: &[PathBuf]) -> BTreeMap<PathBuf, PathBuf> {
+    let mut relocated = BTreeMap::new();
+    let mut taken = std::collections::BTreeSet::new();
+    for mount in mounts {
+        if STANDARD_PREFIXES.iter().any(|p| mount.starts_with(p)) {
+            continue;
+        }
+        let name = mount
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "root".to_string());
+        let base = Path::new(BOX_TOOLCHAINS).join(language);
+        let mut target = base.join(&name);
+        let mut n = 2;
+        while !taken.insert(target.clone()) {
+            target = base.join(format!("{name}-{n}"));
+            n += 1;
+        }
+        relocated.insert(mount.clone(), target);
+    }
+    relocated
+}
+
+/// `path` as a box sees it: moved to its relocated mount's box path when it lies in one (by the
+/// path found, or else by where its symlinks lead).
+fn in_box(relocated: &BTreeMap<PathBuf, PathBuf>, path: &Path) -> PathBuf {
+    let moved = |p: &Path| {
+        relocated
+            .iter()
+            .find_map(|(host, target)| p.strip_prefix(host).ok().map(|rest| target.join(rest)))
+    };
+    moved(path)
+        .or_else(|| {
+            std::fs::canonicalize(path)
+                .ok()
+                .and_then(|real| moved(&real))
+        })
+        .unwrap_or_else(|| path.to_path_buf())
 }
 
 enum Failure {
@@ -244,8 +323,8 @@ static ENV_VAR: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}").expect("static regex"));
 
 /// Expands `${VAR}` (a candidate with an unset or empty variable matches nothing) and `*`/`?`
-/// wildcards (matches sorted, highest name first so `go-1.21` beats `go-1.19`). Every concrete path
-/// considered is appended to `looked`.
+/// wildcards (matches sorted, highest name first so `go-1.21` beats `go-1.19`). Every candidate
+/// considered is appended to `looked`, unexpanded.
 pub(crate) fn expand_candidate(pattern: &str, looked: &mut Vec<String>) -> Vec<PathBuf> {
     let mut unset = false;
     let expanded = ENV_VAR.replace_all(pattern, |caps: &regex::Captures<'_>| {
@@ -260,11 +339,12 @@ pub(crate) fn expand_candidate(pattern: &str, looked: &mut Vec<String>) -> Vec<P
     if unset {
         return Vec::new();
     }
+    // What was looked at is reported as written (`${HOME}/...`): the reason reaches callers, who
+    // learn no host path from it.
+    looked.push(pattern.to_string());
     if !expanded.contains(['*', '?']) {
-        looked.push(expanded.to_string());
         return vec![PathBuf::from(expanded.as_ref())];
     }
-    looked.push(expanded.to_string());
     let mut paths = vec![PathBuf::from("/")];
     for component in expanded.split('/').filter(|c| !c.is_empty()) {
         let mut next = Vec::new();
@@ -400,6 +480,44 @@ mod tests {
         assert!(!wildcard_match("python3.*", "python3"));
         assert!(wildcard_match("go-1.?9", "go-1.19"));
         assert!(!wildcard_match("*", ".hidden"));
+    }
+
+    #[test]
+    fn host_specific_mounts_get_neutral_box_paths() {
+        let mounts: Vec<PathBuf> = [
+            "/root/.rustup/toolchains/stable-x86_64-unknown-linux-gnu",
+            "/usr/lib/gcc",
+            "/var/lib/gems",
+            "/home/a/tools/x",
+            "/home/b/x",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+        let relocated = relocations("rust", &mounts);
+        let expected: BTreeMap<PathBuf, PathBuf> = [
+            (
+                "/root/.rustup/toolchains/stable-x86_64-unknown-linux-gnu",
+                "/opt/toolchains/rust/stable-x86_64-unknown-linux-gnu",
+            ),
+            ("/home/a/tools/x", "/opt/toolchains/rust/x"),
+            ("/home/b/x", "/opt/toolchains/rust/x-2"),
+        ]
+        .iter()
+        .map(|(a, b)| (PathBuf::from(a), PathBuf::from(b)))
+        .collect();
+        assert_eq!(relocated, expected);
+        assert_eq!(
+            in_box(
+                &relocated,
+                Path::new("/root/.rustup/toolchains/stable-x86_64-unknown-linux-gnu/bin/rustc")
+            ),
+            Path::new("/opt/toolchains/rust/stable-x86_64-unknown-linux-gnu/bin/rustc")
+        );
+        assert_eq!(
+            in_box(&relocated, Path::new("/usr/bin/cc")),
+            Path::new("/usr/bin/cc")
+        );
     }
 
     #[test]

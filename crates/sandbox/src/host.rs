@@ -138,8 +138,9 @@ fn left_behind() -> std::sync::MutexGuard<'static, std::collections::BTreeSet<St
 #[derive(Debug, Clone, Default)]
 pub struct BoxSpec {
     pub limits: BoxLimits,
-    /// Extra read-only binds (toolchain directories and the like), each at its host path.
-    pub binds: Vec<PathBuf>,
+    /// Extra read-only binds (toolchain directories, the compile cache), each where the box
+    /// should see it.
+    pub binds: Vec<Bind>,
 }
 
 impl Sandbox {
@@ -325,7 +326,10 @@ impl Sandbox {
         let child = {
             let _guard = SPAWN_LOCK.lock().unwrap_or_else(|p| p.into_inner());
             set_inheritable(&box_end, true).map_err(SandboxError::Spawn)?;
+            // The box's init is a clone of this process, and its argv is what a program in the
+            // box reads in /proc/1/cmdline: a neutral name, not the host path of the binary.
             let child = tokio::process::Command::new(&self.init_program)
+                .arg0("codebeaker-init")
                 .arg(INIT_ARG)
                 .arg(box_end.as_raw_fd().to_string())
                 .env_clear()
@@ -473,14 +477,7 @@ impl SandboxBox {
         let setup = BoxSetup {
             id_base: config.id_base,
             limits: spec.limits,
-            binds: spec
-                .binds
-                .iter()
-                .map(|p| Bind {
-                    source: p.clone(),
-                    target: p.clone(),
-                })
-                .collect(),
+            binds: spec.binds.clone(),
             root_mountpoint: config.state_dir.join("root"),
             degraded: self.cgroup.is_none(),
         };
@@ -620,9 +617,43 @@ impl SandboxBox {
             path: path.to_string(),
             max_bytes,
         };
-        match self.request(&msg).await? {
-            InitMsg::FileData(data) => Ok(data),
-            other => Err(unexpected(other)),
+        let mut conn = self.conn.lock().await;
+        if conn.broken {
+            return Err(SandboxError::BoxGone);
+        }
+        // The init sends the file in pieces (it never holds it whole) and ends them with Done.
+        let exchange = async {
+            wire::send_async(&mut conn.stream, &msg)
+                .await
+                .map_err(|_| SandboxError::BoxGone)?;
+            let mut data = Vec::new();
+            loop {
+                match wire::recv_async::<InitMsg>(&mut conn.stream).await {
+                    Ok(Some(InitMsg::FileChunk(piece))) => {
+                        if (data.len() + piece.len()) as u64 > max_bytes {
+                            return Err(SandboxError::Request(format!(
+                                "the box sent more than the {max_bytes} bytes asked for"
+                            )));
+                        }
+                        data.extend_from_slice(&piece);
+                    }
+                    Ok(Some(InitMsg::Done)) => return Ok(Ok(data)),
+                    Ok(Some(InitMsg::Error(msg))) => return Ok(Err(SandboxError::Request(msg))),
+                    Ok(Some(other)) => return Err(unexpected(other)),
+                    Ok(None) | Err(_) => return Err(SandboxError::BoxGone),
+                }
+            }
+        };
+        match tokio::time::timeout(HOST_GRACE, exchange).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => {
+                conn.broken = true;
+                Err(e)
+            }
+            Err(_) => {
+                conn.broken = true;
+                Err(SandboxError::Unresponsive)
+            }
         }
     }
 

@@ -36,4 +36,4 @@ pub use host::{
 };
 pub use limits::{BoxLimits, RunLimits, MIB};
 pub use outcome::{RunOutcome, RunStatus};
-pub use wire::{Entry, EntryKind, FileRoot, Stream, WarmSpec};
+pub use wire::{Bind, Entry, EntryKind, FileRoot, Stream, WarmSpec};

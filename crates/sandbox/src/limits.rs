@@ -20,6 +20,9 @@ pub struct BoxLimits {
     pub tmp_bytes: u64,
     /// Number of files and directories `/workspace` may hold.
     pub workspace_files: u64,
+    /// Number of files and directories `/tmp` (and, separately, `/dev/shm`) may hold: without a
+    /// cap, empty files cost no bytes of the size cap but kernel memory each.
+    pub tmp_files: u64,
 }
 
 impl Default for BoxLimits {
@@ -31,6 +34,7 @@ impl Default for BoxLimits {
             workspace_bytes: 256 * MIB,
             tmp_bytes: 64 * MIB,
             workspace_files: 16_384,
+            tmp_files: 16_384,
         }
     }
 }

@@ -13,10 +13,17 @@ use crate::limits::{BoxLimits, RunLimits};
 /// Largest frame either side accepts: program output and file contents are capped well below it.
 pub const MAX_FRAME: usize = 256 * 1024 * 1024;
 
-/// A read-only bind mount of a host path into the box, at the same path.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Largest piece of a file the init sends in one [`InitMsg::FileChunk`]: all it ever holds of a
+/// file it reads, so that a box whose memory is full of files can still be answered.
+pub const FILE_CHUNK: usize = 64 * 1024;
+
+/// A read-only bind mount of a host path into the box.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Bind {
+    /// The host path.
     pub source: PathBuf,
+    /// Where the box sees it: a neutral path for host-specific places (a toolchain under
+    /// `/root`, the compile cache), so that paths in the box name nothing of the host.
     pub target: PathBuf,
 }
 
@@ -220,7 +227,9 @@ pub enum InitMsg {
     },
     Finished(RunReport),
     Done,
-    FileData(Vec<u8>),
+    /// A piece of the file a `ReadFile` asked for, at most [`FILE_CHUNK`] bytes: the pieces come
+    /// in order and `Done` ends them (an `Error` instead drops those already sent).
+    FileChunk(Vec<u8>),
     /// Result of `Remove`: whether something was there to remove.
     Removed(bool),
     /// Result of `Copy`: bytes copied.
@@ -263,6 +272,35 @@ fn check_len(len: u32) -> io::Result<usize> {
 /// Writes one frame (blocking).
 pub fn send<T: Serialize>(w: &mut impl Write, msg: &T) -> io::Result<()> {
     w.write_all(&encode(msg)?)
+}
+
+/// Writes an [`InitMsg::FileChunk`] frame of `data` (blocking) without copying it into a new
+/// buffer: the init sends file pieces from the one buffer it reads them into, allocating nothing.
+pub fn send_file_chunk(w: &mut impl Write, data: &[u8]) -> io::Result<()> {
+    // postcard writes the variant, then the byte string's length as a varint, then its bytes: the
+    // encoding of an empty piece is the variant followed by a zero length.
+    let empty = postcard::to_stdvec(&InitMsg::FileChunk(Vec::new())).map_err(io::Error::other)?;
+    let variant = empty
+        .strip_suffix(&[0])
+        .ok_or_else(|| io::Error::other("unexpected encoding"))?;
+    let mut header = Vec::with_capacity(4 + variant.len() + 10);
+    header.extend_from_slice(&[0; 4]);
+    header.extend_from_slice(variant);
+    let mut n = data.len();
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            header.push(byte);
+            break;
+        }
+        header.push(byte | 0x80);
+    }
+    let len = u32::try_from(header.len() - 4 + data.len())
+        .map_err(|_| io::Error::other("frame too large"))?;
+    header[..4].copy_from_slice(&len.to_le_bytes());
+    w.write_all(&header)?;
+    w.write_all(data)
 }
 
 /// Reads one frame (blocking). `Ok(None)` at a clean end of stream.
@@ -324,6 +362,18 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert!(recv::<InitMsg>(&mut [].as_slice()).unwrap().is_none());
+    }
+
+    #[test]
+    fn file_chunks_decode_as_the_message() {
+        for size in [0, 1, 127, 128, 300, FILE_CHUNK] {
+            let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+            let mut buf = Vec::new();
+            send_file_chunk(&mut buf, &data).unwrap();
+            let mut expected = Vec::new();
+            send(&mut expected, &InitMsg::FileChunk(data.clone())).unwrap();
+            assert_eq!(buf, expected, "{size} bytes");
+        }
     }
 
     #[test]

@@ -190,26 +190,77 @@ pub fn append(req: &WriteFile) -> R<()> {
     write_impl(req, true)
 }
 
-/// Reads up to `max_bytes` of a file; a larger file is an error.
-pub fn read(root: FileRoot, path: &str, max_bytes: u64) -> R<Vec<u8>> {
-    let (parents, name) = named(path)?;
-    as_sandbox_user(|| {
+/// Why a streamed read ended early.
+pub enum ReadError {
+    /// The read was refused or failed; the pieces already sent are void.
+    Failed(String),
+    /// Sending a piece failed: the host is gone.
+    HostGone,
+}
+
+/// Reads a file of at most `max_bytes` and hands it to `send` in pieces of at most `buf.len()`
+/// bytes, read into `buf`: the init holds no more of the file than that, so a box whose memory is
+/// full of files can still be answered (a whole-file buffer would need memory the box no longer
+/// has). A larger file is refused by its size before anything is read, and by the bytes actually
+/// read (it may grow while being read).
+pub fn read_chunks(
+    root: FileRoot,
+    path: &str,
+    max_bytes: u64,
+    buf: &mut [u8],
+    send: &mut dyn FnMut(&[u8]) -> bool,
+) -> Result<(), ReadError> {
+    let too_large = || ReadError::Failed(format!("{path} is larger than {max_bytes} bytes"));
+    let (parents, name) = named(path).map_err(ReadError::Failed)?;
+    let fd = as_sandbox_user(|| {
         let dir = walk(root, &parents, false)?;
-        let fd = open_file(&dir, name, OFlags::RDONLY, 0, path)?;
-        let stat = rustix::fs::fstat(&fd).map_err(|e| format!("{path}: {e}"))?;
-        if FileType::from_raw_mode(stat.st_mode) == FileType::Directory {
-            return Err(format!("{path}: is a directory"));
-        }
-        let mut data = Vec::new();
-        std::fs::File::from(fd)
-            .take(max_bytes + 1)
-            .read_to_end(&mut data)
-            .map_err(|e| format!("reading {path}: {e}"))?;
-        if data.len() as u64 > max_bytes {
-            return Err(format!("{path} is larger than {max_bytes} bytes"));
-        }
-        Ok(data)
+        open_file(&dir, name, OFlags::RDONLY, 0, path)
     })
+    .map_err(ReadError::Failed)?;
+    let stat = rustix::fs::fstat(&fd).map_err(|e| ReadError::Failed(format!("{path}: {e}")))?;
+    if FileType::from_raw_mode(stat.st_mode) == FileType::Directory {
+        return Err(ReadError::Failed(format!("{path}: is a directory")));
+    }
+    if stat.st_size as u64 > max_bytes {
+        return Err(too_large());
+    }
+    let mut file = std::fs::File::from(fd);
+    let mut total: u64 = 0;
+    loop {
+        let n = match file.read(buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(ReadError::Failed(format!("reading {path}: {e}"))),
+        };
+        total += n as u64;
+        if total > max_bytes {
+            return Err(too_large());
+        }
+        if !send(&buf[..n]) {
+            return Err(ReadError::HostGone);
+        }
+    }
+}
+
+/// Checks, as the sandbox user, that a run's working directory (absolute in the box) under
+/// `/workspace` or `/tmp` is reached without `..` and without following a symlink, so that a
+/// symlink a program planted is refused with a clear error. The run's process enters the
+/// directory itself only after its uid drop, again refusing symlinks (see `run::child`); this
+/// check gives the caller the reason.
+pub fn check_workdir(path: &str) -> R<()> {
+    let shown = |e: String| format!("working directory {path}: {e}");
+    for root in [FileRoot::Workspace, FileRoot::Tmp] {
+        let Some(rest) = path.strip_prefix(root.dir()) else {
+            continue;
+        };
+        if !rest.is_empty() && !rest.starts_with('/') {
+            continue;
+        }
+        let parts = components(rest).map_err(shown)?;
+        return as_sandbox_user(|| walk(root, &parts, false).map(drop)).map_err(shown);
+    }
+    Ok(())
 }
 
 /// Creates a directory (and, with `recursive`, its parents).

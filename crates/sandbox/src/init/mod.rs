@@ -115,9 +115,10 @@ fn setup_process(args: &[String]) -> Result<i32, String> {
     let pid = pid as i32;
     let map = format!("0 {} {}\n", setup.id_base, ID_RANGE);
     let mapped = std::fs::write(format!("/proc/{pid}/uid_map"), &map)
-        .and_then(|_| std::fs::write(format!("/proc/{pid}/gid_map"), &map));
-    if let Err(e) = mapped {
-        let msg = format!("writing the box's uid/gid map failed: {e}");
+        .and_then(|_| std::fs::write(format!("/proc/{pid}/gid_map"), &map))
+        .map_err(|e| format!("writing the box's uid/gid map failed: {e}"))
+        .and_then(|_| run::protect_from_oom(pid));
+    if let Err(msg) = mapped {
         let _ = wire::send(&mut sock, &InitMsg::SetupFailed(msg.clone()));
         // SAFETY: plain kill of our own child.
         unsafe { libc::kill(pid, libc::SIGKILL) };
@@ -195,6 +196,8 @@ fn box_init(mut sock: UnixStream, setup: BoxSetup, sources: Vec<std::os::fd::Own
         devnull,
     };
     let mut workers = warm::Workers::default();
+    // Allocated and written now, while the box has memory: file reads use only this buffer.
+    let mut read_buf = vec![1u8; wire::FILE_CHUNK];
     loop {
         let msg = match wire::recv::<HostMsg>(&mut sock) {
             Ok(Some(msg)) => msg,
@@ -215,10 +218,14 @@ fn box_init(mut sock: UnixStream, setup: BoxSetup, sources: Vec<std::os::fd::Own
                 root,
                 path,
                 max_bytes,
-            } => match files::read(root, &path, max_bytes) {
-                Ok(data) => InitMsg::FileData(data),
-                Err(msg) => InitMsg::Error(msg),
-            },
+            } => {
+                let mut send = |piece: &[u8]| wire::send_file_chunk(&mut sock, piece).is_ok();
+                match files::read_chunks(root, &path, max_bytes, &mut read_buf, &mut send) {
+                    Ok(()) => InitMsg::Done,
+                    Err(files::ReadError::Failed(msg)) => InitMsg::Error(msg),
+                    Err(files::ReadError::HostGone) => std::process::exit(0),
+                }
+            }
             HostMsg::AppendFile(w) => match files::append(&w) {
                 Ok(()) => InitMsg::Done,
                 Err(msg) => InitMsg::Error(msg),

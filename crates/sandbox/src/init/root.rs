@@ -3,10 +3,11 @@
 //! 1. every mount of the inherited namespace becomes private (nothing propagates to the host);
 //! 2. a small tmpfs becomes the new root, on the host's (empty, shared) mount point;
 //! 3. read-only binds of the base system (`/usr`, `/bin`, `/lib*`), of the few `/etc` entries
-//!    programs read, and of the extra directories the box was asked for (toolchains);
+//!    programs read, and of the extra directories the box was asked for (toolchains, the compile
+//!    cache), each at the box path it was given (a neutral one for host-specific places);
 //! 4. generated `/etc/passwd`, `/etc/group`, `/etc/hosts` and `/etc/hostname`;
 //! 5. a fresh `/proc`, a minimal `/dev` (null, zero, full, random, urandom and the usual links),
-//!    and size-capped tmpfs for `/workspace`, `/tmp` and `/dev/shm`;
+//!    and tmpfs for `/workspace`, `/tmp` and `/dev/shm`, each capped in size and in files;
 //! 6. `pivot_root` into it, detach the old root, and make the root tmpfs read-only.
 //!
 //! Nothing of the host is visible beyond what step 3 binds; `/root`, `/home` and `/etc/shadow`
@@ -84,7 +85,7 @@ pub fn build(setup: &BoxSetup, sources: &[OwnedFd]) -> R<()> {
     }
     for (bind, fd) in setup.binds.iter().zip(sources) {
         let target = root.join(bind.target.strip_prefix("/").unwrap_or(&bind.target));
-        if target.exists() && is_inside_bound(&bind.target) {
+        if bind.source == bind.target && target.exists() && is_inside_bound(&bind.target) {
             // Already visible through a base bind (for example a toolchain under /usr).
             continue;
         }
@@ -105,7 +106,7 @@ pub fn build(setup: &BoxSetup, sources: &[OwnedFd]) -> R<()> {
         None::<&str>,
     )
     .map_err(|e| err("mounting", &proc_dir, e))?;
-    build_dev(root, setup.limits.tmp_bytes)?;
+    build_dev(root, setup.limits.tmp_bytes, setup.limits.tmp_files)?;
 
     let ws = root.join("workspace");
     mkdir(&ws, 0o755)?;
@@ -118,7 +119,13 @@ pub fn build(setup: &BoxSetup, sources: &[OwnedFd]) -> R<()> {
     )?;
     let tmp = root.join("tmp");
     mkdir(&tmp, 0o755)?;
-    tmpfs(&tmp, &format!("size={},mode=1777", setup.limits.tmp_bytes))?;
+    tmpfs(
+        &tmp,
+        &format!(
+            "size={},nr_inodes={},mode=1777",
+            setup.limits.tmp_bytes, setup.limits.tmp_files
+        ),
+    )?;
 
     enter(root)
 }
@@ -213,18 +220,29 @@ fn tmpfs(path: &Path, options: &str) -> R<()> {
         Some(options),
     )
     .map_err(|e| err("mounting tmpfs on", path, e))?;
-    // Read the size cap back: a cap that did not apply is an error, never silence.
-    let wanted = options
-        .split(',')
-        .find_map(|o| o.strip_prefix("size="))
-        .and_then(|v| v.parse::<u64>().ok());
-    if let Some(wanted) = wanted {
-        let st = nix::sys::statvfs::statvfs(path).map_err(|e| err("statvfs", path, e))?;
+    // Read the caps back: a cap that did not apply is an error, never silence.
+    let option = |name: &str| {
+        options
+            .split(',')
+            .find_map(|o| o.strip_prefix(name))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    let st = nix::sys::statvfs::statvfs(path).map_err(|e| err("statvfs", path, e))?;
+    if let Some(wanted) = option("size=") {
         let got = st.blocks() as u64 * st.fragment_size() as u64;
         // The kernel rounds the size up to whole pages.
         if got < wanted || got > wanted + 4096 {
             return Err(format!(
                 "the size cap of {} did not apply: asked for {wanted} bytes, got {got}",
+                path.display()
+            ));
+        }
+    }
+    if let Some(wanted) = option("nr_inodes=") {
+        let got = st.files() as u64;
+        if got != wanted {
+            return Err(format!(
+                "the file count cap of {} did not apply: asked for {wanted}, got {got}",
                 path.display()
             ));
         }
@@ -328,7 +346,7 @@ fn write_etc(etc: &Path) -> R<()> {
     Ok(())
 }
 
-fn build_dev(root: &Path, shm_bytes: u64) -> R<()> {
+fn build_dev(root: &Path, shm_bytes: u64, shm_files: u64) -> R<()> {
     let dev = root.join("dev");
     mkdir(&dev, 0o755)?;
     mount(
@@ -362,7 +380,10 @@ fn build_dev(root: &Path, shm_bytes: u64) -> R<()> {
     }
     let shm = dev.join("shm");
     mkdir(&shm, 0o755)?;
-    tmpfs(&shm, &format!("size={shm_bytes},mode=1777"))
+    tmpfs(
+        &shm,
+        &format!("size={shm_bytes},nr_inodes={shm_files},mode=1777"),
+    )
 }
 
 /// `pivot_root` into `root`, drop the old root, and freeze the root tmpfs read-only.

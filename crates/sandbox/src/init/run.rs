@@ -151,6 +151,9 @@ fn run_program(
     let envp = cstrings(req.env.iter().map(|(k, v)| format!("{k}={v}")))?;
     let cwd = CString::new(req.cwd.clone())
         .map_err(|_| RunError::Failed("cwd contains a NUL byte".into()))?;
+    if let Err(e) = super::files::check_workdir(&req.cwd) {
+        return Ok(not_started(e));
+    }
     let sigfd = sigchld_fd()?;
     let (stdin_r, stdin_w) = pipe()?;
     let (stdout_r, stdout_w) = pipe()?;
@@ -301,6 +304,42 @@ pub(crate) fn run_rlimits(ctx: &Context, limits: &RunLimits) -> Vec<Rlimit> {
 /// One rlimit: resource, soft and hard value.
 pub(crate) type Rlimit = (libc::__rlimit_resource_t, u64, u64);
 
+/// The OOM score adjustment of every process the init starts (programs and warm workers): the
+/// highest, so that when the box's memory is full the OOM killer takes them before the init,
+/// which must live to answer the host (see [`protect_from_oom`]). Raising a score needs no
+/// privilege; a program may lower its own again, but not below the floor it inherited, which
+/// the init's protection leaves where it was.
+const PROGRAM_OOM_SCORE_ADJ: &str = "1000";
+
+/// Makes the OOM killer pass over the init `pid`, from the setup process (host root), where the
+/// host lets it (`CAP_SYS_RESOURCE`; some containers withhold it, and then only the programs'
+/// raised score keeps the init from being chosen). Written through the legacy `oom_adj` (-17 is
+/// -1000 in `oom_score_adj`) because that write leaves the floor a process may lower itself to
+/// unprivileged (`oom_score_adj_min`) where it was: the init's children cannot take the init's
+/// score. Read back when it was written.
+pub(crate) fn protect_from_oom(pid: libc::pid_t) -> Result<(), String> {
+    let path = format!("/proc/{pid}/oom_adj");
+    let capable = caps::has_cap(
+        None,
+        caps::CapSet::Effective,
+        caps::Capability::CAP_SYS_RESOURCE,
+    )
+    .unwrap_or(false);
+    if !capable {
+        return Ok(());
+    }
+    std::fs::write(&path, "-17")
+        .map_err(|e| format!("protecting the box init from the OOM killer: {e}"))?;
+    match std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj")) {
+        Ok(v) if v.trim() == "-1000" => Ok(()),
+        Ok(v) => Err(format!(
+            "protecting the box init from the OOM killer did not apply: its oom_score_adj is {}",
+            v.trim()
+        )),
+        Err(e) => Err(format!("reading the box init's oom_score_adj: {e}")),
+    }
+}
+
 /// The child between fork and exec: drops every privilege and execs. Never returns.
 pub(crate) fn child(
     ctx: &Context,
@@ -319,6 +358,14 @@ pub(crate) fn child(
             libc::write(2, msg.as_ptr().cast(), msg.len());
             libc::_exit(127)
         };
+        // The OOM killer takes what the init starts before the init. The init is not dumpable
+        // (its creator changed ids), so its /proc files belong to no id of the box: be dumpable,
+        // as the program will be after execve anyway, to own them. Nothing in the box may trace
+        // a process of box root.
+        libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0);
+        if std::fs::write("/proc/self/oom_score_adj", PROGRAM_OOM_SCORE_ADJ).is_err() {
+            fail("raising the OOM score");
+        }
         libc::setsid();
         // Move the pipe ends out of the way first, so no dup2 below overwrites a source.
         let mut high = [-1; 5];
@@ -373,9 +420,6 @@ pub(crate) fn child(
                 fail("an rlimit did not apply");
             }
         }
-        if libc::chdir(cwd.as_ptr()) != 0 {
-            fail(&format!("cannot enter directory {}", cwd.to_string_lossy()));
-        }
         for cap in 0..64 {
             libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
         }
@@ -391,6 +435,23 @@ pub(crate) fn child(
             || libc::setresuid(SANDBOX_UID, SANDBOX_UID, SANDBOX_UID) != 0
         {
             fail("dropping to the sandbox user");
+        }
+        // Only now, as the sandbox user, enter the working directory, refusing a symlink anywhere
+        // on the way (a program may have planted one): resolved and entered in one step.
+        use rustix::fs::{Mode, OFlags, ResolveFlags};
+        let entered = rustix::fs::openat2(
+            rustix::fs::CWD,
+            cwd.as_c_str(),
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::NO_SYMLINKS,
+        )
+        .and_then(|dir| rustix::process::fchdir(&dir));
+        if entered.is_err() {
+            fail(&format!(
+                "cannot enter directory {} (symlinks are not followed)",
+                cwd.to_string_lossy()
+            ));
         }
         if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
             fail("no_new_privs");
