@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use codebeaker_engine::{Engine, EngineConfig, FileLimits, SessionConfig};
+use codebeaker_engine::{
+    Engine, EngineConfig, FileLimits, RecordLimits, SessionConfig, TextLimits,
+};
 use codebeaker_sandbox::{BoxLimits, MIB};
 use codebeaker_server::{
     AuthConfig, CallerQuota, RateLimitConfig, Server, ServerConfig, TokenConfig, DEFAULT_LISTEN,
@@ -71,6 +73,12 @@ pub struct ServerSection {
     pub ping_interval_secs: u64,
     pub idle_timeout_secs: u64,
     pub shutdown_grace_secs: u64,
+    pub max_messages_per_frame: u64,
+    pub max_unsent_bytes: u64,
+    pub slow_reader_timeout_secs: u64,
+    pub max_connections: u64,
+    pub max_connections_per_caller: u64,
+    pub header_read_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -181,6 +189,8 @@ pub struct ExecutionsSection {
     pub max_queued: u64,
     pub max_concurrent: u64,
     pub retention_secs: u64,
+    pub max_records_per_caller: u64,
+    pub max_record_bytes_per_caller: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -203,6 +213,9 @@ pub struct LimitsSection {
     pub max_write_bytes: u64,
     pub max_read_bytes: u64,
     pub max_list_entries: u32,
+    pub text_max_bytes: u64,
+    pub text_max_lines: u64,
+    pub text_max_diff_cost: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -270,6 +283,12 @@ impl Default for Config {
                 ping_interval_secs: server.ping_interval.as_secs(),
                 idle_timeout_secs: server.idle_timeout.as_secs(),
                 shutdown_grace_secs: server.shutdown_grace.as_secs(),
+                max_messages_per_frame: as_u64(server.max_messages_per_frame),
+                max_unsent_bytes: as_u64(server.max_unsent_bytes),
+                slow_reader_timeout_secs: server.slow_reader_timeout.as_secs(),
+                max_connections: as_u64(server.max_connections),
+                max_connections_per_caller: as_u64(server.max_connections_per_caller),
+                header_read_timeout_secs: server.header_read_timeout.as_secs(),
             },
             auth: AuthSection::default(),
             rate_limit: RateLimitSection::default(),
@@ -286,6 +305,8 @@ impl Default for Config {
                 max_queued: as_u64(engine.max_queued_executions),
                 max_concurrent: as_u64(engine.max_concurrent_executions),
                 retention_secs: engine.execution_retention.as_secs(),
+                max_records_per_caller: as_u64(engine.execution_records.max_per_caller),
+                max_record_bytes_per_caller: engine.execution_records.max_bytes_per_caller,
             },
             limits: LimitsSection {
                 run_timeout_secs: engine.run_limits.wall_time.as_secs_f64(),
@@ -305,6 +326,9 @@ impl Default for Config {
                 max_write_bytes: engine.files.max_write_bytes,
                 max_read_bytes: engine.files.max_read_bytes,
                 max_list_entries: engine.files.max_list_entries,
+                text_max_bytes: engine.text.max_bytes,
+                text_max_lines: engine.text.max_lines,
+                text_max_diff_cost: engine.text.max_diff_cost,
             },
             sandbox: SandboxSection {
                 state_dir: engine.sandbox.state_dir.clone(),
@@ -376,6 +400,38 @@ impl Config {
         }
         positive("server.max_in_flight", s.max_in_flight)?;
         positive("server.idle_timeout_secs", s.idle_timeout_secs)?;
+        positive("server.max_messages_per_frame", s.max_messages_per_frame)?;
+        positive(
+            "server.slow_reader_timeout_secs",
+            s.slow_reader_timeout_secs,
+        )?;
+        positive("server.max_connections", s.max_connections)?;
+        positive(
+            "server.max_connections_per_caller",
+            s.max_connections_per_caller,
+        )?;
+        positive(
+            "server.header_read_timeout_secs",
+            s.header_read_timeout_secs,
+        )?;
+        if s.max_unsent_bytes < s.max_message_bytes.min(1024 * 1024) {
+            return Err((
+                "server.max_unsent_bytes",
+                "must be at least 1048576 (or server.max_message_bytes, when that is smaller)"
+                    .into(),
+            ));
+        }
+        positive(
+            "executions.max_records_per_caller",
+            self.executions.max_records_per_caller,
+        )?;
+        positive(
+            "executions.max_record_bytes_per_caller",
+            self.executions.max_record_bytes_per_caller,
+        )?;
+        positive("limits.text_max_bytes", self.limits.text_max_bytes)?;
+        positive("limits.text_max_lines", self.limits.text_max_lines)?;
+        positive("limits.text_max_diff_cost", self.limits.text_max_diff_cost)?;
         let r = &self.rate_limit;
         if !r.requests_per_second.is_finite() || r.requests_per_second < 0.0 {
             return Err((
@@ -507,6 +563,12 @@ impl Config {
             rate_limit,
             caller_quotas,
             shutdown_grace: Duration::from_secs(s.shutdown_grace_secs),
+            max_messages_per_frame: as_usize(s.max_messages_per_frame),
+            max_unsent_bytes: as_usize(s.max_unsent_bytes),
+            slow_reader_timeout: Duration::from_secs(s.slow_reader_timeout_secs),
+            max_connections: as_usize(s.max_connections),
+            max_connections_per_caller: as_usize(s.max_connections_per_caller),
+            header_read_timeout: Duration::from_secs(s.header_read_timeout_secs),
         }
     }
 
@@ -576,6 +638,15 @@ impl Config {
         config.max_queued_executions = as_usize(e.max_queued);
         config.max_concurrent_executions = as_usize(e.max_concurrent);
         config.execution_retention = Duration::from_secs(e.retention_secs);
+        config.execution_records = RecordLimits {
+            max_per_caller: as_usize(e.max_records_per_caller),
+            max_bytes_per_caller: e.max_record_bytes_per_caller,
+        };
+        config.text = TextLimits {
+            max_bytes: l.text_max_bytes,
+            max_lines: l.text_max_lines,
+            max_diff_cost: l.text_max_diff_cost,
+        };
         Ok(config)
     }
 }
@@ -642,9 +713,15 @@ pub async fn main(args: ServeArgs) -> Result<i32> {
     if args.log_format == LogFormat::Text {
         eprintln!("codebeaker: serving on ws://{addr}/ws/jsonrpc (Ctrl-C to stop)");
     }
-    let served = server.serve(shutdown_signal()).await;
+    let grace = server_config_grace(&config);
+    let served = server.serve(shutdown_signal(grace)).await;
     reaper.abort();
-    engine.shutdown().await;
+    if tokio::time::timeout(grace + ENGINE_STOP, engine.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the engine did not stop in time; exiting anyway");
+    }
     served?;
     tracing::info!("stopped");
     Ok(0)
@@ -659,8 +736,36 @@ fn redacted(config: &Config) -> Config {
     copy
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
+/// How long the engine gets to close its sessions after the server has stopped, beyond the grace.
+const ENGINE_STOP: Duration = Duration::from_secs(10);
+
+fn server_config_grace(config: &Config) -> Duration {
+    Duration::from_secs(config.server.shutdown_grace_secs)
+}
+
+/// Resolves on Ctrl-C or SIGTERM, and from then on holds the process to a hard deadline: if it
+/// has not exited twice the grace period plus [`ENGINE_STOP`] later (the server gives up on its
+/// connections after one grace period, the engine gets another plus `ENGINE_STOP`), it exits
+/// at once, whatever is still running.
+async fn shutdown_signal(grace: Duration) {
+    wait_for_signal().await;
+    let deadline = grace.saturating_mul(2) + ENGINE_STOP;
+    let watchdog = std::thread::Builder::new()
+        .name("shutdown-deadline".into())
+        .spawn(move || {
+            std::thread::sleep(deadline);
+            tracing::error!(
+                deadline_secs = deadline.as_secs(),
+                "shutdown did not finish in time; exiting now"
+            );
+            std::process::exit(1);
+        });
+    if let Err(e) = watchdog {
+        tracing::warn!(error = %e, "cannot start the shutdown deadline");
+    }
+}
+
+async fn wait_for_signal() {
     let ctrl_c = async {
         if let Err(e) = tokio::signal::ctrl_c().await {
             tracing::warn!(error = %e, "cannot listen for Ctrl-C");

@@ -20,7 +20,7 @@ pub struct EngineConfig {
     pub max_memory_bytes: u64,
     /// Directory of the content-addressed compile cache (bound read-only into every box).
     pub cache_dir: PathBuf,
-    /// Size the compile cache is kept under.
+    /// Bytes of compile-cache entries each caller keeps (see `CompileCache`).
     pub cache_max_bytes: u64,
     /// TOML that extends or overrides the built-in language registry.
     pub languages_override: Option<String>,
@@ -132,8 +132,8 @@ pub struct RecordLimits {
 impl Default for RecordLimits {
     fn default() -> Self {
         RecordLimits {
-            max_per_caller: 1000,
-            max_bytes_per_caller: 64 * MIB,
+            max_per_caller: 256,
+            max_bytes_per_caller: 32 * MIB,
         }
     }
 }

@@ -13,12 +13,20 @@
 //! | `execution.run` | a one-shot run was queued | `execution_id`, `language` |
 //! | `execution.finished` | a one-shot run ended | `execution_id`, `language`, `status`, `duration_ms` |
 //! | `refused` | a request was refused | `reason` (`unauthorized`, `rate_limited`, `limit_reached`, `session_not_found`, `execution_not_found`), `method` (or the HTTP route), `code`, `error`; `session_id`, `command` when known; `peer` for `unauthorized` |
+//! | `refused.suppressed` | refusals of one caller past [`REFUSALS_PER_WINDOW`] in a window of [`REFUSAL_WINDOW`] were not logged one by one | `suppressed` (how many), `window_secs` |
+//!
+//! Refusals cost the sender nothing, so their lines are rate-limited per caller (the caller `-`
+//! stands for every request without a valid token): the first [`REFUSALS_PER_WINDOW`] of a
+//! window are logged, the rest are counted and summarised in one `refused.suppressed` line
+//! ("N more refusals of caller X suppressed") when the window ends.
 //!
 //! Secrets never reach the log: no token, no code, no file content, no program output.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
 use codebeaker_engine::Caller;
 use codebeaker_protocol::jsonrpc::{ErrorCode, ErrorObject};
@@ -31,6 +39,76 @@ pub(crate) const UNAUTHENTICATED: &str = "-";
 
 /// Longest client-supplied text logged as is; longer text is cut (with `…`).
 const MAX_TEXT: usize = 200;
+
+/// Refusal lines logged per caller in one [`REFUSAL_WINDOW`].
+pub const REFUSALS_PER_WINDOW: u32 = 20;
+/// The window of [`REFUSALS_PER_WINDOW`].
+pub const REFUSAL_WINDOW: Duration = Duration::from_secs(10);
+
+/// One caller's refusals in the current window.
+struct Window {
+    started: Instant,
+    logged: u32,
+    suppressed: u64,
+}
+
+fn windows() -> std::sync::MutexGuard<'static, HashMap<String, Window>> {
+    static WINDOWS: LazyLock<Mutex<HashMap<String, Window>>> = LazyLock::new(Mutex::default);
+    WINDOWS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn summarise(caller: &str, window: &Window) {
+    if window.suppressed > 0 {
+        tracing::info!(
+            target: TARGET,
+            event = "refused.suppressed",
+            caller,
+            suppressed = window.suppressed,
+            window_secs = REFUSAL_WINDOW.as_secs(),
+            "{} more refusals of caller {caller} suppressed",
+            window.suppressed
+        );
+    }
+}
+
+/// Whether a refusal of `caller` gets its own line now.
+fn admit_refusal(caller: &str) -> bool {
+    let now = Instant::now();
+    let mut windows = windows();
+    let window = windows.entry(caller.to_string()).or_insert(Window {
+        started: now,
+        logged: 0,
+        suppressed: 0,
+    });
+    if now.duration_since(window.started) >= REFUSAL_WINDOW {
+        summarise(caller, window);
+        *window = Window {
+            started: now,
+            logged: 0,
+            suppressed: 0,
+        };
+    }
+    if window.logged < REFUSALS_PER_WINDOW {
+        window.logged += 1;
+        true
+    } else {
+        window.suppressed += 1;
+        false
+    }
+}
+
+/// Writes the summaries of the windows that have ended, and forgets them (called now and then,
+/// so that a caller that stops being refused still gets its summary).
+pub(crate) fn flush_refusals() {
+    let now = Instant::now();
+    windows().retain(|caller, window| {
+        let ended = now.duration_since(window.started) >= REFUSAL_WINDOW;
+        if ended {
+            summarise(caller, window);
+        }
+        !ended
+    });
+}
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
@@ -82,6 +160,9 @@ pub(crate) fn refused(caller: &Caller, method: &str, error: &ErrorObject, subjec
     let Some(reason) = refusal_reason(error.code, method) else {
         return;
     };
+    if !admit_refusal(&caller.0) {
+        return;
+    }
     tracing::info!(
         target: TARGET,
         event = "refused",
@@ -98,6 +179,9 @@ pub(crate) fn refused(caller: &Caller, method: &str, error: &ErrorObject, subjec
 
 /// A request without a valid token.
 pub(crate) fn unauthorized(path: &str, peer: Option<SocketAddr>, error: &ErrorObject) {
+    if !admit_refusal(UNAUTHENTICATED) {
+        return;
+    }
     tracing::info!(
         target: TARGET,
         event = "refused",
@@ -245,6 +329,17 @@ mod tests {
         let cut = clean(&long);
         assert_eq!(cut.chars().count(), MAX_TEXT + 1);
         assert!(cut.ends_with('…'));
+    }
+
+    #[test]
+    fn refusal_lines_are_bounded_per_caller_and_window() {
+        let caller = "audit-test-flooder";
+        let admitted = (0..1000).filter(|_| admit_refusal(caller)).count();
+        assert_eq!(admitted, REFUSALS_PER_WINDOW as usize);
+        // Another caller has its own window.
+        assert!(admit_refusal("audit-test-other"));
+        let suppressed = windows().get(caller).map(|w| w.suppressed);
+        assert_eq!(suppressed, Some(1000 - u64::from(REFUSALS_PER_WINDOW)));
     }
 
     #[test]

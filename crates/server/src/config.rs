@@ -41,9 +41,27 @@ pub struct ServerConfig {
     /// Limits of particular callers (by caller name) that replace the server-wide ones: the
     /// `max_sessions`, `requests_per_second` and `burst` of `auth.tokens` entries.
     pub caller_quotas: BTreeMap<String, CallerQuota>,
-    /// After a shutdown is asked for, how long open connections get to finish before the server
-    /// stops waiting for them.
+    /// After a shutdown is asked for, how long open connections get to finish; then they are
+    /// dropped and [`crate::Server::serve`] returns, however busy they are.
     pub shutdown_grace: Duration,
+    /// Messages read from one WebSocket text frame (lines, or the elements of a batch). The
+    /// rest of a longer frame is not read and gets one `-32600`; a longer batch is refused whole.
+    pub max_messages_per_frame: usize,
+    /// Bytes of replies and notifications one WebSocket connection may have waiting to be
+    /// written to its socket; past it, the requests of the connection wait (the client is slowed).
+    pub max_unsent_bytes: usize,
+    /// A connection whose replies cannot be written for this long (its client does not read) is
+    /// closed with close code 1008.
+    pub slow_reader_timeout: Duration,
+    /// Open connections (HTTP and WebSocket together). Past it, the oldest connection that is
+    /// not in a request (one still sending its request head, or idle between requests) is
+    /// dropped to make room; when there is none, the new connection gets HTTP 503.
+    pub max_connections: usize,
+    /// Open WebSocket connections of one caller; past it the upgrade gets HTTP 429.
+    pub max_connections_per_caller: usize,
+    /// How long a client has to send a whole request head (also between the requests of a
+    /// kept-alive connection) before its connection is closed.
+    pub header_read_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -58,6 +76,12 @@ impl Default for ServerConfig {
             rate_limit: None,
             caller_quotas: BTreeMap::new(),
             shutdown_grace: Duration::from_secs(10),
+            max_messages_per_frame: 256,
+            max_unsent_bytes: 64 * 1024 * 1024,
+            slow_reader_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+            max_connections_per_caller: 64,
+            header_read_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -74,6 +98,27 @@ impl ServerConfig {
         }
         if self.idle_timeout.is_zero() {
             return bad("idle_timeout", "must be positive");
+        }
+        if self.max_messages_per_frame == 0 {
+            return bad("max_messages_per_frame", "must be at least 1");
+        }
+        if self.max_unsent_bytes < self.max_message_bytes.min(1024 * 1024) {
+            return bad(
+                "max_unsent_bytes",
+                "must be at least 1 MiB (or max_message_bytes, when that is smaller)",
+            );
+        }
+        if self.slow_reader_timeout.is_zero() {
+            return bad("slow_reader_timeout", "must be positive");
+        }
+        if self.max_connections == 0 {
+            return bad("max_connections", "must be at least 1");
+        }
+        if self.max_connections_per_caller == 0 {
+            return bad("max_connections_per_caller", "must be at least 1");
+        }
+        if self.header_read_timeout.is_zero() {
+            return bad("header_read_timeout", "must be positive");
         }
         if let Some(rate) = &self.rate_limit {
             rate.validate("rate_limit")?;

@@ -1,19 +1,25 @@
 //! The router and the listening server.
 
-use std::future::{Future, IntoFuture};
+use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{from_fn_with_state, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use codebeaker_engine::Engine;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, watch, Notify};
+use tokio::task::{JoinHandle, JoinSet};
+use tower::Service;
 use tower_http::trace::TraceLayer;
 
 use crate::error::ErrorCodeTag;
@@ -84,6 +90,7 @@ async fn sweep_sessions(state: AppState) {
     loop {
         tick.tick().await;
         state.sweep_sessions();
+        crate::audit::flush_refusals();
     }
 }
 
@@ -135,38 +142,75 @@ impl Server {
         &self.state
     }
 
-    /// Serves until `shutdown` resolves; then stops accepting, lets each WebSocket connection
-    /// finish its requests in flight (up to the grace period), closes them (close code 1001),
-    /// and returns. It does not touch the engine: close its sessions with
+    /// Serves until `shutdown` resolves; then stops accepting, lets each connection finish its
+    /// requests in flight (WebSocket connections are closed with close code 1001 once their
+    /// requests are answered), and returns after at most the grace period, dropping whatever
+    /// connection is still open then. It does not touch the engine: close its sessions with
     /// [`Engine::shutdown`] afterwards.
+    ///
+    /// Connections are bounded: see [`ServerConfig::max_connections`] and
+    /// [`ServerConfig::header_read_timeout`].
     pub async fn serve(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
         let state = self.state.clone();
         let grace = state.config.shutdown_grace;
-        let app = router(self.state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let app = router(self.state.clone());
         tracing::info!(addr = %self.addr, "serving");
-        let signal_state = state.clone();
-        let serving = axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                tracing::info!("shutting down: no new connections");
-                signal_state.begin_shutdown();
-            })
-            .into_future();
         let sweeper = tokio::spawn(sweep_sessions(state.clone()));
-        let served = serving.await.map_err(ServerError::Serve);
-        sweeper.abort();
-        served?;
-        // Upgraded WebSocket connections outlive the HTTP server; wait for them to close.
-        let margin = Duration::from_secs(2);
-        if tokio::time::timeout(grace + margin, state.connections_closed())
-            .await
-            .is_err()
-        {
-            tracing::warn!("WebSocket connections still open after the shutdown grace period");
+        let open = Arc::new(Open::default());
+        let (stop, stopping) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                () = &mut shutdown => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Out of file descriptors, most likely: wait for some to be given back.
+                        tracing::warn!(%error, "accepting a connection failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            while tasks.try_join_next().is_some() {}
+            let max = state.config.max_connections;
+            if open.len() + state.open_websockets() >= max && !open.evict_one_idle() {
+                tasks.spawn(refuse_connection(stream, max));
+                continue;
+            }
+            let slot = open.register();
+            tasks.spawn(serve_http(
+                stream,
+                peer,
+                app.clone(),
+                state.config.header_read_timeout,
+                slot,
+                stopping.clone(),
+            ));
         }
+        tracing::info!("shutting down: no new connections");
+        state.begin_shutdown();
+        drop(self.listener);
+        stop.send_replace(true);
+        let deadline = tokio::time::Instant::now() + grace;
+        let drained = tokio::time::timeout_at(deadline, async {
+            while tasks.join_next().await.is_some() {}
+            state.connections_closed().await;
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                http = tasks.len(),
+                websocket = state.open_websockets(),
+                "connections still open after the shutdown grace period; dropping them"
+            );
+        }
+        tasks.abort_all();
+        sweeper.abort();
         Ok(())
     }
 
@@ -216,4 +260,168 @@ impl ServerHandle {
             Err(e) => Err(ServerError::Serve(std::io::Error::other(e))),
         }
     }
+}
+
+/// The HTTP connections open (before any upgrade), oldest first, each with whether it is in a
+/// request now.
+#[derive(Default)]
+struct Open {
+    next: AtomicU64,
+    connections: Mutex<BTreeMap<u64, Registered>>,
+}
+
+struct Registered {
+    in_request: Arc<AtomicUsize>,
+    evict: Arc<Notify>,
+}
+
+/// One registered connection; unregisters itself when dropped.
+struct Slot {
+    id: u64,
+    open: Arc<Open>,
+    in_request: Arc<AtomicUsize>,
+    evict: Arc<Notify>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.open.lock().remove(&self.id);
+    }
+}
+
+impl Open {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Registered>> {
+        self.connections.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn register(self: &Arc<Self>) -> Slot {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let in_request = Arc::new(AtomicUsize::new(0));
+        let evict = Arc::new(Notify::new());
+        self.lock().insert(
+            id,
+            Registered {
+                in_request: Arc::clone(&in_request),
+                evict: Arc::clone(&evict),
+            },
+        );
+        Slot {
+            id,
+            open: Arc::clone(self),
+            in_request,
+            evict,
+        }
+    }
+
+    /// Drops the oldest connection that is not in a request (still sending its request head, or
+    /// idle between requests), so that connections that never send a request cannot keep the
+    /// others out. False when every connection is in a request.
+    fn evict_one_idle(&self) -> bool {
+        let mut connections = self.lock();
+        let idle = connections
+            .iter()
+            .find(|(_, c)| c.in_request.load(Ordering::Acquire) == 0)
+            .map(|(id, _)| *id);
+        match idle.and_then(|id| connections.remove(&id)) {
+            Some(evicted) => {
+                evicted.evict.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Counts a request as running on its connection.
+struct InRequest(Arc<AtomicUsize>);
+
+impl InRequest {
+    fn new(count: &Arc<AtomicUsize>) -> InRequest {
+        count.fetch_add(1, Ordering::AcqRel);
+        InRequest(Arc::clone(count))
+    }
+}
+
+impl Drop for InRequest {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Serves one HTTP/1.1 connection (WebSocket upgrades included) until it ends, it is evicted,
+/// or the server stops (then it finishes its request and closes).
+async fn serve_http(
+    stream: TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    header_read_timeout: Duration,
+    slot: Slot,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let in_request = Arc::clone(&slot.in_request);
+    let service = tower::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        let running = InRequest::new(&in_request);
+        request.extensions_mut().insert(ConnectInfo(peer));
+        let mut app = app.clone();
+        async move {
+            let response = app.call(request.map(axum::body::Body::new)).await;
+            drop(running);
+            response
+        }
+    });
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .keep_alive(true);
+    let connection = http
+        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+        .with_upgrades();
+    let mut connection = std::pin::pin!(connection);
+    let evict = Arc::clone(&slot.evict);
+    let evicted = evict.notified();
+    let mut evicted = std::pin::pin!(evicted);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            served = connection.as_mut() => {
+                if let Err(error) = served {
+                    tracing::debug!(%error, %peer, "HTTP connection ended with an error");
+                }
+                break;
+            }
+            () = &mut evicted => {
+                tracing::debug!(%peer, "dropping a connection that sent no request, to make room");
+                break;
+            }
+            changed = stopping.wait_for(|stop| *stop), if !closing => {
+                closing = true;
+                if changed.is_ok() {
+                    connection.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+    drop(slot);
+}
+
+/// Answers a connection over [`ServerConfig::max_connections`] with HTTP 503 and closes it.
+async fn refuse_connection(mut stream: TcpStream, max: usize) {
+    use tokio::io::AsyncWriteExt;
+    let error = codebeaker_protocol::jsonrpc::ErrorObject::limit_reached(format!(
+        "the server holds {max} connections, the most it takes, and all of them are in a request; retry later"
+    ));
+    let body = serde_json::json!({ "error": error }).to_string();
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = stream.write_all(response.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
 }

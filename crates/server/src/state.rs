@@ -6,7 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use codebeaker_engine::Engine;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use codebeaker_engine::{Caller, Engine};
 use tokio::sync::watch;
 
 use crate::auth::Auth;
@@ -36,6 +39,39 @@ pub struct Shared {
     connection_seq: AtomicU64,
     /// Open WebSocket connections (shutdown waits for them).
     connections: watch::Sender<usize>,
+    /// WebSocket connections per caller, counted from the upgrade request on.
+    per_caller: Mutex<HashMap<String, usize>>,
+}
+
+/// Why a WebSocket upgrade was refused.
+pub(crate) enum Crowded {
+    /// The caller holds its most connections.
+    Caller(usize),
+    /// The server holds its most connections.
+    Server(usize),
+}
+
+/// Counts a WebSocket connection against its caller's bound for as long as it lives.
+pub(crate) struct CallerConnection {
+    state: AppState,
+    caller: String,
+}
+
+impl Drop for CallerConnection {
+    fn drop(&mut self) {
+        let mut counts = self
+            .state
+            .0
+            .per_caller
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = counts.get_mut(&self.caller) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.remove(&self.caller);
+            }
+        }
+    }
 }
 
 /// Counts a WebSocket connection as open for as long as it lives.
@@ -88,6 +124,7 @@ impl AppState {
             readiness: tokio::sync::Mutex::new(None),
             connection_seq: AtomicU64::new(0),
             connections: watch::channel(0).0,
+            per_caller: Mutex::new(HashMap::new()),
         })))
     }
 
@@ -113,6 +150,32 @@ impl AppState {
         self.0.connections.send_modify(|open| *open += 1);
         self.0.metrics.ws_opened();
         ConnectionGuard(self.clone())
+    }
+
+    /// Open WebSocket connections.
+    pub(crate) fn open_websockets(&self) -> usize {
+        *self.0.connections.borrow()
+    }
+
+    /// Counts one more WebSocket connection of `caller`, unless the caller or the server is at
+    /// its bound.
+    pub(crate) fn reserve_websocket(&self, caller: &Caller) -> Result<CallerConnection, Crowded> {
+        let max = self.0.config.max_connections;
+        let mut counts = self.0.per_caller.lock().unwrap_or_else(|p| p.into_inner());
+        let total: usize = counts.values().sum();
+        if total >= max {
+            return Err(Crowded::Server(max));
+        }
+        let per_caller = self.0.config.max_connections_per_caller;
+        let mine = counts.entry(caller.0.clone()).or_insert(0);
+        if *mine >= per_caller {
+            return Err(Crowded::Caller(per_caller));
+        }
+        *mine += 1;
+        Ok(CallerConnection {
+            state: self.clone(),
+            caller: caller.0.clone(),
+        })
     }
 
     /// Resolves when no WebSocket connection is open.

@@ -7,6 +7,17 @@
 //! `session.close`) start in the order they arrived on the connection. The writer sends
 //! responses and notifications as text frames, in the order they are queued, and pings.
 //!
+//! Replies are bounded per connection in count and in bytes. A request holds its in-flight slot
+//! until its reply is taken by the writer to be written to the socket (not merely queued), and
+//! every frame waiting to be written holds its size against
+//! [`ServerConfig::max_unsent_bytes`](crate::ServerConfig::max_unsent_bytes): a client that does
+//! not read slows its own requests down, and when nothing can be written to it for
+//! [`ServerConfig::slow_reader_timeout`](crate::ServerConfig::slow_reader_timeout) the connection
+//! is closed with close code 1008. A frame is read up to
+//! [`ServerConfig::max_messages_per_frame`](crate::ServerConfig::max_messages_per_frame)
+//! messages, and the replies the server makes up itself (parse errors, invalid requests,
+//! `-32002` refusals) take a rate-limit token and an in-flight slot like any request.
+//!
 //! A connection closes when the client closes it, after
 //! [`ServerConfig::idle_timeout`](crate::ServerConfig::idle_timeout) without a message and with
 //! nothing in flight, when the peer answers nothing for three ping intervals, when a message is
@@ -20,11 +31,12 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
-use axum::response::Response as HttpResponse;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response as HttpResponse};
 use axum::Extension;
 use codebeaker_engine::Caller;
 use codebeaker_protocol::jsonrpc::{
-    parse_frame, ErrorObject, FrameKind, Incoming, Request, Response,
+    parse_frame_bounded, ErrorObject, FrameKind, Incoming, Request, Response,
 };
 use codebeaker_protocol::methods::Method;
 use futures_util::stream::SplitSink;
@@ -33,7 +45,9 @@ use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use crate::state::AppState;
+use crate::error::HttpError;
+use crate::rate_limit::RateLimiter;
+use crate::state::{AppState, CallerConnection, Crowded};
 use crate::{audit, rpc};
 
 /// Frames queued for the writer before producers wait (backpressure on slow readers).
@@ -53,27 +67,61 @@ enum End {
     Gone(&'static str),
 }
 
+/// Unsent bytes are counted in units of this many bytes (semaphore permits are `u32`s).
+const BYTE_UNIT: usize = 1024;
+
 /// What the writer task sends.
 enum Outbound {
-    Text(String),
+    /// A frame, with what it holds until it is written: its bytes of the connection's budget and,
+    /// for a reply, the request's in-flight slot.
+    Text(String, Held),
     Close(u16, String),
+}
+
+/// What a queued frame holds until the writer takes it.
+#[derive(Default)]
+struct Held {
+    bytes: Option<OwnedSemaphorePermit>,
+    slots: Vec<OwnedSemaphorePermit>,
 }
 
 /// Where a request's notifications (and responses) go: the connection's writer queue.
 #[derive(Clone)]
-pub(crate) struct EventSink(mpsc::Sender<Outbound>);
+pub(crate) struct EventSink {
+    tx: mpsc::Sender<Outbound>,
+    /// The connection's budget of unsent bytes, in [`BYTE_UNIT`]s; closed when the writer ends.
+    budget: Arc<Semaphore>,
+    budget_units: u32,
+}
 
 impl EventSink {
     /// Queues a text frame. A connection that is gone drops it: the work goes on without it.
     pub async fn send_text(&self, text: String) {
-        let _ = self.0.send(Outbound::Text(text)).await;
+        self.send_held(text, Vec::new()).await;
+    }
+
+    /// Queues a frame that gives back `slots` when the writer takes it. Waits while the frames
+    /// already waiting hold the connection's whole byte budget (a frame larger than the budget
+    /// waits for all of it).
+    async fn send_held(&self, text: String, slots: Vec<OwnedSemaphorePermit>) {
+        let units = u32::try_from(text.len().div_ceil(BYTE_UNIT))
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.budget_units);
+        let Ok(bytes) = self.budget.clone().acquire_many_owned(units).await else {
+            return; // the writer is gone
+        };
+        let held = Held {
+            bytes: Some(bytes),
+            slots,
+        };
+        let _ = self.tx.send(Outbound::Text(text, held)).await;
     }
 
     /// Queues a close frame behind the frames already queued (giving up on a writer that
     /// cannot take it in time).
     async fn close(&self, code: u16, reason: &str) {
         let close = Outbound::Close(code, reason.to_string());
-        let _ = tokio::time::timeout(CLOSE_FLUSH, self.0.send(close)).await;
+        let _ = tokio::time::timeout(CLOSE_FLUSH, self.tx.send(close)).await;
     }
 }
 
@@ -83,14 +131,42 @@ pub(crate) async fn upgrade(
     Extension(caller): Extension<Caller>,
     ws: WebSocketUpgrade,
 ) -> HttpResponse {
+    let reserved = match state.reserve_websocket(&caller) {
+        Ok(reserved) => reserved,
+        Err(crowded) => {
+            let (status, error) = match crowded {
+                Crowded::Caller(max) => (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    ErrorObject::limit_reached(format!(
+                        "caller `{}` already holds {max} WebSocket connections, the most one caller may hold; close one first",
+                        caller.0
+                    )),
+                ),
+                Crowded::Server(max) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorObject::limit_reached(format!(
+                        "the server holds {max} WebSocket connections, the most it takes; retry later"
+                    )),
+                ),
+            };
+            audit::refused(&caller, "/ws/jsonrpc", &error, audit::Subject::default());
+            return HttpError::with_status(status, error).into_response();
+        }
+    };
     let max = state.config.max_message_bytes;
     ws.max_message_size(max)
         .max_frame_size(max)
         .on_failed_upgrade(|error| tracing::debug!(%error, "WebSocket upgrade failed"))
-        .on_upgrade(move |socket| serve_connection(state, caller, socket))
+        .on_upgrade(move |socket| serve_connection(state, caller, socket, reserved))
 }
 
-async fn serve_connection(state: AppState, caller: Caller, socket: WebSocket) {
+async fn serve_connection(
+    state: AppState,
+    caller: Caller,
+    socket: WebSocket,
+    reserved: CallerConnection,
+) {
+    let _reserved = reserved;
     let id = state.next_connection_id();
     let span = tracing::info_span!("ws", conn = id, caller = %caller.0);
     async move {
@@ -98,14 +174,29 @@ async fn serve_connection(state: AppState, caller: Caller, socket: WebSocket) {
         tracing::debug!("connection opened");
         let (sink, stream) = socket.split();
         let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
-        let writer =
-            tokio::spawn(write_loop(sink, rx, state.config.ping_interval).in_current_span());
+        let budget_units =
+            u32::try_from(state.config.max_unsent_bytes.div_ceil(BYTE_UNIT)).unwrap_or(u32::MAX);
+        let budget = Arc::new(Semaphore::new(budget_units as usize));
+        let writer = tokio::spawn(
+            write_loop(
+                sink,
+                rx,
+                Arc::clone(&budget),
+                state.config.ping_interval,
+                state.config.slow_reader_timeout,
+            )
+            .in_current_span(),
+        );
         let mut connection = Connection {
             permits: Arc::new(Semaphore::new(state.config.max_in_flight)),
             unsent: Arc::new(watch::channel(0).0),
             state,
             caller,
-            out: EventSink(tx),
+            out: EventSink {
+                tx,
+                budget,
+                budget_units,
+            },
             session_queues: HashMap::new(),
         };
         let end = connection.read_loop(stream).await;
@@ -163,10 +254,11 @@ impl Drop for Unsent {
     }
 }
 
-/// A started request: answered already, or running.
+/// A started request: answered already, or running (a batch's request gives back its response
+/// and its in-flight slot, which the batch's frame holds until written).
 enum Started {
     Done(Option<Response>),
-    Running(JoinHandle<Option<Response>>),
+    Running(JoinHandle<(Option<Response>, Option<OwnedSemaphorePermit>)>),
 }
 
 impl Connection {
@@ -190,6 +282,9 @@ impl Connection {
                 deadline = deadline.min(last_heard + dead_after);
             }
             tokio::select! {
+                () = self.out.tx.closed() => {
+                    return End::Gone("the client does not read its replies");
+                }
                 () = async { let _ = shutdown.wait_for(|stopping| *stopping).await; } => {
                     self.drain().await;
                     self.out.close(close_code::AWAY, "server shutting down").await;
@@ -226,11 +321,12 @@ impl Connection {
                         }
                         Some(Ok(Message::Binary(_))) => {
                             last_message = last_heard;
-                            self.state.metrics.rpc("invalid", Some(-32600), Duration::ZERO);
                             let error = ErrorObject::invalid_request(
                                 "binary frames are not supported: send JSON-RPC messages as text frames",
                             );
-                            self.send(FrameKind::Single, Response::error(None, error)).await;
+                            let response = Response::error(None, error);
+                            self.count_invalid(&response);
+                            self.send_own(FrameKind::Single, response).await;
                         }
                         Some(Ok(Message::Ping(_))) => last_message = last_heard,
                         Some(Ok(Message::Pong(_))) => {}
@@ -257,14 +353,37 @@ impl Connection {
         }
     }
 
-    async fn send(&self, kind: FrameKind, response: Response) {
+    /// Sends a reply the server made up itself (not the answer of a started request). It costs
+    /// the caller a rate-limit token (past its rate, the reply says so instead) and holds an
+    /// in-flight slot until written when one is free; when none is, the reader itself waits for
+    /// the queue, which stops it reading more.
+    async fn send_own(&self, kind: FrameKind, response: Response) {
+        let response = match self.state.limiter.check(&self.caller) {
+            Ok(()) => response,
+            Err(retry_after_ms) => {
+                self.state.metrics.rate_limited();
+                let error = RateLimiter::error(retry_after_ms);
+                audit::refused(&self.caller, "invalid", &error, audit::Subject::default());
+                Response::error(response.id.clone(), error)
+            }
+        };
+        let slots: Vec<OwnedSemaphorePermit> = self
+            .permits
+            .clone()
+            .try_acquire_owned()
+            .ok()
+            .into_iter()
+            .collect();
+        let mut slots = Some(slots);
         for frame in kind.encode(vec![response]) {
-            self.out.send_text(frame).await;
+            self.out
+                .send_held(frame, slots.take().unwrap_or_default())
+                .await;
         }
     }
 
     async fn on_text(&mut self, text: &str) {
-        let frame = parse_frame(text);
+        let frame = parse_frame_bounded(text, self.state.config.max_messages_per_frame);
         if frame.kind == FrameKind::Batch {
             self.on_batch(frame.messages);
             return;
@@ -273,11 +392,11 @@ impl Connection {
             match message {
                 Incoming::Invalid(response) => {
                     self.count_invalid(&response);
-                    self.send(frame.kind, response).await;
+                    self.send_own(frame.kind, response).await;
                 }
                 Incoming::Request(request) => {
                     if let Started::Done(Some(response)) = self.start(request, Some(frame.kind)) {
-                        self.send(frame.kind, response).await;
+                        self.send_own(frame.kind, response).await;
                     }
                 }
             }
@@ -302,18 +421,21 @@ impl Connection {
             async move {
                 let _unsent = unsent;
                 let mut responses = Vec::new();
+                let mut held = Vec::new();
                 for slot in slots {
                     match slot {
                         Started::Done(response) => responses.extend(response),
                         Started::Running(task) => {
-                            if let Ok(response) = task.await {
+                            if let Ok((response, permit)) = task.await {
                                 responses.extend(response);
+                                held.extend(permit);
                             }
                         }
                     }
                 }
+                let mut held = Some(held);
                 for frame in FrameKind::Batch.encode(responses) {
-                    out.send_text(frame).await;
+                    out.send_held(frame, held.take().unwrap_or_default()).await;
                 }
             }
             .in_current_span(),
@@ -351,17 +473,20 @@ impl Connection {
             };
             let response = rpc::handle_request(&state, &caller, request, Some(&out)).await;
             // The request is over before its response leaves: a client that sends its next
-            // request on receiving this response must find the slot free and its turn come.
+            // request on receiving this response must find its turn come. Its slot goes with
+            // the response, and is given back as the writer takes it to the socket.
             drop(done);
-            drop(permit);
             match (reply, response) {
                 (Some(kind), Some(response)) => {
+                    let mut permit = Some(permit);
                     for frame in kind.encode(vec![response]) {
-                        out.send_text(frame).await;
+                        out.send_held(frame, permit.take().into_iter().collect())
+                            .await;
                     }
-                    None
+                    (None, None)
                 }
-                (_, response) => response,
+                (Some(_), None) => (None, None),
+                (None, response) => (response, Some(permit)),
             }
         };
         Started::Running(tokio::spawn(task.in_current_span()))
@@ -370,7 +495,7 @@ impl Connection {
     fn over_limit(&self, request: Request) -> Option<Response> {
         let max = self.state.config.max_in_flight;
         let error = ErrorObject::limit_reached(format!(
-            "{max} requests are already in flight on this connection; wait for a response before sending more"
+            "{max} requests are already in flight on this connection (answers not yet read count too); read the responses before sending more"
         ));
         let method = Method::from_name(&request.method);
         let label = method.map_or("unknown", Method::name);
@@ -434,7 +559,35 @@ fn is_capacity_error(error: axum::Error) -> bool {
 async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
     mut rx: mpsc::Receiver<Outbound>,
+    budget: Arc<Semaphore>,
     ping_interval: Duration,
+    slow_reader_timeout: Duration,
+) {
+    write_frames(&mut sink, &mut rx, ping_interval, slow_reader_timeout).await;
+    // Producers waiting for room give up, and every frame still queued gives back what it held.
+    budget.close();
+    rx.close();
+    while rx.try_recv().is_ok() {}
+}
+
+/// Writes one frame, or gives up on a client that has not taken it within `timeout`.
+async fn write_or_give_up(
+    sink: &mut SplitSink<WebSocket, Message>,
+    message: Message,
+    timeout: Duration,
+) -> Result<(), &'static str> {
+    match tokio::time::timeout(timeout, sink.send(message)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err("the socket failed"),
+        Err(_) => Err("slow reader"),
+    }
+}
+
+async fn write_frames(
+    sink: &mut SplitSink<WebSocket, Message>,
+    rx: &mut mpsc::Receiver<Outbound>,
+    ping_interval: Duration,
+    slow_reader_timeout: Duration,
 ) {
     let pinging = !ping_interval.is_zero();
     let period = if pinging {
@@ -445,28 +598,49 @@ async fn write_loop(
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
+        let written = tokio::select! {
             outbound = rx.recv() => match outbound {
-                Some(Outbound::Text(text)) => {
-                    if sink.send(Message::Text(text.into())).await.is_err() {
-                        break;
-                    }
+                Some(Outbound::Text(text, held)) => {
+                    // Slot first: a client may send its next request as soon as it reads this.
+                    drop(held.slots);
+                    let written = write_or_give_up(sink, Message::Text(text.into()), slow_reader_timeout).await;
+                    drop(held.bytes);
+                    written
                 }
                 Some(Outbound::Close(code, reason)) => {
                     let frame = CloseFrame { code, reason: reason.into() };
-                    let _ = sink.send(Message::Close(Some(frame))).await;
-                    break;
+                    let _ = tokio::time::timeout(CLOSE_FLUSH, sink.send(Message::Close(Some(frame)))).await;
+                    return;
                 }
                 None => {
-                    let _ = sink.close().await;
-                    break;
+                    let _ = tokio::time::timeout(CLOSE_FLUSH, sink.close()).await;
+                    return;
                 }
             },
             _ = ping.tick(), if pinging => {
-                if sink.send(Message::Ping(Default::default())).await.is_err() {
-                    break;
-                }
+                write_or_give_up(sink, Message::Ping(Default::default()), slow_reader_timeout).await
             }
+        };
+        match written {
+            Ok(()) => {}
+            Err("slow reader") => {
+                let secs = slow_reader_timeout.as_secs_f64();
+                tracing::info!(
+                    timeout_secs = secs,
+                    "closing a connection whose client does not read its replies"
+                );
+                let frame = CloseFrame {
+                    code: close_code::POLICY,
+                    reason: format!("the client did not read its replies for {secs} s").into(),
+                };
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    sink.send(Message::Close(Some(frame))),
+                )
+                .await;
+                return;
+            }
+            Err(_) => return,
         }
     }
 }
