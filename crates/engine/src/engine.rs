@@ -10,7 +10,7 @@ use codebeaker_sandbox::{Bind, BoxLimits, BoxSpec, Isolation, Sandbox, SandboxBo
 
 use crate::executions::{ExecutionState, ExecutionStore};
 use crate::pool::BoxPool;
-use crate::session::SessionTable;
+use crate::session::{Caller, SessionTable};
 
 use crate::executor::{CodeRequest, Execution};
 use crate::{EngineConfig, EngineError};
@@ -61,6 +61,10 @@ pub struct Engine {
             Result<PathBuf, std::time::Instant>,
         >,
     >,
+    /// Toolchains' shared, read-only build caches by key, once made, or when making one last
+    /// failed (see `Engine::build_cache`).
+    pub(crate) build_caches:
+        tokio::sync::Mutex<std::collections::HashMap<String, Result<PathBuf, std::time::Instant>>>,
     boxes_created: AtomicU64,
 }
 
@@ -138,6 +142,7 @@ impl Engine {
             pool: BoxPool::default(),
             warm_plans,
             warm_hosts: Default::default(),
+            build_caches: Default::default(),
             boxes_created: AtomicU64::new(0),
         })
     }
@@ -241,7 +246,7 @@ impl Engine {
                 continue;
             }
             let dir = std::path::Path::new(codebeaker_sandbox::FileRoot::Tmp.dir());
-            let Some(spec) = self.warm_spec(bx, plan, dir, dir).await else {
+            let Some(spec) = self.warm_spec(plan, dir, dir).await else {
                 continue;
             };
             match bx.start_worker(&spec, wait_ready).await {
@@ -266,9 +271,10 @@ impl Engine {
         }
     }
 
-    /// Runs code once in a fresh box, then destroys the box.
+    /// Runs code once in a fresh box, then destroys the box; a compile it needs is charged to
+    /// the anonymous caller.
     pub async fn run_once(&self, req: CodeRequest) -> Result<Execution, EngineError> {
-        let (result, bx) = self.run_in_fresh_box(&req).await;
+        let (result, bx) = self.run_in_fresh_box(&Caller::anonymous(), &req).await;
         if let Some(bx) = bx {
             destroy_quietly(bx).await;
         }
@@ -279,6 +285,7 @@ impl Engine {
     /// a caller that reports results can do so before paying for the clean-up.
     pub(crate) async fn run_in_fresh_box(
         &self,
+        caller: &Caller,
         req: &CodeRequest,
     ) -> (Result<Execution, EngineError>, Option<SandboxBox>) {
         // Unknown languages fail before any box is made.
@@ -288,14 +295,14 @@ impl Engine {
         // A pooled box has its warm workers running already; a box made for this one run starts
         // the program cold, since a worker's own start-up would only add to it.
         if let Some(bx) = self.pool.take() {
-            let result = self.execute_in(&bx, req).await;
+            let result = self.execute_for(caller, &bx, req).await;
             return (result, Some(bx));
         }
         let bx = match self.new_box(self.config.box_limits).await {
             Ok(bx) => bx,
             Err(e) => return (Err(e), None),
         };
-        let result = self.execute_cold(&bx, req).await;
+        let result = self.execute_cold(caller, &bx, req).await;
         (result, Some(bx))
     }
 }

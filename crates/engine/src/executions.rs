@@ -283,13 +283,14 @@ impl Engine {
         };
         let engine = Arc::clone(self);
         let run_id = id.clone();
+        let caller = caller.clone();
         tokio::spawn(async move {
             let in_flight = InFlight::new(&engine.executions.in_flight);
             let permit = engine.one_shot_slots.acquire().await;
             engine
                 .executions
                 .update(&run_id, |e| e.record.status = ExecutionState::Running);
-            let (result, bx) = engine.run_in_fresh_box(&code).await;
+            let (result, bx) = engine.run_in_fresh_box(&caller, &code).await;
             let limits = engine.config().execution_records;
             engine.executions.finish(&run_id, limits, |r| match result {
                 Ok(run) => {

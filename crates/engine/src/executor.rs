@@ -2,28 +2,63 @@
 //! → typed outcome and, for snippets, the JSON `output`.
 //!
 //! Source files go to a private directory under the box's `/tmp`, removed after the run, so a run
-//! never sees the sources of an earlier one. Compiled artifacts are read out of the box once and
-//! stored in the compile cache, which every box sees read-only at the same path; the next run of
-//! the same program starts the cached artifact directly.
+//! never sees the sources of an earlier one. Compiled artifacts live in the compile cache, which
+//! every box sees read-only at the same path; the run starts the cached artifact directly.
+//!
+//! # Shared build products come from clean build boxes
+//!
+//! A compile-cache entry is shared with every caller, so it must not depend on anything a caller
+//! controls but the source itself. A cache miss is therefore never compiled in the caller's own
+//! box (whose `/tmp`, `HOME` and processes the caller's earlier runs could have prepared), but in
+//! a *build box*: made for this one compile, never from the pool, running nothing but the steps
+//! below, destroyed afterwards.
+//!
+//! 1. The caller's source files are copied into the build box's fresh `/tmp` (its `HOME`).
+//! 2. For a toolchain with a build cache (Go), the engine's read-only copy of it is copied in
+//!    ([`Engine::build_cache`]): made once, itself in a clean build box, pinned in the cache.
+//! 3. The compile step runs with the toolchain's pinned environment from the registry (nothing is
+//!    inherited; `GOENV=off`, an explicit class path for javac, ...).
+//! 4. The outputs are read back once the compile run has ended: the sandbox ends every process of
+//!    a run with it, and the build box runs nothing else, so nothing can change them while they
+//!    are read. They are read against a byte budget counted on the bytes actually read, never on
+//!    a listing.
+//! 5. They are stored under the caller as [`CacheOwner`]: the caller's own budget pays for them,
+//!    and no other caller's stores can evict them. The Node worker's addon and Go's build cache are
+//!    [`CacheOwner::Pinned`], never evicted.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use codebeaker_languages::{Mode, Plan};
+use codebeaker_languages::{CacheLock, CacheOwner, LanguageError, Mode, Plan};
 use codebeaker_sandbox::{
     Command, EntryKind, FileRoot, OutputChunk, RunLimits, RunOutcome, RunStatus, SandboxBox,
-    WarmSpec,
+    SandboxError, WarmSpec, MIB,
 };
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::session::Caller;
 use crate::{Engine, EngineError};
 
-/// How long after a failed build of a warm worker's native part the engine tries again.
+/// How long after a failed build of a warm worker's native part (or of a toolchain's build
+/// cache) the engine tries again.
 const WARM_HOST_RETRY: Duration = Duration::from_secs(60);
 
-/// Most bytes of compiled artifacts read out of a box for one program.
-const MAX_ARTIFACT_BYTES: u64 = 256 * 1024 * 1024;
+/// Most bytes of compiled artifacts read out of a build box for one program, counted on the bytes
+/// read.
+const MAX_ARTIFACT_BYTES: u64 = 64 * MIB;
+
+/// Most bytes of a toolchain's build cache read out of a build box (Go's standard library as the
+/// registry's seed uses it is about 30 MiB).
+const MAX_BUILD_CACHE_BYTES: u64 = 512 * MIB;
+
+/// Most files read out of a build box at once.
+const MAX_ARTIFACT_FILES: u32 = 10_000;
+
+/// Where a build box keeps the sources and the outputs of its one compile (under `/tmp`).
+const BUILD_SRC: &str = "build/src";
+const BUILD_OUT: &str = "build/out";
 
 static RUN_SEQ: AtomicU64 = AtomicU64::new(0);
 
@@ -75,8 +110,14 @@ fn to_abs(rel: &str) -> PathBuf {
     Path::new(FileRoot::Tmp.dir()).join(rel)
 }
 
+/// Compiled files as read out of a build box: `(name in the output directory, contents,
+/// executable)`.
+type Artifacts = Vec<(String, Vec<u8>, bool)>;
+
 impl Engine {
-    /// Runs `req` in `bx`. The one path every `execute` takes, in a session or one-shot.
+    /// Runs `req` in `bx`. The one path every `execute` takes, in a session or one-shot. A
+    /// compile this needs is charged to the caller whose session owns `bx` (to the anonymous
+    /// caller for a box of no session).
     pub async fn execute_in(
         &self,
         bx: &SandboxBox,
@@ -93,21 +134,34 @@ impl Engine {
         req: &CodeRequest,
         output: Option<UnboundedSender<OutputChunk>>,
     ) -> Result<Execution, EngineError> {
-        self.execute_with(bx, req, output, true).await
+        let caller = self.caller_of(bx);
+        self.execute_with(&caller, bx, req, output, true).await
     }
 
-    /// Like [`execute_in`](Self::execute_in), never through a warm worker: for a box that runs
-    /// one program only, where starting a worker would cost more than the run.
-    pub(crate) async fn execute_cold(
+    /// Like [`execute_in`](Self::execute_in) for `caller`'s one-shot box.
+    pub(crate) async fn execute_for(
         &self,
+        caller: &Caller,
         bx: &SandboxBox,
         req: &CodeRequest,
     ) -> Result<Execution, EngineError> {
-        self.execute_with(bx, req, None, false).await
+        self.execute_with(caller, bx, req, None, true).await
+    }
+
+    /// Like [`execute_for`](Self::execute_for), never through a warm worker: for a box that runs
+    /// one program only, where starting a worker would cost more than the run.
+    pub(crate) async fn execute_cold(
+        &self,
+        caller: &Caller,
+        bx: &SandboxBox,
+        req: &CodeRequest,
+    ) -> Result<Execution, EngineError> {
+        self.execute_with(caller, bx, req, None, false).await
     }
 
     async fn execute_with(
         &self,
+        caller: &Caller,
         bx: &SandboxBox,
         req: &CodeRequest,
         output: Option<UnboundedSender<OutputChunk>>,
@@ -125,7 +179,9 @@ impl Engine {
         let plan = language.prepare(toolchain, &req.code, mode)?;
         let n = RUN_SEQ.fetch_add(1, Ordering::Relaxed);
         let base = format!(".codebeaker/run-{n}");
-        let result = self.execute_plan(bx, req, &plan, &base, output, warm).await;
+        let result = self
+            .execute_plan(caller, bx, req, &plan, &base, output, warm)
+            .await;
         // The run itself removes its directory; anything that ended earlier did not.
         if !matches!(result, Ok((_, true))) {
             if let Err(e) = bx.remove(FileRoot::Tmp, &base, true).await {
@@ -138,8 +194,10 @@ impl Engine {
     }
 
     /// Runs the plan; the flag says whether the run removed the plan's directory itself.
+    #[allow(clippy::too_many_arguments)]
     async fn execute_plan(
         &self,
+        caller: &Caller,
         bx: &SandboxBox,
         req: &CodeRequest,
         plan: &Plan,
@@ -150,26 +208,12 @@ impl Engine {
         let src_rel = format!("{base}/src");
         let out_rel = format!("{base}/out");
         let (src_abs, out_abs) = (to_abs(&src_rel), to_abs(&out_rel));
-        // The sources travel with the first command that needs them: the compile step on a
-        // cache miss, else the run itself.
-        let mut files = source_files(plan, &src_rel);
+        let files = source_files(plan, &src_rel);
         let mut compile = None;
         let artifact_dir = match plan.cache_key() {
             Some(key) if plan.has_compile_step() => {
-                match self
-                    .compiled(
-                        bx,
-                        plan,
-                        key,
-                        &BuildDirs {
-                            src_abs: &src_abs,
-                            out_rel: &out_rel,
-                            out_abs: &out_abs,
-                        },
-                        &mut files,
-                    )
-                    .await?
-                {
+                let owner = CacheOwner::Caller(caller.0.clone());
+                match self.compiled(&owner, plan, key).await? {
                     Compiled::Ready { dir, info } => {
                         compile = Some(info);
                         self.in_box(&dir)
@@ -181,7 +225,7 @@ impl Engine {
         };
         let step = plan.run_step(&src_abs, &artifact_dir);
         let warm = match warm {
-            true => self.warm_spec(bx, plan, &src_abs, &artifact_dir).await,
+            true => self.warm_spec(plan, &src_abs, &artifact_dir).await,
             false => None,
         };
         let snippet = req
@@ -234,51 +278,110 @@ impl Engine {
         Ok((execution, true))
     }
 
-    /// Finds the program's artifacts in the cache, or compiles them in the box and stores them.
+    /// The caller whose session owns `bx`, or the anonymous caller.
+    fn caller_of(&self, bx: &SandboxBox) -> Caller {
+        self.sessions
+            .caller_of_box(bx.name())
+            .unwrap_or_else(Caller::anonymous)
+    }
+
+    /// Finds the program's artifacts in the cache (recording `owner`'s use), or compiles them in
+    /// a clean build box and stores them under `owner`.
     async fn compiled(
+        &self,
+        owner: &CacheOwner,
+        plan: &Plan,
+        key: &str,
+    ) -> Result<Compiled, EngineError> {
+        let hit = |dir| Compiled::Ready {
+            dir,
+            info: CompileInfo {
+                cache_hit: true,
+                duration: Duration::ZERO,
+            },
+        };
+        let cache = Arc::clone(self.cache());
+        let (k, o) = (key.to_string(), owner.clone());
+        if let Some(dir) = blocking(move || cache.claim(&k, &o)).await? {
+            return Ok(hit(dir));
+        }
+        // One compile per program at a time, across boxes and processes.
+        let cache = Arc::clone(self.cache());
+        let k = key.to_string();
+        let lock = blocking(move || cache.lock(&k)).await?;
+        let (cache, o) = (Arc::clone(self.cache()), owner.clone());
+        let (lock, found) = blocking(move || {
+            let found = cache.claim_locked(&lock, &o);
+            found.map(|f| (lock, f))
+        })
+        .await?;
+        if let Some(dir) = found {
+            return Ok(hit(dir));
+        }
+        let started = Instant::now();
+        let built = self.build(plan).await?;
+        let info = CompileInfo {
+            cache_hit: false,
+            duration: started.elapsed(),
+        };
+        let files = match built {
+            Ok(files) => files,
+            Err(mut failed) => {
+                failed.compile = Some(info);
+                return Ok(Compiled::Failed(failed));
+            }
+        };
+        let dir = self.store(lock, owner, files).await?;
+        Ok(Compiled::Ready { dir, info })
+    }
+
+    /// Stores `files` as the entry of `lock`'s key, owned by `owner`.
+    async fn store(
+        &self,
+        lock: CacheLock,
+        owner: &CacheOwner,
+        files: Artifacts,
+    ) -> Result<PathBuf, EngineError> {
+        let (cache, owner) = (Arc::clone(self.cache()), owner.clone());
+        blocking(move || cache.insert(lock.key(), &owner, &files))
+            .await
+            .map_err(|e| EngineError::Internal(format!("storing the compiled program: {e}")))
+    }
+
+    /// Compiles `plan` in a build box made for it, destroyed afterwards; `Err` inside is the
+    /// compile's own failure, for the caller to see.
+    async fn build(&self, plan: &Plan) -> Result<Result<Artifacts, Box<Execution>>, EngineError> {
+        let seed = match plan.build_cache_dir() {
+            Some(_) => self.build_cache(plan).await,
+            None => None,
+        };
+        let bx = self.build_box().await?;
+        let seed = seed.map(|dir| self.in_box(&dir));
+        let built = self.build_in(&bx, plan, seed.as_deref()).await;
+        destroy_later(bx);
+        built.map_err(build_box_error)
+    }
+
+    /// A box for one compile: never from the pool, never given to a caller, no warm workers.
+    async fn build_box(&self) -> Result<SandboxBox, EngineError> {
+        self.new_box(self.config().box_limits)
+            .await
+            .map_err(build_box_error)
+    }
+
+    /// Steps 1–4 of the module docs, in `bx`.
+    async fn build_in(
         &self,
         bx: &SandboxBox,
         plan: &Plan,
-        key: &str,
-        dirs: &BuildDirs<'_>,
-        files: &mut Vec<(FileRoot, String, Vec<u8>, bool)>,
-    ) -> Result<Compiled, EngineError> {
-        let BuildDirs {
-            src_abs,
-            out_rel,
-            out_abs,
-        } = *dirs;
-        let cache = self.cache();
-        if let Some(dir) = cache.lookup(key) {
-            return Ok(Compiled::Ready {
-                dir,
-                info: CompileInfo {
-                    cache_hit: true,
-                    duration: Duration::ZERO,
-                },
-            });
+        seed: Option<&Path>,
+    ) -> Result<Result<Artifacts, Box<Execution>>, EngineError> {
+        let (src_abs, out_abs) = (to_abs(BUILD_SRC), to_abs(BUILD_OUT));
+        if let (Some(dir), Some(seed)) = (plan.build_cache_dir(), seed) {
+            self.copy_build_cache(bx, seed, dir).await?;
         }
-        // One compile per program at a time, across boxes and processes.
-        let lock = {
-            let cache = cache.clone();
-            let key = key.to_string();
-            tokio::task::spawn_blocking(move || cache.lock(&key))
-                .await
-                .map_err(|e| EngineError::Internal(e.to_string()))?
-                .map_err(|e| EngineError::Internal(e.to_string()))?
-        };
-        if let Some(dir) = cache.lookup(key) {
-            return Ok(Compiled::Ready {
-                dir,
-                info: CompileInfo {
-                    cache_hit: true,
-                    duration: Duration::ZERO,
-                },
-            });
-        }
-        let started = Instant::now();
-        bx.create_dir(FileRoot::Tmp, out_rel, true).await?;
-        let Some(step) = plan.compile_step(src_abs, out_abs) else {
+        bx.create_dir(FileRoot::Tmp, BUILD_OUT, true).await?;
+        let Some(step) = plan.compile_step(&src_abs, &out_abs) else {
             return Err(EngineError::Internal(
                 "compiled language without a compile step".into(),
             ));
@@ -292,91 +395,143 @@ impl Engine {
             capture_fd4: false,
             limits: self.config().compile_limits,
             warm: None,
-            files: std::mem::take(files),
+            files: source_files(plan, BUILD_SRC),
             cleanup: None,
         };
-        let mut outcome = bx.run(&cmd).await?;
-        let info = CompileInfo {
-            cache_hit: false,
-            duration: started.elapsed(),
-        };
+        let outcome = bx.run(&cmd).await?;
         if outcome.status != RunStatus::Ok {
-            if outcome.status == RunStatus::RuntimeError {
-                outcome.status = RunStatus::CompileError;
-            }
-            let mut text = String::from_utf8_lossy(&outcome.stderr).into_owned();
-            text.push_str(&String::from_utf8_lossy(&outcome.stdout));
-            let diagnostics = plan.rewrite_diagnostics(&text, src_abs, out_abs);
-            let error = Some(match outcome.status {
-                RunStatus::CompileError => diagnostics.trim_end().to_string(),
-                _ => format!(
-                    "compiling failed: {} ({})\n{}",
-                    outcome.status,
-                    outcome.message.clone().unwrap_or_default(),
-                    diagnostics.trim_end()
-                ),
-            });
-            return Ok(Compiled::Failed(Box::new(Execution {
-                language: plan.language().to_string(),
-                outcome,
-                output: None,
-                error,
-                compile: Some(info),
-                total: Duration::ZERO,
-            })));
+            return Ok(Err(Box::new(compile_failure(
+                plan, outcome, &src_abs, &out_abs,
+            ))));
         }
-        let (entries, truncated) = bx.list(FileRoot::Tmp, out_rel, true, 16, 10_000).await?;
-        if truncated {
-            return Err(EngineError::Internal(
-                "the compiler produced too many files".into(),
-            ));
-        }
-        let mut files = Vec::new();
-        let mut total = 0u64;
-        for entry in entries.iter().filter(|e| e.kind == EntryKind::File) {
-            total += entry.size;
-            if total > MAX_ARTIFACT_BYTES {
-                return Err(EngineError::Internal(
-                    "compiled artifacts are too large to cache".into(),
-                ));
-            }
-            let data = bx
-                .read_file(FileRoot::Tmp, &entry.path, MAX_ARTIFACT_BYTES)
-                .await?;
-            let name = entry
-                .path
-                .strip_prefix(&format!("{out_rel}/"))
-                .unwrap_or(&entry.path)
-                .to_string();
-            files.push((name, data, entry.mode & 0o111 != 0));
-        }
+        // The compile run has ended, and with it every process it started; nothing else runs in
+        // this box. What is read now can no longer change.
+        let files = read_back(bx, BUILD_OUT, MAX_ARTIFACT_BYTES).await?;
         for artifact in plan.artifacts() {
             if !files.iter().any(|(name, _, _)| *name == artifact) {
                 let message = format!("the compiler did not produce {artifact}");
                 return Err(EngineError::Internal(message));
             }
         }
-        let cache = cache.clone();
-        let key = key.to_string();
-        let dir = tokio::task::spawn_blocking(move || {
-            let _lock = lock;
-            cache.insert(&key, &files)
+        Ok(Ok(files))
+    }
+
+    /// Copies the engine's read-only build cache `seed` (its path in the box) to `dir` in the
+    /// build box.
+    async fn copy_build_cache(
+        &self,
+        bx: &SandboxBox,
+        seed: &Path,
+        dir: &str,
+    ) -> Result<(), EngineError> {
+        let mut copy = Command::new([
+            "/bin/cp".to_string(),
+            "-R".to_string(),
+            format!("{}/.", seed.display()),
+            dir.to_string(),
+        ]);
+        copy.cwd = Some(FileRoot::Tmp.dir().to_string());
+        copy.limits = self.config().compile_limits;
+        let outcome = bx.run(&copy).await?;
+        if outcome.status != RunStatus::Ok {
+            // Only speed is lost: the compile fills its own cache.
+            tracing::warn!(
+                status = %outcome.status,
+                stderr = %String::from_utf8_lossy(&outcome.stderr).trim_end(),
+                "copying the build cache into a build box failed"
+            );
+        }
+        Ok(())
+    }
+
+    /// The engine's read-only copy of `plan`'s toolchain build cache (Go's standard library
+    /// build products), made on first need in a clean build box by compiling the registry's seed
+    /// program, and pinned in the compile cache. `None` when it cannot be made (compiles then
+    /// fill their own, slowly; said in the log and tried again after [`WARM_HOST_RETRY`]).
+    async fn build_cache(&self, plan: &Plan) -> Option<PathBuf> {
+        let key = plan.build_cache_key()?;
+        let mut seeds = self.build_caches.lock().await;
+        let retry = match seeds.get(&key) {
+            None => true,
+            Some(Ok(_)) => false,
+            Some(Err(failed)) => failed.elapsed() >= WARM_HOST_RETRY,
+        };
+        if retry {
+            let made = self.make_build_cache(plan, &key).await.map_err(|e| {
+                tracing::warn!(
+                    language = plan.language(),
+                    error = %e,
+                    "the toolchain's shared build cache could not be made; compiles fill their own"
+                );
+                Instant::now()
+            });
+            seeds.insert(key.clone(), made);
+        }
+        seeds.get(&key)?.as_ref().ok().cloned()
+    }
+
+    async fn make_build_cache(&self, plan: &Plan, key: &str) -> Result<PathBuf, EngineError> {
+        let (dir, seed) = match (plan.build_cache_dir(), plan.build_cache_seed()) {
+            (Some(dir), Some(seed)) => (dir.to_string(), seed.to_string()),
+            _ => return Err(EngineError::Internal("no build cache".into())),
+        };
+        let cache = Arc::clone(self.cache());
+        let k = key.to_string();
+        if let Some(found) = blocking(move || cache.claim(&k, &CacheOwner::Pinned)).await? {
+            return Ok(found);
+        }
+        let cache = Arc::clone(self.cache());
+        let k = key.to_string();
+        let lock = blocking(move || cache.lock(&k)).await?;
+        let cache = Arc::clone(self.cache());
+        let (lock, found) = blocking(move || {
+            let found = cache.claim_locked(&lock, &CacheOwner::Pinned);
+            found.map(|f| (lock, f))
         })
-        .await
-        .map_err(|e| EngineError::Internal(e.to_string()))?
-        .map_err(|e| EngineError::Internal(format!("storing the compiled program: {e}")))?;
-        Ok(Compiled::Ready { dir, info })
+        .await?;
+        if let Some(found) = found {
+            return Ok(found);
+        }
+        let seed_plan = self
+            .registry()
+            .prepare(plan.language(), &seed, Mode::Script)?;
+        let started = Instant::now();
+        let bx = self.build_box().await?;
+        let built = async {
+            match self.build_in(&bx, &seed_plan, None).await? {
+                Ok(_) => {}
+                Err(failed) => {
+                    return Err(EngineError::Internal(format!(
+                        "compiling the seed program failed: {}",
+                        failed.error.unwrap_or_default()
+                    )))
+                }
+            }
+            let rel = dir.strip_prefix("/tmp/").unwrap_or(&dir);
+            read_back(&bx, rel, MAX_BUILD_CACHE_BYTES).await
+        }
+        .await;
+        destroy_later(bx);
+        let files = built.map_err(build_box_error)?;
+        let bytes: usize = files.iter().map(|(_, data, _)| data.len()).sum();
+        tracing::info!(
+            language = plan.language(),
+            files = files.len(),
+            bytes,
+            took_ms = started.elapsed().as_millis() as u64,
+            "made the toolchain's shared build cache"
+        );
+        self.store(lock, &CacheOwner::Pinned, files).await
     }
 }
 
 impl Engine {
     /// The warm worker that runs `plan`'s run step, if warm workers are on and the plan's
-    /// toolchain has one that can start here. A worker's native part is built on first need, in
-    /// `bx`, and kept in the compile cache; when it cannot be built, that worker's runs start
-    /// cold (said in the log) and the build is tried again after [`WARM_HOST_RETRY`].
+    /// toolchain has one that can start here. A worker's native part is built on first need in
+    /// a clean build box and pinned in the compile cache; when it cannot be built, that worker's
+    /// runs start cold (said in the log) and the build is tried again after [`WARM_HOST_RETRY`].
     pub(crate) async fn warm_spec(
         &self,
-        bx: &SandboxBox,
         plan: &Plan,
         src_dir: &Path,
         out_dir: &Path,
@@ -393,7 +548,7 @@ impl Engine {
                 Some(Err(failed)) => failed.elapsed() >= WARM_HOST_RETRY,
             };
             if retry {
-                let built = self.build_warm_host(bx, worker).await.map_err(|e| {
+                let built = self.build_warm_host(worker).await.map_err(|e| {
                     tracing::warn!(
                         worker = worker.name(),
                         error = %e,
@@ -411,11 +566,10 @@ impl Engine {
             .map(warm_spec)
     }
 
-    /// Compiles `worker`'s native part in `bx` (or finds it in the compile cache) and returns
-    /// its cache directory.
+    /// Builds `worker`'s native part in a clean build box (or finds it in the compile cache),
+    /// pinned, and returns its cache directory.
     async fn build_warm_host(
         &self,
-        bx: &SandboxBox,
         worker: codebeaker_languages::WarmWorker,
     ) -> Result<PathBuf, EngineError> {
         let c = self.registry().toolchain("c")?;
@@ -426,21 +580,7 @@ impl Engine {
             .cache_key()
             .ok_or_else(|| EngineError::Internal("a native build without a cache key".into()))?
             .to_string();
-        let n = RUN_SEQ.fetch_add(1, Ordering::Relaxed);
-        let base = format!(".codebeaker/warm-{n}");
-        let (src_rel, out_rel) = (format!("{base}/src"), format!("{base}/out"));
-        let (src_abs, out_abs) = (to_abs(&src_rel), to_abs(&out_rel));
-        let mut files = source_files(&plan, &src_rel);
-        let dirs = BuildDirs {
-            src_abs: &src_abs,
-            out_rel: &out_rel,
-            out_abs: &out_abs,
-        };
-        let compiled = self.compiled(bx, &plan, &key, &dirs, &mut files).await;
-        if let Err(e) = bx.remove(FileRoot::Tmp, &base, true).await {
-            tracing::debug!(error = %e, "removing a native build's directory failed");
-        }
-        match compiled? {
+        match self.compiled(&CacheOwner::Pinned, &plan, &key).await? {
             Compiled::Ready { dir, .. } => Ok(dir),
             Compiled::Failed(execution) => Err(EngineError::Internal(format!(
                 "compiling it failed: {}",
@@ -448,6 +588,106 @@ impl Engine {
             ))),
         }
     }
+}
+
+/// Reads every regular file under `rel` (in the box's `/tmp`) out of the box, against `budget`
+/// bytes counted on what is actually read: a file that grows after the listing, or more files
+/// than listed sizes say, cannot take more.
+async fn read_back(bx: &SandboxBox, rel: &str, budget: u64) -> Result<Artifacts, EngineError> {
+    let (entries, truncated) = bx
+        .list(FileRoot::Tmp, rel, true, 16, MAX_ARTIFACT_FILES)
+        .await?;
+    if truncated {
+        return Err(EngineError::Internal(format!(
+            "the compiler produced more than {MAX_ARTIFACT_FILES} files"
+        )));
+    }
+    let too_large = || {
+        EngineError::Internal(format!(
+            "the compiled program is larger than {} MiB, more than the compile cache takes",
+            budget / MIB
+        ))
+    };
+    let mut files = Vec::new();
+    let mut remaining = budget;
+    for entry in entries.iter().filter(|e| e.kind == EntryKind::File) {
+        let data = match bx.read_file(FileRoot::Tmp, &entry.path, remaining).await {
+            Ok(data) => data,
+            // The box refuses a file larger than asked, by its size and by the bytes it read.
+            Err(SandboxError::Request(m)) if m.contains("is larger than") => {
+                return Err(too_large())
+            }
+            Err(e) => return Err(e.into()),
+        };
+        remaining = remaining
+            .checked_sub(data.len() as u64)
+            .ok_or_else(too_large)?;
+        let name = entry
+            .path
+            .strip_prefix(&format!("{rel}/"))
+            .unwrap_or(&entry.path)
+            .to_string();
+        files.push((name, data, entry.mode & 0o111 != 0));
+    }
+    Ok(files)
+}
+
+/// The execution a failed compile step ends in, with the compiler's diagnostics.
+fn compile_failure(
+    plan: &Plan,
+    mut outcome: RunOutcome,
+    src_abs: &Path,
+    out_abs: &Path,
+) -> Execution {
+    if outcome.status == RunStatus::RuntimeError {
+        outcome.status = RunStatus::CompileError;
+    }
+    let mut text = String::from_utf8_lossy(&outcome.stderr).into_owned();
+    text.push_str(&String::from_utf8_lossy(&outcome.stdout));
+    let diagnostics = plan.rewrite_diagnostics(&text, src_abs, out_abs);
+    let error = Some(match outcome.status {
+        RunStatus::CompileError => diagnostics.trim_end().to_string(),
+        _ => format!(
+            "compiling failed: {} ({})\n{}",
+            outcome.status,
+            outcome.message.clone().unwrap_or_default(),
+            diagnostics.trim_end()
+        ),
+    });
+    Execution {
+        language: plan.language().to_string(),
+        outcome,
+        output: None,
+        error,
+        compile: None,
+        total: Duration::ZERO,
+    }
+}
+
+/// A build box's failure is the engine's, never the caller's box's: it must not read as the
+/// death of the caller's session (see `session::box_died`).
+fn build_box_error(e: EngineError) -> EngineError {
+    match e {
+        EngineError::Sandbox(e) => EngineError::Internal(format!("the build box failed: {e}")),
+        other => other,
+    }
+}
+
+/// Destroys a build box off the request's path.
+fn destroy_later(bx: SandboxBox) {
+    tokio::spawn(crate::engine::destroy_quietly(bx));
+}
+
+/// Runs blocking compile-cache work off the async workers.
+async fn blocking<T, F>(f: F) -> Result<T, EngineError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, LanguageError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| EngineError::Internal(e.to_string()))?
+        .map_err(|e| EngineError::Internal(format!("compile cache: {e}")))
 }
 
 /// A plan's files as the box writes them: under `src_rel` in the box's `/tmp`.
@@ -473,15 +713,6 @@ pub(crate) fn warm_spec(step: codebeaker_languages::Step) -> WarmSpec {
         argv: step.argv,
         env: step.env,
     }
-}
-
-/// Where a compile step reads and writes, inside the box.
-#[derive(Clone, Copy)]
-struct BuildDirs<'a> {
-    src_abs: &'a Path,
-    /// The output directory relative to `/tmp` (for the box's file operations).
-    out_rel: &'a str,
-    out_abs: &'a Path,
 }
 
 enum Compiled {

@@ -137,6 +137,14 @@ impl SessionTable {
             .filter(|s| s.busy.load(Ordering::Relaxed))
             .count()
     }
+
+    /// The caller of the session whose box is called `box_name`.
+    pub fn caller_of_box(&self, box_name: &str) -> Option<Caller> {
+        self.lock()
+            .values()
+            .find(|s| s.box_name == box_name)
+            .map(|s| s.caller.clone())
+    }
 }
 
 impl Engine {

@@ -56,6 +56,19 @@ pub(crate) struct ToolchainConfig {
     /// A built-in warm worker that can run this toolchain's programs (`python`).
     #[serde(default)]
     pub warm: Option<String>,
+    /// A directory the compile step reuses between compiles (Go's build cache).
+    #[serde(default)]
+    pub build_cache: Option<BuildCacheConfig>,
+}
+
+/// `build_cache = { dir = "/tmp/...", seed = "..." }`: a directory under `/tmp` that the compile
+/// step reuses between compiles, filled once by compiling `seed` (a program in script mode) and
+/// then copied into each compile.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BuildCacheConfig {
+    pub dir: String,
+    pub seed: String,
 }
 
 /// `version = { argv = [...], regex = '...' }`.

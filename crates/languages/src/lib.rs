@@ -25,7 +25,9 @@
 //!   fresh child per run; a toolchain names one with `warm = "NAME"`. Node's fork server is a small
 //!   Node-API addon whose build is itself a [`Plan`] ([`WarmWorker::host_plan`]).
 //! - **Compile cache** ([`CompileCache`]): content-addressed by [`Plan::cache_key`], atomic
-//!   inserts, per-key locks so a program compiles once, LRU eviction to a byte budget.
+//!   inserts, per-key locks so a program compiles once, and a byte budget per owner
+//!   ([`CacheOwner`]): each caller evicts only its own least recently used entries, and the
+//!   engine's own artifacts are never evicted.
 //!
 //! ```no_run
 //! use codebeaker_languages::{Mode, Registry};
@@ -52,10 +54,10 @@ mod toolchain;
 mod warm;
 mod wrappers;
 
-pub use cache::{CacheLock, CompileCache};
+pub use cache::{CacheLock, CacheOwner, CompileCache};
 pub use error::LanguageError;
 pub use plan::{Mode, Plan, PlanFile, Step, DEFAULT_PATH};
 pub use registry::{Language, Registry, BUILTIN_REGISTRY};
-pub use toolchain::Toolchain;
+pub use toolchain::{on_host, Toolchain};
 pub use warm::WarmWorker;
 pub use wrappers::SnippetWrapper;

@@ -23,8 +23,9 @@ const DEFAULT_ENV: [(&str, &str); 4] = [
     ("TMPDIR", "/tmp"),
 ];
 
-/// Bumped whenever the cache key's layout changes.
-const CACHE_KEY_VERSION: &str = "codebeaker-compile-cache-v1";
+/// Bumped whenever the cache key's layout changes, or entries made before must never be used
+/// again (v2: v1 entries were compiled in callers' own boxes).
+const CACHE_KEY_VERSION: &str = "codebeaker-compile-cache-v2";
 
 /// How code is run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -80,6 +81,8 @@ pub struct Plan {
     cache_key: Option<String>,
     wrapper: Option<SnippetWrapper>,
     warm: Option<WarmWorker>,
+    /// The compile step's reusable cache directory and the program that fills it.
+    build_cache: Option<(String, String)>,
 }
 
 impl Language {
@@ -203,6 +206,7 @@ impl Language {
             cache_key,
             wrapper,
             warm: spec.warm,
+            build_cache: spec.build_cache.clone(),
         })
     }
 }
@@ -331,6 +335,51 @@ impl Plan {
         self.warm
     }
 
+    /// The directory (in the box, under `/tmp`) that the compile step reuses between compiles,
+    /// for toolchains that have one (Go's build cache, `build_cache` in the registry). A compile
+    /// in a box whose `/tmp` starts empty would rebuild the toolchain's own libraries there
+    /// every time: the engine fills it once by compiling
+    /// [`build_cache_seed`](Self::build_cache_seed), keeps it read-only, and copies it in first.
+    pub fn build_cache_dir(&self) -> Option<&str> {
+        self.build_cache.as_ref().map(|(dir, _)| dir.as_str())
+    }
+
+    /// The program (script mode) whose compile fills [`build_cache_dir`](Self::build_cache_dir).
+    pub fn build_cache_seed(&self) -> Option<&str> {
+        self.build_cache.as_ref().map(|(_, seed)| seed.as_str())
+    }
+
+    /// The compile cache key of the filled [`build_cache_dir`](Self::build_cache_dir): the same
+    /// for every program of one toolchain, version and compile step.
+    pub fn build_cache_key(&self) -> Option<String> {
+        let (dir, seed) = self.build_cache.as_ref()?;
+        let compile = self.compile.as_deref()?;
+        let mut hasher = Sha256::new();
+        let mut field = |bytes: &[u8]| {
+            hasher.update((bytes.len() as u64).to_le_bytes());
+            hasher.update(bytes);
+        };
+        for text in [
+            CACHE_KEY_VERSION,
+            "build-cache",
+            dir,
+            seed,
+            &self.language,
+            &self.variant,
+        ] {
+            field(text.as_bytes());
+        }
+        field(self.version.as_bytes());
+        for part in compile {
+            field(part.as_str().as_bytes());
+        }
+        for (key, value) in &self.env {
+            field(key.as_bytes());
+            field(value.as_str().as_bytes());
+        }
+        Some(hex::encode(hasher.finalize()))
+    }
+
     /// A plan that compiles one C file `source` (named `file`) into the shared library
     /// `artifact` with the C toolchain `c` and its tool `compiler`: how warm workers' native
     /// parts are built, through the same compile step, cache and box as any program.
@@ -397,6 +446,7 @@ impl Plan {
             cache_key: Some(cache_key),
             wrapper: None,
             warm: None,
+            build_cache: None,
         })
     }
 

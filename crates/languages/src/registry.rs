@@ -60,6 +60,9 @@ pub(crate) struct ToolchainSpec {
     pub env: Vec<(String, Template)>,
     pub files: Vec<(String, String)>,
     pub warm: Option<WarmWorker>,
+    /// The compile step's reusable cache directory in the box and the program that fills it
+    /// (see `build_cache` in the schema).
+    pub build_cache: Option<(String, String)>,
 }
 
 impl Registry {
@@ -467,6 +470,18 @@ impl ToolchainSpec {
                 )
             })?),
         };
+        if let Some(cache) = &c.build_cache {
+            let dir = &cache.dir;
+            let inside_tmp = dir
+                .strip_prefix("/tmp/")
+                .is_some_and(|rest| check_file_name(rest).is_ok());
+            if !inside_tmp || compile.is_none() {
+                return Err(err(
+                    "build_cache.dir",
+                    format!("'{dir}' must be a directory under /tmp/ of a toolchain with a compile step"),
+                ));
+            }
+        }
         Ok(ToolchainSpec {
             name: c.name,
             package: c.package,
@@ -480,6 +495,7 @@ impl ToolchainSpec {
             env,
             files,
             warm,
+            build_cache: c.build_cache.map(|b| (b.dir, b.seed)),
         })
     }
 }

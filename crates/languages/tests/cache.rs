@@ -1,4 +1,5 @@
-//! The compile cache: atomic inserts, per-key locks, LRU eviction, permissions.
+//! The compile cache: atomic inserts, per-key locks, per-owner budgets and LRU eviction, pinned
+//! entries, permissions.
 
 mod common;
 
@@ -8,10 +9,37 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, SystemTime};
 
-use codebeaker_languages::{CompileCache, LanguageError, Mode};
+use codebeaker_languages::{CacheOwner, CompileCache, LanguageError, Mode};
 
 fn key(n: u8) -> String {
     format!("{:064x}", n)
+}
+
+fn alice() -> CacheOwner {
+    CacheOwner::Caller("alice".into())
+}
+
+fn mallory() -> CacheOwner {
+    CacheOwner::Caller("mallory".into())
+}
+
+/// Makes `owner`'s use of `key` look `age` old, so that LRU order is unambiguous.
+fn age_mark(cache: &CompileCache, owner_dir_contains: &str, key: &str, age: Duration) {
+    let owners = cache.root().join("owners");
+    for dir in std::fs::read_dir(&owners).expect("owners").flatten() {
+        let name = dir.file_name().to_string_lossy().into_owned();
+        if name.contains(owner_dir_contains) {
+            let mark = dir.path().join(key);
+            if mark.exists() {
+                std::fs::File::options()
+                    .write(true)
+                    .open(&mark)
+                    .expect("open mark")
+                    .set_modified(SystemTime::now() - age)
+                    .expect("set mtime");
+            }
+        }
+    }
 }
 
 fn mode(path: &Path) -> u32 {
@@ -27,7 +55,7 @@ fn lookup_after_insert_with_permissions() {
         ("main", b"binary".to_vec(), true),
         ("lib/data.txt", b"data".to_vec(), false),
     ];
-    let entry = cache.insert(&key(1), &files).expect("insert");
+    let entry = cache.insert(&key(1), &alice(), &files).expect("insert");
     assert_eq!(cache.lookup(&key(1)), Some(entry.clone()));
     assert_eq!(std::fs::read(entry.join("main")).expect("read"), b"binary");
     assert_eq!(
@@ -49,14 +77,14 @@ fn rejects_bad_keys_and_names() {
     let cache = CompileCache::open(dir.path(), 1 << 20).expect("open");
     for bad in ["", "../etc", &"A".repeat(64), &"0".repeat(63)] {
         assert!(matches!(
-            cache.insert(bad, &[("x", b"1", false)]),
+            cache.insert(bad, &alice(), &[("x", b"1", false)]),
             Err(LanguageError::InvalidCacheKey(_))
         ));
         assert_eq!(cache.lookup(bad), None);
     }
     for bad in ["../x", "/abs", "a/../b", ""] {
         assert!(matches!(
-            cache.insert(&key(2), &[(bad, b"1", false)]),
+            cache.insert(&key(2), &alice(), &[(bad, b"1", false)]),
             Err(LanguageError::InvalidFileName(_))
         ));
     }
@@ -76,7 +104,7 @@ fn concurrent_inserts_of_one_key_keep_one_entry() {
                 barrier.wait();
                 let contents = format!("same program (writer {i})");
                 cache
-                    .insert(&key(7), &[("main", contents.as_bytes(), true)])
+                    .insert(&key(7), &alice(), &[("main", contents.as_bytes(), true)])
                     .expect("insert")
             })
         })
@@ -92,7 +120,7 @@ fn concurrent_inserts_of_one_key_keep_one_entry() {
         .expect("list")
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n != "locks" && n != "tmp")
+        .filter(|n| n != "locks" && n != "tmp" && n != "owners")
         .collect();
     assert_eq!(entries, [key(7)]);
     assert_eq!(
@@ -119,7 +147,7 @@ fn concurrent_requests_compile_once() {
             std::thread::spawn(move || {
                 barrier.wait();
                 cache
-                    .get_or_insert_with::<LanguageError, _>(&key(9), || {
+                    .get_or_insert_with::<LanguageError, _>(&key(9), &alice(), || {
                         compiles.fetch_add(1, Ordering::SeqCst);
                         std::thread::sleep(Duration::from_millis(100));
                         Ok(vec![("main".to_string(), b"compiled".to_vec(), true)])
@@ -135,31 +163,21 @@ fn concurrent_requests_compile_once() {
 }
 
 #[test]
-fn eviction_removes_least_recently_used_entries() {
+fn eviction_removes_the_owners_least_recently_used_entries() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cache = CompileCache::open(dir.path(), 2500).expect("open");
     let kilobyte = vec![b'x'; 1000];
-    let first = cache
-        .insert(&key(1), &[("a", &kilobyte, false)])
-        .expect("insert 1");
-    let second = cache
-        .insert(&key(2), &[("a", &kilobyte, false)])
-        .expect("insert 2");
-    // Make the ages unambiguous, then use the first entry so the second is least recent.
-    let old = SystemTime::now() - Duration::from_secs(60);
-    for path in [&first, &second] {
-        std::fs::File::open(path)
-            .expect("open")
-            .set_modified(old)
-            .expect("set mtime");
+    for n in [1, 2] {
+        cache
+            .insert(&key(n), &alice(), &[("a", &kilobyte, false)])
+            .expect("insert");
     }
-    std::fs::File::open(&second)
-        .expect("open")
-        .set_modified(old - Duration::from_secs(60))
-        .expect("set mtime");
-    assert!(cache.lookup(&key(1)).is_some());
+    // The second entry is the least recently used; then the first is used again.
+    age_mark(&cache, "caller-", &key(1), Duration::from_secs(60));
+    age_mark(&cache, "caller-", &key(2), Duration::from_secs(120));
+    assert!(cache.claim(&key(1), &alice()).expect("claim").is_some());
     cache
-        .insert(&key(3), &[("a", &kilobyte, false)])
+        .insert(&key(3), &alice(), &[("a", &kilobyte, false)])
         .expect("insert 3");
     assert!(cache.lookup(&key(1)).is_some(), "recently used entry kept");
     assert!(
@@ -167,7 +185,64 @@ fn eviction_removes_least_recently_used_entries() {
         "least recently used entry evicted"
     );
     assert!(cache.lookup(&key(3)).is_some(), "new entry kept");
-    assert!(cache.size().expect("size") <= 2500);
+    assert!(cache.owner_bytes(&alice()).expect("bytes") <= 2500);
+}
+
+#[test]
+fn one_owner_never_evicts_another_owners_or_pinned_entries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = CompileCache::open(dir.path(), 2500).expect("open");
+    let kilobyte = vec![b'x'; 1000];
+    cache
+        .insert(&key(1), &alice(), &[("a", &kilobyte, false)])
+        .expect("alice's entry");
+    cache
+        .insert(&key(2), &CacheOwner::Pinned, &[("a", &kilobyte, false)])
+        .expect("pinned entry");
+    // Mallory uses alice's entry too, then stores far more than her budget.
+    assert!(cache.claim(&key(1), &mallory()).expect("claim").is_some());
+    for n in 10..30 {
+        cache
+            .insert(&key(n), &mallory(), &[("a", &kilobyte, false)])
+            .expect("mallory's entry");
+    }
+    assert!(cache.lookup(&key(1)).is_some(), "alice's entry survives");
+    assert!(cache.lookup(&key(2)).is_some(), "the pinned entry survives");
+    assert!(cache.owner_bytes(&mallory()).expect("bytes") <= 2500);
+    assert_eq!(cache.owner_bytes(&alice()).expect("bytes"), 1000);
+    // Mallory's own use of alice's entry was given up, alice's stays.
+    assert!(cache.evict().is_ok());
+    assert!(cache.lookup(&key(1)).is_some());
+    // Pinned entries have no budget.
+    for n in 40..50 {
+        cache
+            .insert(&key(n), &CacheOwner::Pinned, &[("a", &kilobyte, false)])
+            .expect("pinned");
+    }
+    assert_eq!(cache.evict().expect("evict"), 0);
+    assert!((40..50).all(|n| cache.lookup(&key(n)).is_some()));
+}
+
+#[test]
+fn entries_no_owner_keeps_are_removed_on_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("cache");
+    {
+        let cache = CompileCache::open(&root, 1 << 20).expect("open");
+        cache
+            .insert(&key(1), &alice(), &[("main", b"kept", true)])
+            .expect("insert");
+    }
+    // An entry of an older cache (or of a crashed writer): no owner marks it.
+    std::fs::create_dir(root.join(key(2))).expect("mkdir");
+    std::fs::write(root.join(key(2)).join("main"), b"from before").expect("write");
+    let cache = CompileCache::open(&root, 1 << 20).expect("reopen");
+    assert!(cache.lookup(&key(1)).is_some());
+    assert!(
+        cache.lookup(&key(2)).is_none(),
+        "an unowned entry is removed"
+    );
+    assert_eq!(mode(&root.join("owners")), 0o700);
 }
 
 #[test]
@@ -176,17 +251,21 @@ fn eviction_skips_locked_entries() {
     let cache = CompileCache::open(dir.path(), 1500).expect("open");
     let kilobyte = vec![b'x'; 1000];
     cache
-        .insert(&key(1), &[("a", &kilobyte, false)])
+        .insert(&key(1), &alice(), &[("a", &kilobyte, false)])
         .expect("insert 1");
+    age_mark(&cache, "caller-", &key(1), Duration::from_secs(60));
     let lock = cache.lock(&key(1)).expect("lock");
     assert!(cache.try_lock(&key(1)).expect("try_lock").is_none());
+    // A claim does not wait for a held lock.
+    assert!(cache.claim(&key(1), &mallory()).expect("claim").is_none());
     cache
-        .insert(&key(2), &[("a", &kilobyte, false)])
+        .insert(&key(2), &alice(), &[("a", &kilobyte, false)])
         .expect("insert 2");
     assert!(cache.lookup(&key(1)).is_some(), "locked entry survives");
     drop(lock);
     assert_eq!(cache.evict().expect("evict"), 1);
-    assert!(cache.lookup(&key(1)).is_none() || cache.lookup(&key(2)).is_none());
+    assert!(cache.lookup(&key(1)).is_none());
+    assert!(cache.lookup(&key(2)).is_some());
 }
 
 #[test]
@@ -201,7 +280,9 @@ fn a_compiled_snippet_runs_from_its_cache_entry() {
     let outcome = common::execute(&plan, "", r#"{"value":21}"#);
     assert_eq!(outcome.json(), serde_json::json!({"output": 42}));
     let key = plan.cache_key().expect("compiled");
-    let entry = cache.insert_dir(key, &outcome.out_dir).expect("insert_dir");
+    let entry = cache
+        .insert_dir(key, &alice(), &outcome.out_dir)
+        .expect("insert_dir");
     assert_eq!(mode(&entry.join("main")), 0o755);
 
     // Run straight from the cache entry, for another input: no compile step.
