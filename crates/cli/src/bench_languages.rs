@@ -4,8 +4,9 @@
 
 use anyhow::{bail, Context, Result};
 use codebeaker_engine::{CodeRequest, Engine, EngineConfig};
-use codebeaker_languages::{Mode, Step};
+use codebeaker_languages::{on_host, Mode, Step, Toolchain};
 use codebeaker_sandbox::{Command, RunStatus};
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
@@ -39,12 +40,19 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
 }
 
 /// Runs a step as a plain host process with the snippet ABI's descriptors, timing it.
-fn bare(step: &Step, cwd: &Path, snippet: bool) -> Result<Duration> {
-    let (program, args) = step.argv.split_first().context("empty argv")?;
+/// Runs `step` on the host, its toolchains where the host has them.
+fn bare(
+    toolchains: &BTreeMap<String, Toolchain>,
+    step: &Step,
+    cwd: &Path,
+    snippet: bool,
+) -> Result<Duration> {
+    let argv: Vec<String> = step.argv.iter().map(|a| on_host(toolchains, a)).collect();
+    let (program, args) = argv.split_first().context("empty argv")?;
     let mut cmd = std::process::Command::new(program);
     cmd.args(args)
         .env_clear()
-        .envs(step.env.iter().cloned())
+        .envs(step.env.iter().map(|(k, v)| (k, on_host(toolchains, v))))
         .current_dir(cwd)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -153,6 +161,13 @@ pub async fn main(iterations: usize, json: bool) -> Result<i32> {
             .clone()
             .unwrap_or_else(|| src.path().to_path_buf());
         let step = plan.run_step(src.path(), &out_dir);
+        // Outside the box, the same program from the cache's host directory.
+        let host_out = plan
+            .cache_key()
+            .map(|k| engine.config().cache_dir.join(k))
+            .unwrap_or_else(|| src.path().to_path_buf());
+        let host_step = plan.run_step(src.path(), &host_out);
+        let toolchains = registry.discover();
         let mut direct = Vec::new();
         if cache_dir.is_some() {
             for _ in 0..iterations {
@@ -188,14 +203,14 @@ pub async fn main(iterations: usize, json: bool) -> Result<i32> {
             }
             let start = Instant::now();
             if let Some(compile) = plan.compile_step(&srcd, &outd) {
-                bare(&compile, &srcd, false)?;
+                bare(toolchains, &compile, &srcd, false)?;
             }
-            bare(&plan.run_step(&srcd, &outd), dir.path(), true)?;
+            bare(toolchains, &plan.run_step(&srcd, &outd), dir.path(), true)?;
             bare_first.push(start.elapsed());
         }
         let mut bare_hit = Vec::new();
         for _ in 0..iterations {
-            bare_hit.push(bare(&step, src.path(), true)?);
+            bare_hit.push(bare(toolchains, &host_step, src.path(), true)?);
         }
         rows.push(Row {
             language,

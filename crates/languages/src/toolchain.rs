@@ -115,6 +115,18 @@ impl Toolchain {
     }
 }
 
+/// `text` (an argument or environment value of a plan) with every relocated toolchain's box path
+/// replaced by its host path: for running a plan outside a box (benchmarks, tests).
+pub fn on_host(toolchains: &BTreeMap<String, Toolchain>, text: &str) -> String {
+    let mut text = text.to_string();
+    for toolchain in toolchains.values() {
+        for (host, in_box) in &toolchain.relocated {
+            text = text.replace(&*in_box.to_string_lossy(), &host.to_string_lossy());
+        }
+    }
+    text
+}
+
 /// Where boxes see toolchains that live outside the standard system directories.
 pub const BOX_TOOLCHAINS: &str = "/opt/toolchains";
 

@@ -191,13 +191,20 @@ fn pipe() -> (OwnedFd, OwnedFd) {
     unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
 }
 
+/// Plans name relocated toolchains by their box paths (`/opt/toolchains/...`); without a box, they
+/// run where the host has them.
+fn on_host(text: &str) -> String {
+    codebeaker_languages::on_host(registry().discover(), text)
+}
+
 fn spawn(step: &Step, cwd: &Path, stdin: &str, input: Option<&str>) -> (Finished, Option<Vec<u8>>) {
-    let (program, args) = step.argv.split_first().expect("argv");
+    let argv: Vec<String> = step.argv.iter().map(|a| on_host(a)).collect();
+    let (program, args) = argv.split_first().expect("argv");
     let mut command = Command::new(program);
     command
         .args(args)
         .env_clear()
-        .envs(step.env.iter().map(|(k, v)| (k, v)))
+        .envs(step.env.iter().map(|(k, v)| (k, on_host(v))))
         .current_dir(cwd)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
