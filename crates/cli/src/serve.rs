@@ -18,7 +18,8 @@ use codebeaker_engine::{
 };
 use codebeaker_sandbox::{BoxLimits, MIB};
 use codebeaker_server::{
-    AuthConfig, CallerQuota, RateLimitConfig, Server, ServerConfig, TokenConfig, DEFAULT_LISTEN,
+    AuthConfig, CallerQuota, RateLimitConfig, Server, ServerConfig, TokenConfig, CLOSE_MARGIN,
+    DEFAULT_LISTEN,
 };
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
@@ -716,7 +717,7 @@ pub async fn main(args: ServeArgs) -> Result<i32> {
     let grace = server_config_grace(&config);
     let served = server.serve(shutdown_signal(grace)).await;
     reaper.abort();
-    if tokio::time::timeout(grace + ENGINE_STOP, engine.shutdown())
+    if tokio::time::timeout(grace + CLOSE_MARGIN + ENGINE_STOP, engine.shutdown())
         .await
         .is_err()
     {
@@ -743,13 +744,13 @@ fn server_config_grace(config: &Config) -> Duration {
     Duration::from_secs(config.server.shutdown_grace_secs)
 }
 
-/// Resolves on Ctrl-C or SIGTERM, and from then on holds the process to a hard deadline: if it
-/// has not exited twice the grace period plus [`ENGINE_STOP`] later (the server gives up on its
-/// connections after one grace period, the engine gets another plus `ENGINE_STOP`), it exits
-/// at once, whatever is still running.
+/// Resolves on Ctrl-C or SIGTERM, and from then on holds the process to a hard deadline: the
+/// server gives up on its connections at most [`CLOSE_MARGIN`] after the grace period, the engine
+/// gets as long again plus [`ENGINE_STOP`], and a process still running after all that plus a
+/// second exits at once, whatever is still running.
 async fn shutdown_signal(grace: Duration) {
     wait_for_signal().await;
-    let deadline = grace.saturating_mul(2) + ENGINE_STOP;
+    let deadline = (grace + CLOSE_MARGIN).saturating_mul(2) + ENGINE_STOP + Duration::from_secs(1);
     let watchdog = std::thread::Builder::new()
         .name("shutdown-deadline".into())
         .spawn(move || {

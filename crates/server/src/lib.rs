@@ -62,5 +62,5 @@ pub use config::{
 };
 pub use error::ServerError;
 pub use rpc::SERVER_NAME;
-pub use server::{router, Server, ServerHandle};
+pub use server::{router, Server, ServerHandle, CLOSE_MARGIN};
 pub use state::AppState;

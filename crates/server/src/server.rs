@@ -26,6 +26,10 @@ use crate::error::ErrorCodeTag;
 use crate::state::AppState;
 use crate::{auth, health, rate_limit, rest, ws, ServerConfig, ServerError};
 
+/// How long after the shutdown grace period [`Server::serve`] still waits for connections to
+/// close (time for the close frames of WebSocket connections whose requests ran to the end of it).
+pub const CLOSE_MARGIN: Duration = Duration::from_secs(2);
+
 /// The whole HTTP surface over `state`:
 ///
 /// | path | auth | |
@@ -144,8 +148,8 @@ impl Server {
 
     /// Serves until `shutdown` resolves; then stops accepting, lets each connection finish its
     /// requests in flight (WebSocket connections are closed with close code 1001 once their
-    /// requests are answered), and returns after at most the grace period, dropping whatever
-    /// connection is still open then. It does not touch the engine: close its sessions with
+    /// requests are answered), and returns at most [`CLOSE_MARGIN`] after the grace period,
+    /// dropping whatever connection is still open then. It does not touch the engine: close its sessions with
     /// [`Engine::shutdown`] afterwards.
     ///
     /// Connections are bounded: see [`ServerConfig::max_connections`] and
@@ -196,7 +200,8 @@ impl Server {
         state.begin_shutdown();
         drop(self.listener);
         stop.send_replace(true);
-        let deadline = tokio::time::Instant::now() + grace;
+        // WebSocket connections get their close frame out just after the grace at the latest.
+        let deadline = tokio::time::Instant::now() + grace + CLOSE_MARGIN;
         let drained = tokio::time::timeout_at(deadline, async {
             while tasks.join_next().await.is_some() {}
             state.connections_closed().await;
