@@ -54,7 +54,6 @@ MAX_REQUEST = 1 << 20
 RUN_FDS = 5
 
 _libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
 # Keep the programs out of this process's memory and descriptors through /proc.
 _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
 sys.dont_write_bytecode = True
@@ -75,6 +74,17 @@ class _OpenHow(ctypes.Structure):
 
 _CAP_V3 = 0x20080522
 
+# Resolved here once, not in every child (a child pays for every first touch).
+_capset, _capget, _prctl, _syscall = _libc.capset, _libc.capget, _libc.prctl, _libc.syscall
+_capset.argtypes = _capget.argtypes = [ctypes.POINTER(_CapHeader), ctypes.POINTER(_CapData * 2)]
+_syscall.restype = ctypes.c_long
+_prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+_cap_header = _CapHeader(_CAP_V3, 0)
+_no_caps = (_CapData * 2)()
+_caps_left = (_CapData * 2)()
+_how = _OpenHow(os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, 0, RESOLVE_NO_SYMLINKS)
+_how_size = ctypes.c_size_t(ctypes.sizeof(_how))
+
 
 def _exit_code(e):
     code = e.code
@@ -89,17 +99,12 @@ def _exit_code(e):
     return 1
 
 
-def _retarget(code, path):
-    """The same code object, reporting `path` as its file (nested functions too)."""
-    consts = tuple(_retarget(c, path) if isinstance(c, types.CodeType) else c for c in code.co_consts)
-    return code.replace(co_filename=path, co_consts=consts)
-
-
-# CodeBeaker's own programs, compiled once: source -> code. Never a run's source.
+# CodeBeaker's own programs, compiled once: source -> code. Never a run's source. Their frames
+# name the file `main.py` (as the snippet runner's own tracebacks, which it never shows, would).
 _OWN = {}
 if len(sys.argv) > 1:
     _own_source = sys.argv[1].encode("utf-8")
-    _OWN[_own_source] = compile(_own_source, "<own>", "exec")
+    _OWN[_own_source] = compile(_own_source, "main.py", "exec")
 
 
 def _become(uid, gid):
@@ -109,30 +114,38 @@ def _become(uid, gid):
         os.setgroups([])
     os.setresgid(gid, gid, gid)
     os.setresuid(uid, uid, uid)
-    header = _CapHeader(_CAP_V3, 0)
-    if _libc.capset(ctypes.byref(header), (_CapData * 2)()) != 0:
+    if _capset(_cap_header, _no_caps) != 0:
         raise OSError(ctypes.get_errno(), "dropping the worker's capabilities")
-    _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
-    left = (_CapData * 2)()
-    if _libc.capget(ctypes.byref(header), left) != 0 or any(
-            d.effective or d.permitted or d.inheritable for d in left):
+    _prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    if _capget(_cap_header, _caps_left) != 0 or bytes(_caps_left).strip(b"\0"):
         raise OSError("capabilities are left after dropping them")
-    if os.getresuid() != (uid,) * 3 or os.getresgid() != (gid,) * 3 or os.getgroups():
+    if os.getresuid() != (uid,) * 3 or os.getresgid() != (gid,) * 3:
         raise OSError("the run's uid and gid did not apply")
 
 
 def _enter(path):
     """chdir(path), refusing a symlink anywhere on the way (a run may have planted one)."""
-    how = _OpenHow(os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, 0, RESOLVE_NO_SYMLINKS)
-    fd = _libc.syscall(ctypes.c_long(SYS_OPENAT2), ctypes.c_int(AT_FDCWD),
-                       ctypes.c_char_p(os.fsencode(path)), ctypes.byref(how),
-                       ctypes.c_size_t(ctypes.sizeof(how)))
+    fd = _syscall(SYS_OPENAT2, AT_FDCWD, os.fsencode(path), ctypes.byref(_how), _how_size)
     if fd < 0:
         err = ctypes.get_errno()
         raise OSError(err, f"cannot enter directory {path} (symlinks are not followed): "
                       f"{os.strerror(err)}")
     try:
         os.fchdir(fd)
+    finally:
+        os.close(fd)
+
+
+def _read(path):
+    """The whole file at `path`, with plain system calls (cheaper in a fresh child than open())."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        parts = []
+        while True:
+            part = os.read(fd, 1 << 16)
+            if not part:
+                return b"".join(parts)
+            parts.append(part)
     finally:
         os.close(fd)
 
@@ -206,16 +219,14 @@ def _run(message, fds):
         main = types.ModuleType("__main__")
         main.__dict__.update({"__file__": path, "__builtins__": builtins, "__cached__": None})
         modules["__main__"] = main
-        with open(path, "rb") as f:
-            source = f.read()
-        own = _OWN.get(source)
-        code = _retarget(own, path) if own is not None else None
+        source = _read(path)
+        code = _OWN.get(source)
     except BaseException as e:  # noqa: BLE001 - the run cannot start: say why, as the init would
         try:
             os.write(2, f"codebeaker: starting the run: {e}\n".encode())
         finally:
             os._exit(127)
-    del req, message, fds, high, own
+    del req, message, fds, high
     # The worker's module namespace: the program's frames lead back to it (f_back.f_globals).
     globals().clear()
     try:
@@ -257,7 +268,6 @@ def _warm_up():
     with open("/dev/null", encoding="utf-8") as f:
         f.read(0)
     io.TextIOWrapper(io.BufferedWriter(io.FileIO(os.dup(1), "w")), encoding="utf-8").close()
-    _retarget(compile("def f():\n    pass\n", "<warm>", "exec"), "/dev/null")
 
 
 _warm_up()
