@@ -506,3 +506,75 @@ impl Plan {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::Registry;
+
+    /// Variables through which a compiler would read code, flags or configuration from
+    /// somewhere a caller can write: no toolchain of the registry may set them.
+    const UNSAFE_ENV: &[&str] = &[
+        "CPATH",
+        "C_INCLUDE_PATH",
+        "CPLUS_INCLUDE_PATH",
+        "LIBRARY_PATH",
+        "GCC_EXEC_PREFIX",
+        "COMPILER_PATH",
+        "CCACHE_DIR",
+        "RUSTC_WRAPPER",
+        "RUSTFLAGS",
+        "CLASSPATH",
+        "JAVA_TOOL_OPTIONS",
+        "JDK_JAVA_OPTIONS",
+        "_JAVA_OPTIONS",
+        "NODE_OPTIONS",
+        "NODE_PATH",
+        "MONO_PATH",
+        "MONO_ENV_OPTIONS",
+        "GOROOT",
+        "GOEXPERIMENT",
+    ];
+
+    #[test]
+    fn compile_steps_read_nothing_a_caller_could_have_written() {
+        let registry = Registry::builtin().expect("builtin registry");
+        for language in registry.languages() {
+            for spec in language.specs() {
+                let env = language.env().iter().chain(&spec.env);
+                for (key, _) in env {
+                    assert!(
+                        !UNSAFE_ENV.contains(&key.as_str()),
+                        "{} ({}) sets {key}",
+                        language.name(),
+                        spec.name
+                    );
+                }
+            }
+        }
+        let go = &registry.resolve("go").expect("go").specs()[0];
+        let value = |key: &str| {
+            go.env
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str().to_string())
+        };
+        // An empty GOFLAGS falls back to the go env file; GOENV=off turns the file off.
+        assert_eq!(value("GOENV").as_deref(), Some("off"));
+        assert_eq!(value("GOFLAGS").as_deref(), Some(""));
+        assert_eq!(value("GOWORK").as_deref(), Some("off"));
+        assert!(go.build_cache.is_some(), "Go shares its standard library");
+        let java = &registry.resolve("java").expect("java").specs()[0];
+        let javac: Vec<&str> = java
+            .compile
+            .as_ref()
+            .expect("javac")
+            .iter()
+            .map(|t| t.as_str())
+            .collect();
+        assert!(javac.contains(&"-proc:none"), "{javac:?}");
+        assert!(
+            javac.windows(2).any(|w| w == ["-cp", "{out_dir}"]),
+            "{javac:?}"
+        );
+    }
+}
