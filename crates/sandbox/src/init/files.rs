@@ -5,7 +5,9 @@
 //! capabilities), so it can touch nothing the sandboxed program could not. Every path is opened
 //! component by component with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` from the root
 //! directory of the operation, so `..` and planted symlinks cannot lead anywhere else; listings
-//! and removals never follow symlinks either.
+//! and removals never follow symlinks either. A run's working directory is checked the same way.
+//! Reads are sent in pieces from one buffer ([`read_chunks`]), so that answering needs no memory
+//! a box full of files no longer has.
 
 use std::collections::VecDeque;
 use std::ffi::{CStr, CString};
