@@ -230,6 +230,16 @@ impl Engine {
         Ok(bx)
     }
 
+    /// Builds the warm workers' native parts now (each in a clean build box, pinned in the
+    /// compile cache), so that no run waits for them. Failures are logged by [`Engine::warm_spec`]
+    /// and retried on need.
+    pub(crate) async fn build_warm_hosts(&self) {
+        let dir = std::path::Path::new(codebeaker_sandbox::FileRoot::Tmp.dir());
+        for plan in self.warm_plans.values() {
+            let _ = self.warm_spec(plan, dir, dir).await;
+        }
+    }
+
     /// Starts the warm worker of `language` in `bx` (of every language with one when `None`), so
     /// the box's first run is warm too. Failures only cost speed: runs fall back to a cold start.
     /// With `wait_ready` it returns once the workers are ready (for boxes that wait in the pool).

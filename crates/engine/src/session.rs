@@ -331,12 +331,16 @@ impl Engine {
             .forget_old(self.config().execution_retention);
     }
 
-    /// The engine's upkeep, for as long as the engine lives: [`reap`](Self::reap) every
-    /// `reap_interval`, and refill the pool of ready boxes whenever one was taken.
+    /// The engine's upkeep, for as long as the engine lives: first build the warm workers'
+    /// native parts, then [`reap`](Self::reap) every `reap_interval`, and refill the pool of
+    /// ready boxes whenever one was taken.
     pub fn spawn_reaper(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let weak = Arc::downgrade(self);
         let interval = self.config().sessions.reap_interval;
         tokio::spawn(async move {
+            if let Some(engine) = weak.upgrade() {
+                engine.build_warm_hosts().await;
+            }
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
