@@ -19,9 +19,9 @@
 //! 3. The compile step runs with the toolchain's pinned environment from the registry (nothing is
 //!    inherited; `GOENV=off`, an explicit class path for javac, ...).
 //! 4. The outputs are read back once the compile run has ended: the sandbox ends every process of
-//!    a run with it, and the build box runs nothing else, so nothing can change them while they
-//!    are read. They are read against a byte budget counted on the bytes actually read, never on
-//!    a listing.
+//!    a run with it, the build box runs nothing else, and a probe in the box checks that only
+//!    its init is left, so nothing can change them while they are read. They are read against a
+//!    byte budget counted on the bytes actually read, never on a listing.
 //! 5. They are stored under the caller as [`CacheOwner`]: the caller's own budget pays for them,
 //!    and no other caller's stores can evict them. The Node worker's addon and Go's build cache are
 //!    [`CacheOwner::Pinned`], never evicted.
@@ -405,7 +405,8 @@ impl Engine {
             ))));
         }
         // The compile run has ended, and with it every process it started; nothing else runs in
-        // this box. What is read now can no longer change.
+        // this box. What is read now can no longer change: checked, not assumed.
+        self.ensure_empty(bx).await?;
         let files = read_back(bx, BUILD_OUT, MAX_ARTIFACT_BYTES).await?;
         for artifact in plan.artifacts() {
             if !files.iter().any(|(name, _, _)| *name == artifact) {
@@ -414,6 +415,34 @@ impl Engine {
             }
         }
         Ok(Ok(files))
+    }
+
+    /// Fails unless no process but the init lives in the build box: a process the compile left
+    /// behind could still change its outputs while they are read. Looked at from inside the box
+    /// (its own PID namespace shows every process of the box, and the probe starts none of its
+    /// own); a process that is still being reaped gets a moment to go.
+    async fn ensure_empty(&self, bx: &SandboxBox) -> Result<(), EngineError> {
+        const PROBE: &str =
+            "cd /proc && for p in [0-9]*; do [ \"$p\" = 1 ] || [ \"$p\" = $$ ] || echo \"$p\"; done";
+        let mut probe = Command::new(["/bin/sh", "-c", PROBE]);
+        probe.cwd = Some(FileRoot::Tmp.dir().to_string());
+        probe.limits = self.config().compile_limits;
+        for attempt in 0..3 {
+            let outcome = bx.run(&probe).await?;
+            let left = String::from_utf8_lossy(&outcome.stdout);
+            if outcome.status == RunStatus::Ok && left.trim().is_empty() {
+                return Ok(());
+            }
+            if attempt == 2 {
+                return Err(EngineError::Internal(format!(
+                    "the compiler left processes running in its build box ({}); nothing was \
+                     stored",
+                    left.split_whitespace().collect::<Vec<_>>().join(", ")
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
     }
 
     /// Copies the engine's read-only build cache `seed` (its path in the box) to `dir` in the
