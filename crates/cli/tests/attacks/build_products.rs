@@ -166,7 +166,8 @@ async fn start_survivor(mallory: &mut Client, session: &Session, target: &str, p
 
 /// An engine of its own with a small compile-cache budget per caller (and a cache of its own,
 /// starting empty), served with alice's and mallory's tokens: so that filling a budget is cheap.
-async fn two_callers_with_small_cache(max_bytes: u64) -> (Client, Client) {
+/// The cache's directory is removed when the returned guard drops.
+async fn two_callers_with_small_cache(max_bytes: u64) -> (Client, Client, tempfile::TempDir) {
     // Not under /tmp: every box has a /tmp of its own over it, which would hide the cache.
     let dir = tempfile::tempdir_in("/var/tmp").expect("tempdir");
     let config = EngineConfig {
@@ -174,8 +175,6 @@ async fn two_callers_with_small_cache(max_bytes: u64) -> (Client, Client) {
         cache_max_bytes: max_bytes,
         ..common::engine_config(0)
     };
-    // The cache lives as long as the test process: boxes may still use it while it ends.
-    std::mem::forget(dir);
     let engine = common::start_engine(config);
     let config = ServerConfig {
         auth: AuthConfig {
@@ -200,7 +199,7 @@ async fn two_callers_with_small_cache(max_bytes: u64) -> (Client, Client) {
     let mallory = Client::connect_to(&url, Some("small-cache-mallory"))
         .await
         .expect("mallory connects");
-    (alice, mallory)
+    (alice, mallory, dir)
 }
 
 #[test]
@@ -273,7 +272,7 @@ fn a_survivor_cannot_swap_compile_outputs() {
 #[test]
 fn evicting_then_recompiling_leaves_alices_entries_and_the_addon_alone() {
     attack(async {
-        let (mut alice, mut mallory) = two_callers_with_small_cache(4 * MIB_U64).await;
+        let (mut alice, mut mallory, _cache) = two_callers_with_small_cache(4 * MIB_U64).await;
         let word = nonce("evict");
         let program = c_program(&format!("honest {word}"), 1);
         let honest = format!("honest {word}\n");
@@ -324,7 +323,7 @@ fn evicting_then_recompiling_leaves_alices_entries_and_the_addon_alone() {
 fn the_node_addon_is_never_built_where_a_caller_can_reach_it() {
     attack(async {
         // A cache of its own: the addon is not built yet when mallory starts.
-        let (mut alice, mut mallory) = two_callers_with_small_cache(64 * MIB_U64).await;
+        let (mut alice, mut mallory, _cache) = two_callers_with_small_cache(64 * MIB_U64).await;
         let m = mallory.open(json!({"language": "bash"})).await;
         let written = mallory
             .exec(
