@@ -67,8 +67,6 @@ const STATUSES: &[&str] = &[
 ];
 /// Languages the load knows programs for.
 const LANGUAGES: &[&str] = &["python", "javascript", "bash", "go"];
-/// Host ids of box users (see docs/operations.md): root of a box is the base.
-const BOX_ID_RANGE: u32 = 65536;
 
 #[derive(Args)]
 pub struct LoadArgs {
@@ -1142,7 +1140,9 @@ fn box_processes(server: u32, id_base: u32) -> Vec<String> {
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|u| u.parse::<u32>().ok());
         let Some(uid) = uid else { continue };
-        if !(id_base..id_base.saturating_add(BOX_ID_RANGE)).contains(&uid) {
+        if !(u64::from(id_base)..u64::from(id_base) + codebeaker_sandbox::id_span())
+            .contains(&u64::from(uid))
+        {
             continue;
         }
         let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();

@@ -33,8 +33,9 @@ use tokio_tungstenite::tungstenite::Message;
 mod common;
 use common::{local_config, runtime, Client, FRAME_TIMEOUT};
 
-/// Host uids and gids of every box: root of a box is 100000000, its programs 100001000.
-const BOX_IDS: std::ops::Range<u32> = 100_000_000..100_065_536;
+/// Host uids and gids of every box: each live box has its own slot of 65536 ids from 100000000
+/// (4096 slots); root of a box is the first id of its slot, its programs the 1000th.
+const BOX_IDS: std::ops::Range<u32> = 100_000_000..368_435_456;
 
 /// An environment variable of the server's process that no box may ever see.
 const SECRET_VAR: &str = "ATTACK_CANARY_SECRET";
@@ -442,7 +443,8 @@ fn host_free_bytes(path: &str) -> u64 {
 /// A session as the attacks use it.
 struct Session {
     id: String,
-    /// The box's name (`containerId`), which is also its cgroup's name.
+    /// The box's name on the host, which is also its cgroup's name (the `containerId` callers
+    /// see is its random part).
     box_name: String,
 }
 
@@ -455,10 +457,10 @@ impl Client {
                 .as_str()
                 .expect("sessionId")
                 .to_string(),
-            box_name: created["containerId"]
-                .as_str()
-                .expect("containerId")
-                .to_string(),
+            box_name: common::box_name(
+                std::process::id(),
+                created["containerId"].as_str().expect("containerId"),
+            ),
         }
     }
 

@@ -93,6 +93,21 @@ fn box_cgroups(owner: u32) -> BTreeSet<String> {
     names
 }
 
+/// The cgroup name (`cb-<owner>-<random>`) of the live box that callers know as `container`
+/// (`cb-<random>`).
+fn box_of(container: &str) -> String {
+    let random = container
+        .strip_prefix("cb-")
+        .expect("a container id starts with cb-");
+    let suffix = format!("-{random}");
+    cgroup_parents()
+        .iter()
+        .flat_map(|p| std::fs::read_dir(p).into_iter().flatten().flatten())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("cb-") && n.ends_with(&suffix))
+        .unwrap_or_else(|| panic!("no cgroup for container {container}"))
+}
+
 /// Whether any hierarchy still has the cgroup of box `name`.
 fn cgroup_exists(name: &str) -> bool {
     cgroup_parents().iter().any(|p| p.join(name).is_dir())
@@ -139,7 +154,8 @@ fn init_of(name: &str) -> i32 {
     panic!("box {name} has no init among {:?}", box_pids(name));
 }
 
-/// Processes in the boxes' uid range (100000000 and up) that are in a box of `owner`.
+/// Processes in the boxes' uid range (100000000 up to 4096 slots of 65536 ids) that are in a box of
+/// `owner`.
 fn box_processes_of(owner: u32) -> Vec<String> {
     let mine = format!("/codebeaker/cb-{owner}-");
     let mut found = Vec::new();
@@ -156,7 +172,7 @@ fn box_processes_of(owner: u32) -> Vec<String> {
             .lines()
             .find(|l| l.starts_with("Uid:"))
             .and_then(|l| l.split_whitespace().nth(1)?.parse().ok());
-        let in_range = uid.is_some_and(|u| (100_000_000..100_065_536).contains(&u));
+        let in_range = uid.is_some_and(|u| (100_000_000..368_435_456).contains(&u));
         let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
         if in_range && cgroups.contains(&mine) && alive(pid) {
             found.push(format!("{pid} (uid {uid:?})"));
@@ -612,7 +628,8 @@ fn a_box_whose_init_is_killed_ends_its_session_clearly_and_the_pool_replaces_it(
             .await
             .expect("a run");
         assert!(reply.success, "{:?}", reply.error);
-        kill(init_of(&session.container_id), libc::SIGKILL);
+        let dead_box = box_of(&session.container_id);
+        kill(init_of(&dead_box), libc::SIGKILL);
         let started = Instant::now();
         let err = execute(&client, &session.session_id, "print('again')", 10_000)
             .await
@@ -635,7 +652,7 @@ fn a_box_whose_init_is_killed_ends_its_session_clearly_and_the_pool_replaces_it(
             .await
             .expect_err("the session is closed");
         assert!(err.is_session_not_found(), "{err}");
-        let box_name = session.container_id.clone();
+        let box_name = dead_box;
         assert!(
             eventually(Duration::from_secs(5), || !cgroup_exists(&box_name)).await,
             "the dead box's cgroup is removed"
@@ -650,7 +667,7 @@ fn a_box_whose_init_is_killed_ends_its_session_clearly_and_the_pool_replaces_it(
                 (result, Instant::now())
             })
         };
-        let box_name = session.container_id.clone();
+        let box_name = box_of(&session.container_id);
         let sleeping = eventually(Duration::from_secs(10), || {
             box_pids(&box_name).iter().any(|p| {
                 std::fs::read_to_string(format!("/proc/{p}/comm"))
@@ -686,7 +703,7 @@ fn a_box_whose_init_is_killed_ends_its_session_clearly_and_the_pool_replaces_it(
             .iter()
             .find(|s| s.session_id == first_id)
             .expect("the pooled session is listed");
-        kill(init_of(&pooled.container_id), libc::SIGKILL);
+        kill(init_of(&box_of(&pooled.container_id)), libc::SIGKILL);
         let second = runtime
             .execute("result = 2", "python", json!({}), None)
             .await;

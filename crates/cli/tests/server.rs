@@ -1862,7 +1862,10 @@ fn a_session_past_its_maximum_lifetime_is_closed_and_its_box_freed() {
             .as_str()
             .expect("containerId")
             .to_string();
-        assert!(engine.sandbox().own_boxes().contains(&container));
+        assert!(engine
+            .sandbox()
+            .own_boxes()
+            .contains(&common::box_name(std::process::id(), &container)));
         let wrote = client
             .execute(
                 &session,
@@ -1872,7 +1875,8 @@ fn a_session_past_its_maximum_lifetime_is_closed_and_its_box_freed() {
         assert_eq!(wrote["success"], true);
 
         let started = std::time::Instant::now();
-        while engine.sandbox().own_boxes().contains(&container) {
+        let box_name = common::box_name(std::process::id(), &container);
+        while engine.sandbox().own_boxes().contains(&box_name) {
             assert!(
                 started.elapsed() < Duration::from_secs(20),
                 "the box {container} outlived its session's lifetime"
@@ -2168,7 +2172,7 @@ fn sigterm_lets_a_running_command_finish_then_closes_every_box() {
         let session = created["sessionId"].as_str().expect("id").to_string();
         let container = created["containerId"].as_str().expect("containerId").to_string();
         assert!(
-            box_cgroups(pid).iter().any(|p| p.ends_with(&format!("/{container}"))),
+            box_cgroups(pid).iter().any(|p| p.ends_with(&common::box_name(pid, &container))),
             "the session's box has a cgroup: {:?}",
             box_cgroups(pid)
         );

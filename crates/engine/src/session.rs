@@ -39,8 +39,11 @@ pub struct SessionOptions {
 #[derive(Debug, Clone)]
 pub struct SessionSnapshot {
     pub id: String,
-    /// The box's name (the protocol's `containerId`).
+    /// The box's name on the host (its cgroup's name; never shown to callers).
     pub box_name: String,
+    /// The box's id as callers see it (the protocol's `containerId`): random, naming nothing of
+    /// the host.
+    pub container_id: String,
     pub language: String,
     pub created_at: SystemTime,
     pub last_activity: SystemTime,
@@ -59,6 +62,7 @@ pub(crate) struct Session {
     pub language: String,
     pub bx: tokio::sync::Mutex<Option<SandboxBox>>,
     box_name: String,
+    container_id: String,
     created_at: SystemTime,
     created: Instant,
     last_activity: Mutex<(SystemTime, Instant)>,
@@ -75,6 +79,7 @@ impl Session {
         SessionSnapshot {
             id: self.id.clone(),
             box_name: self.box_name.clone(),
+            container_id: self.container_id.clone(),
             language: self.language.clone(),
             created_at: self.created_at,
             last_activity: last,
@@ -224,6 +229,7 @@ impl Engine {
             caller: caller.clone(),
             language,
             box_name: bx.name().to_string(),
+            container_id: bx.public_id(),
             bx: tokio::sync::Mutex::new(Some(bx)),
             created_at: now.0,
             created: now.1,

@@ -108,7 +108,7 @@ pub fn session_created(
 ) -> SessionCreateResult {
     SessionCreateResult {
         session_id: s.id.clone(),
-        container_id: s.box_name.clone(),
+        container_id: s.container_id.clone(),
         language: s.language.clone(),
         runtime: runtime.to_string(),
         created_at: rfc3339(s.created_at),
@@ -126,7 +126,7 @@ pub fn session_created(
 pub fn session_info(s: &SessionSnapshot, runtime: &str) -> SessionInfo {
     SessionInfo {
         session_id: s.id.clone(),
-        container_id: s.box_name.clone(),
+        container_id: s.container_id.clone(),
         language: s.language.clone(),
         runtime: runtime.to_string(),
         state: session_state(s),

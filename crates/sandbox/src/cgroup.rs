@@ -1214,6 +1214,44 @@ impl BoxCgroup {
         Ok(())
     }
 
+    /// Creates the box's `run` and `workers` child groups, which the init uses to end every run
+    /// empty (see [`crate::wire::RunGroupPaths`]). They carry no controller of their own (limits
+    /// stay on the box's group), so on v2 the box's group may keep the init as a member. On v1
+    /// they live in the freezer hierarchy, or in the pids hierarchy when there is no freezer.
+    pub fn create_run_groups(&self) -> Result<crate::wire::RunGroupPaths, CgroupError> {
+        use crate::wire::GroupKill;
+        let (dir, kill) = match self.version {
+            CgroupVersion::V2 => {
+                let dir = self.dir_of("pids")?;
+                if !dir.join("cgroup.kill").exists() {
+                    return Err(CgroupError::ControllerUnavailable {
+                        controller: "cgroup.kill",
+                        path: dir.to_path_buf(),
+                        detail:
+                            "cgroup v2 without cgroup.kill (Linux older than 5.14): runs could \
+                                 not be ended as a whole; use a newer kernel"
+                                .to_owned(),
+                    });
+                }
+                (dir, GroupKill::V2Kill)
+            }
+            CgroupVersion::V1 => match self.freezer_dir() {
+                Some(dir) => (dir, GroupKill::V1Freezer),
+                None => (self.dir_of("pids")?, GroupKill::V1Signal),
+            },
+        };
+        let run = dir.join("run");
+        let workers = dir.join("workers");
+        for path in [&run, &workers] {
+            fs::create_dir(path).map_err(|source| CgroupError::CreateDir {
+                path: path.clone(),
+                hint: mkdir_hint(&source),
+                source,
+            })?;
+        }
+        Ok(crate::wire::RunGroupPaths { run, workers, kill })
+    }
+
     /// Changes the memory limit (and memsw / swap) and reads it back.
     /// Lowering below current usage may fail with EBUSY on v1, reported as
     /// [`CgroupError::MemoryBusy`].
@@ -1630,11 +1668,23 @@ fn remove_tree(dir: &Path, deadline: Instant) -> Result<(), CgroupError> {
 /// True only when /proc positively says the process is a zombie; anything
 /// unreadable counts as alive so that a missing /proc never makes a group
 /// look empty.
+///
+/// A thread-group leader that called `SYS_exit` while its other threads run shows as a zombie too;
+/// it is alive until its last thread ends, so a zombie with more than one thread is not dead.
 fn is_zombie(pid: i32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
+    let zombie = fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|s| parse_stat_state(&s))
-        == Some('Z')
+        == Some('Z');
+    zombie && thread_count(pid) <= 1
+}
+
+/// Threads of `pid` as `/proc/<pid>/status` counts them (unreadable: 2, so "alive").
+fn thread_count(pid: i32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| parse_keyed(&s.replace(':', ""), "Threads"))
+        .unwrap_or(2)
 }
 
 #[cfg(test)]

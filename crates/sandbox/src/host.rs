@@ -3,10 +3,13 @@
 //!
 //! A box is created in these steps:
 //!
-//! 1. create its cgroup with the box limits, each read back ([`crate::cgroup`]);
-//! 2. start the setup process (our own binary as `__box-init`, see [`crate::init`]) with one end of
+//! 1. claim a free slot of host ids ([`IdSlot`]): the box's uids and gids are its own, shared with
+//!    no other live box of any CodeBeaker process on the host;
+//! 2. create its cgroup with the box limits, each read back ([`crate::cgroup`]), and the run and
+//!    worker groups below it;
+//! 3. start the setup process (our own binary as `__box-init`, see [`crate::init`]) with one end of
 //!    a socket pair, and move it into the cgroup;
-//! 3. send the [`BoxSetup`]; the setup process clones the init into fresh namespaces and reports
+//! 4. send the [`BoxSetup`]; the setup process clones the init into fresh namespaces and reports
 //!    its pid; the init builds the root filesystem and says `Ready`.
 //!
 //! Destroying a box kills every process in its cgroup (or the init, whose death takes the whole
@@ -19,7 +22,7 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Mutex as StdMutex;
 use std::time::{Duration, Instant};
 
@@ -46,6 +49,15 @@ const HOST_GRACE: Duration = Duration::from_secs(5);
 /// How long box creation may take before it is declared failed.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Number of id slots: live boxes on one host, across every CodeBeaker process. Slot `n` maps
+/// the box's ids 0–65535 to host ids `id_base + n * 65536` and up.
+pub const ID_SLOTS: u32 = 4096;
+
+/// Host ids of every box: from `id_base`, this many.
+pub const fn id_span() -> u64 {
+    ID_SLOTS as u64 * crate::init::ID_RANGE as u64
+}
+
 /// Everything that can go wrong around boxes (not inside a run: that is a [`RunOutcome`]).
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -71,6 +83,10 @@ pub enum SandboxError {
     Unresponsive,
     #[error("{0}")]
     Request(String),
+    #[error("every one of the {ID_SLOTS} id slots of the host is taken by a live box; destroy boxes (close sessions) or run fewer at once")]
+    NoIdSlot,
+    #[error("the id base {0} leaves no room for {ID_SLOTS} slots of 65536 ids below 2^32; choose a smaller sandbox id_base")]
+    IdBase(u32),
 }
 
 /// How the sandbox is set up.
@@ -78,7 +94,8 @@ pub enum SandboxError {
 pub struct SandboxConfig {
     /// Host directory for the sandbox's own state (the shared, empty root mount point).
     pub state_dir: PathBuf,
-    /// Host uid/gid that root of every box maps to; boxes use 65536 ids from there.
+    /// Host uid/gid where the boxes' ids start: each live box takes its own 65536 ids from there
+    /// ([`ID_SLOTS`] slots, so `id_base` up to `id_base + ID_SLOTS * 65536`).
     pub id_base: u32,
     /// The binary started as each box's setup process; `None` means this process's own binary.
     pub init_program: Option<PathBuf>,
@@ -118,9 +135,6 @@ pub struct Sandbox {
     isolation: Isolation,
 }
 
-/// Numbers boxes within this process (names must be unique across every `Sandbox` in it).
-static NEXT_BOX: AtomicU64 = AtomicU64::new(0);
-
 /// Serializes the short window in which the box's end of a new socket pair is inheritable, so
 /// that no other box's setup process inherits it.
 static SPAWN_LOCK: StdMutex<()> = StdMutex::new(());
@@ -157,6 +171,9 @@ impl Sandbox {
                 ));
             }
         }
+        if u64::from(config.id_base) + id_span() > u64::from(u32::MAX) {
+            return Err(SandboxError::IdBase(config.id_base));
+        }
         let init_program = match &config.init_program {
             Some(p) => p.clone(),
             None => std::env::current_exe().map_err(SandboxError::InitProgram)?,
@@ -164,6 +181,11 @@ impl Sandbox {
         let root = config.state_dir.join("root");
         std::fs::create_dir_all(&root).map_err(|source| SandboxError::StateDir {
             path: root.clone(),
+            source,
+        })?;
+        let slots = config.state_dir.join("ids");
+        std::fs::create_dir_all(&slots).map_err(|source| SandboxError::StateDir {
+            path: slots.clone(),
             source,
         })?;
         let cgroups = CgroupManager::detect(CGROUP_PARENT)?;
@@ -276,9 +298,9 @@ impl Sandbox {
 
     /// Creates a box and waits until its init is ready.
     pub async fn create_box(&self, spec: &BoxSpec) -> Result<SandboxBox, SandboxError> {
-        let n = NEXT_BOX.fetch_add(1, Ordering::Relaxed);
-        let name = format!("cb-{}-{n}", std::process::id());
+        let name = format!("cb-{}-{}", std::process::id(), random_hex());
         let started = Instant::now();
+        let ids = IdSlot::claim(&self.config)?;
         let cgroup = match &self.cgroups {
             Some(cg) => Some(cg.create(
                 &name,
@@ -288,6 +310,10 @@ impl Sandbox {
                     cpu_millis: spec.limits.cpu_millis,
                 },
             )?),
+            None => None,
+        };
+        let groups = match &cgroup {
+            Some(cg) => Some(cg.create_run_groups()?),
             None => None,
         };
         let (host_end, child) = self.spawn_setup_process()?;
@@ -301,8 +327,9 @@ impl Sandbox {
             cgroup,
             setup_process: Some(child),
             init_pid: None,
+            ids,
         };
-        match tokio::time::timeout(SETUP_TIMEOUT, b.setup(&self.config, spec)).await {
+        match tokio::time::timeout(SETUP_TIMEOUT, b.setup(&self.config, spec, groups)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 b.kill();
@@ -359,7 +386,18 @@ fn set_inheritable(fd: &OwnedFd, inheritable: bool) -> io::Result<()> {
     Ok(())
 }
 
-/// The pid in a box's cgroup name `cb-<pid>-<n>`.
+/// 64 random bits as hex: the part of a box's name that callers see (see
+/// [`SandboxBox::public_id`]). Random, so that an id tells nothing of the host (no pid, no count
+/// of the boxes made before it) and cannot be guessed.
+fn random_hex() -> String {
+    let mut bytes = [0u8; 8];
+    // SAFETY: getrandom fills the buffer we own; it does not fail for 8 bytes once the kernel's
+    // pool is ready, and a short read leaves zeros, which still make a valid (if weaker) name.
+    unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The pid in a box's cgroup name `cb-<pid>-<random>`.
 fn owner_pid(name: &str) -> Option<i32> {
     name.strip_prefix("cb-")?.split('-').next()?.parse().ok()
 }
@@ -385,6 +423,49 @@ pub struct SandboxBox {
     cgroup: Option<BoxCgroup>,
     setup_process: Option<tokio::process::Child>,
     init_pid: Option<i32>,
+    /// Held until the box is gone (dropped after `destroy`).
+    ids: IdSlot,
+}
+
+/// A box's own range of host ids, claimed with an exclusive `flock` on
+/// `<state_dir>/ids/<slot>.lock` for as long as the box lives. The lock is what makes the slot
+/// the box's alone across every CodeBeaker process on the host, and it is released by the kernel
+/// when its process dies, so a crashed process leaves no slot taken.
+struct IdSlot {
+    base: u32,
+    _lock: std::fs::File,
+}
+
+/// Where the next claim starts looking, so that claims rarely meet a taken slot.
+static NEXT_SLOT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+impl IdSlot {
+    fn claim(config: &SandboxConfig) -> Result<IdSlot, SandboxError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = config.state_dir.join("ids");
+        let start = NEXT_SLOT.fetch_add(1, Ordering::Relaxed);
+        for i in 0..ID_SLOTS {
+            let slot = start.wrapping_add(i) % ID_SLOTS;
+            let path = dir.join(format!("{slot}.lock"));
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .mode(0o600)
+                .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+                .open(&path)
+                .map_err(|source| SandboxError::StateDir { path, source })?;
+            // SAFETY: flock on a descriptor we own.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                NEXT_SLOT.store(slot.wrapping_add(1), Ordering::Relaxed);
+                return Ok(IdSlot {
+                    base: config.id_base + slot * crate::init::ID_RANGE,
+                    _lock: file,
+                });
+            }
+        }
+        Err(SandboxError::NoIdSlot)
+    }
 }
 
 /// A program to run in a box.
@@ -455,9 +536,15 @@ fn program_env(extra: &[(String, String)]) -> Vec<(String, String)> {
 }
 
 impl SandboxBox {
-    /// The box's name (also its cgroup's name).
+    /// The box's name (also its cgroup's name): `cb-<owner pid>-<random>`, for the host only.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The box's id as callers may see it (`cb-<random>`): its name without the owner's pid.
+    pub fn public_id(&self) -> String {
+        let random = self.name.rsplit('-').next().unwrap_or_default();
+        format!("cb-{random}")
     }
 
     /// The limits the box was created with.
@@ -465,7 +552,12 @@ impl SandboxBox {
         &self.limits
     }
 
-    async fn setup(&mut self, config: &SandboxConfig, spec: &BoxSpec) -> Result<(), SandboxError> {
+    async fn setup(
+        &mut self,
+        config: &SandboxConfig,
+        spec: &BoxSpec,
+        groups: Option<wire::RunGroupPaths>,
+    ) -> Result<(), SandboxError> {
         let pid = self
             .setup_process
             .as_ref()
@@ -475,11 +567,12 @@ impl SandboxBox {
             cg.add_process(pid as i32)?;
         }
         let setup = BoxSetup {
-            id_base: config.id_base,
+            id_base: self.ids.base,
             limits: spec.limits,
             binds: spec.binds.clone(),
             root_mountpoint: config.state_dir.join("root"),
             degraded: self.cgroup.is_none(),
+            groups,
         };
         let conn = self.conn.get_mut();
         wire::send_async(&mut conn.stream, &HostMsg::Setup(setup))

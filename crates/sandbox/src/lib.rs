@@ -31,8 +31,8 @@ pub mod seccomp;
 pub mod wire;
 
 pub use host::{
-    BoxSpec, Command, Isolation, OutputChunk, Sandbox, SandboxBox, SandboxConfig, SandboxError,
-    INIT_ARG,
+    id_span, BoxSpec, Command, Isolation, OutputChunk, Sandbox, SandboxBox, SandboxConfig,
+    SandboxError, ID_SLOTS, INIT_ARG,
 };
 pub use limits::{BoxLimits, RunLimits, MIB};
 pub use outcome::{RunOutcome, RunStatus};

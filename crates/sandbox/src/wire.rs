@@ -39,6 +39,29 @@ pub struct BoxSetup {
     pub root_mountpoint: PathBuf,
     /// Apply rlimits for memory and processes because no cgroup holds the box.
     pub degraded: bool,
+    /// The box's run and worker groups, which the init ends runs with (`None` when degraded).
+    pub groups: Option<RunGroupPaths>,
+}
+
+/// How a box's run and worker groups are killed as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GroupKill {
+    /// cgroup v2: write `1` to `cgroup.kill`.
+    V2Kill,
+    /// cgroup v1 with the freezer: freeze, signal every member, thaw.
+    V1Freezer,
+    /// cgroup v1 without the freezer: signal every member until none is left.
+    V1Signal,
+}
+
+/// Host paths of the two child groups of a box's cgroup: `run` holds every process of the current
+/// run and is killed whole at its end; `workers` holds the warm workers and whatever they fork.
+/// The setup process opens their files as host root and the init inherits the descriptors.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunGroupPaths {
+    pub run: PathBuf,
+    pub workers: PathBuf,
+    pub kill: GroupKill,
 }
 
 /// Requests from the host to the init.

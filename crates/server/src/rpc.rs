@@ -272,7 +272,7 @@ async fn session_create(
     audit::session_created(
         caller,
         &snapshot.id,
-        &snapshot.box_name,
+        &snapshot.container_id,
         &snapshot.language,
         elapsed,
     );

@@ -62,6 +62,16 @@ pub fn local_config() -> ServerConfig {
     }
 }
 
+/// The host name (and cgroup name) of the box of `owner` (the process whose engine made it)
+/// that callers know as `container_id`: `cb-<random>` becomes `cb-<owner>-<random>`.
+#[allow(dead_code)]
+pub fn box_name(owner: u32, container_id: &str) -> String {
+    let random = container_id
+        .strip_prefix("cb-")
+        .unwrap_or_else(|| panic!("container id {container_id:?} does not start with cb-"));
+    format!("cb-{owner}-{random}")
+}
+
 /// Starts a server over `engine`.
 pub async fn start_server(engine: Arc<Engine>, config: ServerConfig) -> ServerHandle {
     Server::bind(config, engine)

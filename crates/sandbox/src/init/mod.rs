@@ -5,18 +5,26 @@
 //! order:
 //!
 //! 1. read the [`BoxSetup`] from the inherited socket;
-//! 2. `clone` the box init into new user, PID, mount, network, IPC, UTS and cgroup namespaces (it
+//! 2. open the bind sources and the box's run and worker groups ([`groups`]) as host root, for the
+//!    init to inherit;
+//! 3. take the box's own host ids as its effective uid and gid, so that the new user namespace is
+//!    *owned* by them: per-user kernel counters (pipe buffers, in-flight fds, inotify, queued
+//!    signals, message queues) are charged to the box's own ids at every level, never to host root
+//!    and never to another box;
+//! 4. `clone` the box init into new user, PID, mount, network, IPC, UTS and cgroup namespaces (it
 //!    is born inside the box's cgroup, which the host joined the setup process to);
-//! 3. write the init's uid and gid maps (it may: it is root in the parent namespace), report the
-//!    init's host pid, and let the init go on;
-//! 4. wait for the init and exit with it.
+//! 5. become host root again, write the init's uid and gid maps (it may: it is root in the parent
+//!    namespace), report the init's host pid, and let the init go on;
+//! 6. wait for the init and exit with it.
 //!
-//! The *box init* is PID 1 of the box. It becomes root of its user namespace, builds the root
-//! filesystem ([`root`]), brings up loopback, says `Ready`, and then serves the host one request at
-//! a time: runs ([`run`]) and file operations ([`files`]). When the host's end of the socket closes
-//! the init exits, and the kernel kills everything left in the box with it.
+//! The *box init* is PID 1 of the box. It becomes root of its user namespace, sets the namespace's
+//! own low limits ([`NAMESPACE_LIMITS`]), builds the root filesystem ([`root`]), brings up loopback,
+//! says `Ready`, and then serves the host one request at a time: runs ([`run`]) and file operations
+//! ([`files`]). When the host's end of the socket closes the init exits, and the kernel kills
+//! everything left in the box with it.
 
 mod files;
+mod groups;
 mod root;
 mod run;
 mod warm;
@@ -41,6 +49,24 @@ pub const ID_RANGE: u32 = 65536;
 
 /// uid and gid that programs in a box run as.
 pub const SANDBOX_UID: u32 = 1000;
+
+/// Limits of the box's own user namespace (`/proc/sys/user/*` inside it), per user of the box. No
+/// program needs a namespace of its own; inotify and fanotify are charged here before they reach
+/// the box's owner on the host.
+const NAMESPACE_LIMITS: &[(&str, u32)] = &[
+    ("max_user_namespaces", 0),
+    ("max_mnt_namespaces", 0),
+    ("max_pid_namespaces", 0),
+    ("max_net_namespaces", 0),
+    ("max_ipc_namespaces", 0),
+    ("max_uts_namespaces", 0),
+    ("max_cgroup_namespaces", 0),
+    ("max_time_namespaces", 0),
+    ("max_inotify_instances", 16),
+    ("max_inotify_watches", 8192),
+    ("max_fanotify_groups", 0),
+    ("max_fanotify_marks", 0),
+];
 
 /// Entry point of the setup process. `args` are the arguments after [`crate::INIT_ARG`]. Never
 /// returns.
@@ -82,7 +108,24 @@ fn setup_process(args: &[String]) -> Result<i32, String> {
             }
         }
     }
+    let groups = match setup
+        .groups
+        .as_ref()
+        .map(groups::RunGroups::open)
+        .transpose()
+    {
+        Ok(groups) => groups,
+        Err(msg) => {
+            let _ = wire::send(&mut sock, &InitMsg::SetupFailed(msg.clone()));
+            return Err(msg);
+        }
+    };
     let (go_read, go_write) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
+    // The new user namespace's owner is the effective uid of its creator: take the box's own.
+    if let Err(msg) = set_effective_ids(setup.id_base) {
+        let _ = wire::send(&mut sock, &InitMsg::SetupFailed(msg.clone()));
+        return Err(msg);
+    }
     // SAFETY: this process is single-threaded (a fresh exec of our binary that started no
     // threads), so a raw clone behaves like fork.
     let pid = unsafe {
@@ -95,6 +138,16 @@ fn setup_process(args: &[String]) -> Result<i32, String> {
             0usize,
         )
     };
+    if pid != 0 {
+        if let Err(msg) = set_effective_ids(0) {
+            let _ = wire::send(&mut sock, &InitMsg::SetupFailed(msg.clone()));
+            if pid > 0 {
+                // SAFETY: plain kill of our own child.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+            return Err(msg);
+        }
+    }
     if pid < 0 {
         let err = std::io::Error::last_os_error();
         let msg = format!("creating the box namespaces failed: {err}");
@@ -109,8 +162,9 @@ fn setup_process(args: &[String]) -> Result<i32, String> {
             std::process::exit(1);
         }
         drop(go_read);
-        box_init(sock, setup, sources)
+        box_init(sock, setup, sources, groups)
     }
+    drop(groups);
     drop(go_read);
     let pid = pid as i32;
     let map = format!("0 {} {}\n", setup.id_base, ID_RANGE);
@@ -148,16 +202,65 @@ fn setup_process(args: &[String]) -> Result<i32, String> {
     })
 }
 
+/// Sets the effective uid and gid, keeping the real and saved ones (root): capabilities leave the
+/// effective set while they are not 0 and come back when they are 0 again.
+fn set_effective_ids(id: u32) -> Result<(), String> {
+    // SAFETY: plain credential calls of a single-threaded process; -1 keeps a value unchanged.
+    unsafe {
+        if id == 0 {
+            if libc::setresuid(u32::MAX, 0, u32::MAX) != 0
+                || libc::setresgid(u32::MAX, 0, u32::MAX) != 0
+            {
+                return Err(format!(
+                    "taking back host root after creating the box: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+        } else if libc::setresgid(u32::MAX, id, u32::MAX) != 0
+            || libc::setresuid(u32::MAX, id, u32::MAX) != 0
+        {
+            return Err(format!(
+                "taking the box's host id {id}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Writes [`NAMESPACE_LIMITS`] for the init's own user namespace (it holds every capability there).
+fn limit_namespace() -> Result<(), String> {
+    for (name, value) in NAMESPACE_LIMITS {
+        let path = format!("/proc/sys/user/{name}");
+        match std::fs::write(&path, value.to_string()) {
+            Ok(()) => {}
+            // Older kernels lack some of these (time namespaces, fanotify).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("limiting the box's user namespace ({path}): {e}")),
+        }
+    }
+    Ok(())
+}
+
 fn set_cloexec(fd: i32) {
     // SAFETY: fcntl on a descriptor we own.
     unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
 }
 
 /// PID 1 of the box. Never returns.
-fn box_init(mut sock: UnixStream, setup: BoxSetup, sources: Vec<std::os::fd::OwnedFd>) -> ! {
-    // SAFETY: prctl with constant arguments.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+fn box_init(
+    mut sock: UnixStream,
+    setup: BoxSetup,
+    sources: Vec<std::os::fd::OwnedFd>,
+    groups: Option<groups::RunGroups>,
+) -> ! {
     let prepared = become_root()
+        .and_then(|_| {
+            // After the credential change, which would clear it.
+            // SAFETY: prctl with constant arguments.
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+            limit_namespace()
+        })
         .and_then(|_| root::build(&setup, &sources))
         .and_then(|_| root::network_loopback_up())
         .and_then(|_| {
@@ -194,6 +297,7 @@ fn box_init(mut sock: UnixStream, setup: BoxSetup, sources: Vec<std::os::fd::Own
         degraded: setup.degraded,
         box_limits: setup.limits,
         devnull,
+        groups,
     };
     let mut workers = warm::Workers::default();
     // Allocated and written now, while the box has memory: file reads use only this buffer.

@@ -4,10 +4,12 @@
 //! clean descriptors (0–2, and 3 and 4 for the snippet ABI), rlimits, an empty capability
 //! bounding set, the unprivileged uid, `no_new_privs`, then the seccomp filters. The init then
 //! multiplexes the pipes, the host socket (for cancel) and a signalfd for `SIGCHLD` in one `poll`
-//! loop, enforcing the wall-clock deadline and the output cap. When the main process exits (or a
-//! limit hits), everything else in the box is killed with `kill(-1, SIGKILL)` — from PID 1 that
-//! reaches every process of the namespace, including double-forked, `setsid` and stopped ones —
-//! and reaped, so the next run starts in an empty box.
+//! loop, enforcing the wall-clock deadline and the output cap. When the main process exits, the
+//! run's cgroup is killed as a whole ([`super::groups`]): nothing the run started outlives it. When
+//! a limit hits, or anything but a worker is left in the workers' group, everything else in the box
+//! is killed with `kill(-1, SIGKILL)` — from PID 1 that reaches every process of the namespace,
+//! including double-forked, `setsid` and stopped ones — and reaped, so the next run starts in an
+//! empty box.
 
 use std::ffi::CString;
 use std::io::{self, Read};
@@ -17,6 +19,7 @@ use std::time::Instant;
 
 use seccompiler::BpfProgram;
 
+use super::groups::{self, Group, RunGroups};
 use super::warm::{self, Workers};
 use super::SANDBOX_UID;
 use crate::limits::{BoxLimits, RunLimits};
@@ -32,6 +35,20 @@ pub struct Context {
     pub box_limits: BoxLimits,
     /// `/dev/null`, for descriptors a run does not use.
     pub devnull: OwnedFd,
+    /// The run and worker groups (`None` when the box has no cgroup).
+    pub groups: Option<RunGroups>,
+}
+
+impl Context {
+    /// The group a run's own processes join.
+    pub(crate) fn run_group(&self) -> Option<&Group> {
+        self.groups.as_ref().map(|g| &g.run)
+    }
+
+    /// The group warm workers join.
+    pub(crate) fn workers_group(&self) -> Option<&Group> {
+        self.groups.as_ref().map(|g| &g.workers)
+    }
 }
 
 /// The main process of a run: forked by the init, or by a warm worker.
@@ -176,6 +193,9 @@ fn run_program(
         let request = warm::request(&req.argv, &req.cwd, &req.env, &rlimits);
         let fds = targets.map(|t| t.unwrap_or(null));
         let child = workers.start(ctx, spec, &request, fds)?;
+        if let Some(groups) = &ctx.groups {
+            groups.move_to_run(child);
+        }
         let worker = workers.get(&spec.key)?;
         Some(Main::Warm {
             child,
@@ -192,7 +212,17 @@ fn run_program(
                 return Err(failed("fork", io::Error::last_os_error()));
             }
             if pid == 0 {
-                child(ctx, &rlimits, &targets, &path, &argv, &envp, &cwd)
+                child(
+                    ctx,
+                    ctx.run_group(),
+                    &PROGRAM_IDS,
+                    &rlimits,
+                    &targets,
+                    &path,
+                    &argv,
+                    &envp,
+                    &cwd,
+                )
             }
             Main::Direct(pid)
         }
@@ -227,6 +257,7 @@ fn run_program(
         },
         main,
         workers,
+        ctx.groups.as_ref(),
         start + req.limits.wall_time,
     )?;
     let wall = start.elapsed();
@@ -291,6 +322,10 @@ pub(crate) fn run_rlimits(ctx: &Context, limits: &RunLimits) -> Vec<Rlimit> {
         ),
         (libc::RLIMIT_NOFILE, limits.open_files, limits.open_files),
         (libc::RLIMIT_CORE, 0, 0),
+        // Queued signals and POSIX message-queue bytes are charged per user; small caps keep one
+        // run from taking what the box's other runs (and the box's owner on the host) may use.
+        capped(libc::RLIMIT_SIGPENDING, RUN_SIGPENDING),
+        capped(libc::RLIMIT_MSGQUEUE, RUN_MSGQUEUE_BYTES),
     ];
     if ctx.degraded {
         let mem = limits.memory_bytes.unwrap_or(ctx.box_limits.memory_bytes);
@@ -299,6 +334,28 @@ pub(crate) fn run_rlimits(ctx: &Context, limits: &RunLimits) -> Vec<Rlimit> {
         rl.push((libc::RLIMIT_NPROC, procs, procs));
     }
     rl
+}
+
+/// Signals a run's processes may have queued at once (`RLIMIT_SIGPENDING`).
+pub(crate) const RUN_SIGPENDING: u64 = 1024;
+
+/// Bytes of POSIX message queues a run's user may hold (`RLIMIT_MSGQUEUE`).
+pub(crate) const RUN_MSGQUEUE_BYTES: u64 = 256 * 1024;
+
+/// `resource` at `wanted`, or at the init's own hard limit when that is lower (raising a hard
+/// limit needs a capability no box has).
+fn capped(resource: libc::__rlimit_resource_t, wanted: u64) -> Rlimit {
+    let mut current = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills a struct we own.
+    let value = if unsafe { libc::getrlimit(resource, &mut current) } == 0 {
+        wanted.min(current.rlim_max)
+    } else {
+        wanted
+    };
+    (resource, value, value)
 }
 
 /// One rlimit: resource, soft and hard value.
@@ -340,9 +397,29 @@ pub(crate) fn protect_from_oom(pid: libc::pid_t) -> Result<(), String> {
     }
 }
 
-/// The child between fork and exec: drops every privilege and execs. Never returns.
+/// Who a process the init starts runs as, and what it keeps across `execve`.
+pub(crate) struct Ids {
+    pub uid: u32,
+    pub gid: u32,
+    /// Capabilities (bit `n` is capability `n`) kept as ambient ones across `execve`: none for a
+    /// program; a warm worker keeps what it needs to hand each run to the program's uid.
+    pub keep_caps: u64,
+}
+
+/// A program's identity: the sandbox user, no capability.
+pub(crate) const PROGRAM_IDS: Ids = Ids {
+    uid: SANDBOX_UID,
+    gid: SANDBOX_UID,
+    keep_caps: 0,
+};
+
+/// The child between fork and exec: joins `group`, drops every privilege but `ids.keep_caps`,
+/// becomes `ids` and execs. Never returns.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn child(
     ctx: &Context,
+    group: Option<&Group>,
+    ids: &Ids,
     rlimits: &[Rlimit],
     targets: &[Option<RawFd>; 5],
     path: &CString,
@@ -358,6 +435,10 @@ pub(crate) fn child(
             libc::write(2, msg.as_ptr().cast(), msg.len());
             libc::_exit(127)
         };
+        // First of all, so that everything this process will start is in the group too.
+        if group.is_some_and(|g| !g.join_raw()) {
+            fail("joining the run's cgroup");
+        }
         // The OOM killer takes what the init starts before the init. The init is not dumpable
         // (its creator changed ids), so its /proc files belong to no id of the box: be dumpable,
         // as the program will be after execve anyway, to own them. Nothing in the box may trace
@@ -390,7 +471,7 @@ pub(crate) fn child(
         // The pipes belong to the init's uid; hand them to the sandbox user so that reopening
         // them by path (/dev/stdin, /proc/self/fd/3) works too.
         for fd in 0..5 {
-            libc::fchown(fd, SANDBOX_UID, SANDBOX_UID);
+            libc::fchown(fd, ids.uid, ids.gid);
         }
         // Signals: the init blocks SIGCHLD and Rust ignores SIGPIPE; the program gets defaults.
         let mut empty: libc::sigset_t = std::mem::zeroed();
@@ -420,6 +501,9 @@ pub(crate) fn child(
                 fail("an rlimit did not apply");
             }
         }
+        if ids.keep_caps != 0 && !super::warm::keep_before_drop(ids.keep_caps) {
+            fail("keeping the warm worker's capabilities");
+        }
         for cap in 0..64 {
             libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
         }
@@ -431,10 +515,13 @@ pub(crate) fn child(
             0,
         );
         if libc::setgroups(0, std::ptr::null()) != 0
-            || libc::setresgid(SANDBOX_UID, SANDBOX_UID, SANDBOX_UID) != 0
-            || libc::setresuid(SANDBOX_UID, SANDBOX_UID, SANDBOX_UID) != 0
+            || libc::setresgid(ids.gid, ids.gid, ids.gid) != 0
+            || libc::setresuid(ids.uid, ids.uid, ids.uid) != 0
         {
             fail("dropping to the sandbox user");
+        }
+        if ids.keep_caps != 0 && !super::warm::keep_after_uid_change(ids.keep_caps) {
+            fail("keeping the warm worker's capabilities");
         }
         // Only now, as the sandbox user, enter the working directory, refusing a symlink anywhere
         // on the way (a program may have planted one): resolved and entered in one step.
@@ -582,6 +669,30 @@ fn kill_and_reap_all(main: libc::pid_t) -> Option<i32> {
     }
 }
 
+/// Kills what is left of the run; `true` when nothing but `workers` is left in the box.
+fn ends_empty(groups: Option<&RunGroups>, workers: &[libc::pid_t]) -> bool {
+    let clean = match groups {
+        Some(g) => { let e = g.end_run(); let w = g.workers_only(workers); eprintln!("DEBUGRUN end_run {e} workers_only {w} {workers:?}"); e && w },
+        None => {
+            reap_exited();
+            !groups::others_alive(workers)
+        }
+    };
+    reap_exited();
+    clean
+}
+
+/// Reaps every child of the init that has exited.
+fn reap_exited() {
+    loop {
+        let mut status = 0;
+        // SAFETY: non-blocking wait for any child.
+        if unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) } <= 0 {
+            return;
+        }
+    }
+}
+
 fn exit_of(status: i32) -> Exit {
     if libc::WIFEXITED(status) {
         Exit::Code(libc::WEXITSTATUS(status))
@@ -595,6 +706,7 @@ fn supervise(
     mut pipes: Pipes<'_>,
     main: Main,
     workers: &mut Workers,
+    groups: Option<&RunGroups>,
     deadline: Instant,
 ) -> Result<Supervised, RunError> {
     // The pid the init itself may reap as the run's main process: its own child, or a warm
@@ -770,10 +882,11 @@ fn supervise(
     }
     pipes.stdin = None;
     pipes.fd3 = None;
-    // A run that ended by itself and left nothing behind keeps the box's warm workers. Anything
-    // else (a limit hit, daemons, a fork bomb) is ended with kill(-1), which from PID 1 reaches
+    // Whatever the run started dies with its group. A run that ended by itself and left nothing
+    // but the workers in the workers' group keeps them. Anything else (a limit hit, a group that
+    // would not empty, a worker's stray child) is ended with kill(-1), which from PID 1 reaches
     // every other process of the box, workers included: they are started again when next needed.
-    let clean = main_status.is_some() && warm::others_alive(&workers.pids()) == 0;
+    let clean = main_status.is_some() && ends_empty(groups, &workers.pids());
     if !clean {
         if let Some(status) = kill_and_reap_all(main_pid) {
             main_status = Some(status);
