@@ -672,7 +672,7 @@ fn kill_and_reap_all(main: libc::pid_t) -> Option<i32> {
 /// Kills what is left of the run; `true` when nothing but `workers` is left in the box.
 fn ends_empty(groups: Option<&RunGroups>, workers: &[libc::pid_t]) -> bool {
     let clean = match groups {
-        Some(g) => { let e = g.end_run(); let w = g.workers_only(workers); eprintln!("DEBUGRUN end_run {e} workers_only {w} {workers:?}"); e && w },
+        Some(g) => g.end_run() && g.workers_only(workers),
         None => {
             reap_exited();
             !groups::others_alive(workers)
