@@ -312,3 +312,35 @@ for name, attempt in [
         mallory.close(sm).await;
     });
 }
+
+/// A run plants code where a starting Python worker would once have imported it (its current
+/// directory, first on `sys.path` under `-c`, and the user site-packages under `HOME`), then
+/// makes the box restart its worker (a run that times out ends every process of the box). The
+/// new worker runs none of it, and later runs stay warm.
+#[test]
+fn a_run_cannot_plant_code_in_the_next_worker() {
+    attack(async {
+        let (_alice, mut mallory) = two_callers().await;
+        let s = mallory.open(json!({"language": "python"})).await;
+        let before = run_warm(&mut mallory, &s, "python", "import os\nprint(os.getppid())").await;
+        // Cold runs may import what they planted (their own files); only a worker must not.
+        let planted = "import builtins\nif b'warm worker' in open('/proc/self/cmdline', 'rb').read():\n    open('/workspace/planted-ran', 'a').write(__name__ + '\\n')\n    builtins.CB_PLANTED = True\n";
+        let plant = format!(
+            "import os, site, sys\nprint(os.getppid())\ncode = {planted:?}\nfor name in ['json', 'collections', 'datetime', 'decimal', 'random', 'string', 'ctypes', 'socket', 'traceback']:\n    open(f'/workspace/{{name}}.py', 'w').write(code)\nuser_site = site.getusersitepackages()\nos.makedirs(user_site, exist_ok=True)\nopen(os.path.join(user_site, 'cbplant.pth'), 'w').write('import usercustomize\\n')\nopen(os.path.join(user_site, 'sitecustomize.py'), 'w').write(code)\nopen(os.path.join(user_site, 'usercustomize.py'), 'w').write(code)\nprint(user_site)"
+        );
+        let run = mallory.run(&s, "python", &plant, RUN_MS).await;
+        assert_eq!(status(&run), "ok", "{run}");
+        let run = mallory.run(&s, "python", "while True: pass", 500).await;
+        assert_eq!(status(&run), "timeout", "{run}");
+        let probe = "import builtins, os\nprint(os.getppid())\nprint(hasattr(builtins, 'CB_PLANTED'), os.path.exists('/workspace/planted-ran'))";
+        let after = run_warm(&mut mallory, &s, "python", probe).await;
+        let (worker, seen) = split_ppid(&after);
+        assert_ne!(
+            worker,
+            split_ppid(&before).0,
+            "the worker was restarted: {after}"
+        );
+        assert_eq!(seen, "False False\n", "the new worker ran planted code");
+        mallory.close(s).await;
+    });
+}
