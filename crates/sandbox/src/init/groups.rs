@@ -180,13 +180,20 @@ fn signal_all(group: &Group) {
 
 /// The group's member processes (thread-group ids, zombie leaders of live threads included).
 fn members(group: &Group) -> Option<Vec<libc::pid_t>> {
+    // On v1 the kernel keeps a group's pid list for about a second per open file and hands it out
+    // again, stale, to every later read of that file: read a fresh open of it each time (through
+    // /proc/self/fd, since the init cannot name it by path; anyone may read `cgroup.procs`).
+    let fresh = std::fs::File::open(format!("/proc/self/fd/{}", group.procs.as_raw_fd())).ok();
+    let fd = fresh
+        .as_ref()
+        .map_or(group.procs.as_raw_fd(), |f| f.as_raw_fd());
     let mut text = Vec::with_capacity(256);
     let mut buf = [0u8; 4096];
     loop {
         // SAFETY: reading into a buffer we own; a read at offset 0 restarts the listing.
         let n = unsafe {
             libc::pread(
-                group.procs.as_raw_fd(),
+                fd,
                 buf.as_mut_ptr().cast(),
                 buf.len(),
                 text.len() as libc::off_t,
