@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: installs the toolchains the tests need when they are missing, then runs
-# rustfmt, clippy and every test, and finally checks that no box was left behind.
+# rustfmt, clippy and every test (and the cgroup tests again on a pure cgroup v2 guest, see
+# test-v2.sh), and finally checks that no box was left behind.
 # Needs root (boxes use uid maps and cgroups) on a Debian machine with Rust.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +28,8 @@ fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
+# The same cgroup code on a pure cgroup v2 host: a Debian kernel under qemu.
+scripts/test-v2.sh
 
 # Nothing of any box may remain: no cgroup, no process in the boxes' uid range (4096 slots of 65536
 # ids from 100000000).
