@@ -85,7 +85,7 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t cgroup2 -o nsdelegate cgroup2 /sys/fs/cgroup
 mount -t tmpfs tmpfs /run
-mount -t tmpfs tmpfs /tmp
+# /tmp stays the overlay's: the checkout itself may live under it.
 mkdir -p /dev/pts /dev/shm && mount -t devpts devpts /dev/pts && mount -t tmpfs tmpfs /dev/shm
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
 ip link set lo up
