@@ -415,6 +415,27 @@ struct Conn {
     broken: bool,
 }
 
+impl Conn {
+    /// The answer of an exchange with the init that was given [`HOST_GRACE`]: one that failed or
+    /// came too late leaves the framing untrustworthy, so the connection is marked broken.
+    fn settle<T>(
+        &mut self,
+        outcome: Result<Result<T, SandboxError>, tokio::time::error::Elapsed>,
+    ) -> Result<T, SandboxError> {
+        match outcome {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(e)) => {
+                self.broken = true;
+                Err(e)
+            }
+            Err(_) => {
+                self.broken = true;
+                Err(SandboxError::Unresponsive)
+            }
+        }
+    }
+}
+
 /// One box: runs happen one at a time, in the order they were asked for.
 pub struct SandboxBox {
     name: String,
@@ -647,18 +668,14 @@ impl SandboxBox {
             exchange_run(&mut conn.stream, &req, output.as_ref()),
         )
         .await;
-        let report = match result {
-            Ok(Ok(report)) => report,
-            Ok(Err(e)) => {
-                conn.broken = true;
-                return Err(e);
-            }
-            Err(_) => {
-                conn.broken = true;
+        let report = match conn.settle(result) {
+            Ok(report) => report,
+            Err(SandboxError::Unresponsive) => {
                 drop(conn);
                 self.kill();
                 return Err(SandboxError::Unresponsive);
             }
+            Err(e) => return Err(e),
         };
         let after = self.cgroup.as_ref().map(|cg| cg.stats());
         if let (Some(cg), Some(_)) = (&self.cgroup, memory_override) {
@@ -737,17 +754,8 @@ impl SandboxBox {
                 }
             }
         };
-        match tokio::time::timeout(HOST_GRACE, exchange).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(e)) => {
-                conn.broken = true;
-                Err(e)
-            }
-            Err(_) => {
-                conn.broken = true;
-                Err(SandboxError::Unresponsive)
-            }
-        }
+        let outcome = tokio::time::timeout(HOST_GRACE, exchange).await;
+        conn.settle(outcome)?
     }
 
     /// Appends to a file in the box, creating it (and its parents) when missing.
@@ -891,17 +899,10 @@ impl SandboxBox {
                 .map_err(|_| SandboxError::BoxGone)?
                 .ok_or(SandboxError::BoxGone)
         };
-        match tokio::time::timeout(HOST_GRACE, exchange).await {
-            Ok(Ok(InitMsg::Error(msg))) => Err(SandboxError::Request(msg)),
-            Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(e)) => {
-                conn.broken = true;
-                Err(e)
-            }
-            Err(_) => {
-                conn.broken = true;
-                Err(SandboxError::Unresponsive)
-            }
+        let outcome = tokio::time::timeout(HOST_GRACE, exchange).await;
+        match conn.settle(outcome)? {
+            InitMsg::Error(msg) => Err(SandboxError::Request(msg)),
+            reply => Ok(reply),
         }
     }
 
