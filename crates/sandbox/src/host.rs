@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, Mutex};
 
+use crate::census::{owner_pid, process_alive};
 use crate::cgroup::{BoxCgroup, CgroupLimits, CgroupManager, CgroupVersion};
 use crate::limits::{BoxLimits, RunLimits};
 use crate::outcome::{RunOutcome, RunStatus};
@@ -41,7 +42,7 @@ use crate::wire::{
 pub const INIT_ARG: &str = "__box-init";
 
 /// Name of the parent cgroup all boxes live under.
-const CGROUP_PARENT: &str = "codebeaker";
+pub(crate) const CGROUP_PARENT: &str = "codebeaker";
 
 /// Extra time the host gives a run past its wall-clock limit before it declares the box broken.
 const HOST_GRACE: Duration = Duration::from_secs(5);
@@ -395,18 +396,6 @@ fn random_hex() -> String {
     // pool is ready, and a short read leaves zeros, which still make a valid (if weaker) name.
     unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The pid in a box's cgroup name `cb-<pid>-<random>`.
-fn owner_pid(name: &str) -> Option<i32> {
-    name.strip_prefix("cb-")?.split('-').next()?.parse().ok()
-}
-
-fn process_alive(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks for existence.
-    unsafe {
-        libc::kill(pid, 0) == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
-    }
 }
 
 struct Conn {

@@ -17,11 +17,13 @@
 //! Modules, in the order a box comes to life: [`cgroup`] (limits the kernel enforces),
 //! [`host`] (creating and driving boxes), [`init`] (setup process and the init inside the box),
 //! [`seccomp`] (the filter), [`wire`] (host ↔ init messages), [`limits`] and [`outcome`] (what
-//! callers set and get back), and [`probe`] (what this host supports, for `codebeaker doctor`).
+//! callers set and get back), and [`census`] (what boxes leave on the host, for
+//! `codebeaker doctor --leaks` and the leak checks).
 //!
 //! The binary that embeds this crate must call [`init::main`] when its first argument is
 //! [`INIT_ARG`], before it starts any thread.
 
+pub mod census;
 pub mod cgroup;
 pub mod host;
 pub mod init;
