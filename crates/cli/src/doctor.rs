@@ -1,7 +1,11 @@
-//! `codebeaker doctor`: which isolation primitives work here, what is degraded, and what to do.
+//! `codebeaker doctor`: which isolation primitives work here, what is degraded, and what to do;
+//! with `--leaks`, what boxes left behind on this host.
 
-use anyhow::Result;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
 use clap::Args;
+use codebeaker_sandbox::census::Census;
 use codebeaker_sandbox::{BoxSpec, Command, RunStatus, Sandbox, SandboxConfig};
 
 #[derive(Args)]
@@ -9,6 +13,26 @@ pub struct DoctorArgs {
     /// Print the findings as JSON.
     #[arg(long)]
     json: bool,
+    /// Instead of the checks, list what boxes left on this host and exit 1 if there is anything:
+    /// cgroups of boxes whose owner process is gone, processes in the boxes' id range that are
+    /// not in a box of a live owner, and mounts on the sandbox's root mount point
+    /// (/run/codebeaker/root). A live CodeBeaker's boxes are never counted. Removes nothing.
+    #[arg(long)]
+    leaks: bool,
+    /// With --leaks: write what boxes have on the host now (live ones too) to FILE and exit 0,
+    /// for a later `--leaks --since FILE`.
+    #[arg(long, value_name = "FILE", requires = "leaks")]
+    record: Option<PathBuf>,
+    /// With --leaks: count only what is not in FILE (written by --record), so that a test run
+    /// that records at its start counts only what appeared during it: boxes that another
+    /// CodeBeaker on the host had then, or still runs now, do not fail the check.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "leaks",
+        conflicts_with = "record"
+    )]
+    since: Option<PathBuf>,
 }
 
 struct Check {
@@ -82,6 +106,9 @@ fn static_checks() -> Vec<Check> {
 }
 
 pub async fn main(args: DoctorArgs) -> Result<i32> {
+    if args.leaks {
+        return leaks(&args);
+    }
     let mut checks = static_checks();
     let mut isolation = None;
     match Sandbox::new(SandboxConfig::default()) {
@@ -179,4 +206,82 @@ pub async fn main(args: DoctorArgs) -> Result<i32> {
         );
     }
     Ok(if usable { 0 } else { 1 })
+}
+
+/// `doctor --leaks`: the census of what boxes left, never a [`Sandbox`] (whose start removes
+/// the boxes of dead owners, the very thing this reports).
+fn leaks(args: &DoctorArgs) -> Result<i32> {
+    let census =
+        Census::take(&SandboxConfig::default()).context("counting the boxes on this host")?;
+    if let Some(path) = &args.record {
+        let text = serde_json::to_string_pretty(&census)?;
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+        println!(
+            "recorded {} box cgroups, {} processes in the boxes' id range and {} root mounts in {}",
+            census.boxes.len(),
+            census.processes.len(),
+            census.mounts.len(),
+            path.display()
+        );
+        return Ok(0);
+    }
+    let mut left = census.left_behind();
+    if let Some(path) = &args.since {
+        left = left.without(&read_census(path)?);
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"leaks": !left.is_empty(), "left_behind": left})
+            )?
+        );
+    } else {
+        for b in &left.boxes {
+            let owner = b
+                .owner
+                .map_or("no owner".to_string(), |p| format!("owner {p} gone"));
+            println!(
+                "leaked cgroup: {} ({owner}; processes {:?})",
+                b.name, b.pids
+            );
+            for dir in &b.dirs {
+                println!("    {}", dir.display());
+            }
+        }
+        for p in &left.processes {
+            let inside = p.box_name.as_deref().unwrap_or("no box");
+            println!(
+                "leaked process: pid {} uid {} state {} ({inside}): {}",
+                p.pid,
+                p.uid,
+                p.state,
+                if p.cmdline.is_empty() {
+                    &p.comm
+                } else {
+                    &p.cmdline
+                }
+            );
+        }
+        for m in &left.mounts {
+            println!("leaked mount on {}", m.display());
+        }
+        if left.is_empty() {
+            println!("leak check: no box left behind");
+        } else {
+            println!("leak check failed");
+        }
+    }
+    Ok(if left.is_empty() { 0 } else { 1 })
+}
+
+fn read_census(path: &Path) -> Result<Census> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not a census written by `codebeaker doctor --leaks --record`",
+            path.display()
+        )
+    })
 }

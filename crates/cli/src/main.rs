@@ -34,7 +34,8 @@ enum Commands {
     Run(run::RunArgs),
     /// List the languages, their versions here, and what to install for missing ones.
     Languages(languages::LanguagesArgs),
-    /// Show which isolation primitives work on this host and what to do about missing ones.
+    /// Show which isolation primitives work on this host and what to do about missing ones, or
+    /// (--leaks) what boxes left behind.
     Doctor(doctor::DoctorArgs),
     /// Time box creation and sandboxed runs against a bare process and bubblewrap.
     Bench(bench::BenchArgs),
