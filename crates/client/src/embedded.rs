@@ -12,11 +12,10 @@ use codebeaker_engine::{Caller, Engine, EngineError, OneShotRequest, SessionOpti
 use codebeaker_protocol::commands::{CommandType, RunStatus as WireStatus};
 use codebeaker_protocol::jsonrpc::{ErrorCode, ErrorObject};
 use codebeaker_protocol::methods::{
-    Capabilities, ExecutionCompleted, ExecutionEvent, ExecutionOutput, ExecutionRunParams,
-    ExecutionRunResult, ExecutionStarted, ExecutionStatus, ExecutionStatusResult, InitializeResult,
-    LanguageInfo, LanguageListResult, Method, OutputStream, ServerInfo, SessionCloseResult,
-    SessionCreateParams, SessionCreateResult, SessionExecuteParams, SessionExecuteResult,
-    SessionListResult,
+    ExecutionCompleted, ExecutionEvent, ExecutionOutput, ExecutionRunParams, ExecutionRunResult,
+    ExecutionStarted, ExecutionStatus, ExecutionStatusResult, InitializeResult, LanguageListResult,
+    Method, OutputStream, SessionCloseResult, SessionCreateParams, SessionCreateResult,
+    SessionExecuteParams, SessionExecuteResult, SessionListResult,
 };
 use codebeaker_sandbox::{OutputChunk, Stream};
 use tokio::sync::mpsc;
@@ -97,33 +96,17 @@ impl Backend for Embedded {
 
     fn initialize(&self) -> BoxFuture<'_, Result<InitializeResult, ClientError>> {
         Box::pin(async move {
-            let engine = &self.engine;
-            Ok(InitializeResult {
-                server_info: ServerInfo {
-                    name: "codebeaker-embedded".into(),
-                    version: env!("CARGO_PKG_VERSION").into(),
-                },
-                protocol_version: codebeaker_protocol::PROTOCOL_VERSION.into(),
-                capabilities: Capabilities {
-                    streaming: true,
-                    languages: self.languages(),
-                    commands: CommandType::ALL
-                        .iter()
-                        .map(|c| c.as_str().to_string())
-                        .collect(),
-                    limits: codebeaker_engine::wire::limits(engine, None, None),
-                    isolation: codebeaker_engine::wire::isolation(engine.isolation()),
-                },
-            })
+            let limits = codebeaker_engine::wire::limits(&self.engine, None, None);
+            Ok(codebeaker_engine::wire::initialize(
+                &self.engine,
+                "codebeaker-embedded",
+                limits,
+            ))
         })
     }
 
     fn language_list(&self) -> BoxFuture<'_, Result<LanguageListResult, ClientError>> {
-        Box::pin(async move {
-            Ok(LanguageListResult {
-                languages: self.languages(),
-            })
-        })
+        Box::pin(async move { Ok(codebeaker_engine::wire::language_list(&self.engine)) })
     }
 
     fn session_create(
@@ -289,14 +272,6 @@ impl Backend for Embedded {
 }
 
 impl Embedded {
-    fn languages(&self) -> Vec<LanguageInfo> {
-        self.engine
-            .languages()
-            .iter()
-            .map(codebeaker_engine::wire::language)
-            .collect()
-    }
-
     async fn execute(
         &self,
         params: SessionExecuteParams,

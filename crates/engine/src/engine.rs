@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use codebeaker_languages::{CompileCache, Registry};
+use codebeaker_protocol::methods::LanguageInfo;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use codebeaker_sandbox::{Bind, BoxLimits, BoxSpec, Isolation, Sandbox, SandboxBox};
@@ -14,25 +15,6 @@ use crate::session::{Caller, SessionTable};
 
 use crate::executor::{CodeRequest, Execution};
 use crate::{EngineConfig, EngineError};
-
-/// One language as `language.list` and `codebeaker languages` show it.
-#[derive(Debug, Clone, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LanguageInfo {
-    pub name: String,
-    pub aliases: Vec<String>,
-    pub extensions: Vec<String>,
-    pub version: Option<String>,
-    pub available: bool,
-    /// Why the language is unavailable, naming what to install.
-    pub reason: Option<String>,
-    pub snippets: bool,
-    pub compiled: bool,
-    /// Runs go to a warm worker (a pre-started interpreter that forks per run) where a box has
-    /// one; `false` when the language has none, warm workers are off, or the worker's native
-    /// part cannot be built here.
-    pub warm: bool,
-}
 
 /// Where every box sees the compile cache (read-only), whatever its host directory.
 pub const BOX_CACHE: &str = "/opt/codebeaker/cache";
@@ -177,7 +159,9 @@ impl Engine {
         &self.sandbox
     }
 
-    /// Every language of the registry, with what discovery found.
+    /// Every language of the registry, with what discovery found, in the shape `language.list`
+    /// and `codebeaker languages` show. `warm` is false when the language has no warm worker,
+    /// warm workers are off, or the worker's native part cannot be built here.
     pub fn languages(&self) -> Vec<LanguageInfo> {
         let toolchains = self.registry.discover();
         let c_available = toolchains.get("c").is_some_and(|t| t.available);

@@ -38,7 +38,7 @@ pub mod wire;
 
 pub use commands::{run_result, CommandOutcome};
 pub use config::{EngineConfig, FileLimits, RecordLimits, SessionConfig, TextLimits};
-pub use engine::{Engine, EngineStats, LanguageInfo, BOX_CACHE};
+pub use engine::{Engine, EngineStats, BOX_CACHE};
 pub use error::EngineError;
 pub use executions::{ExecutionRecord, ExecutionState, OneShotRequest};
 pub use executor::{CodeRequest, CompileInfo, Execution};

@@ -3,17 +3,19 @@
 
 use std::time::{Duration, SystemTime};
 
+use codebeaker_protocol::commands::CommandType;
 use codebeaker_protocol::commands::RunStatus as WireStatus;
 use codebeaker_protocol::jsonrpc::{ErrorCode, ErrorObject};
 use codebeaker_protocol::methods::{
-    ExecutionStatus, ExecutionStatusResult, IsolationInfo, LanguageInfo as WireLanguage, Limits,
-    SessionConfig, SessionCreateResult, SessionInfo, SessionState,
+    Capabilities, ExecutionStatus, ExecutionStatusResult, InitializeResult, IsolationInfo,
+    LanguageListResult, Limits, ServerInfo, SessionConfig, SessionCreateResult, SessionInfo,
+    SessionState,
 };
 use codebeaker_sandbox::cgroup::CgroupVersion;
 use codebeaker_sandbox::{Isolation, RunStatus, MIB};
 use serde_json::Value;
 
-use crate::{Engine, EngineError, ExecutionRecord, ExecutionState, LanguageInfo, SessionSnapshot};
+use crate::{Engine, EngineError, ExecutionRecord, ExecutionState, SessionSnapshot};
 
 /// RFC 3339 in UTC, whole seconds: `2025-10-27T10:00:00Z`.
 pub fn rfc3339(time: SystemTime) -> String {
@@ -57,14 +59,32 @@ pub fn isolation(isolation: &Isolation) -> IsolationInfo {
     }
 }
 
-/// One language as `language.list` reports it.
-pub fn language(l: &LanguageInfo) -> WireLanguage {
-    WireLanguage {
-        name: l.name.clone(),
-        aliases: l.aliases.clone(),
-        version: l.version.clone(),
-        available: l.available,
-        reason: l.reason.clone(),
+/// `initialize`'s result, for a server or an in-process backend named `server_name`, with the
+/// transport's `limits`.
+pub fn initialize(engine: &Engine, server_name: &str, limits: Limits) -> InitializeResult {
+    InitializeResult {
+        server_info: ServerInfo {
+            name: server_name.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        },
+        protocol_version: codebeaker_protocol::PROTOCOL_VERSION.into(),
+        capabilities: Capabilities {
+            streaming: true,
+            languages: engine.languages(),
+            commands: CommandType::ALL
+                .iter()
+                .map(|c| c.as_str().to_string())
+                .collect(),
+            limits,
+            isolation: isolation(engine.isolation()),
+        },
+    }
+}
+
+/// `language.list`'s result.
+pub fn language_list(engine: &Engine) -> LanguageListResult {
+    LanguageListResult {
+        languages: engine.languages(),
     }
 }
 

@@ -123,7 +123,10 @@ pub struct ServerInfo {
 }
 
 /// A language the server knows (in `initialize` and `language.list`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// The first five fields are the original's; the rest say how runs of the language behave and
+/// default to `false`/empty when a server does not send them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LanguageInfo {
     /// The canonical name, e.g. `python`.
@@ -138,6 +141,18 @@ pub struct LanguageInfo {
     /// Why it is not available; omitted when it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The file extensions of its source files, e.g. `.py`.
+    #[serde(default)]
+    pub extensions: Vec<String>,
+    /// `execute` with `input` runs a snippet (the code sets `result`).
+    #[serde(default)]
+    pub snippets: bool,
+    /// Code is compiled before it runs (and the compile output cached).
+    #[serde(default)]
+    pub compiled: bool,
+    /// Runs go to a warm worker: a pre-started interpreter that forks per run.
+    #[serde(default)]
+    pub warm: bool,
 }
 
 /// The limits in force; each is omitted when the server has none to report.

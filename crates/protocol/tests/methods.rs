@@ -413,12 +413,15 @@ fn initialize_and_language_list() {
         version: Some("3.11.2".into()),
         available: true,
         reason: None,
+        extensions: vec![".py".into()],
+        warm: true,
+        ..LanguageInfo::default()
     };
     assert_eq!(
         to_json(&LanguageListResult {
             languages: vec![python.clone()]
         }),
-        json!({"languages":[{"name":"python","aliases":["py","python3"],"version":"3.11.2","available":true}]})
+        json!({"languages":[{"name":"python","aliases":["py","python3"],"version":"3.11.2","available":true,"extensions":[".py"],"snippets":false,"compiled":false,"warm":true}]})
     );
     let result = InitializeResult {
         server_info: ServerInfo {

@@ -117,8 +117,10 @@ fn refused(caller: &Caller, route: &str, error: ErrorObject) -> HttpError {
 }
 
 /// `GET /api/languages`: as `language.list`.
-pub(crate) async fn languages(State(state): State<AppState>) -> Json<Value> {
-    Json(serde_json::json!({ "languages": state.engine.languages() }))
+pub(crate) async fn languages(
+    State(state): State<AppState>,
+) -> Json<codebeaker_protocol::methods::LanguageListResult> {
+    Json(codebeaker_engine::wire::language_list(&state.engine))
 }
 
 /// `GET /api/languages/{name}`: one language by name or alias; 404 when unknown.

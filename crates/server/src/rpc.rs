@@ -12,11 +12,10 @@ use codebeaker_engine::{Caller, CommandOutcome, OneShotRequest, SessionOptions};
 use codebeaker_protocol::commands::{Command, CommandType, RunStatus as WireStatus};
 use codebeaker_protocol::jsonrpc::{ErrorObject, Id, Request, Response};
 use codebeaker_protocol::methods::{
-    Capabilities, ExecutionCompleted, ExecutionEvent, ExecutionOutput, ExecutionRunParams,
-    ExecutionRunResult, ExecutionStarted, ExecutionStatus, ExecutionStatusParams, InitializeParams,
-    InitializeResult, Method, NoParams, OutputStream, ServerInfo, SessionCloseParams,
-    SessionCloseResult, SessionCreateParams, SessionExecuteParams, SessionExecuteResult,
-    SessionListResult,
+    ExecutionCompleted, ExecutionEvent, ExecutionOutput, ExecutionRunParams, ExecutionRunResult,
+    ExecutionStarted, ExecutionStatus, ExecutionStatusParams, InitializeParams, InitializeResult,
+    Method, NoParams, OutputStream, SessionCloseParams, SessionCloseResult, SessionCreateParams,
+    SessionExecuteParams, SessionExecuteResult, SessionListResult,
 };
 use codebeaker_protocol::params::decode_params;
 use codebeaker_sandbox::{OutputChunk, Stream};
@@ -121,7 +120,7 @@ async fn dispatch(
         }
         Method::LanguageList => {
             let _: NoParams = decode_params(name, params)?;
-            Ok(serde_json::json!({ "languages": state.engine.languages() }))
+            to_json(&codebeaker_engine::wire::language_list(&state.engine))
         }
         Method::SessionCreate => session_create(state, caller, decode_params(name, params)?).await,
         Method::SessionExecute => {
@@ -183,28 +182,8 @@ async fn dispatch(
 
 /// `initialize`'s result.
 pub(crate) fn initialize(state: &AppState) -> InitializeResult {
-    let engine = &state.engine;
-    InitializeResult {
-        server_info: ServerInfo {
-            name: SERVER_NAME.into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-        },
-        protocol_version: codebeaker_protocol::PROTOCOL_VERSION.into(),
-        capabilities: Capabilities {
-            streaming: true,
-            languages: engine
-                .languages()
-                .iter()
-                .map(codebeaker_engine::wire::language)
-                .collect(),
-            commands: CommandType::ALL
-                .iter()
-                .map(|t| t.as_str().to_string())
-                .collect(),
-            limits: convert::limits(engine, &state.config),
-            isolation: codebeaker_engine::wire::isolation(engine.isolation()),
-        },
-    }
+    let limits = convert::limits(&state.engine, &state.config);
+    codebeaker_engine::wire::initialize(&state.engine, SERVER_NAME, limits)
 }
 
 async fn session_create(

@@ -76,6 +76,7 @@ impl Backend for FakeBackend {
                 version: Some("1".into()),
                 available,
                 reason: (!available).then(|| "not installed".into()),
+                ..LanguageInfo::default()
             };
             Ok(LanguageListResult {
                 languages: vec![
