@@ -56,7 +56,8 @@ async fn cmd(
         .execute_command(who, id, command, None)
         .await
         .expect("command");
-    (out.success, out.result, out.error)
+    let result = serde_json::to_value(&out.result).expect("a result as JSON");
+    (out.success, result, out.error)
 }
 
 #[tokio::test]

@@ -9,15 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use codebeaker_engine::{Caller, Engine, EngineError, OneShotRequest, SessionOptions};
-use codebeaker_protocol::commands::{CommandType, RunStatus as WireStatus};
 use codebeaker_protocol::jsonrpc::{ErrorCode, ErrorObject};
 use codebeaker_protocol::methods::{
-    ExecutionCompleted, ExecutionEvent, ExecutionOutput, ExecutionRunParams, ExecutionRunResult,
-    ExecutionStarted, ExecutionStatus, ExecutionStatusResult, InitializeResult, LanguageListResult,
-    Method, OutputStream, SessionCloseResult, SessionCreateParams, SessionCreateResult,
-    SessionExecuteParams, SessionExecuteResult, SessionListResult,
+    ExecutionEvent, ExecutionRunParams, ExecutionRunResult, ExecutionStatus, ExecutionStatusResult,
+    InitializeResult, LanguageListResult, Method, SessionCloseResult, SessionCreateParams,
+    SessionCreateResult, SessionExecuteParams, SessionExecuteResult, SessionListResult,
 };
-use codebeaker_sandbox::{OutputChunk, Stream};
 use tokio::sync::mpsc;
 
 use crate::backend::{Backend, BoxFuture, CallOptions};
@@ -83,10 +80,6 @@ fn engine_error(method: Method, error: EngineError) -> ClientError {
         ErrorObject::new(ErrorCode::InternalError, format!("internal error: {other}"))
     });
     ClientError::rpc(method.name(), object)
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Backend for Embedded {
@@ -272,104 +265,39 @@ impl Backend for Embedded {
 }
 
 impl Embedded {
+    /// `session.execute`, with its events through the engine's one event stream when the
+    /// caller asked for them (as the server streams when asked).
     async fn execute(
         &self,
         params: SessionExecuteParams,
         request_id: u64,
         events: Option<mpsc::UnboundedSender<ExecutionEvent>>,
     ) -> Result<SessionExecuteResult, ClientError> {
-        let method = Method::SessionExecute;
-        let session_id = params.session_id;
-        let command_name = params.command.command_type().as_str().to_string();
-        let is_run = matches!(
-            params.command.command_type(),
-            CommandType::Execute | CommandType::Shell | CommandType::InstallPackages
-        );
-        let Some(events) = events else {
-            let outcome = self
-                .engine
-                .execute_command(&self.caller, &session_id, params.command, None)
-                .await
-                .map_err(|e| engine_error(method, e))?;
-            return Ok(SessionExecuteResult {
-                success: outcome.success,
-                result: Some(outcome.result),
-                error: outcome.error,
-                duration_ms: millis(outcome.duration),
-            });
-        };
-        // The session must exist before `execution.started` is announced.
-        if !self
-            .engine
-            .list_sessions(&self.caller)
-            .iter()
-            .any(|s| s.id == session_id)
-        {
-            return Err(engine_error(
-                method,
-                EngineError::SessionNotFound(session_id),
-            ));
-        }
-        let rid = Some(codebeaker_protocol::jsonrpc::Id::from(request_id));
-        let _ = events.send(ExecutionEvent::Started(ExecutionStarted {
-            request_id: rid.clone(),
-            session_id: session_id.clone(),
-            command: command_name,
-        }));
-        let (chunks_tx, mut chunks) = mpsc::unbounded_channel::<OutputChunk>();
-        let forward = {
-            let events = events.clone();
-            let rid = rid.clone();
-            let session_id = session_id.clone();
-            async move {
-                let mut seq = 0u64;
-                while let Some(chunk) = chunks.recv().await {
-                    let _ = events.send(ExecutionEvent::Output(ExecutionOutput {
-                        request_id: rid.clone(),
-                        session_id: session_id.clone(),
-                        stream: match chunk.stream {
-                            Stream::Stdout => OutputStream::Stdout,
-                            Stream::Stderr => OutputStream::Stderr,
-                        },
-                        data: String::from_utf8_lossy(&chunk.data).into_owned(),
-                        seq,
-                    }));
-                    seq += 1;
-                }
+        let SessionExecuteParams {
+            session_id,
+            command,
+            ..
+        } = params;
+        let outcome = match events {
+            None => {
+                self.engine
+                    .execute_command(&self.caller, &session_id, command, None)
+                    .await
+            }
+            Some(events) => {
+                let emit = |event: ExecutionEvent| {
+                    // A receiver that is gone drops the event: the command goes on without it.
+                    let _ = events.send(event);
+                    std::future::ready(())
+                };
+                let request_id = Some(codebeaker_protocol::jsonrpc::Id::from(request_id));
+                self.engine
+                    .execute_command_streamed(&self.caller, &session_id, command, request_id, emit)
+                    .await
             }
         };
-        let run = async {
-            let r = self
-                .engine
-                .execute_command(&self.caller, &session_id, params.command, Some(chunks_tx))
-                .await;
-            // `chunks_tx` was moved into the engine call and is dropped with it, which ends
-            // `forward` once every chunk is through.
-            r
-        };
-        let (outcome, ()) = tokio::join!(run, forward);
-        let outcome = outcome.map_err(|e| engine_error(method, e))?;
-        let status = if is_run {
-            outcome
-                .result
-                .get("status")
-                .and_then(|s| serde_json::from_value::<WireStatus>(s.clone()).ok())
-        } else {
-            None
-        };
-        let duration_ms = millis(outcome.duration);
-        let _ = events.send(ExecutionEvent::Completed(ExecutionCompleted {
-            request_id: rid,
-            session_id,
-            success: outcome.success,
-            status,
-            duration_ms,
-        }));
-        Ok(SessionExecuteResult {
-            success: outcome.success,
-            result: Some(outcome.result),
-            error: outcome.error,
-            duration_ms,
-        })
+        outcome
+            .map(codebeaker_engine::wire::execute_result)
+            .map_err(|e| engine_error(Method::SessionExecute, e))
     }
 }

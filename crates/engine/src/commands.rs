@@ -9,16 +9,15 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use codebeaker_protocol::commands::{
-    ApplyPatchCommand, ApplyPatchResult, Command, CopyFileResult, CreateDirResult,
-    DeleteFileResult, DiffCommand, DiffResult, DiffSide, Encoding, FileEntry, FileKind,
-    HunkFailure, ListFilesCommand, ListFilesResult, ReadFileResult, RunResult, WriteFileResult,
-    WriteMode,
+    ApplyPatchCommand, ApplyPatchResult, Command, CommandResult, CopyFileResult, CreateDirResult,
+    DeleteFileResult, DiffCommand, DiffResult, DiffSide, Encoding, ExecuteCommand, FileEntry,
+    FileKind, HunkFailure, ListFilesCommand, ListFilesResult, ReadFileResult, RunResult,
+    ShellCommand, WriteFileResult, WriteMode,
 };
 use codebeaker_sandbox::{
     Command as BoxCommand, EntryKind, FileRoot, OutputChunk, RunOutcome, RunStatus, SandboxBox,
     SandboxError,
 };
-use serde::Serialize;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::config::TextLimits;
@@ -30,10 +29,21 @@ use crate::{CodeRequest, Engine, EngineError, Execution};
 #[derive(Debug, Clone)]
 pub struct CommandOutcome {
     pub success: bool,
-    /// The command's result object, in the protocol's shape (camelCase).
-    pub result: serde_json::Value,
+    /// The command's result, typed; `None` when the command was refused before it produced one
+    /// (an unknown language, a path outside the workspace).
+    pub result: Option<CommandResult>,
     pub error: Option<String>,
     pub duration: Duration,
+}
+
+impl CommandOutcome {
+    /// The run's result, for `execute`, `shell` and `install_packages` once they ran.
+    pub fn run(&self) -> Option<&RunResult> {
+        match &self.result {
+            Some(CommandResult::Run(run)) => Some(run),
+            _ => None,
+        }
+    }
 }
 
 /// A command-level failure: reported to the caller, not an engine error.
@@ -57,8 +67,20 @@ fn box_call<T>(r: Result<T, SandboxError>) -> Result<Step<T>, EngineError> {
     }
 }
 
-fn json<T: Serialize>(v: &T) -> serde_json::Value {
-    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+/// What a command ends with: whether it succeeded, its result, and the error to report.
+type Answer = (bool, Option<CommandResult>, Option<String>);
+
+/// A command that was refused: no result, and why.
+fn refused(msg: String) -> Result<Answer, EngineError> {
+    Ok((false, None, Some(msg)))
+}
+
+/// The answer of a command that either produced its result or was refused.
+fn answer(step: Step<CommandResult>) -> Answer {
+    match step {
+        Ok(result) => (true, Some(result), None),
+        Err(Refused(msg)) => (false, None, Some(msg)),
+    }
 }
 
 fn rfc3339(secs: i64) -> Option<String> {
@@ -136,102 +158,110 @@ impl Engine {
         })
     }
 
+    /// Runs `command` in `bx`: each command has its own function below.
     async fn dispatch(
         &self,
         bx: &SandboxBox,
         session_language: &str,
         command: Command,
         output: Option<UnboundedSender<OutputChunk>>,
-    ) -> Result<(bool, serde_json::Value, Option<String>), EngineError> {
+    ) -> Result<Answer, EngineError> {
         let limits = &self.config().files;
-        let step: Step<serde_json::Value> = match command {
-            Command::Execute(c) => {
-                let mut run_limits = self.config().run_limits;
-                if let Some(ms) = c.effective_timeout_ms() {
-                    run_limits.wall_time = self.bounded_time(Duration::from_millis(ms))?;
-                    run_limits.cpu_time = run_limits.wall_time;
-                }
-                if let Some(mb) = c.memory_limit {
-                    run_limits.memory_bytes = Some(self.bounded_memory(mb)?);
-                }
-                let req = CodeRequest {
-                    language: c.language.unwrap_or_else(|| session_language.to_string()),
-                    code: c.code,
-                    input: c.input,
-                    stdin: c.stdin.unwrap_or_default().into_bytes(),
-                    limits: run_limits,
-                };
-                let execution = match self.execute_in_streaming(bx, &req, output).await {
-                    Ok(e) => e,
-                    Err(e @ (EngineError::UnsupportedLanguage(_) | EngineError::LanguageUnavailable(_))) => {
-                        return Ok((false, serde_json::Value::Null, Some(e.to_string())))
-                    }
-                    Err(e) => return Err(e),
-                };
-                return Ok(execution_result(execution));
+        let text = self.config().text;
+        let step = match command {
+            Command::Execute(c) => return self.execute(bx, session_language, c, output).await,
+            Command::Shell(c) => return self.shell(bx, c, output).await,
+            Command::ApplyPatch(c) => return apply_patch(bx, c, limits.max_read_bytes, text).await,
+            Command::DeleteFile(c) => return delete_file(bx, &c.path, c.recursive).await,
+            Command::WriteFile(c) => {
+                let max = limits.max_write_bytes;
+                self.write_file(bx, &c.path, &c.content, c.mode, c.encoding, max)
+                    .await?
             }
-            Command::Shell(c) => {
-                // The lexical half here; the box refuses symlinks on the way (see paths.rs).
-                let cwd = match c.working_directory.as_deref().map(paths::resolve).transpose() {
-                    Ok(cwd) => cwd.map(|p| p.absolute()),
-                    Err(e) => return Ok((false, serde_json::Value::Null, Some(format!("workingDirectory: {e}")))),
-                };
-                if c.command.trim().is_empty() {
-                    return Ok((false, serde_json::Value::Null, Some("shell: `command` is empty".into())));
-                }
-                let mut cmd = BoxCommand::new(std::iter::once(c.command).chain(c.args));
-                cmd.env = c.env.into_iter().collect();
-                cmd.cwd = cwd;
-                cmd.stdin = c.stdin.unwrap_or_default().into_bytes();
-                cmd.limits = self.config().run_limits;
-                if let Some(ms) = c.timeout_ms {
-                    cmd.limits.wall_time = self.bounded_time(Duration::from_millis(ms))?;
-                    cmd.limits.cpu_time = cmd.limits.wall_time;
-                }
-                let outcome = bx.run_streaming(&cmd, output).await?;
-                let success = outcome.status == RunStatus::Ok;
-                let error = (!success).then(|| shell_error(&outcome));
-                return Ok((success, json(&run_result(&outcome, None)), error));
+            Command::ReadFile(c) => {
+                read_file(bx, &c.path, c.encoding, limits.max_read_bytes).await?
             }
-            Command::WriteFile(c) => self.write_file(bx, &c.path, &c.content, c.mode, c.encoding, limits.max_write_bytes).await?,
-            Command::ReadFile(c) => read_file(bx, &c.path, c.encoding, limits.max_read_bytes).await?,
-            Command::CreateDir(c) => match paths::resolve(&c.path) {
-                Ok(p) if p.is_root() => Ok(json(&CreateDirResult { path: p.absolute() })),
-                Ok(p) => box_call(bx.create_dir(FileRoot::Workspace, p.relative(), c.recursive).await)?
-                    .map(|()| json(&CreateDirResult { path: p.absolute() })),
-                Err(e) => Err(e.into()),
-            },
-            Command::DeleteFile(c) => match paths::resolve(&c.path) {
-                Ok(p) if p.is_root() => Err(Refused("refusing to delete the workspace itself".into())),
-                Ok(p) => match box_call(bx.remove(FileRoot::Workspace, p.relative(), c.recursive).await)? {
-                    Ok(true) => Ok(json(&DeleteFileResult { path: p.absolute(), deleted: true })),
-                    Ok(false) => {
-                        return Ok((
-                            false,
-                            json(&DeleteFileResult { path: p.absolute(), deleted: false }),
-                            Some(format!("{}: no such file or directory", p.absolute())),
-                        ))
-                    }
-                    Err(e) => Err(e),
-                },
-                Err(e) => Err(e.into()),
-            },
+            Command::CreateDir(c) => create_dir(bx, &c.path, c.recursive).await?,
             Command::CopyFile(c) => copy_file(bx, &c.source, &c.destination, c.overwrite).await?,
             Command::ListFiles(c) => list_files(bx, &c, limits.max_list_entries).await?,
-            Command::Diff(c) => diff(bx, &c, limits.max_read_bytes, self.config().text).await?,
-            Command::ApplyPatch(c) => {
-                return apply_patch(bx, c, limits.max_read_bytes, self.config().text).await
-            }
+            Command::Diff(c) => diff(bx, &c, limits.max_read_bytes, text).await?,
             Command::InstallPackages(_) => Err(Refused(
-                "install_packages needs network access, and this session's box has none (network policy: \
-                 none, loopback only); put the packages' files into the workspace instead"
+                "install_packages needs network access, and this session's box has none \
+                 (network policy: none, loopback only); put the packages' files into the \
+                 workspace instead"
                     .into(),
             )),
         };
-        Ok(match step {
-            Ok(result) => (true, result, None),
-            Err(Refused(msg)) => (false, serde_json::Value::Null, Some(msg)),
-        })
+        Ok(answer(step))
+    }
+
+    /// `execute`: the code in the language asked for (or the session's), with the run limits
+    /// bounded by the configured maximums.
+    async fn execute(
+        &self,
+        bx: &SandboxBox,
+        session_language: &str,
+        c: ExecuteCommand,
+        output: Option<UnboundedSender<OutputChunk>>,
+    ) -> Result<Answer, EngineError> {
+        let mut run_limits = self.config().run_limits;
+        if let Some(ms) = c.effective_timeout_ms() {
+            run_limits.wall_time = self.bounded_time(Duration::from_millis(ms))?;
+            run_limits.cpu_time = run_limits.wall_time;
+        }
+        if let Some(mb) = c.memory_limit {
+            run_limits.memory_bytes = Some(self.bounded_memory(mb)?);
+        }
+        let req = CodeRequest {
+            language: c.language.unwrap_or_else(|| session_language.to_string()),
+            code: c.code,
+            input: c.input,
+            stdin: c.stdin.unwrap_or_default().into_bytes(),
+            limits: run_limits,
+        };
+        match self.execute_in_streaming(bx, &req, output).await {
+            Ok(execution) => Ok(execution_result(execution)),
+            Err(
+                e @ (EngineError::UnsupportedLanguage(_) | EngineError::LanguageUnavailable(_)),
+            ) => refused(e.to_string()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `shell`: one command line in the workspace (or a directory in it).
+    async fn shell(
+        &self,
+        bx: &SandboxBox,
+        c: ShellCommand,
+        output: Option<UnboundedSender<OutputChunk>>,
+    ) -> Result<Answer, EngineError> {
+        // The lexical half here; the box refuses symlinks on the way (see paths.rs).
+        let cwd = match c
+            .working_directory
+            .as_deref()
+            .map(paths::resolve)
+            .transpose()
+        {
+            Ok(cwd) => cwd.map(|p| p.absolute()),
+            Err(e) => return refused(format!("workingDirectory: {e}")),
+        };
+        if c.command.trim().is_empty() {
+            return refused("shell: `command` is empty".into());
+        }
+        let mut cmd = BoxCommand::new(std::iter::once(c.command).chain(c.args));
+        cmd.env = c.env.into_iter().collect();
+        cmd.cwd = cwd;
+        cmd.stdin = c.stdin.unwrap_or_default().into_bytes();
+        cmd.limits = self.config().run_limits;
+        if let Some(ms) = c.timeout_ms {
+            cmd.limits.wall_time = self.bounded_time(Duration::from_millis(ms))?;
+            cmd.limits.cpu_time = cmd.limits.wall_time;
+        }
+        let outcome = bx.run_streaming(&cmd, output).await?;
+        let success = outcome.status == RunStatus::Ok;
+        let error = (!success).then(|| shell_error(&outcome));
+        let result = CommandResult::Run(run_result(&outcome, None));
+        Ok((success, Some(result), error))
     }
 
     /// Checks a requested time limit against the configured maximum.
@@ -267,7 +297,7 @@ impl Engine {
         mode: WriteMode,
         encoding: Encoding,
         max: u64,
-    ) -> Result<Step<serde_json::Value>, EngineError> {
+    ) -> Result<Step<CommandResult>, EngineError> {
         let p = match paths::resolve(path) {
             Ok(p) if p.is_root() => {
                 return Ok(Err(Refused(
@@ -303,7 +333,7 @@ impl Engine {
             }
         };
         Ok(box_call(r)?.map(|()| {
-            json(&WriteFileResult {
+            CommandResult::WriteFile(WriteFileResult {
                 path: p.absolute(),
                 bytes,
             })
@@ -311,15 +341,18 @@ impl Engine {
     }
 }
 
-fn execution_result(e: Execution) -> (bool, serde_json::Value, Option<String>) {
+fn execution_result(e: Execution) -> Answer {
     let success = e.success();
     let mut run = run_result(&e.outcome, e.output.clone());
     if let Some(c) = e.compile {
         run.compile_ms = Some(c.duration.as_millis() as u64);
         run.compile_cache_hit = Some(c.cache_hit);
     }
-    let result = json(&run);
-    (success, result, if success { None } else { e.error })
+    (
+        success,
+        Some(CommandResult::Run(run)),
+        if success { None } else { e.error },
+    )
 }
 
 fn shell_error(o: &RunOutcome) -> String {
@@ -334,6 +367,51 @@ fn shell_error(o: &RunOutcome) -> String {
         why
     } else {
         format!("{why}: {stderr}")
+    }
+}
+
+async fn create_dir(
+    bx: &SandboxBox,
+    path: &str,
+    recursive: bool,
+) -> Result<Step<CommandResult>, EngineError> {
+    let p = match paths::resolve(path) {
+        Ok(p) => p,
+        Err(e) => return Ok(Err(e.into())),
+    };
+    let done = || CommandResult::CreateDir(CreateDirResult { path: p.absolute() });
+    if p.is_root() {
+        return Ok(Ok(done()));
+    }
+    let r = bx
+        .create_dir(FileRoot::Workspace, p.relative(), recursive)
+        .await;
+    Ok(box_call(r)?.map(|()| done()))
+}
+
+/// `delete_file`: a path that does not exist is a failure with a result (`deleted: false`).
+async fn delete_file(bx: &SandboxBox, path: &str, recursive: bool) -> Result<Answer, EngineError> {
+    let p = match paths::resolve(path) {
+        Ok(p) if p.is_root() => return refused("refusing to delete the workspace itself".into()),
+        Ok(p) => p,
+        Err(e) => return refused(e.to_string()),
+    };
+    let result = |deleted| {
+        Some(CommandResult::DeleteFile(DeleteFileResult {
+            path: p.absolute(),
+            deleted,
+        }))
+    };
+    match box_call(
+        bx.remove(FileRoot::Workspace, p.relative(), recursive)
+            .await,
+    )? {
+        Ok(true) => Ok((true, result(true), None)),
+        Ok(false) => {
+            let error = format!("{}: no such file or directory", p.absolute());
+            Ok((false, result(false), Some(error)))
+        }
+        Err(Refused(msg)) => refused(msg),
     }
 }
 
@@ -353,7 +431,7 @@ async fn read_file(
     path: &str,
     encoding: Option<Encoding>,
     max: u64,
-) -> Result<Step<serde_json::Value>, EngineError> {
+) -> Result<Step<CommandResult>, EngineError> {
     let p = match paths::resolve(path) {
         Ok(p) => p,
         Err(e) => return Ok(Err(e.into())),
@@ -380,7 +458,7 @@ async fn read_file(
             Encoding::Base64,
         ),
     };
-    Ok(Ok(json(&ReadFileResult {
+    Ok(Ok(CommandResult::ReadFile(ReadFileResult {
         path: p.absolute(),
         content,
         encoding,
@@ -393,7 +471,7 @@ async fn copy_file(
     source: &str,
     destination: &str,
     overwrite: bool,
-) -> Result<Step<serde_json::Value>, EngineError> {
+) -> Result<Step<CommandResult>, EngineError> {
     let (s, d) = match (paths::resolve(source), paths::resolve(destination)) {
         (Ok(s), Ok(d)) => (s, d),
         (Err(e), _) | (_, Err(e)) => return Ok(Err(e.into())),
@@ -408,7 +486,7 @@ async fn copy_file(
             .await,
     )?
     .map(|_| {
-        json(&CopyFileResult {
+        CommandResult::CopyFile(CopyFileResult {
             source: s.absolute(),
             destination: d.absolute(),
         })
@@ -419,7 +497,7 @@ async fn list_files(
     bx: &SandboxBox,
     c: &ListFilesCommand,
     max_entries: u32,
-) -> Result<Step<serde_json::Value>, EngineError> {
+) -> Result<Step<CommandResult>, EngineError> {
     let p = match paths::resolve(&c.path) {
         Ok(p) => p,
         Err(e) => return Ok(Err(e.into())),
@@ -475,7 +553,7 @@ async fn list_files(
             })
         })
         .collect();
-    Ok(Ok(json(&ListFilesResult {
+    Ok(Ok(CommandResult::ListFiles(ListFilesResult {
         path: p.absolute(),
         entries,
         truncated,
@@ -565,7 +643,7 @@ async fn diff(
     c: &DiffCommand,
     max: u64,
     limits: TextLimits,
-) -> Result<Step<serde_json::Value>, EngineError> {
+) -> Result<Step<CommandResult>, EngineError> {
     let (original, a_name) = match side_text(bx, c.original(), max).await? {
         Ok(v) => v,
         Err(e) => return Ok(Err(e)),
@@ -591,7 +669,7 @@ async fn diff(
         diff_texts(&original, &modified, a_name, b_name, context, limits)
     })
     .await??;
-    Ok(Ok(json(&result)))
+    Ok(Ok(CommandResult::Diff(result)))
 }
 
 /// The diff of two texts, unless finding it would cost more than the limit allows.
@@ -647,8 +725,7 @@ async fn apply_patch(
     c: ApplyPatchCommand,
     max: u64,
     limits: TextLimits,
-) -> Result<(bool, serde_json::Value, Option<String>), EngineError> {
-    let refuse = |msg: String| Ok((false, serde_json::Value::Null, Some(msg)));
+) -> Result<Answer, EngineError> {
     check_text("apply_patch", "the patch", &c.patch, limits)?;
     // No file here has more lines than it may have bytes: a hunk header past that is a bad
     // request, whatever the file.
@@ -670,7 +747,7 @@ async fn apply_patch(
             return Err(EngineError::InvalidInput(format!("apply_patch: {e}")))
         }
         Err(e @ crate::patch::PatchError::Malformed(_)) => {
-            return refuse(format!("invalid patch: {e}"))
+            return refused(format!("invalid patch: {e}"))
         }
     };
     let mut result = ApplyPatchResult {
@@ -685,8 +762,8 @@ async fn apply_patch(
         let target = target_path.as_deref().unwrap_or(&file.path);
         let p = match paths::resolve(target) {
             Ok(p) if !p.is_root() => p,
-            Ok(_) => return refuse("the patch targets the workspace itself".into()),
-            Err(e) => return refuse(e.to_string()),
+            Ok(_) => return refused("the patch targets the workspace itself".into()),
+            Err(e) => return refused(e.to_string()),
         };
         let original = if file.creates {
             String::new()
@@ -694,10 +771,10 @@ async fn apply_patch(
             match read_bytes(bx, &p, max).await? {
                 Ok(d) => match String::from_utf8(d) {
                     Ok(s) => s,
-                    Err(_) => return refuse(format!("{} is not UTF-8 text", p.absolute())),
+                    Err(_) => return refused(format!("{} is not UTF-8 text", p.absolute())),
                 },
                 Err(Refused(msg)) => {
-                    return refuse(format!("cannot patch {}: {msg}", p.absolute()))
+                    return refused(format!("cannot patch {}: {msg}", p.absolute()))
                 }
             }
         };
@@ -724,7 +801,7 @@ async fn apply_patch(
             "{} hunk(s) did not apply, so nothing was changed; first: {} hunk {}: {}",
             result.hunks_failed, first.path, first.hunk, first.reason
         );
-        return Ok((false, json(&result), Some(error)));
+        return Ok((false, Some(CommandResult::ApplyPatch(result)), Some(error)));
     }
     if !dry_run {
         for (p, text, deletes) in writes {
@@ -737,9 +814,9 @@ async fn apply_patch(
                     .await
             };
             if let Err(Refused(msg)) = box_call(r)? {
-                return refuse(msg);
+                return refused(msg);
             }
         }
     }
-    Ok((true, json(&result), None))
+    Ok((true, Some(CommandResult::ApplyPatch(result)), None))
 }

@@ -47,11 +47,11 @@ pub struct EngineConfig {
 pub struct SessionConfig {
     pub max_sessions: usize,
     pub max_sessions_per_caller: usize,
-    /// Default idle timeout (the seed's 30 minutes).
+    /// Default idle timeout (the original .NET CodeBeaker's 30 minutes).
     pub idle_timeout: Duration,
     /// Highest idle timeout a caller may ask for.
     pub max_idle_timeout: Duration,
-    /// Default maximum lifetime (the seed's 120 minutes).
+    /// Default maximum lifetime (the original .NET CodeBeaker's 120 minutes).
     pub max_lifetime: Duration,
     /// Highest maximum lifetime a caller may ask for.
     pub max_lifetime_cap: Duration,

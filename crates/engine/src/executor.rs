@@ -531,7 +531,7 @@ impl Engine {
                 Ok(_) => {}
                 Err(failed) => {
                     return Err(EngineError::Internal(format!(
-                        "compiling the seed program failed: {}",
+                        "compiling the original .NET CodeBeaker program failed: {}",
                         failed.error.unwrap_or_default()
                     )))
                 }

@@ -24,6 +24,8 @@
 //! # Ok(()) }
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod commands;
 mod config;
 mod engine;
@@ -34,6 +36,7 @@ mod patch;
 pub mod paths;
 mod pool;
 mod session;
+pub mod stream;
 pub mod wire;
 
 pub use commands::{run_result, CommandOutcome};
@@ -42,4 +45,6 @@ pub use engine::{Engine, EngineStats, BOX_CACHE};
 pub use error::EngineError;
 pub use executions::{ExecutionRecord, ExecutionState, OneShotRequest};
 pub use executor::{CodeRequest, CompileInfo, Execution};
-pub use session::{Caller, SessionOptions, SessionSnapshot};
+pub use session::{
+    Caller, EndReason, SessionEndSubscription, SessionEnded, SessionOptions, SessionSnapshot,
+};

@@ -98,15 +98,93 @@ impl Session {
     }
 
     /// Why the reaper should close this session now, if it should.
-    fn expired(&self, now: Instant) -> Option<&'static str> {
+    fn expired(&self, now: Instant) -> Option<EndReason> {
         if now.duration_since(self.created) >= self.max_lifetime {
-            return Some("maximum lifetime reached");
+            return Some(EndReason::MaxLifetime);
         }
         let (_, last) = *self.last_activity.lock().unwrap_or_else(|p| p.into_inner());
         if !self.busy.load(Ordering::Relaxed) && now.duration_since(last) >= self.idle_timeout {
-            return Some("idle timeout");
+            return Some(EndReason::IdleTimeout);
         }
         None
+    }
+
+    fn ended(&self, reason: EndReason) -> SessionEnded {
+        SessionEnded {
+            id: self.id.clone(),
+            caller: self.caller.clone(),
+            language: self.language.clone(),
+            reason,
+        }
+    }
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// Its caller closed it.
+    Closed,
+    /// It was idle longer than its idle timeout.
+    IdleTimeout,
+    /// It reached its maximum lifetime.
+    MaxLifetime,
+    /// Its box died (its init exited, or it stopped answering and was killed).
+    BoxDied,
+    /// The engine shut down.
+    Shutdown,
+}
+
+impl EndReason {
+    /// The reason in words, as the engine logs it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Closed => "closed",
+            EndReason::IdleTimeout => "idle timeout",
+            EndReason::MaxLifetime => "maximum lifetime reached",
+            EndReason::BoxDied => "its box died",
+            EndReason::Shutdown => "engine shutdown",
+        }
+    }
+}
+
+impl std::fmt::Display for EndReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A session that ended, as its subscribers hear of it ([`Engine::on_session_end`]).
+#[derive(Debug, Clone)]
+pub struct SessionEnded {
+    pub id: String,
+    pub caller: Caller,
+    /// The registry's name of its language.
+    pub language: String,
+    pub reason: EndReason,
+}
+
+type EndListener = Arc<dyn Fn(&SessionEnded) + Send + Sync>;
+
+/// The listeners of [`Engine::on_session_end`], by subscription number.
+#[derive(Default)]
+struct Listeners {
+    next: u64,
+    all: Vec<(u64, EndListener)>,
+}
+
+/// A listener of session ends, called until this is dropped.
+#[must_use = "the listener is removed when the subscription is dropped"]
+pub struct SessionEndSubscription {
+    listeners: std::sync::Weak<Mutex<Listeners>>,
+    id: u64,
+}
+
+impl Drop for SessionEndSubscription {
+    fn drop(&mut self) {
+        if let Some(listeners) = self.listeners.upgrade() {
+            let mut listeners = listeners.lock().unwrap_or_else(|p| p.into_inner());
+            listeners.all.retain(|(id, _)| *id != self.id);
+        }
     }
 }
 
@@ -125,6 +203,7 @@ impl Drop for Busy<'_> {
 #[derive(Default)]
 pub(crate) struct SessionTable {
     sessions: Mutex<HashMap<String, Arc<Session>>>,
+    listeners: Arc<Mutex<Listeners>>,
 }
 
 impl SessionTable {
@@ -143,6 +222,17 @@ impl SessionTable {
             .count()
     }
 
+    /// Tells every listener that a session ended (outside the table's lock).
+    fn announce(&self, ended: &SessionEnded) {
+        let listeners: Vec<EndListener> = {
+            let listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
+            listeners.all.iter().map(|(_, l)| Arc::clone(l)).collect()
+        };
+        for listener in listeners {
+            listener(ended);
+        }
+    }
+
     /// The caller of the session whose box is called `box_name`.
     pub fn caller_of_box(&self, box_name: &str) -> Option<Caller> {
         self.lock()
@@ -153,6 +243,28 @@ impl SessionTable {
 }
 
 impl Engine {
+    /// Calls `listener` for every session that ends from now on, whatever ended it, until the
+    /// returned subscription is dropped: the server counts and logs sessions the engine ended
+    /// on its own this way. It is called on the task that ended the session, after the session
+    /// is gone from the table and its box destroyed: it must be quick and must not block.
+    pub fn on_session_end(
+        &self,
+        listener: impl Fn(&SessionEnded) + Send + Sync + 'static,
+    ) -> SessionEndSubscription {
+        let mut listeners = self
+            .sessions
+            .listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let id = listeners.next;
+        listeners.next += 1;
+        listeners.all.push((id, Arc::new(listener)));
+        SessionEndSubscription {
+            listeners: Arc::downgrade(&self.sessions.listeners),
+            id,
+        }
+    }
+
     /// Creates a session: a new box for `caller`, with the session's own limits.
     pub async fn create_session(
         &self,
@@ -264,11 +376,14 @@ impl Engine {
     }
 
     /// Closes the caller's session: every process, mount, cgroup and file of it is released.
-    pub async fn close_session(&self, caller: &Caller, id: &str) -> Result<(), EngineError> {
+    pub async fn close_session(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<SessionEnded, EngineError> {
         let session = self.session(caller, id)?;
         self.sessions.lock().remove(id);
-        self.destroy_session(&session, "closed").await;
-        Ok(())
+        Ok(self.destroy_session(&session, EndReason::Closed).await)
     }
 
     /// A command found the session's box dead (see [`box_died`]): the session can never run
@@ -287,13 +402,15 @@ impl Engine {
             }
         }
         tracing::warn!(session = %session.id, box_name = %session.box_name, cause = %cause, "a session's box died; the session is closed");
+        self.sessions.announce(&session.ended(EndReason::BoxDied));
         EngineError::SessionClosed {
             id: session.id.clone(),
             cause: cause.to_string(),
         }
     }
 
-    async fn destroy_session(&self, session: &Session, why: &str) {
+    /// Destroys the box of a session already out of the table, and tells the listeners.
+    async fn destroy_session(&self, session: &Session, why: EndReason) -> SessionEnded {
         // Waits for a command in progress: commands run to their end (their own limits bound them).
         let bx = session.bx.lock().await.take();
         if let Some(bx) = bx {
@@ -301,7 +418,10 @@ impl Engine {
                 tracing::warn!(session = %session.id, error = %e, "destroying a session's box failed");
             }
         }
-        tracing::info!(session = %session.id, reason = why, "session ended");
+        tracing::info!(session = %session.id, reason = %why, "session ended");
+        let ended = session.ended(why);
+        self.sessions.announce(&ended);
+        ended
     }
 
     /// The caller's sessions.
@@ -320,9 +440,9 @@ impl Engine {
     /// Closes sessions that are idle too long or too old, and forgets old one-shot results.
     pub async fn reap(&self) {
         let now = Instant::now();
-        let expired: Vec<(Arc<Session>, &'static str)> = {
+        let expired: Vec<(Arc<Session>, EndReason)> = {
             let mut table = self.sessions.lock();
-            let ids: Vec<(String, &'static str)> = table
+            let ids: Vec<(String, EndReason)> = table
                 .iter()
                 .filter_map(|(id, s)| s.expired(now).map(|why| (id.clone(), why)))
                 .collect();
@@ -388,7 +508,7 @@ impl Engine {
         }
         let all: Vec<Arc<Session>> = self.sessions.lock().drain().map(|(_, s)| s).collect();
         for session in all {
-            self.destroy_session(&session, "server shutdown").await;
+            self.destroy_session(&session, EndReason::Shutdown).await;
         }
         // A last try for groups an earlier destroy had to leave (blocking: we are stopping).
         if self.sandbox().has_left_behind() {

@@ -8,14 +8,30 @@ use codebeaker_protocol::commands::RunStatus as WireStatus;
 use codebeaker_protocol::jsonrpc::{ErrorCode, ErrorObject};
 use codebeaker_protocol::methods::{
     Capabilities, ExecutionStatus, ExecutionStatusResult, InitializeResult, IsolationInfo,
-    LanguageListResult, Limits, ServerInfo, SessionConfig, SessionCreateResult, SessionInfo,
-    SessionState,
+    LanguageListResult, Limits, ServerInfo, SessionConfig, SessionCreateResult,
+    SessionExecuteResult, SessionInfo, SessionState,
 };
 use codebeaker_sandbox::cgroup::CgroupVersion;
 use codebeaker_sandbox::{Isolation, RunStatus, MIB};
 use serde_json::Value;
 
-use crate::{Engine, EngineError, ExecutionRecord, ExecutionState, SessionSnapshot};
+use crate::{
+    CommandOutcome, Engine, EngineError, ExecutionRecord, ExecutionState, SessionSnapshot,
+};
+
+/// `session.execute`'s result for a command's outcome (`result` omitted when the command was
+/// refused before it produced one).
+pub fn execute_result(outcome: CommandOutcome) -> SessionExecuteResult {
+    SessionExecuteResult {
+        success: outcome.success,
+        result: outcome
+            .result
+            .and_then(|r| serde_json::to_value(r).ok())
+            .filter(|v| !v.is_null()),
+        error: outcome.error,
+        duration_ms: millis(outcome.duration),
+    }
+}
 
 /// RFC 3339 in UTC, whole seconds: `2025-10-27T10:00:00Z`.
 pub fn rfc3339(time: SystemTime) -> String {

@@ -141,7 +141,7 @@ pub struct LanguageInfo {
     /// Why it is not available; omitted when it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// The file extensions of its source files, e.g. `.py`.
+    /// The file extensions of its source files, without the dot, e.g. `py`.
     #[serde(default)]
     pub extensions: Vec<String>,
     /// `execute` with `input` runs a snippet (the code sets `result`).
@@ -318,7 +318,7 @@ pub struct SessionCreateParams {
 }
 
 loose_str_enum! {
-    /// The state of a session. Serialized PascalCase (the seed's client expects `Active`); any
+    /// The state of a session. Serialized PascalCase (the original .NET client expects `Active`); any
     /// case is accepted.
     pub enum SessionState ("session state") {
         /// `Active`: open and ready for commands.
@@ -392,7 +392,7 @@ impl SessionExecuteParams {
 
 /// Result of `session.execute`: `{"success", "result", "error", "durationMs"}`.
 ///
-/// `error` is always present, `null` on success (the seed's client reads it). `result` is the
+/// `error` is always present, `null` on success (the original .NET client reads it). `result` is the
 /// command's result (see [`crate::commands::CommandResult`]), `null` when there is none, for
 /// example when a file to read does not exist. A failed command is `success: false` with an
 /// `error` message, not a JSON-RPC error.

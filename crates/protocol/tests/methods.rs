@@ -72,7 +72,7 @@ fn session_create_needs_only_a_language_and_takes_nulls() {
 
 #[test]
 fn seed_client_session_create_request() {
-    // The seed's client: camelCase, nulls left out, defaults 30/120.
+    // The original .NET client: camelCase, nulls left out, defaults 30/120.
     let text = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"session.create\",\"params\":{\"language\":\"python\",\"idleTimeoutMinutes\":30,\"maxLifetimeMinutes\":120}}\n";
     let mut frame = parse_frame(text);
     let Incoming::Request(request) = frame.messages.remove(0) else {
@@ -131,7 +131,7 @@ fn seed_client_session_execute_request() {
     assert_eq!(write.content, "{}");
     assert_eq!(write.mode, WriteMode::Create);
 
-    // The seed's runtime service runs programs with `shell` and `commandName`, then reads the
+    // The original .NET CodeBeaker's runtime service runs programs with `shell` and `commandName`, then reads the
     // output file.
     let shell: SessionExecuteParams = decode(
         "session.execute",
@@ -413,7 +413,7 @@ fn initialize_and_language_list() {
         version: Some("3.11.2".into()),
         available: true,
         reason: None,
-        extensions: vec![".py".into()],
+        extensions: vec!["py".into()],
         warm: true,
         ..LanguageInfo::default()
     };
@@ -421,7 +421,7 @@ fn initialize_and_language_list() {
         to_json(&LanguageListResult {
             languages: vec![python.clone()]
         }),
-        json!({"languages":[{"name":"python","aliases":["py","python3"],"version":"3.11.2","available":true,"extensions":[".py"],"snippets":false,"compiled":false,"warm":true}]})
+        json!({"languages":[{"name":"python","aliases":["py","python3"],"version":"3.11.2","available":true,"extensions":["py"],"snippets":false,"compiled":false,"warm":true}]})
     );
     let result = InitializeResult {
         server_info: ServerInfo {

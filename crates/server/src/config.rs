@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::ServerError;
 
-/// Default listen address: the address the seed's client dials (`ws://localhost:5000/ws/jsonrpc`).
+/// Default listen address: the address the original .NET client dials (`ws://localhost:5000/ws/jsonrpc`).
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
     std::net::Ipv4Addr::LOCALHOST,
     5000,

@@ -59,8 +59,6 @@ pub(crate) async fn ready(State(state): State<AppState>) -> Response {
 
 /// `GET /metrics`: the Prometheus text format.
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
-    // Sessions the engine ended since the last sweep are counted before the scrape sees them.
-    state.sweep_sessions();
     let text = state
         .metrics
         .render(&state.engine.stats(), state.started.elapsed());

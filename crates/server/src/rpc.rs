@@ -8,21 +8,18 @@
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
-use codebeaker_engine::{Caller, CommandOutcome, OneShotRequest, SessionOptions};
+use codebeaker_engine::{Caller, OneShotRequest, SessionOptions};
 use codebeaker_protocol::commands::{Command, CommandType, RunStatus as WireStatus};
 use codebeaker_protocol::jsonrpc::{ErrorObject, Id, Request, Response};
 use codebeaker_protocol::methods::{
-    ExecutionCompleted, ExecutionEvent, ExecutionOutput, ExecutionRunParams, ExecutionRunResult,
-    ExecutionStarted, ExecutionStatus, ExecutionStatusParams, InitializeParams, InitializeResult,
-    Method, NoParams, OutputStream, SessionCloseParams, SessionCloseResult, SessionCreateParams,
-    SessionExecuteParams, SessionExecuteResult, SessionListResult,
+    ExecutionEvent, ExecutionRunParams, ExecutionRunResult, ExecutionStatus, ExecutionStatusParams,
+    InitializeParams, InitializeResult, Method, NoParams, SessionCloseParams, SessionCloseResult,
+    SessionCreateParams, SessionExecuteParams, SessionListResult,
 };
 use codebeaker_protocol::params::decode_params;
-use codebeaker_sandbox::{OutputChunk, Stream};
 use futures_util::FutureExt;
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
 
 use crate::audit;
 use crate::convert;
@@ -34,9 +31,6 @@ use crate::ws::EventSink;
 
 /// The name this server reports in `initialize`.
 pub const SERVER_NAME: &str = "codebeaker";
-
-/// Streamed output is sent in notifications of at most about this many bytes.
-const MAX_NOTIFICATION_BYTES: usize = 64 * 1024;
 
 type RpcResult = Result<Value, ErrorObject>;
 
@@ -129,12 +123,13 @@ async fn dispatch(
         Method::SessionClose => {
             let params: SessionCloseParams = decode_params(name, params)?;
             let id = &params.session_id;
-            state.sessions.closing(caller, id);
-            let closed = state.engine.close_session(caller, id).await;
-            let language = state.sessions.close_done(caller, id, closed.is_ok());
-            closed.map_err(engine_error)?;
+            let ended = state
+                .engine
+                .close_session(caller, id)
+                .await
+                .map_err(engine_error)?;
             state.metrics.session_closed("client", 1);
-            audit::session_closed(caller, id, language.as_deref(), "client");
+            audit::session_closed(caller, id, Some(&ended.language), "client");
             to_json(&SessionCloseResult {
                 session_id: params.session_id,
                 closed: true,
@@ -245,9 +240,6 @@ async fn session_create(
         }
     };
     state.metrics.session_created(elapsed);
-    state
-        .sessions
-        .created(caller, &snapshot.id, &snapshot.language);
     audit::session_created(
         caller,
         &snapshot.id,
@@ -283,26 +275,21 @@ async fn session_execute(
     };
     let started = Instant::now();
     let outcome = match events.filter(|_| stream) {
-        None => state
-            .engine
-            .execute_command(caller, &session_id, command, None)
-            .await
-            .map_err(engine_error),
-        Some(events) => {
-            let streamed = Streamed {
-                events,
-                request_id: id,
-                session_id: session_id.clone(),
-            };
-            streamed
-                .run(kind, |tx| {
-                    state
-                        .engine
-                        .execute_command(caller, &session_id, command, Some(tx))
-                })
+        None => {
+            state
+                .engine
+                .execute_command(caller, &session_id, command, None)
                 .await
         }
-    };
+        Some(events) => {
+            let emit = |event: ExecutionEvent| events.send_text(event.to_notification().to_json());
+            state
+                .engine
+                .execute_command_streamed(caller, &session_id, command, id, emit)
+                .await
+        }
+    }
+    .map_err(engine_error);
     let elapsed = started.elapsed();
     match &outcome {
         // Refused (an unknown session): handle_request logs it as a refusal.
@@ -322,23 +309,18 @@ async fn session_execute(
         }
         Ok(outcome) => {
             state.metrics.command(kind.as_str());
-            let status = run_status_of(kind, &outcome.result).map(WireStatus::as_str);
+            let run = outcome.run();
+            let status = run.map(|r| r.status.as_str());
             if let (Some(asked), Some(status)) = (run_language, status) {
-                let name = asked
-                    .or_else(|| state.sessions.language_of(caller, &session_id))
-                    .or_else(|| {
-                        state
-                            .engine
-                            .list_sessions(caller)
-                            .into_iter()
-                            .find(|s| s.id == session_id)
-                            .map(|s| s.language)
-                    });
-                let ran_for = outcome
-                    .result
-                    .get("durationMs")
-                    .and_then(Value::as_u64)
-                    .map(Duration::from_millis);
+                let name = asked.or_else(|| {
+                    state
+                        .engine
+                        .list_sessions(caller)
+                        .into_iter()
+                        .find(|s| s.id == session_id)
+                        .map(|s| s.language)
+                });
+                let ran_for = run.map(|r| Duration::from_millis(r.duration_ms));
                 state.metrics.execution(
                     RunKind::Session,
                     language_label(state, name.as_deref()),
@@ -357,7 +339,7 @@ async fn session_execute(
             audit::command(caller, record);
         }
     }
-    to_json(&execute_result(outcome?))
+    to_json(&codebeaker_engine::wire::execute_result(outcome?))
 }
 
 /// A language as a metric label: the registry's name for it, or `unknown` (labels take no
@@ -424,227 +406,6 @@ pub(crate) fn watch_one_shot(
             .execution(RunKind::OneShot, language.clone(), status, ran_for);
         audit::execution_finished(&caller, &id, &language, status, record.duration_ms);
     });
-}
-
-fn execute_result(outcome: CommandOutcome) -> SessionExecuteResult {
-    SessionExecuteResult {
-        success: outcome.success,
-        result: (!outcome.result.is_null()).then_some(outcome.result),
-        error: outcome.error,
-        duration_ms: u64::try_from(outcome.duration.as_millis()).unwrap_or(u64::MAX),
-    }
-}
-
-/// A command whose progress is streamed as `execution.*` notifications.
-struct Streamed<'a> {
-    events: &'a EventSink,
-    request_id: Option<Id>,
-    session_id: String,
-}
-
-impl Streamed<'_> {
-    async fn run<F, Fut>(self, kind: CommandType, execute: F) -> Result<CommandOutcome, ErrorObject>
-    where
-        F: FnOnce(mpsc::UnboundedSender<OutputChunk>) -> Fut,
-        Fut: std::future::Future<Output = Result<CommandOutcome, codebeaker_engine::EngineError>>,
-    {
-        let started = Instant::now();
-        self.emit(ExecutionEvent::Started(ExecutionStarted {
-            request_id: self.request_id.clone(),
-            session_id: self.session_id.clone(),
-            command: kind.as_str().to_string(),
-        }))
-        .await;
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let (done, mut finished) = oneshot::channel::<()>();
-        // The command and the forwarding of its output run side by side, so that a client slow
-        // to read its notifications never stops the command from being driven.
-        let running = async {
-            let result = execute(tx).await;
-            let _ = done.send(());
-            result
-        };
-        let forwarding = async {
-            let mut output = OutputForwarder::default();
-            loop {
-                tokio::select! {
-                    biased;
-                    Some(chunk) = rx.recv() => {
-                        let mut chunks = vec![chunk];
-                        while let Ok(more) = rx.try_recv() {
-                            chunks.push(more);
-                        }
-                        for event in output.push(&self, chunks) {
-                            self.emit(event).await;
-                        }
-                    }
-                    // The end of the command, not the end of the channel, ends the stream: the
-                    // sender may outlive the call.
-                    _ = &mut finished => break,
-                }
-            }
-            let mut rest = Vec::new();
-            while let Ok(chunk) = rx.try_recv() {
-                rest.push(chunk);
-            }
-            let mut tail = output.push(&self, rest);
-            tail.extend(output.finish(&self));
-            for event in tail {
-                self.emit(event).await;
-            }
-        };
-        let (result, ()) = tokio::join!(running, forwarding);
-        let (success, status, duration) = match &result {
-            Ok(outcome) => (
-                outcome.success,
-                run_status_of(kind, &outcome.result),
-                outcome.duration,
-            ),
-            Err(_) => (false, None, started.elapsed()),
-        };
-        self.emit(ExecutionEvent::Completed(ExecutionCompleted {
-            request_id: self.request_id.clone(),
-            session_id: self.session_id.clone(),
-            success,
-            status,
-            duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
-        }))
-        .await;
-        result.map_err(engine_error)
-    }
-
-    async fn emit(&self, event: ExecutionEvent) {
-        self.events
-            .send_text(event.to_notification().to_json())
-            .await;
-    }
-}
-
-/// The run status in a run command's result, for `execution.completed`.
-fn run_status_of(kind: CommandType, result: &Value) -> Option<WireStatus> {
-    match kind {
-        CommandType::Execute | CommandType::Shell | CommandType::InstallPackages => result
-            .get("status")
-            .cloned()
-            .and_then(|s| serde_json::from_value(s).ok()),
-        _ => None,
-    }
-}
-
-/// Turns output chunks into `execution.output` events: consecutive chunks of one stream are
-/// merged, UTF-8 sequences split across chunks are kept whole, and `seq` counts from 0 across
-/// both streams.
-#[derive(Default)]
-struct OutputForwarder {
-    seq: u64,
-    stdout: Utf8Carry,
-    stderr: Utf8Carry,
-}
-
-impl OutputForwarder {
-    fn push(&mut self, target: &Streamed<'_>, chunks: Vec<OutputChunk>) -> Vec<ExecutionEvent> {
-        let mut events = Vec::new();
-        let mut current: Option<(Stream, String)> = None;
-        for chunk in chunks {
-            let text = match chunk.stream {
-                Stream::Stdout => self.stdout.push(&chunk.data),
-                Stream::Stderr => self.stderr.push(&chunk.data),
-            };
-            if text.is_empty() {
-                continue;
-            }
-            match &mut current {
-                Some((stream, buffer))
-                    if *stream == chunk.stream
-                        && buffer.len() + text.len() <= MAX_NOTIFICATION_BYTES =>
-                {
-                    buffer.push_str(&text);
-                }
-                _ => {
-                    if let Some((stream, data)) = current.take() {
-                        events.push(self.event(target, stream, data));
-                    }
-                    current = Some((chunk.stream, text));
-                }
-            }
-        }
-        if let Some((stream, data)) = current {
-            events.push(self.event(target, stream, data));
-        }
-        events
-    }
-
-    fn finish(&mut self, target: &Streamed<'_>) -> Vec<ExecutionEvent> {
-        let mut events = Vec::new();
-        for stream in [Stream::Stdout, Stream::Stderr] {
-            let text = match stream {
-                Stream::Stdout => self.stdout.finish(),
-                Stream::Stderr => self.stderr.finish(),
-            };
-            if !text.is_empty() {
-                events.push(self.event(target, stream, text));
-            }
-        }
-        events
-    }
-
-    fn event(&mut self, target: &Streamed<'_>, stream: Stream, data: String) -> ExecutionEvent {
-        let seq = self.seq;
-        self.seq += 1;
-        ExecutionEvent::Output(ExecutionOutput {
-            request_id: target.request_id.clone(),
-            session_id: target.session_id.clone(),
-            stream: match stream {
-                Stream::Stdout => OutputStream::Stdout,
-                Stream::Stderr => OutputStream::Stderr,
-            },
-            data,
-            seq,
-        })
-    }
-}
-
-/// Decodes a byte stream as UTF-8 chunk by chunk, holding back a character split across chunks
-/// until its remaining bytes arrive. Bytes that are not UTF-8 become U+FFFD.
-#[derive(Default)]
-struct Utf8Carry {
-    pending: Vec<u8>,
-}
-
-impl Utf8Carry {
-    fn push(&mut self, bytes: &[u8]) -> String {
-        self.pending.extend_from_slice(bytes);
-        let cut = incomplete_tail_start(&self.pending);
-        let text = String::from_utf8_lossy(&self.pending[..cut]).into_owned();
-        self.pending.drain(..cut);
-        text
-    }
-
-    fn finish(&mut self) -> String {
-        let text = String::from_utf8_lossy(&self.pending).into_owned();
-        self.pending.clear();
-        text
-    }
-}
-
-/// Where a UTF-8 sequence that is cut off at the end of `bytes` starts (`bytes.len()` when the
-/// end is not inside a sequence).
-fn incomplete_tail_start(bytes: &[u8]) -> usize {
-    let n = bytes.len();
-    for back in 1..=n.min(3) {
-        let byte = bytes[n - back];
-        if byte & 0b1100_0000 == 0b1000_0000 {
-            continue; // a continuation byte: the sequence started further back
-        }
-        let needed = match byte {
-            0xF0..=0xF7 => 4,
-            0xE0..=0xEF => 3,
-            0xC0..=0xDF => 2,
-            _ => 1,
-        };
-        return if needed > back { n - back } else { n };
-    }
-    n
 }
 
 /// `execution.run` params (also the body of `POST /api/execution`) as an engine request, and
@@ -725,27 +486,6 @@ fn params_object(params: Option<&Value>) -> Option<&serde_json::Map<String, Valu
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn utf8_split_across_chunks_is_kept_whole() {
-        let text = "héllo → wörld 🎉";
-        let bytes = text.as_bytes();
-        for split in 0..=bytes.len() {
-            let mut carry = Utf8Carry::default();
-            let mut out = carry.push(&bytes[..split]);
-            out.push_str(&carry.push(&bytes[split..]));
-            out.push_str(&carry.finish());
-            assert_eq!(out, text, "split at {split}");
-        }
-    }
-
-    #[test]
-    fn invalid_bytes_become_replacement_characters() {
-        let mut carry = Utf8Carry::default();
-        let mut out = carry.push(b"a\xffb\xe2\x82");
-        out.push_str(&carry.finish());
-        assert_eq!(out, "a\u{fffd}b\u{fffd}");
-    }
 
     #[test]
     fn one_shot_params_keep_input_and_refuse_packages() {

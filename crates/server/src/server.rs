@@ -80,20 +80,12 @@ async fn count_http(State(state): State<AppState>, request: Request, next: Next)
     response
 }
 
-/// Accounts for sessions the engine ends on its own (metrics, audit log), as often as the engine
-/// looks for them (within 100 ms … 10 s).
-async fn sweep_sessions(state: AppState) {
-    let every = state
-        .engine
-        .config()
-        .sessions
-        .reap_interval
-        .clamp(Duration::from_millis(100), Duration::from_secs(10));
+/// Writes the audit log's summaries of repeated refusals every `every`.
+async fn flush_refusals(every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        state.sweep_sessions();
         crate::audit::flush_refusals();
     }
 }
@@ -162,7 +154,11 @@ impl Server {
         let grace = state.config.shutdown_grace;
         let app = router(self.state.clone());
         tracing::info!(addr = %self.addr, "serving");
-        let sweeper = tokio::spawn(sweep_sessions(state.clone()));
+        let _session_ends = state.account_session_ends();
+        // As often as the engine reaps (within 100 ms … 10 s).
+        let every = state.engine.config().sessions.reap_interval;
+        let every = every.clamp(Duration::from_millis(100), Duration::from_secs(10));
+        let flusher = tokio::spawn(flush_refusals(every));
         let open = Arc::new(Open::default());
         let (stop, stopping) = watch::channel(false);
         let mut tasks = JoinSet::new();
@@ -215,7 +211,7 @@ impl Server {
             );
         }
         tasks.abort_all();
-        sweeper.abort();
+        flusher.abort();
         Ok(())
     }
 

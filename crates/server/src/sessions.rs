@@ -1,34 +1,16 @@
-//! What the server remembers about the sessions it created: their caller and language (for
-//! metric labels and the audit log), the sessions the engine ended on its own (found by
-//! [`SessionTracker::sweep`]), and the per-caller session quota.
+//! The per-caller session quota of authenticated tokens: the `session.create` calls under way,
+//! counted against the caller's `max_sessions` together with its open sessions.
 //!
-//! The engine owns sessions; this is only the server's view. A session the engine ends (idle
-//! timeout, maximum lifetime, a box that died) is noticed at the next sweep (every reap interval,
-//! and at each `/metrics` scrape), and counted and logged as `reaped`.
+//! The engine owns sessions and says when one ends ([`codebeaker_engine::Engine::on_session_end`]);
+//! the server keeps no copy of them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use codebeaker_engine::{Caller, Engine};
-
-struct Tracked {
-    caller: Caller,
-    language: String,
-    /// A `session.close` for it is under way: the engine has (or soon will have) forgotten it,
-    /// and the close, not a sweep, accounts for it.
-    closing: bool,
-}
-
-/// A session the engine ended on its own.
-pub(crate) struct Ended {
-    pub id: String,
-    pub caller: Caller,
-    pub language: String,
-}
+use codebeaker_engine::Caller;
 
 #[derive(Default)]
 struct Inner {
-    sessions: HashMap<String, Tracked>,
     /// `session.create` calls under way, per caller (counted against the caller's quota).
     creating: HashMap<Caller, usize>,
 }
@@ -80,91 +62,6 @@ impl SessionTracker {
             caller: caller.clone(),
         })
     }
-
-    /// A session this server created.
-    pub fn created(&self, caller: &Caller, id: &str, language: &str) {
-        self.lock().sessions.insert(
-            id.to_string(),
-            Tracked {
-                caller: caller.clone(),
-                language: language.to_string(),
-                closing: false,
-            },
-        );
-    }
-
-    /// The language of a session this server created, if it is the caller's.
-    pub fn language_of(&self, caller: &Caller, id: &str) -> Option<String> {
-        self.lock()
-            .sessions
-            .get(id)
-            .filter(|t| t.caller == *caller)
-            .map(|t| t.language.clone())
-    }
-
-    /// A `session.close` of `id` by `caller` starts.
-    pub fn closing(&self, caller: &Caller, id: &str) {
-        if let Some(t) = self.lock().sessions.get_mut(id) {
-            if t.caller == *caller {
-                t.closing = true;
-            }
-        }
-    }
-
-    /// The `session.close` of `id` ended: `closed` when it closed the session. Returns the
-    /// session's language when this server created it.
-    pub fn close_done(&self, caller: &Caller, id: &str, closed: bool) -> Option<String> {
-        let mut inner = self.lock();
-        let mine = inner.sessions.get(id).is_some_and(|t| t.caller == *caller);
-        if !mine {
-            return None;
-        }
-        if closed {
-            inner.sessions.remove(id).map(|t| t.language)
-        } else {
-            if let Some(t) = inner.sessions.get_mut(id) {
-                t.closing = false;
-            }
-            None
-        }
-    }
-
-    /// Forgets and returns the sessions the engine no longer has (and no close accounts for).
-    pub fn sweep(&self, engine: &Engine) -> Vec<Ended> {
-        // Only sessions tracked before the engine is asked: a session is tracked after the
-        // engine has it, so one missing from the answer below is really gone.
-        let candidates: Vec<(String, Caller)> = self
-            .lock()
-            .sessions
-            .iter()
-            .filter(|(_, t)| !t.closing)
-            .map(|(id, t)| (id.clone(), t.caller.clone()))
-            .collect();
-        if candidates.is_empty() {
-            return Vec::new();
-        }
-        let callers: HashSet<&Caller> = candidates.iter().map(|(_, c)| c).collect();
-        let alive: HashSet<String> = callers
-            .into_iter()
-            .flat_map(|caller| engine.list_sessions(caller))
-            .map(|s| s.id)
-            .collect();
-        let mut inner = self.lock();
-        let mut ended = Vec::new();
-        for (id, _) in candidates {
-            if alive.contains(&id) || inner.sessions.get(&id).is_none_or(|t| t.closing) {
-                continue;
-            }
-            if let Some(t) = inner.sessions.remove(&id) {
-                ended.push(Ended {
-                    id,
-                    caller: t.caller,
-                    language: t.language,
-                });
-            }
-        }
-        ended
-    }
 }
 
 #[cfg(test)]
@@ -188,27 +85,5 @@ mod tests {
         drop(second);
         assert!(tracker.reserve(&alice, 2, || 1).is_some());
         assert!(tracker.lock().creating.is_empty(), "slots are given back");
-    }
-
-    #[test]
-    fn a_close_accounts_for_its_session() {
-        let tracker = SessionTracker::default();
-        let alice = Caller("alice".into());
-        tracker.created(&alice, "s1", "python");
-        assert_eq!(tracker.language_of(&alice, "s1").as_deref(), Some("python"));
-        assert_eq!(tracker.language_of(&Caller("bob".into()), "s1"), None);
-        // Another caller's failed close changes nothing.
-        tracker.closing(&Caller("bob".into()), "s1");
-        assert!(!tracker.lock().sessions["s1"].closing);
-        tracker.closing(&alice, "s1");
-        assert!(tracker.lock().sessions["s1"].closing);
-        assert_eq!(tracker.close_done(&alice, "s1", false), None);
-        assert!(!tracker.lock().sessions["s1"].closing);
-        tracker.closing(&alice, "s1");
-        assert_eq!(
-            tracker.close_done(&alice, "s1", true).as_deref(),
-            Some("python")
-        );
-        assert!(tracker.lock().sessions.is_empty());
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use codebeaker_engine::{Caller, Engine};
+use codebeaker_engine::{Caller, EndReason, Engine, SessionEndSubscription};
 use tokio::sync::watch;
 
 use crate::auth::Auth;
@@ -224,22 +224,22 @@ impl AppState {
         readiness
     }
 
-    /// Accounts for the sessions the engine ended on its own since the last sweep: counts them
-    /// (`reaped`) and writes their audit events.
-    pub(crate) fn sweep_sessions(&self) {
-        let ended = self.0.sessions.sweep(&self.0.engine);
-        if ended.is_empty() {
-            return;
-        }
-        self.0.metrics.session_closed("reaped", ended.len() as u64);
-        for session in &ended {
-            crate::audit::session_closed(
-                &session.caller,
-                &session.id,
-                Some(&session.language),
-                "reaped",
-            );
-        }
+    /// Accounts for the sessions the engine ends on its own (idle timeout, maximum lifetime, a
+    /// box that died) as it ends them: counts them (`reaped`) and writes their audit events,
+    /// until the subscription is dropped. A `session.close` accounts for its own session, and
+    /// sessions ended by the engine's shutdown are not counted.
+    pub(crate) fn account_session_ends(&self) -> SessionEndSubscription {
+        let shared = Arc::downgrade(&self.0);
+        self.0.engine.on_session_end(move |ended| {
+            if matches!(ended.reason, EndReason::Closed | EndReason::Shutdown) {
+                return;
+            }
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            shared.metrics.session_closed("reaped", 1);
+            crate::audit::session_closed(&ended.caller, &ended.id, Some(&ended.language), "reaped");
+        })
     }
 
     /// The last readiness answer, without probing.
