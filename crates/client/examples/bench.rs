@@ -1,4 +1,4 @@
-//! Benchmarks the client end to end: the seed's Python snippet through the runtime service, cold
+//! Benchmarks the client end to end: the original .NET CodeBeaker's Python snippet through the runtime service, cold
 //! (a new session for every run) and warm (pooled), then a batch of 200 items at concurrency 1, 4
 //! and 8; over WebSocket (a server started in this process on an ephemeral port) and embedded
 //! (the engine called directly).
@@ -245,7 +245,7 @@ async fn bench(args: Args) -> Result<(), String> {
     engine.shutdown().await;
 
     println!(
-        "client benchmark: the seed's Python snippet through the runtime service; isolation {} (cgroup {:?}, seccomp {}), {} cores",
+        "client benchmark: the original .NET CodeBeaker's Python snippet through the runtime service; isolation {} (cgroup {:?}, seccomp {}), {} cores",
         isolation.backend,
         isolation.cgroup,
         isolation.seccomp,

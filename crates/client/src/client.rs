@@ -120,7 +120,7 @@ impl ClientConfig {
 }
 
 impl Default for ClientConfig {
-    /// The seed's default endpoint, `ws://localhost:5000/ws/jsonrpc`.
+    /// The original .NET CodeBeaker's default endpoint, `ws://localhost:5000/ws/jsonrpc`.
     fn default() -> Self {
         ClientConfig::new(crate::DEFAULT_WEBSOCKET_URL)
     }

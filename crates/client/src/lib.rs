@@ -10,13 +10,13 @@
 //!     keep-alive pings, automatic reconnection with capped exponential backoff, streamed output
 //!     delivered to the request it belongs to. Requests in flight when the link drops fail at once
 //!     with [`ClientError::ConnectionLost`]; they never hang until their timeout.
-//!   - [`Embedded`] (feature `embedded`, on by default): an in-process
-//!     [`Engine`](codebeaker_engine::Engine), so a program can run sandboxed code with no server
-//!     at all.
+//!   - `Embedded` (feature `embedded`, off by default so that a WebSocket-only user does not
+//!     compile the sandbox): an in-process `codebeaker_engine::Engine`, so a program can run
+//!     sandboxed code with no server at all; the `embedded` module has an example.
 //! - [`SessionPool`]: sessions kept open and leased one caller at a time, keyed by language and
 //!   tenant, bounded in sessions and in leases, and free of starvation and deadlock (see the
 //!   [`pool`] module for the argument).
-//! - [`RuntimeService`]: `execute(code, language, input, timeout_ms)`, the seed's runtime service:
+//! - [`RuntimeService`]: `execute(code, language, input, timeout_ms)`, the original .NET CodeBeaker's runtime service:
 //!   one lease and one round trip per execution, the caller's timeout enforced on the server and
 //!   on the client, a typed [`RuntimeResult`].
 //! - [`BatchExecutor`]: one program over many inputs, bounded concurrency, results in input
@@ -43,25 +43,9 @@
 //! # Ok(()) }
 //! ```
 //!
-//! # In process
-//!
-//! ```no_run
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use std::sync::Arc;
-//! use codebeaker_client::{CodeBeakerOptions, Embedded, RuntimeService};
-//! use codebeaker_engine::{Engine, EngineConfig};
-//!
-//! let engine = Arc::new(Engine::new(EngineConfig::default())?);
-//! let runtime = RuntimeService::new(Arc::new(Embedded::new(engine)), CodeBeakerOptions::default())?;
-//! let result = runtime
-//!     .execute("const result = { output: input_data.value * 2 };", "javascript", serde_json::json!({"value": 21}), None)
-//!     .await;
-//! assert_eq!(result.output, Some(serde_json::json!({"output": 42})));
-//! # Ok(()) }
-//! ```
-//!
-//! The binary that embeds an engine must hand over to the sandbox's box setup when started as
-//! one (see [`codebeaker_sandbox::init`](https://docs.rs/codebeaker-sandbox)), or point
+//! In embedded mode (feature `embedded`), the binary that embeds an engine must hand over to the
+//! sandbox's box setup when started as one (see
+//! [`codebeaker_sandbox::init`](https://docs.rs/codebeaker-sandbox)), or point
 //! `SandboxConfig::init_program` at the `codebeaker` binary.
 //!
 //! # Low level

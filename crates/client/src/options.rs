@@ -1,4 +1,4 @@
-//! [`CodeBeakerOptions`]: the seed's `CodeBeakerOptions`, with the same names and defaults, from
+//! [`CodeBeakerOptions`]: the original .NET CodeBeaker's `CodeBeakerOptions`, with the same names and defaults, from
 //! code or from a TOML or JSON file.
 
 use std::collections::BTreeMap;
@@ -11,15 +11,15 @@ use crate::client::{Backoff, ClientConfig};
 use crate::pool::{PoolConfig, SessionSettings};
 use crate::ClientError;
 
-/// The seed's default endpoint.
+/// The original .NET CodeBeaker's default endpoint.
 pub const DEFAULT_WEBSOCKET_URL: &str = "ws://localhost:5000/ws/jsonrpc";
 
-/// Everything the runtime service can be told. The first ten fields are the seed's
+/// Everything the runtime service can be told. The first ten fields are the original .NET CodeBeaker's
 /// `CodeBeakerOptions`, with its defaults; the rest are ours.
 ///
-/// In a file, keys are snake_case (`session_pool_size`); the seed's PascalCase
+/// In a file, keys are snake_case (`session_pool_size`); the original .NET CodeBeaker's PascalCase
 /// (`SessionPoolSize`) and camelCase are accepted too, and a JSON file may wrap the options in a
-/// `"CodeBeaker"` object as the seed's `appsettings.CodeBeaker.json` does. Unknown keys are an
+/// `"CodeBeaker"` object as the original .NET CodeBeaker's `appsettings.CodeBeaker.json` does. Unknown keys are an
 /// error that names them.
 ///
 /// ```

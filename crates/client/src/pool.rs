@@ -10,7 +10,7 @@
 //!
 //! Two bounds hold at every moment: at most [`PoolConfig::max_sessions`] sessions exist (idle,
 //! leased, being created or being closed, all counted), and at most
-//! [`PoolConfig::max_leases`] are leased. The seed's pool counted live sessions against its
+//! [`PoolConfig::max_leases`] are leased. The original .NET CodeBeaker's pool counted live sessions against its
 //! slots and so could run out of slots while all of them sat idle under another language; this
 //! one accounts for every slot and every lease in one place, under one lock, and never waits
 //! while capacity could be made:
@@ -111,10 +111,10 @@ pub struct SessionSettings {
     pub cpu_shares: Option<u64>,
 }
 
-/// How the pool behaves. [`PoolConfig::default`] mirrors the seed's defaults.
+/// How the pool behaves. [`PoolConfig::default`] mirrors the original .NET CodeBeaker's defaults.
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
-    /// Sessions in existence at most, of every key together (10, the seed's pool size).
+    /// Sessions in existence at most, of every key together (10, the original .NET CodeBeaker's pool size).
     pub max_sessions: usize,
     /// Sessions leased at once at most; `None` means `max_sessions`.
     pub max_leases: Option<usize>,

@@ -1,4 +1,4 @@
-//! The runtime service: "run this program on this JSON input" in one call, the seed's
+//! The runtime service: "run this program on this JSON input" in one call, the original .NET CodeBeaker's
 //! `CodeBeakerRuntimeService.ExecuteAsync` done right.
 //!
 //! Each execution is one lease from the pool and **one** round trip: an `execute` command that
@@ -91,7 +91,7 @@ impl std::fmt::Display for RuntimeStatus {
     }
 }
 
-/// The result of one runtime execution (the seed's `EdgeExecutionResult`, typed and complete).
+/// The result of one runtime execution (the original .NET CodeBeaker's `EdgeExecutionResult`, typed and complete).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RuntimeResult {
@@ -272,7 +272,7 @@ impl RuntimeService {
 
     /// Runs `code` in `language` with `input` bound to `input_data`, and returns the value it
     /// leaves in `result` as `output`. Never fails: anything that goes wrong is a result with
-    /// `success: false`, a [`RuntimeStatus`] and an `error` (as the seed's callers expect). Use
+    /// `success: false`, a [`RuntimeStatus`] and an `error` (as the original .NET CodeBeaker's callers expect). Use
     /// [`RuntimeService::try_execute`] to get transport failures as errors instead.
     pub async fn execute(
         &self,

@@ -42,6 +42,7 @@
 //! # Ok::<(), codebeaker_languages::LanguageError>(())
 //! ```
 
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod cache;

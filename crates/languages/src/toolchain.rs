@@ -37,7 +37,7 @@ pub struct Toolchain {
     /// Why the language is unavailable, naming the Debian package to install.
     pub reason: Option<String>,
     /// Absolute path of each toolchain executable in the box, keyed by its `tools` name, as found
-    /// (before symlinks are resolved, so `/usr/bin/go`), moved under [`BOX_TOOLCHAINS`] when its
+    /// (before symlinks are resolved, so `/usr/bin/go`), moved under `/opt/toolchains` when its
     /// directory is [`relocated`](Self::relocated).
     pub executables: BTreeMap<String, PathBuf>,
     /// Host directories (and files) outside the base system that a box must bind read-only: roots
@@ -46,7 +46,7 @@ pub struct Toolchain {
     /// [`box_path`](Self::box_path).
     pub mounts: Vec<PathBuf>,
     /// Where the box sees those of `mounts` that live outside the standard system directories
-    /// (under `/root`, `/home`, ...): under [`BOX_TOOLCHAINS`], so that no path in a box names a
+    /// (under `/root`, `/home`, ...): under `/opt/toolchains`, so that no path in a box names a
     /// place particular to this host. [`executables`](Self::executables) are already box paths.
     pub relocated: BTreeMap<PathBuf, PathBuf>,
     #[serde(skip)]

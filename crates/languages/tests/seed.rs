@@ -1,4 +1,4 @@
-//! The seed's snippet programs: input `{"value":21}` must give exactly `{"output":42}`.
+//! The original .NET CodeBeaker's snippet programs: input `{"value":21}` must give exactly `{"output":42}`.
 
 mod common;
 

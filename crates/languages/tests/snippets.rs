@@ -53,7 +53,7 @@ fn javascript_round_trips_except_integers_above_2_pow_53() {
 
 #[test]
 fn go_round_trips_except_integers_above_2_pow_53() {
-    // The seed's contract is `input_data["value"].(float64)`: numbers arrive as float64.
+    // The original .NET CodeBeaker's contract is `input_data["value"].(float64)`: numbers arrive as float64.
     let (_, outcome) = common::snippet("go", "result = input_data", ROUND_TRIP);
     assert_eq!(outcome.json(), round_trip_as_doubles());
 }

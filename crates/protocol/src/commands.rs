@@ -17,13 +17,13 @@
 //! assert_eq!(write.mode, WriteMode::Create);
 //! ```
 //!
-//! Field names are those of `PROTOCOL.md`. The camelCase ones (`workingDirectory`, `timeoutMs`,
+//! Field names are those of the protocol (`docs/protocol.md`). The camelCase ones (`workingDirectory`, `timeoutMs`,
 //! `memoryLimit`) also accept snake_case and PascalCase; the snake_case ones (`include_hidden`,
 //! `max_depth`, `original_path`, `context_lines`, `target_path`, `dry_run`,
 //! `requirements_file`) also accept camelCase and PascalCase; single-word fields also accept
 //! PascalCase. Fields with a default also take `null` as the default. Unknown members are ignored.
 //!
-//! For the seed's .NET client, `shell` also accepts `commandName` for `command`, and the type
+//! For the original .NET CodeBeaker's .NET client, `shell` also accepts `commandName` for `command`, and the type
 //! names `execute_shell` and `create_directory` (an earlier version of that client) are read as
 //! `shell` and `create_dir`.
 //!
@@ -102,7 +102,7 @@ impl CommandType {
     }
 
     /// The type for a name: the exact names of [`CommandType::as_str`], plus `execute_shell` and
-    /// `create_directory`, which an earlier version of the seed's client sent.
+    /// `create_directory`, which an earlier version of the original .NET client sent.
     pub fn from_name(name: &str) -> Option<CommandType> {
         match name {
             "execute_shell" => Some(CommandType::Shell),
@@ -269,7 +269,7 @@ pub struct ReadFileCommand {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ShellCommand {
-    /// The executable, looked up on the box's `PATH` when it has no `/`. The seed's client
+    /// The executable, looked up on the box's `PATH` when it has no `/`. The original .NET client
     /// sends it as `commandName`.
     #[serde(alias = "commandName", alias = "CommandName", alias = "Command")]
     pub command: String,

@@ -3,7 +3,7 @@
 //! CodeBeaker is spoken to as JSON-RPC 2.0 over WebSocket text frames. The server, the Rust client
 //! and the CLI all use this crate, so a field renamed here is renamed everywhere, and a client
 //! written against the original .NET server keeps working as long as these types accept what it
-//! sends. The compatibility contract is `PROTOCOL.md`; the tests in `tests/` pin its exact JSON.
+//! sends. The compatibility contract is `docs/protocol.md`; the tests in `tests/` pin its exact JSON.
 //!
 //! The crate holds types and pure functions only: no I/O, no async runtime, no sandbox. It is
 //! organised the way a message travels:

@@ -3,7 +3,7 @@
 //!
 //! A box is created in these steps:
 //!
-//! 1. claim a free slot of host ids ([`IdSlot`]): the box's uids and gids are its own, shared with
+//! 1. claim a free slot of host ids (`IdSlot`): the box's uids and gids are its own, shared with
 //!    no other live box of any CodeBeaker process on the host;
 //! 2. create its cgroup with the box limits, each read back ([`crate::cgroup`]), and the run and
 //!    worker groups below it;
