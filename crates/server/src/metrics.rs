@@ -147,6 +147,7 @@ impl Metrics {
             // Present from the first scrape, not only after the first event.
             metrics::gauge!(WS_CONNECTIONS).set(0.0);
             metrics::counter!(SESSIONS_CREATED).absolute(0);
+            metrics::counter!(RATE_LIMITED).absolute(0);
             for reason in ["client", "reaped"] {
                 metrics::counter!(SESSIONS_CLOSED, "reason" => reason).absolute(0);
             }
