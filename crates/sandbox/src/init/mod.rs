@@ -23,6 +23,8 @@
 //! ([`files`]). When the host's end of the socket closes the init exits, and the kernel kills
 //! everything left in the box with it.
 
+mod child;
+mod context;
 mod files;
 mod groups;
 mod root;
@@ -292,7 +294,7 @@ fn box_init(
             std::process::exit(1);
         }
     };
-    let ctx = run::Context {
+    let ctx = context::Context {
         filters,
         degraded: setup.degraded,
         box_limits: setup.limits,
