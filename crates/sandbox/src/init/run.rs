@@ -519,6 +519,76 @@ fn exit_of(status: i32) -> Exit {
     }
 }
 
+/// What each entry of [`supervise`]'s poll set watches.
+#[derive(Clone, Copy)]
+enum Slot {
+    /// The `SIGCHLD` signalfd: a child exited.
+    Signals,
+    /// The host socket: a cancel, or the host gone.
+    Host,
+    /// The program's stdout pipe.
+    Stdout,
+    /// The program's stderr pipe.
+    Stderr,
+    /// The snippet result pipe (descriptor 4).
+    Fd4,
+    /// The program's stdin pipe, while input is left to write.
+    Stdin,
+    /// The snippet input pipe (descriptor 3), while input is left to write.
+    Fd3,
+    /// A warm run's worker control socket: the run's exit report.
+    Worker,
+}
+
+/// The poll set of [`supervise`]: one `pollfd` per [`Slot`], `-1` (ignored by `poll`) for a slot
+/// with nothing to watch.
+struct PollSet([libc::pollfd; PollSet::SLOTS]);
+
+impl PollSet {
+    const SLOTS: usize = Slot::Worker as usize + 1;
+
+    fn new() -> PollSet {
+        PollSet(
+            [libc::pollfd {
+                fd: -1,
+                events: 0,
+                revents: 0,
+            }; PollSet::SLOTS],
+        )
+    }
+
+    /// Watches `fd` (if any) for `events` in `slot`.
+    fn watch(&mut self, slot: Slot, fd: Option<RawFd>, events: i16) {
+        self.0[slot as usize] = libc::pollfd {
+            fd: fd.unwrap_or(-1),
+            events,
+            revents: 0,
+        };
+    }
+
+    /// Waits at most `timeout_ms` for any slot; `poll`'s result.
+    fn wait(&mut self, timeout_ms: i32) -> i32 {
+        // SAFETY: polling an array we own, of the length we pass.
+        unsafe {
+            libc::poll(
+                self.0.as_mut_ptr(),
+                PollSet::SLOTS as libc::nfds_t,
+                timeout_ms,
+            )
+        }
+    }
+
+    /// Whether the last wait reported anything for `slot`.
+    fn ready(&self, slot: Slot) -> bool {
+        self.0[slot as usize].revents != 0
+    }
+}
+
+/// The raw descriptor of a pipe still open.
+fn raw(pipe: &Option<OwnedFd>) -> Option<RawFd> {
+    pipe.as_ref().map(AsRawFd::as_raw_fd)
+}
+
 fn supervise(
     io: &mut RunIo<'_>,
     mut pipes: Pipes<'_>,
@@ -556,45 +626,31 @@ fn supervise(
     let sock_fd = io.sock.as_raw_fd();
 
     while !stop {
-        let mut fds: Vec<libc::pollfd> = Vec::with_capacity(7);
-        let mut push = |fd: RawFd, events: i16| {
-            fds.push(libc::pollfd {
-                fd,
-                events,
-                revents: 0,
-            })
-        };
-        push(pipes.sigfd.as_raw_fd(), libc::POLLIN);
-        push(sock_fd, libc::POLLIN);
-        let readers = [&pipes.stdout, &pipes.stderr, &pipes.fd4];
-        for r in readers.iter() {
-            push(r.as_ref().map_or(-1, |f| f.as_raw_fd()), libc::POLLIN);
-        }
-        push(
-            pipes.stdin.as_ref().map_or(-1, |p| p.0.as_raw_fd()),
-            libc::POLLOUT,
-        );
-        push(
-            pipes.fd3.as_ref().map_or(-1, |p| p.0.as_raw_fd()),
-            libc::POLLOUT,
-        );
-        push(warm.map_or(-1, |(_, ctl)| ctl), libc::POLLIN);
+        let mut poll = PollSet::new();
+        poll.watch(Slot::Signals, Some(pipes.sigfd.as_raw_fd()), libc::POLLIN);
+        poll.watch(Slot::Host, Some(sock_fd), libc::POLLIN);
+        poll.watch(Slot::Stdout, raw(&pipes.stdout), libc::POLLIN);
+        poll.watch(Slot::Stderr, raw(&pipes.stderr), libc::POLLIN);
+        poll.watch(Slot::Fd4, raw(&pipes.fd4), libc::POLLIN);
+        let stdin = pipes.stdin.as_ref().map(|p| p.0.as_raw_fd());
+        poll.watch(Slot::Stdin, stdin, libc::POLLOUT);
+        let fd3 = pipes.fd3.as_ref().map(|p| p.0.as_raw_fd());
+        poll.watch(Slot::Fd3, fd3, libc::POLLOUT);
+        poll.watch(Slot::Worker, warm.map(|(_, ctl)| ctl), libc::POLLIN);
         let now = Instant::now();
         if now >= deadline {
             wall_timeout = true;
             break;
         }
         let timeout_ms = (deadline - now).as_millis().clamp(1, i32::MAX as u128) as i32;
-        // SAFETY: polling an array we own.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+        let n = poll.wait(timeout_ms);
         if n < 0 {
             if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
                 continue;
             }
             return Err(failed("poll", io::Error::last_os_error()));
         }
-        let ready = |i: usize| fds[i].revents != 0;
-        if ready(0) {
+        if poll.ready(Slot::Signals) {
             let mut info = [0u8; 128];
             // SAFETY: draining the signalfd into a buffer we own.
             while unsafe {
@@ -628,7 +684,7 @@ fn supervise(
                 }
             }
         }
-        if ready(1) {
+        if poll.ready(Slot::Host) {
             match wire::recv::<HostMsg>(io.sock) {
                 Ok(Some(HostMsg::Cancel)) => {
                     cancelled = true;
@@ -641,20 +697,15 @@ fn supervise(
                 }
             }
         }
-        for (i, stream) in [
-            (2, Some(Stream::Stdout)),
-            (3, Some(Stream::Stderr)),
-            (4, None),
+        for (slot, pipe, stream) in [
+            (Slot::Stdout, &mut pipes.stdout, Some(Stream::Stdout)),
+            (Slot::Stderr, &mut pipes.stderr, Some(Stream::Stderr)),
+            (Slot::Fd4, &mut pipes.fd4, None),
         ] {
-            if !ready(i) {
+            if !poll.ready(slot) {
                 continue;
             }
-            let slot = match i {
-                2 => &mut pipes.stdout,
-                3 => &mut pipes.stderr,
-                _ => &mut pipes.fd4,
-            };
-            let Some(fd) = slot.as_ref() else { continue };
+            let Some(fd) = pipe.as_ref() else { continue };
             match read_some(fd, &mut buf) {
                 ReadResult::Data(n) => match stream {
                     Some(s) => {
@@ -670,11 +721,11 @@ fn supervise(
                         }
                     }
                 },
-                ReadResult::Eof => *slot = None,
+                ReadResult::Eof => *pipe = None,
                 ReadResult::WouldBlock => {}
             }
         }
-        if ready(7) && !worker_lost {
+        if poll.ready(Slot::Worker) && !worker_lost {
             if let Some((_, ctl)) = warm {
                 match warm::recv_json(ctl, None)
                     .ok()
@@ -691,10 +742,10 @@ fn supervise(
                 }
             }
         }
-        if ready(5) && pipes.stdin.as_mut().is_some_and(write_some) {
+        if poll.ready(Slot::Stdin) && pipes.stdin.as_mut().is_some_and(write_some) {
             pipes.stdin = None;
         }
-        if ready(6) && pipes.fd3.as_mut().is_some_and(write_some) {
+        if poll.ready(Slot::Fd3) && pipes.fd3.as_mut().is_some_and(write_some) {
             pipes.fd3 = None;
         }
     }
