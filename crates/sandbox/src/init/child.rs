@@ -130,6 +130,7 @@ impl ChildError {
     }
 }
 
+/// The calling thread's `errno`.
 fn errno() -> i32 {
     // SAFETY: reading the calling thread's errno.
     unsafe { *libc::__errno_location() }
