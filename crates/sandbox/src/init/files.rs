@@ -248,7 +248,7 @@ pub fn read_chunks(
 /// Checks, as the sandbox user, that a run's working directory (absolute in the box) under
 /// `/workspace` or `/tmp` is reached without `..` and without following a symlink, so that a
 /// symlink a program planted is refused with a clear error. The run's process enters the
-/// directory itself only after its uid drop, again refusing symlinks (see `run::child`); this
+/// directory itself only after its uid drop, again refusing symlinks (see `child::enter_cwd`); this
 /// check gives the caller the reason.
 pub fn check_workdir(path: &str) -> R<()> {
     let shown = |e: String| format!("working directory {path}: {e}");

@@ -23,6 +23,8 @@
 //! ([`files`]). When the host's end of the socket closes the init exits, and the kernel kills
 //! everything left in the box with it.
 
+mod child;
+mod context;
 mod files;
 mod groups;
 mod root;
@@ -30,7 +32,7 @@ mod run;
 mod warm;
 
 use std::io::Read;
-use std::os::fd::FromRawFd;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
 use crate::wire::{self, BoxSetup, HostMsg, InitMsg};
@@ -81,7 +83,54 @@ pub fn main(args: &[String]) -> ! {
     std::process::exit(code)
 }
 
+/// The setup process, in the order of the module doc; returns the init's exit code. A failure
+/// after the setup was read is also reported to the host as [`InitMsg::SetupFailed`].
 fn setup_process(args: &[String]) -> Result<i32, String> {
+    let (mut sock, setup) = read_setup(args)?;
+    let (sources, groups) = open_host_handles(&setup).map_err(|msg| failed(&mut sock, msg))?;
+    // The init waits on this pipe until its maps are written.
+    let (go_read, go_write) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
+    // The new user namespace's owner is the effective uid of its creator: take the box's own.
+    set_effective_ids(setup.id_base).map_err(|msg| failed(&mut sock, msg))?;
+    // SAFETY: this process is single-threaded (a fresh exec of our binary that started no
+    // threads), so a raw clone behaves like fork.
+    let cloned = unsafe { clone_init() };
+    if let Ok(0) = cloned {
+        drop(go_write);
+        wait_for_go(go_read);
+        box_init(sock, setup, sources, groups)
+    }
+    let pid = take_back_root(&mut sock, cloned)?;
+    drop(groups);
+    drop(go_read);
+    map_ids(pid, setup.id_base)
+        .and_then(|()| run::protect_from_oom(pid))
+        .map_err(|msg| {
+            let msg = failed(&mut sock, msg);
+            kill(pid);
+            msg
+        })?;
+    wire::send(&mut sock, &InitMsg::Spawned { pid }).map_err(|e| format!("socket: {e}"))?;
+    let_init_go(go_write)?;
+    // Only the init holds the box's end of the socket from here on.
+    drop(sock);
+    wait_for_init(pid)
+}
+
+/// Tells the host that setting the box up failed with `msg`, and returns `msg`.
+fn failed(sock: &mut UnixStream, msg: String) -> String {
+    let _ = wire::send(sock, &InitMsg::SetupFailed(msg.clone()));
+    msg
+}
+
+/// Kills the init, the setup process's own child.
+fn kill(pid: libc::pid_t) {
+    // SAFETY: plain kill of our own child.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+}
+
+/// Reads the [`BoxSetup`] from the socket whose descriptor the host passed in `args`.
+fn read_setup(args: &[String]) -> Result<(UnixStream, BoxSetup), String> {
     let fd: i32 = args
         .first()
         .and_then(|a| a.parse().ok())
@@ -89,45 +138,41 @@ fn setup_process(args: &[String]) -> Result<i32, String> {
     // SAFETY: the host passed us this descriptor for the socket and nothing else owns it.
     let mut sock = unsafe { UnixStream::from_raw_fd(fd) };
     set_cloexec(fd);
-    let setup = match wire::recv::<HostMsg>(&mut sock) {
-        Ok(Some(HostMsg::Setup(setup))) => setup,
-        Ok(_) => return Err("expected the box setup first".into()),
-        Err(e) => return Err(format!("reading the box setup: {e}")),
-    };
-
-    // Open the bind sources now, as host root: the init, root only of its own user namespace, may
-    // not be able to reach them by path (toolchains under /root, for example). It mounts them
-    // through these descriptors instead.
-    let mut sources = Vec::with_capacity(setup.binds.len());
-    for bind in &setup.binds {
-        match root::open_source(&bind.source) {
-            Ok(fd) => sources.push(fd),
-            Err(msg) => {
-                let _ = wire::send(&mut sock, &InitMsg::SetupFailed(msg.clone()));
-                return Err(msg);
-            }
-        }
+    match wire::recv::<HostMsg>(&mut sock) {
+        Ok(Some(HostMsg::Setup(setup))) => Ok((sock, setup)),
+        Ok(_) => Err("expected the box setup first".into()),
+        Err(e) => Err(format!("reading the box setup: {e}")),
     }
-    let groups = match setup
+}
+
+/// Opens the bind sources and the box's run and worker groups, as host root, for the init to
+/// inherit.
+///
+/// The init, root only of its own user namespace, may not be able to reach the bind sources by
+/// path (toolchains under /root, for example). It mounts them through these descriptors instead.
+fn open_host_handles(
+    setup: &BoxSetup,
+) -> Result<(Vec<OwnedFd>, Option<groups::RunGroups>), String> {
+    let sources = setup
+        .binds
+        .iter()
+        .map(|bind| root::open_source(&bind.source))
+        .collect::<Result<Vec<_>, _>>()?;
+    let groups = setup
         .groups
         .as_ref()
         .map(groups::RunGroups::open)
-        .transpose()
-    {
-        Ok(groups) => groups,
-        Err(msg) => {
-            let _ = wire::send(&mut sock, &InitMsg::SetupFailed(msg.clone()));
-            return Err(msg);
-        }
-    };
-    let (go_read, go_write) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
-    // The new user namespace's owner is the effective uid of its creator: take the box's own.
-    if let Err(msg) = set_effective_ids(setup.id_base) {
-        let _ = wire::send(&mut sock, &InitMsg::SetupFailed(msg.clone()));
-        return Err(msg);
-    }
-    // SAFETY: this process is single-threaded (a fresh exec of our binary that started no
-    // threads), so a raw clone behaves like fork.
+        .transpose()?;
+    Ok((sources, groups))
+}
+
+/// Clones the box init into the box's new [`NAMESPACES`]: its pid in the parent, 0 in the init.
+///
+/// # Safety
+///
+/// Only in a single-threaded process.
+unsafe fn clone_init() -> std::io::Result<libc::pid_t> {
+    // SAFETY: the caller guarantees a single-threaded process; no stack or tid pointers.
     let pid = unsafe {
         libc::syscall(
             libc::SYS_clone,
@@ -138,52 +183,54 @@ fn setup_process(args: &[String]) -> Result<i32, String> {
             0usize,
         )
     };
-    if pid != 0 {
-        if let Err(msg) = set_effective_ids(0) {
-            let _ = wire::send(&mut sock, &InitMsg::SetupFailed(msg.clone()));
-            if pid > 0 {
-                // SAFETY: plain kill of our own child.
-                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            }
-            return Err(msg);
-        }
-    }
     if pid < 0 {
-        let err = std::io::Error::last_os_error();
-        let msg = format!("creating the box namespaces failed: {err}");
-        let _ = wire::send(&mut sock, &InitMsg::SetupFailed(msg.clone()));
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(pid as libc::pid_t)
+}
+
+/// In the init: waits until the setup process says go (its maps are written), or exits.
+fn wait_for_go(go_read: OwnedFd) {
+    let mut go_read = std::fs::File::from(go_read);
+    let mut byte = [0u8; 1];
+    if go_read.read_exact(&mut byte).is_err() {
+        std::process::exit(1);
+    }
+}
+
+/// Becomes host root again after the clone, killing the init if that fails, and returns the
+/// init's pid, or the clone's error.
+fn take_back_root(
+    sock: &mut UnixStream,
+    cloned: std::io::Result<libc::pid_t>,
+) -> Result<libc::pid_t, String> {
+    if let Err(msg) = set_effective_ids(0) {
+        let msg = failed(sock, msg);
+        if let Ok(pid) = cloned {
+            kill(pid);
+        }
         return Err(msg);
     }
-    if pid == 0 {
-        drop(go_write);
-        let mut go_read = std::fs::File::from(go_read);
-        let mut byte = [0u8; 1];
-        if go_read.read_exact(&mut byte).is_err() {
-            std::process::exit(1);
-        }
-        drop(go_read);
-        box_init(sock, setup, sources, groups)
-    }
-    drop(groups);
-    drop(go_read);
-    let pid = pid as i32;
-    let map = format!("0 {} {}\n", setup.id_base, ID_RANGE);
-    let mapped = std::fs::write(format!("/proc/{pid}/uid_map"), &map)
+    cloned.map_err(|err| failed(sock, format!("creating the box namespaces failed: {err}")))
+}
+
+/// Writes the init's uid and gid maps: the box's ids 0 to [`ID_RANGE`] are the host's from
+/// `id_base`.
+fn map_ids(pid: libc::pid_t, id_base: u32) -> Result<(), String> {
+    let map = format!("0 {id_base} {ID_RANGE}\n");
+    std::fs::write(format!("/proc/{pid}/uid_map"), &map)
         .and_then(|_| std::fs::write(format!("/proc/{pid}/gid_map"), &map))
         .map_err(|e| format!("writing the box's uid/gid map failed: {e}"))
-        .and_then(|_| run::protect_from_oom(pid));
-    if let Err(msg) = mapped {
-        let _ = wire::send(&mut sock, &InitMsg::SetupFailed(msg.clone()));
-        // SAFETY: plain kill of our own child.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-        return Err(msg);
-    }
-    wire::send(&mut sock, &InitMsg::Spawned { pid }).map_err(|e| format!("socket: {e}"))?;
+}
+
+/// Lets the init go on past [`wait_for_go`].
+fn let_init_go(go_write: OwnedFd) -> Result<(), String> {
     let mut go_write = std::fs::File::from(go_write);
-    std::io::Write::write_all(&mut go_write, b"g").map_err(|e| format!("pipe: {e}"))?;
-    drop(go_write);
-    // Only the init holds the box's end of the socket from here on.
-    drop(sock);
+    std::io::Write::write_all(&mut go_write, b"g").map_err(|e| format!("pipe: {e}"))
+}
+
+/// Waits for the init and returns its exit code (`128 + signal` when a signal ended it).
+fn wait_for_init(pid: libc::pid_t) -> Result<i32, String> {
     let mut status = 0;
     loop {
         // SAFETY: waiting for our own child.
@@ -251,7 +298,7 @@ fn set_cloexec(fd: i32) {
 fn box_init(
     mut sock: UnixStream,
     setup: BoxSetup,
-    sources: Vec<std::os::fd::OwnedFd>,
+    sources: Vec<OwnedFd>,
     groups: Option<groups::RunGroups>,
 ) -> ! {
     let prepared = become_root()
@@ -286,13 +333,13 @@ fn box_init(
         .write(true)
         .open("/dev/null")
     {
-        Ok(f) => std::os::fd::OwnedFd::from(f),
+        Ok(f) => OwnedFd::from(f),
         Err(e) => {
             let _ = wire::send(&mut sock, &InitMsg::SetupFailed(format!("/dev/null: {e}")));
             std::process::exit(1);
         }
     };
-    let ctx = run::Context {
+    let ctx = context::Context {
         filters,
         degraded: setup.degraded,
         box_limits: setup.limits,

@@ -55,8 +55,24 @@ fn err(what: &str, path: &Path, e: impl std::fmt::Display) -> String {
     format!("{what} {}: {e}", path.display())
 }
 
-/// Builds the box root and enters it.
+/// Builds the box root and enters it, in the order of the module doc.
 pub fn build(setup: &BoxSetup, sources: &[OwnedFd]) -> R<()> {
+    let root = setup.root_mountpoint.as_path();
+    let limits = &setup.limits;
+    make_mounts_private()?;
+    mount_root(root)?;
+    bind_base_system(root)?;
+    attach_binds(root, setup, sources)?;
+    write_etc(&root.join("etc"))?;
+    mount_proc(root)?;
+    build_dev(root, limits.tmp_bytes, limits.tmp_files)?;
+    mount_workspace(root, limits.workspace_bytes, limits.workspace_files)?;
+    mount_tmp(root, limits.tmp_bytes, limits.tmp_files)?;
+    enter(root)
+}
+
+/// Makes every mount of the inherited namespace private, so that nothing propagates to the host.
+fn make_mounts_private() -> R<()> {
     mount(
         None::<&str>,
         "/",
@@ -64,8 +80,11 @@ pub fn build(setup: &BoxSetup, sources: &[OwnedFd]) -> R<()> {
         MsFlags::MS_REC | MsFlags::MS_PRIVATE,
         None::<&str>,
     )
-    .map_err(|e| format!("making mounts private: {e}"))?;
-    let root = setup.root_mountpoint.as_path();
+    .map_err(|e| format!("making mounts private: {e}"))
+}
+
+/// Mounts the small tmpfs that becomes the new root on the host's (empty, shared) mount point.
+fn mount_root(root: &Path) -> R<()> {
     mount(
         Some("tmpfs"),
         root,
@@ -73,16 +92,25 @@ pub fn build(setup: &BoxSetup, sources: &[OwnedFd]) -> R<()> {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some("size=4m,nr_inodes=4096,mode=0755"),
     )
-    .map_err(|e| err("mounting the root tmpfs on", root, e))?;
+    .map_err(|e| err("mounting the root tmpfs on", root, e))
+}
 
+/// Binds the base system ([`BASE_DIRS`]) and the `/etc` entries programs read
+/// ([`ETC_ENTRIES`]), read-only.
+fn bind_base_system(root: &Path) -> R<()> {
     for dir in BASE_DIRS {
         bind_host_path(root, Path::new(dir))?;
     }
-    let etc = root.join("etc");
-    mkdir(&etc, 0o755)?;
+    mkdir(&root.join("etc"), 0o755)?;
     for entry in ETC_ENTRIES {
         bind_host_path(root, &Path::new("/etc").join(entry))?;
     }
+    Ok(())
+}
+
+/// Attaches the extra directories the box was asked for (toolchains, the compile cache), each at
+/// its box path, from the detached mounts the setup process opened ([`open_source`]).
+fn attach_binds(root: &Path, setup: &BoxSetup, sources: &[OwnedFd]) -> R<()> {
     for (bind, fd) in setup.binds.iter().zip(sources) {
         let target = root.join(bind.target.strip_prefix("/").unwrap_or(&bind.target));
         if bind.source == bind.target && target.exists() && is_inside_bound(&bind.target) {
@@ -94,8 +122,11 @@ pub fn build(setup: &BoxSetup, sources: &[OwnedFd]) -> R<()> {
             .map_err(|e| err("stat", &bind.source, e))?;
         attach(fd, is_dir, &target)?;
     }
-    write_etc(&etc)?;
+    Ok(())
+}
 
+/// Mounts a fresh `/proc` (nosuid, nodev, noexec).
+fn mount_proc(root: &Path) -> R<()> {
     let proc_dir = root.join("proc");
     mkdir(&proc_dir, 0o555)?;
     mount(
@@ -105,29 +136,24 @@ pub fn build(setup: &BoxSetup, sources: &[OwnedFd]) -> R<()> {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         None::<&str>,
     )
-    .map_err(|e| err("mounting", &proc_dir, e))?;
-    build_dev(root, setup.limits.tmp_bytes, setup.limits.tmp_files)?;
+    .map_err(|e| err("mounting", &proc_dir, e))
+}
 
+/// Mounts `/workspace`, owned by the sandbox user, capped in bytes and files.
+fn mount_workspace(root: &Path, bytes: u64, files: u64) -> R<()> {
     let ws = root.join("workspace");
     mkdir(&ws, 0o755)?;
     tmpfs(
         &ws,
-        &format!(
-            "size={},nr_inodes={},mode=0755,uid={SANDBOX_UID},gid={SANDBOX_UID}",
-            setup.limits.workspace_bytes, setup.limits.workspace_files
-        ),
-    )?;
+        &format!("size={bytes},nr_inodes={files},mode=0755,uid={SANDBOX_UID},gid={SANDBOX_UID}"),
+    )
+}
+
+/// Mounts `/tmp`, sticky and open to all, capped in bytes and files.
+fn mount_tmp(root: &Path, bytes: u64, files: u64) -> R<()> {
     let tmp = root.join("tmp");
     mkdir(&tmp, 0o755)?;
-    tmpfs(
-        &tmp,
-        &format!(
-            "size={},nr_inodes={},mode=1777",
-            setup.limits.tmp_bytes, setup.limits.tmp_files
-        ),
-    )?;
-
-    enter(root)
+    tmpfs(&tmp, &format!("size={bytes},nr_inodes={files},mode=1777"))
 }
 
 /// Clones a bind source as a detached, read-only, nosuid, nodev mount, as host root and before
@@ -319,6 +345,7 @@ fn locked_flags(path: &Path) -> R<MsFlags> {
     Ok(flags)
 }
 
+/// Writes the generated `/etc/passwd`, `/etc/group`, `/etc/hosts` and `/etc/hostname`.
 fn write_etc(etc: &Path) -> R<()> {
     let files: [(&str, String); 4] = [
         (
@@ -346,6 +373,8 @@ fn write_etc(etc: &Path) -> R<()> {
     Ok(())
 }
 
+/// Builds a minimal `/dev`: null, zero, full, random and urandom bound from the host, the usual
+/// links into `/proc/self/fd`, and a `/dev/shm` tmpfs capped like `/tmp`.
 fn build_dev(root: &Path, shm_bytes: u64, shm_files: u64) -> R<()> {
     let dev = root.join("dev");
     mkdir(&dev, 0o755)?;

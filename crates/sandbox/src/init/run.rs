@@ -1,15 +1,15 @@
 //! Running one process tree inside the box, from the init (PID 1).
 //!
-//! The init forks the program, which drops every privilege on its way to `execve`: its own session,
-//! clean descriptors (0–2, and 3 and 4 for the snippet ABI), rlimits, an empty capability
-//! bounding set, the unprivileged uid, `no_new_privs`, then the seccomp filters. The init then
-//! multiplexes the pipes, the host socket (for cancel) and a signalfd for `SIGCHLD` in one `poll`
-//! loop, enforcing the wall-clock deadline and the output cap. When the main process exits, the
-//! run's cgroup is killed as a whole ([`super::groups`]): nothing the run started outlives it. When
-//! a limit hits, or anything but a worker is left in the workers' group, everything else in the box
-//! is killed with `kill(-1, SIGKILL)` — from PID 1 that reaches every process of the namespace,
-//! including double-forked, `setsid` and stopped ones — and reaped, so the next run starts in an
-//! empty box.
+//! The init forks the program, which drops every privilege on its way to `execve` (the steps are
+//! [`super::child`]'s): its own session, clean descriptors (0–2, and 3 and 4 for the snippet ABI),
+//! rlimits, an empty capability bounding set, the unprivileged uid, `no_new_privs`, then the
+//! seccomp filters. The init then multiplexes the pipes, the host socket (for cancel) and a
+//! signalfd for `SIGCHLD` in one `poll` loop, enforcing the wall-clock deadline and the output
+//! cap. When the main process exits, the run's cgroup is killed as a whole ([`super::groups`]):
+//! nothing the run started outlives it. When a limit hits, or anything but a worker is left in the
+//! workers' group, everything else in the box is killed with `kill(-1, SIGKILL)` — from PID 1 that
+//! reaches every process of the namespace, including double-forked, `setsid` and stopped ones —
+//! and reaped, so the next run starts in an empty box.
 
 use std::ffi::CString;
 use std::io::{self, Read};
@@ -17,39 +17,16 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::time::Instant;
 
-use seccompiler::BpfProgram;
-
-use super::groups::{self, Group, RunGroups};
+use super::child::{self, CStrArray, ChildPlan, Ids, Rlimit};
+use super::context::Context;
+use super::groups::{self, RunGroups};
 use super::warm::{self, Workers};
 use super::SANDBOX_UID;
-use crate::limits::{BoxLimits, RunLimits};
+use crate::limits::RunLimits;
 use crate::wire::{self, Exit, HostMsg, InitMsg, RunReport, RunRequest, Stream};
 
 /// Most bytes the snippet result descriptor may carry.
 const MAX_FD4_BYTES: u64 = 64 * 1024 * 1024;
-
-/// What the init knows for every run.
-pub struct Context {
-    pub filters: Vec<BpfProgram>,
-    pub degraded: bool,
-    pub box_limits: BoxLimits,
-    /// `/dev/null`, for descriptors a run does not use.
-    pub devnull: OwnedFd,
-    /// The run and worker groups (`None` when the box has no cgroup).
-    pub groups: Option<RunGroups>,
-}
-
-impl Context {
-    /// The group a run's own processes join.
-    pub(crate) fn run_group(&self) -> Option<&Group> {
-        self.groups.as_ref().map(|g| &g.run)
-    }
-
-    /// The group warm workers join.
-    pub(crate) fn workers_group(&self) -> Option<&Group> {
-        self.groups.as_ref().map(|g| &g.workers)
-    }
-}
 
 /// The main process of a run: forked by the init, or by a warm worker.
 #[derive(Clone, Copy)]
@@ -206,23 +183,25 @@ fn run_program(
     let main = match warm_main {
         Some(main) => main,
         None => {
-            // SAFETY: the init is single-threaded, so the child may run arbitrary code before exec.
+            let plan = ChildPlan {
+                group: ctx.run_group(),
+                ids: &PROGRAM_IDS,
+                rlimits: &rlimits,
+                fds: targets,
+                cwd: &cwd,
+                filters: &ctx.filters,
+                path: &path,
+                argv: CStrArray::new(&argv),
+                envp: CStrArray::new(&envp),
+            };
+            // SAFETY: the init is single-threaded, and the child only runs `exec_child`.
             let pid = unsafe { libc::fork() };
             if pid < 0 {
                 return Err(failed("fork", io::Error::last_os_error()));
             }
             if pid == 0 {
-                child(
-                    ctx,
-                    ctx.run_group(),
-                    &PROGRAM_IDS,
-                    &rlimits,
-                    &targets,
-                    &path,
-                    &argv,
-                    &envp,
-                    &cwd,
-                )
+                // SAFETY: this is the freshly forked child.
+                unsafe { child::exec_child(&plan) }
             }
             Main::Direct(pid)
         }
@@ -358,16 +337,6 @@ fn capped(resource: libc::__rlimit_resource_t, wanted: u64) -> Rlimit {
     (resource, value, value)
 }
 
-/// One rlimit: resource, soft and hard value.
-pub(crate) type Rlimit = (libc::__rlimit_resource_t, u64, u64);
-
-/// The OOM score adjustment of every process the init starts (programs and warm workers): the
-/// highest, so that when the box's memory is full the OOM killer takes them before the init,
-/// which must live to answer the host (see [`protect_from_oom`]). Raising a score needs no
-/// privilege; a program may lower its own again, but not below the floor it inherited, which
-/// the init's protection leaves where it was.
-const PROGRAM_OOM_SCORE_ADJ: &str = "1000";
-
 /// Makes the OOM killer pass over the init `pid`, from the setup process (host root), where the
 /// host lets it (`CAP_SYS_RESOURCE`; some containers withhold it, and then only the programs'
 /// raised score keeps the init from being chosen). Written through the legacy `oom_adj` (-17 is
@@ -397,163 +366,12 @@ pub(crate) fn protect_from_oom(pid: libc::pid_t) -> Result<(), String> {
     }
 }
 
-/// Who a process the init starts runs as, and what it keeps across `execve`.
-pub(crate) struct Ids {
-    pub uid: u32,
-    pub gid: u32,
-    /// Capabilities (bit `n` is capability `n`) kept as ambient ones across `execve`: none for a
-    /// program; a warm worker keeps what it needs to hand each run to the program's uid.
-    pub keep_caps: u64,
-}
-
 /// A program's identity: the sandbox user, no capability.
 pub(crate) const PROGRAM_IDS: Ids = Ids {
     uid: SANDBOX_UID,
     gid: SANDBOX_UID,
     keep_caps: 0,
 };
-
-/// The child between fork and exec: joins `group`, drops every privilege but `ids.keep_caps`,
-/// becomes `ids` and execs. Never returns.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn child(
-    ctx: &Context,
-    group: Option<&Group>,
-    ids: &Ids,
-    rlimits: &[Rlimit],
-    targets: &[Option<RawFd>; 5],
-    path: &CString,
-    argv: &[CString],
-    envp: &[CString],
-    cwd: &CString,
-) -> ! {
-    // SAFETY: we are the freshly forked child of a single-threaded process; every call below is a
-    // plain system call on values we own, and we exec or _exit at the end.
-    unsafe {
-        let fail = |what: &str| -> ! {
-            let msg = format!("codebeaker: {what}: {}\n", io::Error::last_os_error());
-            libc::write(2, msg.as_ptr().cast(), msg.len());
-            libc::_exit(127)
-        };
-        // First of all, so that everything this process will start is in the group too.
-        if group.is_some_and(|g| !g.join_raw()) {
-            fail("joining the run's cgroup");
-        }
-        // The OOM killer takes what the init starts before the init. The init is not dumpable
-        // (its creator changed ids), so its /proc files belong to no id of the box: be dumpable,
-        // as the program will be after execve anyway, to own them. Nothing in the box may trace
-        // a process of box root.
-        libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0);
-        if std::fs::write("/proc/self/oom_score_adj", PROGRAM_OOM_SCORE_ADJ).is_err() {
-            fail("raising the OOM score");
-        }
-        libc::setsid();
-        // Move the pipe ends out of the way first, so no dup2 below overwrites a source.
-        let mut high = [-1; 5];
-        for (i, fd) in targets.iter().enumerate() {
-            if let Some(fd) = fd {
-                high[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 64);
-                if high[i] < 0 {
-                    fail("dup");
-                }
-            }
-        }
-        for (target, fd) in high.iter().enumerate() {
-            if *fd >= 0 {
-                if libc::dup2(*fd, target as i32) < 0 {
-                    fail("dup2");
-                }
-            } else {
-                libc::close(target as i32);
-            }
-        }
-        libc::syscall(libc::SYS_close_range, 5u32, u32::MAX, 0u32);
-        // The pipes belong to the init's uid; hand them to the sandbox user so that reopening
-        // them by path (/dev/stdin, /proc/self/fd/3) works too.
-        for fd in 0..5 {
-            libc::fchown(fd, ids.uid, ids.gid);
-        }
-        // Signals: the init blocks SIGCHLD and Rust ignores SIGPIPE; the program gets defaults.
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut empty);
-        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        libc::umask(0o022);
-
-        let rl = rlimits;
-        for &(resource, soft, hard) in rl {
-            let lim = libc::rlimit {
-                rlim_cur: soft,
-                rlim_max: hard,
-            };
-            if libc::setrlimit(resource, &lim) != 0 {
-                fail("setrlimit");
-            }
-            // Read back: a limit that did not apply is an error, never silence.
-            let mut got = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
-            if libc::getrlimit(resource, &mut got) != 0
-                || got.rlim_cur != soft
-                || got.rlim_max != hard
-            {
-                fail("an rlimit did not apply");
-            }
-        }
-        if ids.keep_caps != 0 && !super::warm::keep_before_drop(ids.keep_caps) {
-            fail("keeping the warm worker's capabilities");
-        }
-        for cap in 0..64 {
-            libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
-        }
-        libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL,
-            0,
-            0,
-            0,
-        );
-        if libc::setgroups(0, std::ptr::null()) != 0
-            || libc::setresgid(ids.gid, ids.gid, ids.gid) != 0
-            || libc::setresuid(ids.uid, ids.uid, ids.uid) != 0
-        {
-            fail("dropping to the sandbox user");
-        }
-        if ids.keep_caps != 0 && !super::warm::keep_after_uid_change(ids.keep_caps) {
-            fail("keeping the warm worker's capabilities");
-        }
-        // Only now, as the sandbox user, enter the working directory, refusing a symlink anywhere
-        // on the way (a program may have planted one): resolved and entered in one step.
-        use rustix::fs::{Mode, OFlags, ResolveFlags};
-        let entered = rustix::fs::openat2(
-            rustix::fs::CWD,
-            cwd.as_c_str(),
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-            ResolveFlags::NO_SYMLINKS,
-        )
-        .and_then(|dir| rustix::process::fchdir(&dir));
-        if entered.is_err() {
-            fail(&format!(
-                "cannot enter directory {} (symlinks are not followed)",
-                cwd.to_string_lossy()
-            ));
-        }
-        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-            fail("no_new_privs");
-        }
-        if crate::seccomp::install(&ctx.filters).is_err() {
-            fail("installing the seccomp filter");
-        }
-        let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
-        argv_ptrs.push(std::ptr::null());
-        let mut env_ptrs: Vec<*const libc::c_char> = envp.iter().map(|e| e.as_ptr()).collect();
-        env_ptrs.push(std::ptr::null());
-        libc::execve(path.as_ptr(), argv_ptrs.as_ptr(), env_ptrs.as_ptr());
-        fail(&format!("cannot execute {}", path.to_string_lossy()))
-    }
-}
 
 struct RunIo<'a> {
     sock: &'a mut UnixStream,
@@ -701,6 +519,76 @@ fn exit_of(status: i32) -> Exit {
     }
 }
 
+/// What each entry of [`supervise`]'s poll set watches.
+#[derive(Clone, Copy)]
+enum Slot {
+    /// The `SIGCHLD` signalfd: a child exited.
+    Signals,
+    /// The host socket: a cancel, or the host gone.
+    Host,
+    /// The program's stdout pipe.
+    Stdout,
+    /// The program's stderr pipe.
+    Stderr,
+    /// The snippet result pipe (descriptor 4).
+    Fd4,
+    /// The program's stdin pipe, while input is left to write.
+    Stdin,
+    /// The snippet input pipe (descriptor 3), while input is left to write.
+    Fd3,
+    /// A warm run's worker control socket: the run's exit report.
+    Worker,
+}
+
+/// The poll set of [`supervise`]: one `pollfd` per [`Slot`], `-1` (ignored by `poll`) for a slot
+/// with nothing to watch.
+struct PollSet([libc::pollfd; PollSet::SLOTS]);
+
+impl PollSet {
+    const SLOTS: usize = Slot::Worker as usize + 1;
+
+    fn new() -> PollSet {
+        PollSet(
+            [libc::pollfd {
+                fd: -1,
+                events: 0,
+                revents: 0,
+            }; PollSet::SLOTS],
+        )
+    }
+
+    /// Watches `fd` (if any) for `events` in `slot`.
+    fn watch(&mut self, slot: Slot, fd: Option<RawFd>, events: i16) {
+        self.0[slot as usize] = libc::pollfd {
+            fd: fd.unwrap_or(-1),
+            events,
+            revents: 0,
+        };
+    }
+
+    /// Waits at most `timeout_ms` for any slot; `poll`'s result.
+    fn wait(&mut self, timeout_ms: i32) -> i32 {
+        // SAFETY: polling an array we own, of the length we pass.
+        unsafe {
+            libc::poll(
+                self.0.as_mut_ptr(),
+                PollSet::SLOTS as libc::nfds_t,
+                timeout_ms,
+            )
+        }
+    }
+
+    /// Whether the last wait reported anything for `slot`.
+    fn ready(&self, slot: Slot) -> bool {
+        self.0[slot as usize].revents != 0
+    }
+}
+
+/// The raw descriptor of a pipe still open.
+fn raw(pipe: &Option<OwnedFd>) -> Option<RawFd> {
+    pipe.as_ref().map(AsRawFd::as_raw_fd)
+}
+
 fn supervise(
     io: &mut RunIo<'_>,
     mut pipes: Pipes<'_>,
@@ -738,45 +626,31 @@ fn supervise(
     let sock_fd = io.sock.as_raw_fd();
 
     while !stop {
-        let mut fds: Vec<libc::pollfd> = Vec::with_capacity(7);
-        let mut push = |fd: RawFd, events: i16| {
-            fds.push(libc::pollfd {
-                fd,
-                events,
-                revents: 0,
-            })
-        };
-        push(pipes.sigfd.as_raw_fd(), libc::POLLIN);
-        push(sock_fd, libc::POLLIN);
-        let readers = [&pipes.stdout, &pipes.stderr, &pipes.fd4];
-        for r in readers.iter() {
-            push(r.as_ref().map_or(-1, |f| f.as_raw_fd()), libc::POLLIN);
-        }
-        push(
-            pipes.stdin.as_ref().map_or(-1, |p| p.0.as_raw_fd()),
-            libc::POLLOUT,
-        );
-        push(
-            pipes.fd3.as_ref().map_or(-1, |p| p.0.as_raw_fd()),
-            libc::POLLOUT,
-        );
-        push(warm.map_or(-1, |(_, ctl)| ctl), libc::POLLIN);
+        let mut poll = PollSet::new();
+        poll.watch(Slot::Signals, Some(pipes.sigfd.as_raw_fd()), libc::POLLIN);
+        poll.watch(Slot::Host, Some(sock_fd), libc::POLLIN);
+        poll.watch(Slot::Stdout, raw(&pipes.stdout), libc::POLLIN);
+        poll.watch(Slot::Stderr, raw(&pipes.stderr), libc::POLLIN);
+        poll.watch(Slot::Fd4, raw(&pipes.fd4), libc::POLLIN);
+        let stdin = pipes.stdin.as_ref().map(|p| p.0.as_raw_fd());
+        poll.watch(Slot::Stdin, stdin, libc::POLLOUT);
+        let fd3 = pipes.fd3.as_ref().map(|p| p.0.as_raw_fd());
+        poll.watch(Slot::Fd3, fd3, libc::POLLOUT);
+        poll.watch(Slot::Worker, warm.map(|(_, ctl)| ctl), libc::POLLIN);
         let now = Instant::now();
         if now >= deadline {
             wall_timeout = true;
             break;
         }
         let timeout_ms = (deadline - now).as_millis().clamp(1, i32::MAX as u128) as i32;
-        // SAFETY: polling an array we own.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+        let n = poll.wait(timeout_ms);
         if n < 0 {
             if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
                 continue;
             }
             return Err(failed("poll", io::Error::last_os_error()));
         }
-        let ready = |i: usize| fds[i].revents != 0;
-        if ready(0) {
+        if poll.ready(Slot::Signals) {
             let mut info = [0u8; 128];
             // SAFETY: draining the signalfd into a buffer we own.
             while unsafe {
@@ -810,7 +684,7 @@ fn supervise(
                 }
             }
         }
-        if ready(1) {
+        if poll.ready(Slot::Host) {
             match wire::recv::<HostMsg>(io.sock) {
                 Ok(Some(HostMsg::Cancel)) => {
                     cancelled = true;
@@ -823,20 +697,15 @@ fn supervise(
                 }
             }
         }
-        for (i, stream) in [
-            (2, Some(Stream::Stdout)),
-            (3, Some(Stream::Stderr)),
-            (4, None),
+        for (slot, pipe, stream) in [
+            (Slot::Stdout, &mut pipes.stdout, Some(Stream::Stdout)),
+            (Slot::Stderr, &mut pipes.stderr, Some(Stream::Stderr)),
+            (Slot::Fd4, &mut pipes.fd4, None),
         ] {
-            if !ready(i) {
+            if !poll.ready(slot) {
                 continue;
             }
-            let slot = match i {
-                2 => &mut pipes.stdout,
-                3 => &mut pipes.stderr,
-                _ => &mut pipes.fd4,
-            };
-            let Some(fd) = slot.as_ref() else { continue };
+            let Some(fd) = pipe.as_ref() else { continue };
             match read_some(fd, &mut buf) {
                 ReadResult::Data(n) => match stream {
                     Some(s) => {
@@ -852,11 +721,11 @@ fn supervise(
                         }
                     }
                 },
-                ReadResult::Eof => *slot = None,
+                ReadResult::Eof => *pipe = None,
                 ReadResult::WouldBlock => {}
             }
         }
-        if ready(7) && !worker_lost {
+        if poll.ready(Slot::Worker) && !worker_lost {
             if let Some((_, ctl)) = warm {
                 match warm::recv_json(ctl, None)
                     .ok()
@@ -873,10 +742,10 @@ fn supervise(
                 }
             }
         }
-        if ready(5) && pipes.stdin.as_mut().is_some_and(write_some) {
+        if poll.ready(Slot::Stdin) && pipes.stdin.as_mut().is_some_and(write_some) {
             pipes.stdin = None;
         }
-        if ready(6) && pipes.fd3.as_mut().is_some_and(write_some) {
+        if poll.ready(Slot::Fd3) && pipes.fd3.as_mut().is_some_and(write_some) {
             pipes.fd3 = None;
         }
     }

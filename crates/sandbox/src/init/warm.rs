@@ -39,7 +39,8 @@ use std::time::{Duration, Instant};
 
 use nix::sys::socket::{self, ControlMessage, MsgFlags};
 
-use super::run::{child, Context, Ids, Rlimit};
+use super::child::{self, CStrArray, ChildPlan, Ids, Rlimit};
+use super::context::Context;
 use super::SANDBOX_UID;
 use crate::wire::WarmSpec;
 
@@ -356,23 +357,25 @@ fn spawn(ctx: &Context, spec: &WarmSpec) -> io::Result<Worker> {
         Some(null),
     ];
     let baseline = Baseline::of_new_worker(&rlimits)?;
-    // SAFETY: the init is single-threaded; the child execs or exits.
+    let plan = ChildPlan {
+        group: ctx.workers_group(),
+        ids: &WORKER_IDS,
+        rlimits: &rlimits,
+        fds: targets,
+        cwd: &cwd,
+        filters: &ctx.filters,
+        path: &path,
+        argv: CStrArray::new(&argv),
+        envp: CStrArray::new(&envp),
+    };
+    // SAFETY: the init is single-threaded, and the child only runs `exec_child`.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(io::Error::last_os_error());
     }
     if pid == 0 {
-        child(
-            ctx,
-            ctx.workers_group(),
-            &WORKER_IDS,
-            &rlimits,
-            &targets,
-            &path,
-            &argv,
-            &envp,
-            &cwd,
-        )
+        // SAFETY: this is the freshly forked child.
+        unsafe { child::exec_child(&plan) }
     }
     Ok(Worker {
         pid,
@@ -477,84 +480,4 @@ pub fn request(
         "uid": SANDBOX_UID,
         "gid": SANDBOX_UID,
     })
-}
-
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: i32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Default, PartialEq, Eq)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-
-const CAP_VERSION_3: u32 = 0x2008_0522;
-
-/// This process's capability sets (the 64 capabilities in two halves).
-fn capget() -> Option<[CapData; 2]> {
-    let mut header = CapHeader {
-        version: CAP_VERSION_3,
-        pid: 0,
-    };
-    let mut data = [CapData::default(); 2];
-    // SAFETY: capget fills two structs we own, as version 3 of its ABI defines.
-    let r = unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) };
-    (r == 0).then_some(data)
-}
-
-fn capset(data: &[CapData; 2]) -> bool {
-    let mut header = CapHeader {
-        version: CAP_VERSION_3,
-        pid: 0,
-    };
-    // SAFETY: capset reads two structs we own, as version 3 of its ABI defines.
-    unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) == 0 }
-}
-
-/// For `run::child` before it empties the bounding set, in a process that will keep `keep`
-/// across `execve`: the kept capabilities become inheritable (which is possible only while they
-/// are in the bounding set) and stay permitted through the coming uid change. Async-signal-safe.
-pub(crate) fn keep_before_drop(keep: u64) -> bool {
-    let Some(mut data) = capget() else {
-        return false;
-    };
-    data[0].inheritable = keep as u32;
-    data[1].inheritable = (keep >> 32) as u32;
-    // SAFETY: prctl with constant arguments.
-    capset(&data) && unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) } == 0
-}
-
-/// For `run::child` after the uid change: only `keep` is left, effective, permitted and
-/// inheritable, and ambient so that it survives `execve`; read back. Async-signal-safe.
-pub(crate) fn keep_after_uid_change(keep: u64) -> bool {
-    let half = |bits: u32| CapData {
-        effective: bits,
-        permitted: bits,
-        inheritable: bits,
-    };
-    let want = [half(keep as u32), half((keep >> 32) as u32)];
-    if !capset(&want) {
-        return false;
-    }
-    for cap in (0..64u64).filter(|c| keep & (1 << c) != 0) {
-        // SAFETY: prctl with plain integer arguments.
-        let raised = unsafe {
-            libc::prctl(
-                libc::PR_CAP_AMBIENT,
-                libc::PR_CAP_AMBIENT_RAISE,
-                cap as libc::c_ulong,
-                0,
-                0,
-            )
-        };
-        if raised != 0 {
-            return false;
-        }
-    }
-    capget() == Some(want)
 }
