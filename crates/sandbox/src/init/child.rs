@@ -356,10 +356,11 @@ unsafe fn enter_cwd(plan: &ChildPlan) -> Result<(), ChildError> {
         ResolveFlags::NO_SYMLINKS,
     )
     .and_then(|dir| rustix::process::fchdir(&dir));
-    match entered {
-        Ok(()) => Ok(()),
-        Err(_) => Err(ChildError::now(Step::EnterCwd)),
-    }
+    // rustix makes raw syscalls and leaves `errno` alone: its error carries the errno.
+    entered.map_err(|e| ChildError {
+        step: Step::EnterCwd,
+        errno: e.raw_os_error(),
+    })
 }
 
 /// Sets `no_new_privs`, which the seccomp filters need and which no `execve` undoes.

@@ -5,7 +5,7 @@
 //! order:
 //!
 //! 1. read the [`BoxSetup`] from the inherited socket;
-//! 2. open the bind sources and the box's run and worker groups ([`groups`]) as host root, for the
+//! 2. open the bind sources and the box's run and worker groups (`groups.rs`) as host root, for the
 //!    init to inherit;
 //! 3. take the box's own host ids as its effective uid and gid, so that the new user namespace is
 //!    *owned* by them: per-user kernel counters (pipe buffers, in-flight fds, inotify, queued
@@ -18,9 +18,9 @@
 //! 6. wait for the init and exit with it.
 //!
 //! The *box init* is PID 1 of the box. It becomes root of its user namespace, sets the namespace's
-//! own low limits ([`NAMESPACE_LIMITS`]), builds the root filesystem ([`root`]), brings up loopback,
-//! says `Ready`, and then serves the host one request at a time: runs ([`run`]) and file operations
-//! ([`files`]). When the host's end of the socket closes the init exits, and the kernel kills
+//! own low limits (`NAMESPACE_LIMITS`), builds the root filesystem (`root.rs`), brings up loopback,
+//! says `Ready`, and then serves the host one request at a time: runs (`run.rs`, the steps between fork and
+//! exec in `child.rs`) and file operations (`files.rs`). When the host's end of the socket closes the init exits, and the kernel kills
 //! everything left in the box with it.
 
 mod child;
