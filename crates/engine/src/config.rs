@@ -24,7 +24,7 @@ pub struct EngineConfig {
     pub cache_max_bytes: u64,
     /// TOML that extends or overrides the built-in language registry.
     pub languages_override: Option<String>,
-    pub sessions: SessionConfig,
+    pub sessions: SessionSettings,
     pub files: FileLimits,
     /// Bounds of the `diff` and `apply_patch` commands, which run on the server.
     pub text: TextLimits,
@@ -44,7 +44,7 @@ pub struct EngineConfig {
 
 /// Session bounds and timeouts.
 #[derive(Debug, Clone)]
-pub struct SessionConfig {
+pub struct SessionSettings {
     pub max_sessions: usize,
     pub max_sessions_per_caller: usize,
     /// Default idle timeout (the original .NET CodeBeaker's 30 minutes).
@@ -59,9 +59,9 @@ pub struct SessionConfig {
     pub reap_interval: Duration,
 }
 
-impl Default for SessionConfig {
+impl Default for SessionSettings {
     fn default() -> Self {
-        SessionConfig {
+        SessionSettings {
             max_sessions: 512,
             max_sessions_per_caller: 64,
             idle_timeout: Duration::from_secs(30 * 60),
@@ -157,7 +157,7 @@ impl Default for EngineConfig {
             cache_dir: PathBuf::from("/var/cache/codebeaker/compile"),
             cache_max_bytes: 1024 * MIB,
             languages_override: None,
-            sessions: SessionConfig::default(),
+            sessions: SessionSettings::default(),
             files: FileLimits::default(),
             text: TextLimits::default(),
             max_queued_executions: 1000,

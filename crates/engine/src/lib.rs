@@ -40,7 +40,7 @@ pub mod stream;
 pub mod wire;
 
 pub use commands::{run_result, CommandOutcome};
-pub use config::{EngineConfig, FileLimits, RecordLimits, SessionConfig, TextLimits};
+pub use config::{EngineConfig, FileLimits, RecordLimits, SessionSettings, TextLimits};
 pub use engine::{Engine, EngineStats, BOX_CACHE};
 pub use error::EngineError;
 pub use executions::{ExecutionRecord, ExecutionState, OneShotRequest};

@@ -31,12 +31,12 @@ use tokio::sync::{mpsc, Mutex};
 
 use crate::census::{owner_pid, process_alive};
 use crate::cgroup::{BoxCgroup, CgroupLimits, CgroupManager, CgroupVersion};
-use crate::limits::{BoxLimits, RunLimits};
-use crate::outcome::{RunOutcome, RunStatus};
-use crate::wire::{
+use crate::channel::{
     self, Bind, BoxSetup, Entry, Exit, FileRoot, HostMsg, InitMsg, RunReport, RunRequest, Stream,
     WarmSpec, WriteFile,
 };
+use crate::limits::{BoxLimits, RunLimits};
+use crate::outcome::{RunOutcome, RunStatus};
 
 /// Argument that makes the `codebeaker` binary act as a box's setup process.
 pub const INIT_ARG: &str = "__box-init";
@@ -566,7 +566,7 @@ impl SandboxBox {
         &mut self,
         config: &SandboxConfig,
         spec: &BoxSpec,
-        groups: Option<wire::RunGroupPaths>,
+        groups: Option<channel::RunGroupPaths>,
     ) -> Result<(), SandboxError> {
         let pid = self
             .setup_process
@@ -585,11 +585,11 @@ impl SandboxBox {
             groups,
         };
         let conn = self.conn.get_mut();
-        wire::send_async(&mut conn.stream, &HostMsg::Setup(setup))
+        channel::send_async(&mut conn.stream, &HostMsg::Setup(setup))
             .await
             .map_err(|_| SandboxError::BoxGone)?;
         loop {
-            match wire::recv_async::<InitMsg>(&mut conn.stream).await {
+            match channel::recv_async::<InitMsg>(&mut conn.stream).await {
                 Ok(Some(InitMsg::Spawned { pid })) => self.init_pid = Some(pid),
                 Ok(Some(InitMsg::Ready)) => return Ok(()),
                 Ok(Some(InitMsg::SetupFailed(msg))) => return Err(SandboxError::Setup(msg)),
@@ -722,12 +722,12 @@ impl SandboxBox {
         }
         // The init sends the file in pieces (it never holds it whole) and ends them with Done.
         let exchange = async {
-            wire::send_async(&mut conn.stream, &msg)
+            channel::send_async(&mut conn.stream, &msg)
                 .await
                 .map_err(|_| SandboxError::BoxGone)?;
             let mut data = Vec::new();
             loop {
-                match wire::recv_async::<InitMsg>(&mut conn.stream).await {
+                match channel::recv_async::<InitMsg>(&mut conn.stream).await {
                     Ok(Some(InitMsg::FileChunk(piece))) => {
                         if (data.len() + piece.len()) as u64 > max_bytes {
                             return Err(SandboxError::Request(format!(
@@ -880,10 +880,10 @@ impl SandboxBox {
             return Err(SandboxError::BoxGone);
         }
         let exchange = async {
-            wire::send_async(&mut conn.stream, msg)
+            channel::send_async(&mut conn.stream, msg)
                 .await
                 .map_err(|_| SandboxError::BoxGone)?;
-            wire::recv_async::<InitMsg>(&mut conn.stream)
+            channel::recv_async::<InitMsg>(&mut conn.stream)
                 .await
                 .map_err(|_| SandboxError::BoxGone)?
                 .ok_or(SandboxError::BoxGone)
@@ -955,11 +955,11 @@ async fn exchange_run(
     req: &RunRequest,
     output: Option<&mpsc::UnboundedSender<OutputChunk>>,
 ) -> Result<RunReport, SandboxError> {
-    wire::send_async(stream, &HostMsg::Run(Box::new(req.clone())))
+    channel::send_async(stream, &HostMsg::Run(Box::new(req.clone())))
         .await
         .map_err(|_| SandboxError::BoxGone)?;
     loop {
-        match wire::recv_async::<InitMsg>(stream).await {
+        match channel::recv_async::<InitMsg>(stream).await {
             Ok(Some(InitMsg::Output { stream, data })) => {
                 if let Some(tx) = output {
                     let _ = tx.send(OutputChunk { stream, data });

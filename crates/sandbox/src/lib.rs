@@ -11,12 +11,12 @@
 //! ```text
 //!  host (async)                          box
 //!  Sandbox::create_box ──spawn──▶ setup process ──clone(namespaces)──▶ init (PID 1)
-//!  SandboxBox::run ───────── socket (wire) ─────────────────────────▶ fork → drop privileges → exec
+//!  SandboxBox::run ───────── socket (channel) ──────────────────────▶ fork → drop privileges → exec
 //! ```
 //!
 //! Modules, in the order a box comes to life: [`cgroup`] (limits the kernel enforces),
 //! [`host`] (creating and driving boxes), [`init`] (setup process and the init inside the box),
-//! [`seccomp`] (the filter), [`wire`] (host ↔ init messages), [`limits`] and [`outcome`] (what
+//! [`seccomp`] (the filter), [`channel`] (host ↔ init messages), [`limits`] and [`outcome`] (what
 //! callers set and get back), and [`census`] (what boxes leave on the host, for
 //! `codebeaker doctor --leaks` and the leak checks).
 //!
@@ -25,17 +25,17 @@
 
 pub mod census;
 pub mod cgroup;
+pub mod channel;
 pub mod host;
 pub mod init;
 pub mod limits;
 pub mod outcome;
 pub mod seccomp;
-pub mod wire;
 
+pub use channel::{Bind, Entry, EntryKind, FileRoot, Stream, WarmSpec};
 pub use host::{
     id_span, BoxSpec, Command, Isolation, OutputChunk, Sandbox, SandboxBox, SandboxConfig,
     SandboxError, ID_SLOTS, INIT_ARG,
 };
 pub use limits::{BoxLimits, RunLimits, MIB};
 pub use outcome::{RunOutcome, RunStatus};
-pub use wire::{Bind, Entry, EntryKind, FileRoot, Stream, WarmSpec};

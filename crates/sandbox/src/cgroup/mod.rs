@@ -72,7 +72,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
-use crate::wire::GroupKill;
+use crate::channel::GroupKill;
 use fs::Dirs;
 pub use mounts::parent_dirs;
 use mounts::MountEntry;
@@ -724,10 +724,10 @@ impl BoxCgroup {
     }
 
     /// Creates the box's `run` and `workers` child groups, which the init uses to end every run
-    /// empty (see [`crate::wire::RunGroupPaths`]). They carry no controller of their own (limits
+    /// empty (see [`crate::channel::RunGroupPaths`]). They carry no controller of their own (limits
     /// stay on the box's group), so on v2 the box's group may keep the init as a member. On v1
     /// they live in the freezer hierarchy, or in the pids hierarchy when there is no freezer.
-    pub fn create_run_groups(&self) -> Result<crate::wire::RunGroupPaths, CgroupError> {
+    pub fn create_run_groups(&self) -> Result<crate::channel::RunGroupPaths, CgroupError> {
         let (dir, kill) = self.ops.run_groups_home(self)?;
         let run = dir.join("run");
         let workers = dir.join("workers");
@@ -740,7 +740,7 @@ impl BoxCgroup {
                     source,
                 })?;
         }
-        Ok(crate::wire::RunGroupPaths { run, workers, kill })
+        Ok(crate::channel::RunGroupPaths { run, workers, kill })
     }
 
     /// Changes the memory limit (and memsw / swap) and reads it back.

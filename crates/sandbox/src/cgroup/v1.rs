@@ -15,7 +15,7 @@ use super::{
     memory_matches, BoxCgroup, CgroupError, CgroupStats, CgroupVersion, GroupDir, Hierarchy,
     Interface, CPU_PERIOD_US, V1_OPTIONAL,
 };
-use crate::wire::GroupKill;
+use crate::channel::GroupKill;
 
 /// The cgroup v1 interface.
 #[derive(Debug)]

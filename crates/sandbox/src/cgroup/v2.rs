@@ -14,7 +14,7 @@ use super::{
     is_permission_error, memory_matches, write_hint, BoxCgroup, CgroupError, CgroupStats,
     CgroupVersion, GroupDir, Hierarchy, Interface, CPU_PERIOD_US, V2_CONTROLLERS,
 };
-use crate::wire::GroupKill;
+use crate::channel::GroupKill;
 
 /// The cgroup v2 interface.
 #[derive(Debug)]

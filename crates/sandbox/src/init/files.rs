@@ -18,7 +18,7 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
 use super::SANDBOX_UID;
-use crate::wire::{Entry, EntryKind, FileRoot, WriteFile};
+use crate::channel::{Entry, EntryKind, FileRoot, WriteFile};
 
 type R<T> = Result<T, String>;
 

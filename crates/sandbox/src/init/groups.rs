@@ -25,7 +25,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::wire::{GroupKill, RunGroupPaths};
+use crate::channel::{GroupKill, RunGroupPaths};
 
 /// How long the init waits for a killed group to empty before it kills the whole box instead.
 const EMPTY_TIMEOUT: Duration = Duration::from_secs(2);

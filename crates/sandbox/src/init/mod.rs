@@ -35,7 +35,7 @@ use std::io::Read;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
-use crate::wire::{self, BoxSetup, HostMsg, InitMsg};
+use crate::channel::{self, BoxSetup, HostMsg, InitMsg};
 
 /// Namespaces every box gets.
 const NAMESPACES: libc::c_int = libc::CLONE_NEWUSER
@@ -110,7 +110,7 @@ fn setup_process(args: &[String]) -> Result<i32, String> {
             kill(pid);
             msg
         })?;
-    wire::send(&mut sock, &InitMsg::Spawned { pid }).map_err(|e| format!("socket: {e}"))?;
+    channel::send(&mut sock, &InitMsg::Spawned { pid }).map_err(|e| format!("socket: {e}"))?;
     let_init_go(go_write)?;
     // Only the init holds the box's end of the socket from here on.
     drop(sock);
@@ -119,7 +119,7 @@ fn setup_process(args: &[String]) -> Result<i32, String> {
 
 /// Tells the host that setting the box up failed with `msg`, and returns `msg`.
 fn failed(sock: &mut UnixStream, msg: String) -> String {
-    let _ = wire::send(sock, &InitMsg::SetupFailed(msg.clone()));
+    let _ = channel::send(sock, &InitMsg::SetupFailed(msg.clone()));
     msg
 }
 
@@ -138,7 +138,7 @@ fn read_setup(args: &[String]) -> Result<(UnixStream, BoxSetup), String> {
     // SAFETY: the host passed us this descriptor for the socket and nothing else owns it.
     let mut sock = unsafe { UnixStream::from_raw_fd(fd) };
     set_cloexec(fd);
-    match wire::recv::<HostMsg>(&mut sock) {
+    match channel::recv::<HostMsg>(&mut sock) {
         Ok(Some(HostMsg::Setup(setup))) => Ok((sock, setup)),
         Ok(_) => Err("expected the box setup first".into()),
         Err(e) => Err(format!("reading the box setup: {e}")),
@@ -317,7 +317,7 @@ fn box_init(
     let filters = match prepared {
         Ok(filters) => filters,
         Err(msg) => {
-            let _ = wire::send(&mut sock, &InitMsg::SetupFailed(msg));
+            let _ = channel::send(&mut sock, &InitMsg::SetupFailed(msg));
             std::process::exit(1);
         }
     };
@@ -325,7 +325,7 @@ fn box_init(
     for (key, _) in std::env::vars_os() {
         std::env::remove_var(key);
     }
-    if wire::send(&mut sock, &InitMsg::Ready).is_err() {
+    if channel::send(&mut sock, &InitMsg::Ready).is_err() {
         std::process::exit(1);
     }
     let devnull = match std::fs::OpenOptions::new()
@@ -335,7 +335,7 @@ fn box_init(
     {
         Ok(f) => OwnedFd::from(f),
         Err(e) => {
-            let _ = wire::send(&mut sock, &InitMsg::SetupFailed(format!("/dev/null: {e}")));
+            let _ = channel::send(&mut sock, &InitMsg::SetupFailed(format!("/dev/null: {e}")));
             std::process::exit(1);
         }
     };
@@ -348,9 +348,9 @@ fn box_init(
     };
     let mut workers = warm::Workers::default();
     // Allocated and written now, while the box has memory: file reads use only this buffer.
-    let mut read_buf = vec![1u8; wire::FILE_CHUNK];
+    let mut read_buf = vec![1u8; channel::FILE_CHUNK];
     loop {
-        let msg = match wire::recv::<HostMsg>(&mut sock) {
+        let msg = match channel::recv::<HostMsg>(&mut sock) {
             Ok(Some(msg)) => msg,
             // The host went away: leave, and the kernel ends every process in the box.
             Ok(None) | Err(_) => std::process::exit(0),
@@ -370,7 +370,7 @@ fn box_init(
                 path,
                 max_bytes,
             } => {
-                let mut send = |piece: &[u8]| wire::send_file_chunk(&mut sock, piece).is_ok();
+                let mut send = |piece: &[u8]| channel::send_file_chunk(&mut sock, piece).is_ok();
                 match files::read_chunks(root, &path, max_bytes, &mut read_buf, &mut send) {
                     Ok(()) => InitMsg::Done,
                     Err(files::ReadError::Failed(msg)) => InitMsg::Error(msg),
@@ -429,7 +429,7 @@ fn box_init(
             HostMsg::Shutdown => std::process::exit(0),
             HostMsg::Setup(_) | HostMsg::Cancel => InitMsg::Error("unexpected request".into()),
         };
-        if wire::send(&mut sock, &reply).is_err() {
+        if channel::send(&mut sock, &reply).is_err() {
             std::process::exit(0);
         }
     }

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 use super::SANDBOX_UID;
-use crate::wire::BoxSetup;
+use crate::channel::BoxSetup;
 
 /// Base system directories bound read-only (or recreated as symlinks on merged-/usr systems).
 const BASE_DIRS: &[&str] = &[

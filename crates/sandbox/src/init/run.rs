@@ -22,8 +22,8 @@ use super::context::Context;
 use super::groups::{self, RunGroups};
 use super::warm::{self, Workers};
 use super::SANDBOX_UID;
+use crate::channel::{self, Exit, HostMsg, InitMsg, RunReport, RunRequest, Stream};
 use crate::limits::RunLimits;
-use crate::wire::{self, Exit, HostMsg, InitMsg, RunReport, RunRequest, Stream};
 
 /// Most bytes the snippet result descriptor may carry.
 const MAX_FD4_BYTES: u64 = 64 * 1024 * 1024;
@@ -399,7 +399,7 @@ impl RunIo<'_> {
                     stream,
                     data: kept.to_vec(),
                 };
-                wire::send(self.sock, &msg).map_err(|_| RunError::HostGone)?;
+                channel::send(self.sock, &msg).map_err(|_| RunError::HostGone)?;
             }
         }
         if kept.len() < data.len() {
@@ -685,7 +685,7 @@ fn supervise(
             }
         }
         if poll.ready(Slot::Host) {
-            match wire::recv::<HostMsg>(io.sock) {
+            match channel::recv::<HostMsg>(io.sock) {
                 Ok(Some(HostMsg::Cancel)) => {
                     cancelled = true;
                     stop = true;

@@ -42,7 +42,7 @@ use nix::sys::socket::{self, ControlMessage, MsgFlags};
 use super::child::{self, CStrArray, ChildPlan, Ids, Rlimit};
 use super::context::Context;
 use super::SANDBOX_UID;
-use crate::wire::WarmSpec;
+use crate::channel::WarmSpec;
 
 /// The uid and gid warm workers run as inside the box: mapped like the box's other ids, and
 /// shared with no program (programs run as [`SANDBOX_UID`]).
