@@ -1,12 +1,9 @@
-//! `codebeaker bench`: times box creation and sandboxed runs in one go, side by side with a bare
-//! process and bubblewrap doing the same, and prints medians, p99 and ratios to the bare run.
-//! Timings are reported, never asserted: machines are noisy.
+//! `codebeaker bench`: the flags of the benchmarks; the suites themselves are
+//! [`codebeaker_harness::bench`]. Timings are reported, never asserted: machines are noisy.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
-use codebeaker_sandbox::{BoxSpec, Command, RunStatus, Sandbox, SandboxConfig};
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use codebeaker_harness::bench::{BenchOptions, Suite};
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -22,7 +19,7 @@ pub struct BenchArgs {
     /// What to measure: `sandbox` (boxes against bare processes and bubblewrap), `languages`
     /// (the seed's snippets: first run, cache hit, and the bare toolchain) or `warm` (the
     /// per-request paths over WebSocket and in-process, against Docker when a daemon runs).
-    #[arg(long, default_value = "sandbox", value_parser = ["sandbox", "languages", "warm"])]
+    #[arg(long, default_value = "sandbox", value_parser = Suite::NAMES)]
     suite: String,
     /// With `--suite warm`: how many idle Python sessions to hold for the memory figure.
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=2000))]
@@ -31,237 +28,19 @@ pub struct BenchArgs {
     /// (bare python3), `docker`, `session-create`, `warm` (warm snippets in a session),
     /// `one-shot` (`execution.run` cold and from the pool), `throughput`, `idle` (memory of idle
     /// sessions).
-    #[arg(long, value_delimiter = ',', value_parser = crate::bench_warm::PARTS)]
+    #[arg(long, value_delimiter = ',', value_parser = codebeaker_harness::bench::warm::PARTS)]
     only: Vec<String>,
 }
 
-struct Case {
-    name: &'static str,
-    samples: Vec<Duration>,
-    note: Option<String>,
-}
-
-pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-fn time_process(argv: &[&str]) -> Result<Duration> {
-    let start = Instant::now();
-    let status = std::process::Command::new(argv[0])
-        .args(&argv[1..])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .with_context(|| format!("starting {}", argv[0]))?;
-    let elapsed = start.elapsed();
-    if !status.success() {
-        bail!("{} failed: {status}", argv.join(" "));
-    }
-    Ok(elapsed)
-}
-
-fn bwrap_argv(program: &str) -> Vec<&str> {
-    let mut argv = vec![
-        "bwrap",
-        "--unshare-all",
-        "--die-with-parent",
-        "--ro-bind",
-        "/usr",
-        "/usr",
-    ];
-    for dir in ["bin", "lib", "lib64", "sbin"] {
-        let path = format!("/{dir}");
-        if let Ok(link) = std::fs::read_link(&path) {
-            argv.extend([
-                "--symlink",
-                leak(link.to_string_lossy().into_owned()),
-                leak(path),
-            ]);
-        } else if std::path::Path::new(&path).exists() {
-            argv.extend(["--ro-bind", leak(path.clone()), leak(path)]);
-        }
-    }
-    argv.extend([
-        "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", program, "-c", "pass",
-    ]);
-    argv
-}
-
-fn leak(s: String) -> &'static str {
-    Box::leak(s.into_boxed_str())
-}
-
 pub async fn main(args: BenchArgs) -> Result<i32> {
-    match args.suite.as_str() {
-        "languages" => {
-            return crate::bench_languages::main(args.iterations as usize, args.json).await
-        }
-        "warm" => {
-            return crate::bench_warm::main(
-                args.iterations as usize,
-                args.idle_sessions as usize,
-                &args.only,
-                args.json,
-            )
-            .await
-        }
-        _ => {}
-    }
-    let n = args.iterations as usize;
-    let warmup = 3;
-    let program = args.program.as_str();
-    let sandbox = Sandbox::new(SandboxConfig::default())?;
-    let spec = BoxSpec::default();
-    let pass = Command::new([program, "-c", "pass"]);
-    let mut cases = Vec::new();
-
-    let mut bare = Vec::new();
-    for i in 0..n + warmup {
-        let t = time_process(&[program, "-c", "pass"])?;
-        if i >= warmup {
-            bare.push(t);
-        }
-    }
-    cases.push(Case {
-        name: "bare process",
-        samples: bare,
-        note: None,
-    });
-
-    let bwrap = bwrap_argv(program);
-    let mut samples = Vec::new();
-    let mut note = None;
-    for i in 0..n + warmup {
-        match time_process(&bwrap) {
-            Ok(t) if i >= warmup => samples.push(t),
-            Ok(_) => {}
-            Err(e) => {
-                note = Some(format!("skipped: {e:#} (install Debian's bubblewrap)"));
-                samples.clear();
-                break;
-            }
-        }
-    }
-    cases.push(Case {
-        name: "bubblewrap",
-        samples,
-        note,
-    });
-
-    let mut create = Vec::new();
-    let mut create_run = Vec::new();
-    for i in 0..n + warmup {
-        let start = Instant::now();
-        let bx = sandbox.create_box(&spec).await?;
-        let created = start.elapsed();
-        let out = bx.run(&pass).await?;
-        let total = start.elapsed();
-        bx.destroy().await?;
-        if out.status != RunStatus::Ok {
-            bail!(
-                "the sandboxed run failed: {} {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        if i >= warmup {
-            create.push(created);
-            create_run.push(total);
-        }
-    }
-    cases.push(Case {
-        name: "box creation",
-        samples: create,
-        note: None,
-    });
-    cases.push(Case {
-        name: "box creation + run",
-        samples: create_run,
-        note: None,
-    });
-
-    let bx = sandbox.create_box(&spec).await?;
-    let mut warm = Vec::new();
-    for i in 0..n + warmup {
-        let start = Instant::now();
-        let out = bx.run(&pass).await?;
-        if out.status != RunStatus::Ok {
-            bail!("the sandboxed run failed: {}", out.status);
-        }
-        if i >= warmup {
-            warm.push(start.elapsed());
-        }
-    }
-    bx.destroy().await?;
-    cases.push(Case {
-        name: "run in existing box",
-        samples: warm,
-        note: None,
-    });
-
-    report(&cases, program, args.json)?;
-    Ok(0)
-}
-
-fn report(cases: &[Case], program: &str, json: bool) -> Result<()> {
-    let stats: Vec<(&Case, Duration, Duration)> = cases
-        .iter()
-        .map(|c| {
-            let mut s = c.samples.clone();
-            s.sort();
-            (c, percentile(&s, 50.0), percentile(&s, 99.0))
-        })
-        .collect();
-    let bare = stats.first().map(|s| s.1).unwrap_or(Duration::ZERO);
-    let ratio = |d: Duration| {
-        if bare.is_zero() {
-            0.0
-        } else {
-            d.as_secs_f64() / bare.as_secs_f64()
-        }
+    let suite = Suite::named(&args.suite).context("--suite: no such suite")?;
+    let options = BenchOptions {
+        suite,
+        iterations: args.iterations as usize,
+        program: args.program,
+        idle_sessions: args.idle_sessions as usize,
+        only: args.only,
+        json: args.json,
     };
-    if json {
-        let rows: Vec<_> = stats
-            .iter()
-            .map(|(c, med, p99)| {
-                serde_json::json!({
-                    "case": c.name, "samples": c.samples.len(),
-                    "medianMs": med.as_secs_f64() * 1e3, "p99Ms": p99.as_secs_f64() * 1e3,
-                    "ratioToBare": ratio(*med), "note": c.note,
-                })
-            })
-            .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(
-                &serde_json::json!({"program": format!("{program} -c pass"), "cases": rows})
-            )?
-        );
-        return Ok(());
-    }
-    println!("program: {program} -c pass");
-    println!(
-        "{:<22} {:>8} {:>10} {:>10} {:>8}",
-        "case", "samples", "median ms", "p99 ms", "× bare"
-    );
-    for (c, med, p99) in &stats {
-        if let Some(note) = &c.note {
-            println!("{:<22} {note}", c.name);
-            continue;
-        }
-        println!(
-            "{:<22} {:>8} {:>10.2} {:>10.2} {:>8.2}",
-            c.name,
-            c.samples.len(),
-            med.as_secs_f64() * 1e3,
-            p99.as_secs_f64() * 1e3,
-            ratio(*med)
-        );
-    }
-    Ok(())
+    Ok(codebeaker_harness::bench::run(options).await?)
 }

@@ -6,8 +6,6 @@
 
 mod batch;
 mod bench;
-mod bench_languages;
-mod bench_warm;
 mod doctor;
 mod languages;
 mod load;

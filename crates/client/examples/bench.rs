@@ -13,6 +13,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use codebeaker_client::batch::percentile;
 use codebeaker_client::{
     Backend, BatchExecutor, BatchItem, BatchOptions, Client, ClientConfig, CodeBeakerOptions,
     Embedded, ItemStatus, RuntimeService,
@@ -89,14 +90,6 @@ fn main() {
         eprintln!("bench: {e}");
         std::process::exit(1);
     }
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 fn options() -> CodeBeakerOptions {

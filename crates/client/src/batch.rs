@@ -352,11 +352,16 @@ async fn worker(
     }
 }
 
-fn percentile(sorted: &[u64], p: f64) -> u64 {
+/// The `p`th percentile (0 to 100) of `sorted`, which must be in ascending order, by nearest
+/// rank: the smallest value with at least `p`% of the values at or below it. An empty slice
+/// gives `T::default()` (zero for numbers and [`Duration`]).
+///
+/// The one percentile of the workspace: the batch summary, the load tester and the benchmarks
+/// all report with it.
+pub fn percentile<T: Copy + Default>(sorted: &[T], p: f64) -> T {
     if sorted.is_empty() {
-        return 0;
+        return T::default();
     }
-    // Nearest rank: the smallest value with at least p% of the values at or below it.
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
@@ -408,7 +413,14 @@ mod tests {
         assert_eq!(percentile(&v, 50.0), 50);
         assert_eq!(percentile(&v, 99.0), 99);
         assert_eq!(percentile(&[7], 99.0), 7);
-        assert_eq!(percentile(&[], 50.0), 0);
+        assert_eq!(percentile::<u64>(&[], 50.0), 0);
+        let ms: Vec<Duration> = (1..=10).map(Duration::from_millis).collect();
+        assert_eq!(percentile(&ms, 90.0), Duration::from_millis(9));
+        assert_eq!(percentile::<Duration>(&[], 99.0), Duration::ZERO);
+        let f = [0.5, 1.5, 2.5, 3.5];
+        assert_eq!(percentile(&f, 50.0), 1.5);
+        assert_eq!(percentile(&f, 0.0), 0.5);
+        assert_eq!(percentile(&f, 100.0), 3.5);
     }
 
     #[test]

@@ -1,23 +1,23 @@
-//! `codebeaker bench --suite warm`: the paths a platform uses on every request, in one run, side
-//! by side with a bare process and Docker (when a daemon runs): warm snippets in an existing
-//! session over the WebSocket server and in-process, `session.create` from the pool, one-shot
-//! runs cold and from the pool, throughput on all cores, and the memory of idle sessions.
-//! `--only` picks some of these parts.
+//! The warm suite (`codebeaker bench --suite warm`): the paths a platform uses on every
+//! request, in one run, side by side with a bare process and Docker (when a daemon runs): warm
+//! snippets in an existing session over the WebSocket server and in-process, `session.create`
+//! from the pool, one-shot runs cold and from the pool, throughput on all cores, and the memory
+//! of idle sessions. `--only` picks some of these parts.
+//!
+//! Over WebSocket, every request goes through [`codebeaker_client::Client`], so the figures are
+//! what a user's client sees, its decoding and bookkeeping included.
 
-use anyhow::{anyhow, bail, Context, Result};
+use codebeaker_client::batch::percentile;
+use codebeaker_client::{Backend, BackendExt, Client, ClientConfig};
 use codebeaker_engine::{Caller, Engine, EngineConfig, SessionOptions};
+use codebeaker_protocol::methods::{ExecutionRunParams, ExecutionStatus, SessionCreateParams};
 use codebeaker_server::{Server, ServerConfig};
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio_tungstenite::tungstenite::Message;
 
-use crate::bench::percentile;
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+use crate::HarnessError;
 
 /// The parts of the suite, as `--only` names them.
 pub const PARTS: [&str; 7] = [
@@ -41,45 +41,38 @@ const SEEDS: &[(&str, &str)] = &[
     ("csharp", "var value = input_data.GetProperty(\"value\").GetInt32();\nvar result = new { output = value * 2 };"),
 ];
 
-/// A minimal JSON-RPC caller over one WebSocket: one request at a time.
-struct Rpc {
-    ws: Ws,
-    next: u64,
+/// How long a request through the client may wait for its answer: generous, so that a slow
+/// host makes slow figures rather than failures.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A client connected to the server at `url`.
+async fn connect(url: &str) -> Result<Client, HarnessError> {
+    let config = ClientConfig {
+        request_timeout: REQUEST_TIMEOUT,
+        ..ClientConfig::new(url)
+    };
+    Ok(Client::connect(config).await?)
 }
 
-impl Rpc {
-    async fn connect(url: &str) -> Result<Rpc> {
-        let (ws, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .context("connecting to the server")?;
-        Ok(Rpc { ws, next: 1 })
-    }
-
-    async fn call(&mut self, method: &str, params: Value) -> Result<Value> {
-        let id = self.next;
-        self.next += 1;
-        let req = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-        self.ws.send(Message::Text(req.to_string().into())).await?;
-        while let Some(msg) = self.ws.next().await {
-            let Message::Text(text) = msg? else { continue };
-            let v: Value = serde_json::from_str(text.trim_end())?;
-            if v["id"] == json!(id) {
-                if let Some(err) = v.get("error") {
-                    bail!("{method}: {err}");
-                }
-                return Ok(v["result"].clone());
-            }
-        }
-        bail!("the connection closed")
-    }
+/// A new session in `language`; returns its id.
+async fn create_session(client: &Client, language: &str) -> Result<String, HarnessError> {
+    let created = client
+        .session_create(SessionCreateParams {
+            language: language.into(),
+            ..Default::default()
+        })
+        .await?;
+    Ok(created.session_id)
 }
 
+/// One row of the report: a case and its samples, or why it was skipped.
 struct Row {
     name: String,
     samples: Vec<Duration>,
     note: Option<String>,
 }
 
+/// A measured row.
 fn row(name: impl Into<String>, samples: Vec<Duration>) -> Row {
     Row {
         name: name.into(),
@@ -88,6 +81,7 @@ fn row(name: impl Into<String>, samples: Vec<Duration>) -> Row {
     }
 }
 
+/// A row for a case that could not be measured, and why.
 fn skipped(name: impl Into<String>, why: impl Into<String>) -> Row {
     Row {
         name: name.into(),
@@ -96,16 +90,18 @@ fn skipped(name: impl Into<String>, why: impl Into<String>) -> Row {
     }
 }
 
+/// Median and p99 of `samples`.
 fn stats(samples: &[Duration]) -> (Duration, Duration) {
     let mut s = samples.to_vec();
     s.sort();
     (percentile(&s, 50.0), percentile(&s, 99.0))
 }
 
-async fn time_n<F, Fut>(n: usize, mut f: F) -> Result<Vec<Duration>>
+/// Times `n` calls of `f`, one after another.
+async fn time_n<F, Fut>(n: usize, mut f: F) -> Result<Vec<Duration>, HarnessError>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<()>>,
+    Fut: std::future::Future<Output = Result<(), HarnessError>>,
 {
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
@@ -117,14 +113,17 @@ where
 }
 
 /// A server over `engine` on an ephemeral loopback port.
-async fn serve_loopback(engine: &Arc<Engine>) -> Result<codebeaker_server::ServerHandle> {
+async fn serve_loopback(
+    engine: &Arc<Engine>,
+) -> Result<codebeaker_server::ServerHandle, HarnessError> {
     let config = ServerConfig {
-        listen: "127.0.0.1:0".parse()?,
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         ..ServerConfig::default()
     };
     Ok(Server::bind(config, Arc::clone(engine)).await?.spawn())
 }
 
+/// An engine configuration with `pool` ready boxes and room for many sessions.
 fn engine_config(pool: usize) -> EngineConfig {
     let mut config = EngineConfig {
         box_pool_size: pool,
@@ -135,6 +134,7 @@ fn engine_config(pool: usize) -> EngineConfig {
     config
 }
 
+/// Waits (at most 10 s) until the engine has `n` ready boxes.
 async fn wait_for_pool(engine: &Engine, n: usize) {
     for _ in 0..2000 {
         if engine.stats().pooled_boxes >= n {
@@ -144,7 +144,8 @@ async fn wait_for_pool(engine: &Engine, n: usize) {
     }
 }
 
-fn bare_python(code: &str) -> Result<Duration> {
+/// Times bare `python3` running the snippet `code` on the input `{"value": 21}`.
+fn bare_python(code: &str) -> Result<Duration, HarnessError> {
     let start = Instant::now();
     let status = std::process::Command::new("/usr/bin/python3")
         .args([
@@ -156,7 +157,7 @@ fn bare_python(code: &str) -> Result<Duration> {
         .stdout(Stdio::null())
         .status()?;
     if !status.success() {
-        bail!("bare python failed");
+        return Err(HarnessError::Step("bare python failed".into()));
     }
     Ok(start.elapsed())
 }
@@ -173,7 +174,7 @@ fn docker_rows(n: usize) -> Vec<Row> {
         let why = "skipped: no Docker daemon (see docs/operations.md#benchmarks)";
         return vec![skipped("docker run", why), skipped("docker exec", why)];
     }
-    let result = (|| -> Result<Vec<Row>> {
+    let result = (|| -> Result<Vec<Row>, HarnessError> {
         let have = std::process::Command::new("docker")
             .args(["image", "inspect", "codebeaker-bench"])
             .stdout(Stdio::null())
@@ -187,7 +188,7 @@ fn docker_rows(n: usize) -> Vec<Row> {
                 .args(["-c", script])
                 .status()?;
             if !built.success() {
-                bail!("building the bench image failed");
+                return Err(HarnessError::Step("building the bench image failed".into()));
             }
         }
         let program = format!(
@@ -210,7 +211,7 @@ fn docker_rows(n: usize) -> Vec<Row> {
                 .stdout(Stdio::null())
                 .status()?;
             if !s.success() {
-                bail!("docker run failed");
+                return Err(HarnessError::Step("docker run failed".into()));
             }
             run.push(start.elapsed());
         }
@@ -232,7 +233,7 @@ fn docker_rows(n: usize) -> Vec<Row> {
             .stdout(Stdio::null())
             .status()?;
         if !started.success() {
-            bail!("starting a container failed");
+            return Err(HarnessError::Step("starting a container failed".into()));
         }
         let mut exec = Vec::new();
         for _ in 0..n {
@@ -256,9 +257,10 @@ fn docker_rows(n: usize) -> Vec<Row> {
             row("docker exec (python seed)", exec),
         ])
     })();
-    result.unwrap_or_else(|e| vec![skipped("docker", format!("skipped: {e:#}"))])
+    result.unwrap_or_else(|e| vec![skipped("docker", format!("skipped: {}", e.chain()))])
 }
 
+/// `MemAvailable` of the host, in bytes (0 when unknown).
 fn mem_available() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
@@ -272,57 +274,67 @@ fn mem_available() -> u64 {
 
 /// One-shot runs as a client sees them, with the long-poll: `execution.run`, then
 /// `execution.status` with `wait` until the run has ended.
-async fn one_shot(rpc: &mut Rpc) -> Result<()> {
-    let r = rpc
-        .call(
-            "execution.run",
-            json!({"language": "python", "code": "print(42)"}),
-        )
+async fn one_shot(client: &Client) -> Result<(), HarnessError> {
+    let queued = client
+        .execution_run(ExecutionRunParams {
+            language: "python".into(),
+            code: "print(42)".into(),
+            ..Default::default()
+        })
         .await?;
-    let id = r["executionId"].clone();
     loop {
-        let s = rpc
-            .call(
-                "execution.status",
-                json!({"executionId": id, "wait": ONE_SHOT_WAIT_MS}),
+        let s = client
+            .execution_status_wait(
+                &queued.execution_id,
+                Duration::from_millis(ONE_SHOT_WAIT_MS),
             )
             .await?;
-        match s["status"].as_str() {
-            Some("completed") => return Ok(()),
-            Some("failed") => bail!("one-shot run failed: {s}"),
-            _ => {}
+        match s.status {
+            ExecutionStatus::Completed => return Ok(()),
+            ExecutionStatus::Failed => {
+                return Err(HarnessError::Step(format!("one-shot run failed: {s:?}")))
+            }
+            ExecutionStatus::Queued | ExecutionStatus::Running => {}
         }
     }
 }
 
 /// The same in one round trip: `execution.run` with `wait`.
-async fn one_shot_waiting(rpc: &mut Rpc) -> Result<()> {
-    let s = rpc
-        .call(
-            "execution.run",
-            json!({"language": "python", "code": "print(42)", "wait": ONE_SHOT_WAIT_MS}),
+async fn one_shot_waiting(client: &Client) -> Result<(), HarnessError> {
+    let s = client
+        .execution_run_wait(
+            ExecutionRunParams {
+                language: "python".into(),
+                code: "print(42)".into(),
+                ..Default::default()
+            },
+            Duration::from_millis(ONE_SHOT_WAIT_MS),
         )
         .await?;
-    match s["status"].as_str() {
-        Some("completed") => Ok(()),
-        Some("failed") => bail!("one-shot run failed: {s}"),
-        _ => bail!("one-shot run still not finished after {ONE_SHOT_WAIT_MS} ms: {s}"),
+    match s.status {
+        ExecutionStatus::Completed => Ok(()),
+        ExecutionStatus::Failed => Err(HarnessError::Step(format!("one-shot run failed: {s:?}"))),
+        ExecutionStatus::Queued | ExecutionStatus::Running => Err(HarnessError::Step(format!(
+            "one-shot run still not finished after {ONE_SHOT_WAIT_MS} ms: {s:?}"
+        ))),
     }
 }
 
-pub async fn main(
+/// Measures the parts `only` names (all when empty) with `iterations` samples per case (at least
+/// five), holding `idle_sessions` sessions for the memory figure, and prints the report.
+pub async fn run(
     iterations: usize,
     idle_sessions: usize,
     only: &[String],
     json_out: bool,
-) -> Result<i32> {
+) -> Result<i32, HarnessError> {
     let n = iterations.max(5);
     let want = |part: &str| only.is_empty() || only.iter().any(|p| p == part);
     let engine = Arc::new(Engine::new(engine_config(4))?);
     let upkeep = engine.spawn_reaper();
     let server = serve_loopback(&engine).await?;
     let url = format!("ws://{}/ws/jsonrpc", server.local_addr());
-    let mut rpc = Rpc::connect(&url).await?;
+    let client = connect(&url).await?;
     wait_for_pool(&engine, 4).await;
     let mut rows = Vec::new();
     let mut extra = serde_json::Map::new();
@@ -332,20 +344,20 @@ pub async fn main(
             "bare python3 (seed program)",
             (0..n)
                 .map(|_| bare_python(PY_SEED))
-                .collect::<Result<_>>()?,
+                .collect::<Result<_, HarnessError>>()?,
         ));
     }
     if want("docker") {
         rows.extend(docker_rows(n));
     }
     if want("session-create") {
-        session_create(&engine, &mut rpc, n, &mut rows).await?;
+        session_create(&engine, &client, n, &mut rows).await?;
     }
     if want("warm") {
-        warm_snippets(&engine, &mut rpc, n, &mut rows).await?;
+        warm_snippets(&engine, &client, n, &mut rows).await?;
     }
     if want("one-shot") {
-        one_shots(&engine, &mut rpc, n, &mut rows).await?;
+        one_shots(&engine, &client, n, &mut rows).await?;
     }
     if want("throughput") {
         throughput(&url, n, &mut extra).await?;
@@ -354,7 +366,7 @@ pub async fn main(
         idle(&engine, idle_sessions, &mut extra).await?;
     }
 
-    drop(rpc);
+    drop(client);
     server.shutdown().await?;
     upkeep.abort();
     engine.shutdown().await;
@@ -364,23 +376,21 @@ pub async fn main(
 /// `session.create` from the pool (the pool refills between calls).
 async fn session_create(
     engine: &Engine,
-    rpc: &mut Rpc,
+    client: &Client,
     n: usize,
     rows: &mut Vec<Row>,
-) -> Result<()> {
+) -> Result<(), HarnessError> {
     let mut creates = Vec::new();
     let mut created = Vec::new();
     for _ in 0..n.min(50) {
         wait_for_pool(engine, 1).await;
         let start = Instant::now();
-        let s = rpc
-            .call("session.create", json!({"language": "python"}))
-            .await?;
+        let id = create_session(client, "python").await?;
         creates.push(start.elapsed());
-        created.push(s["sessionId"].as_str().unwrap_or_default().to_string());
+        created.push(id);
     }
     for id in created {
-        rpc.call("session.close", json!({"sessionId": id})).await?;
+        client.session_close(&id).await?;
     }
     rows.push(row("session.create (pool)", creates));
     Ok(())
@@ -389,30 +399,33 @@ async fn session_create(
 /// Warm snippets in an existing session, over WebSocket and in-process.
 async fn warm_snippets(
     engine: &Arc<Engine>,
-    rpc: &mut Rpc,
+    client: &Client,
     n: usize,
     rows: &mut Vec<Row>,
-) -> Result<()> {
+) -> Result<(), HarnessError> {
     for (language, code) in SEEDS {
-        let s = rpc
-            .call("session.create", json!({"language": language}))
-            .await?;
-        let id = s["sessionId"].as_str().unwrap_or_default().to_string();
-        let params = json!({"sessionId": id, "command": {"type": "execute", "code": code, "input": {"value": 21}}});
+        let id = create_session(client, language).await?;
         for _ in 0..3 {
-            let r = rpc.call("session.execute", params.clone()).await?;
-            if r["success"] != json!(true) {
-                bail!("{language}: {}", r["error"]);
+            let reply = client
+                .run_snippet(&id, code, json!({"value": 21}), None)
+                .await?;
+            if !reply.success {
+                return Err(HarnessError::Step(format!(
+                    "{language}: {}",
+                    reply.error.unwrap_or_default()
+                )));
             }
         }
         let mut samples = Vec::with_capacity(n);
         for _ in 0..n {
             let start = Instant::now();
-            rpc.call("session.execute", params.clone()).await?;
+            client
+                .run_snippet(&id, code, json!({"value": 21}), None)
+                .await?;
             samples.push(start.elapsed());
         }
         rows.push(row(format!("warm {language} snippet (WebSocket)"), samples));
-        rpc.call("session.close", json!({"sessionId": id})).await?;
+        client.session_close(&id).await?;
     }
 
     // The same warm Python snippet in-process.
@@ -447,17 +460,22 @@ async fn warm_snippets(
 
 /// One-shot runs from the pool and in cold boxes: `execution.run`, then `execution.status`
 /// with `wait` (a long-poll that answers when the run ends); and `execution.run` with `wait`.
-async fn one_shots(engine: &Engine, rpc: &mut Rpc, n: usize, rows: &mut Vec<Row>) -> Result<()> {
+async fn one_shots(
+    engine: &Engine,
+    client: &Client,
+    n: usize,
+    rows: &mut Vec<Row>,
+) -> Result<(), HarnessError> {
     let mut pooled = Vec::new();
     let mut pooled_waiting = Vec::new();
     for i in 0..2 * n.min(50) {
         wait_for_pool(engine, 4).await;
         let start = Instant::now();
         if i % 2 == 0 {
-            one_shot(rpc).await?;
+            one_shot(client).await?;
             pooled.push(start.elapsed());
         } else {
-            one_shot_waiting(rpc).await?;
+            one_shot_waiting(client).await?;
             pooled_waiting.push(start.elapsed());
         }
     }
@@ -465,30 +483,33 @@ async fn one_shots(engine: &Engine, rpc: &mut Rpc, n: usize, rows: &mut Vec<Row>
     rows.push(row("one-shot python (pool, run+wait)", pooled_waiting));
     let cold_engine = Arc::new(Engine::new(engine_config(0))?);
     let cold_server = serve_loopback(&cold_engine).await?;
-    let mut cold_rpc =
-        Rpc::connect(&format!("ws://{}/ws/jsonrpc", cold_server.local_addr())).await?;
+    let cold_client = connect(&format!("ws://{}/ws/jsonrpc", cold_server.local_addr())).await?;
     let mut cold = Vec::new();
     let mut cold_waiting = Vec::new();
     for i in 0..2 * n.min(50) {
         let start = Instant::now();
         if i % 2 == 0 {
-            one_shot(&mut cold_rpc).await?;
+            one_shot(&cold_client).await?;
             cold.push(start.elapsed());
         } else {
-            one_shot_waiting(&mut cold_rpc).await?;
+            one_shot_waiting(&cold_client).await?;
             cold_waiting.push(start.elapsed());
         }
     }
     rows.push(row("one-shot python (cold box)", cold));
     rows.push(row("one-shot python (cold, run+wait)", cold_waiting));
-    drop(cold_rpc);
+    drop(cold_client);
     cold_server.shutdown().await?;
     cold_engine.shutdown().await;
     Ok(())
 }
 
 /// Throughput: warm Python snippets from several connections at once.
-async fn throughput(url: &str, n: usize, extra: &mut serde_json::Map<String, Value>) -> Result<()> {
+async fn throughput(
+    url: &str,
+    n: usize,
+    extra: &mut serde_json::Map<String, Value>,
+) -> Result<(), HarnessError> {
     let workers = 8;
     let per_worker = (n * 4).max(100);
     let start = Instant::now();
@@ -496,19 +517,19 @@ async fn throughput(url: &str, n: usize, extra: &mut serde_json::Map<String, Val
     for _ in 0..workers {
         let url = url.to_string();
         tasks.push(tokio::spawn(async move {
-            let mut rpc = Rpc::connect(&url).await?;
-            let s = rpc.call("session.create", json!({"language": "python"})).await?;
-            let id = s["sessionId"].clone();
-            let params = json!({"sessionId": id, "command": {"type": "execute", "code": PY_SEED, "input": {"value": 21}}});
+            let client = connect(&url).await?;
+            let id = create_session(&client, "python").await?;
             for _ in 0..per_worker {
-                rpc.call("session.execute", params.clone()).await?;
+                client
+                    .run_snippet(&id, PY_SEED, json!({"value": 21}), None)
+                    .await?;
             }
-            rpc.call("session.close", json!({"sessionId": id})).await?;
-            Ok::<_, anyhow::Error>(())
+            client.session_close(&id).await?;
+            Ok::<_, HarnessError>(())
         }));
     }
     for t in tasks {
-        t.await.map_err(|e| anyhow!(e))??;
+        t.await??;
     }
     let per_sec = (workers * per_worker) as f64 / start.elapsed().as_secs_f64();
     extra.insert("throughputPerSecond".into(), json!(per_sec));
@@ -520,7 +541,7 @@ async fn idle(
     engine: &Engine,
     idle_sessions: usize,
     extra: &mut serde_json::Map<String, Value>,
-) -> Result<()> {
+) -> Result<(), HarnessError> {
     let me = Caller::anonymous();
     let before = mem_available();
     let mut ids = Vec::new();
@@ -547,7 +568,12 @@ async fn idle(
     Ok(())
 }
 
-fn report(rows: &[Row], extra: &serde_json::Map<String, Value>, json_out: bool) -> Result<i32> {
+/// Prints each case's median and p99, and the ratios of the bare process and `docker exec` to it.
+fn report(
+    rows: &[Row],
+    extra: &serde_json::Map<String, Value>,
+    json_out: bool,
+) -> Result<i32, HarnessError> {
     let reference = |name: &str| {
         rows.iter()
             .find(|r| r.name.starts_with(name) && !r.samples.is_empty())

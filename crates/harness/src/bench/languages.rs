@@ -1,8 +1,9 @@
-//! `codebeaker bench --suite languages`: the seed's snippet per language, timed in one run as a
-//! first run (compile included), a second run (compile cache hit), the cached program started
-//! directly in the same box, and the bare toolchain doing the same outside any box.
+//! The languages suite (`codebeaker bench --suite languages`): the seed's snippet per language,
+//! timed in one run as a first run (compile included), a second run (compile cache hit), the
+//! cached program started directly in the same box, and the bare toolchain doing the same outside
+//! any box.
 
-use anyhow::{bail, Context, Result};
+use codebeaker_client::batch::percentile;
 use codebeaker_engine::{CodeRequest, Engine, EngineConfig};
 use codebeaker_languages::{on_host, Mode, Step, Toolchain};
 use codebeaker_sandbox::{Command, RunStatus};
@@ -14,7 +15,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::bench::percentile;
+use crate::{Context, HarnessError};
 
 const SEEDS: &[(&str, &str, &str)] = &[
     ("python", "#", "result = {'output': input_data['value'] * 2}"),
@@ -29,11 +30,15 @@ const SEEDS: &[(&str, &str, &str)] = &[
 
 const INPUT: &[u8] = br#"{"value":21}"#;
 
-fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+/// A pipe, both ends close-on-exec.
+fn pipe() -> Result<(OwnedFd, OwnedFd), HarnessError> {
     let mut fds = [0; 2];
     // SAFETY: pipe2 writes two descriptors into `fds`.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        bail!("pipe: {}", std::io::Error::last_os_error());
+        return Err(HarnessError::Io(std::io::Error::other(format!(
+            "pipe: {}",
+            std::io::Error::last_os_error()
+        ))));
     }
     // SAFETY: both descriptors were just created and belong to nobody else.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
@@ -46,9 +51,11 @@ fn bare(
     step: &Step,
     cwd: &Path,
     snippet: bool,
-) -> Result<Duration> {
+) -> Result<Duration, HarnessError> {
     let argv: Vec<String> = step.argv.iter().map(|a| on_host(toolchains, a)).collect();
-    let (program, args) = argv.split_first().context("empty argv")?;
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| HarnessError::Step("empty argv".into()))?;
     let mut cmd = std::process::Command::new(program);
     cmd.args(args)
         .env_clear()
@@ -87,28 +94,34 @@ fn bare(
     let out = child.wait_with_output()?;
     let elapsed = start.elapsed();
     if !out.status.success() {
-        bail!(
+        return Err(HarnessError::Step(format!(
             "{} failed: {}",
             step.argv.join(" "),
             String::from_utf8_lossy(&out.stderr)
-        );
+        )));
     }
     if let Some(r) = out_r {
         let mut result = Vec::new();
         std::fs::File::from(r).read_to_end(&mut result)?;
         if result != br#"{"output":42}"# && result != b"{\"output\":42}\n" {
-            bail!("bare run produced {}", String::from_utf8_lossy(&result));
+            return Err(HarnessError::Step(format!(
+                "bare run produced {}",
+                String::from_utf8_lossy(&result)
+            )));
         }
     }
     Ok(elapsed)
 }
 
+/// One language's cases and their samples.
 struct Row {
     language: &'static str,
     cases: Vec<(&'static str, Vec<Duration>)>,
 }
 
-pub async fn main(iterations: usize, json: bool) -> Result<i32> {
+/// Times every language's seed snippet `iterations` times per case (first runs at most five
+/// times), and prints the report.
+pub async fn run(iterations: usize, json: bool) -> Result<i32, HarnessError> {
     let engine = Engine::new(EngineConfig::default())?;
     let cold_iterations = iterations.clamp(1, 5);
     let mut rows = Vec::new();
@@ -132,7 +145,7 @@ pub async fn main(iterations: usize, json: bool) -> Result<i32> {
                 .execute_in(&bx, &request(format!("{comment} {salt} {i}\n{seed}")))
                 .await?;
             if e.outcome.status != RunStatus::Ok {
-                bail!("{language}: {:?}", e.error);
+                return Err(HarnessError::Step(format!("{language}: {:?}", e.error)));
             }
             first.push(e.total);
         }
@@ -142,7 +155,9 @@ pub async fn main(iterations: usize, json: bool) -> Result<i32> {
         for _ in 0..iterations {
             let e = engine.execute_in(&bx, &request(code.clone())).await?;
             if e.compile.is_some_and(|c| !c.cache_hit) {
-                bail!("{language}: the second run compiled again");
+                return Err(HarnessError::Step(format!(
+                    "{language}: the second run compiled again"
+                )));
             }
             hit.push(e.total);
         }
@@ -179,10 +194,10 @@ pub async fn main(iterations: usize, json: bool) -> Result<i32> {
                 let out = bx.run(&cmd).await?;
                 direct.push(start.elapsed());
                 if out.status != RunStatus::Ok {
-                    bail!(
+                    return Err(HarnessError::Step(format!(
                         "{language}: direct run failed: {}",
                         String::from_utf8_lossy(&out.stderr)
-                    );
+                    )));
                 }
             }
         }
@@ -226,13 +241,15 @@ pub async fn main(iterations: usize, json: bool) -> Result<i32> {
     report(&rows, json)
 }
 
+/// The median of `samples`, if there are any.
 fn median(samples: &[Duration]) -> Option<Duration> {
     let mut s = samples.to_vec();
     s.sort();
     (!s.is_empty()).then(|| percentile(&s, 50.0))
 }
 
-fn report(rows: &[Row], json: bool) -> Result<i32> {
+/// Prints each language's medians, and what the engine adds over the cached program.
+fn report(rows: &[Row], json: bool) -> Result<i32, HarnessError> {
     let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1e3);
     if json {
         let out: Vec<_> = rows
