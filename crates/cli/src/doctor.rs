@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::Args;
 use codebeaker_sandbox::census::Census;
-use codebeaker_sandbox::{BoxSpec, Command, RunStatus, Sandbox, SandboxConfig};
+use codebeaker_sandbox::{BoxSpec, RunSpec, Sandbox, SandboxConfig, Verdict};
 
 #[derive(Args)]
 pub struct DoctorArgs {
@@ -123,14 +123,14 @@ pub async fn main(args: DoctorArgs) -> Result<i32> {
             let live = async {
                 let bx = sandbox.create_box(&BoxSpec::default()).await?;
                 let out = bx
-                    .run(&Command::new(["/bin/sh", "-c", "id -u; hostname"]))
+                    .run(&RunSpec::new(["/bin/sh", "-c", "id -u; hostname"]))
                     .await;
                 bx.destroy().await?;
                 out
             }
             .await;
             let (ok, detail) = match live {
-                Ok(o) if o.status == RunStatus::Ok => (
+                Ok(o) if o.status == Verdict::Ok => (
                     true,
                     format!(
                         "a box ran a program as {}",

@@ -4,7 +4,7 @@ use anyhow::{bail, Context, Result};
 use base64::Engine as _;
 use clap::Args;
 use codebeaker_engine::{CodeRequest, Engine, EngineConfig};
-use codebeaker_sandbox::{RunOutcome, RunStatus};
+use codebeaker_sandbox::{RunOutcome, Verdict};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -119,14 +119,14 @@ pub async fn main(args: RunArgs) -> Result<i32> {
         }
     } else {
         std::io::stdout().write_all(&outcome.stdout)?;
-        if outcome.status == RunStatus::CompileError {
+        if outcome.status == Verdict::CompileError {
             eprintln!("{}", run.error.as_deref().unwrap_or_default());
         } else {
             std::io::stderr().write_all(&outcome.stderr)?;
         }
         if !matches!(
             outcome.status,
-            RunStatus::Ok | RunStatus::RuntimeError | RunStatus::CompileError
+            Verdict::Ok | Verdict::RuntimeError | Verdict::CompileError
         ) {
             let why = outcome.message.as_deref().unwrap_or_default();
             eprintln!("codebeaker: {} ({why})", outcome.status);
@@ -140,11 +140,11 @@ pub async fn main(args: RunArgs) -> Result<i32> {
 /// CodeBeaker itself failed.
 pub fn exit_code(o: &RunOutcome) -> i32 {
     match o.status {
-        RunStatus::Timeout => 124,
-        RunStatus::MemoryLimit => 137,
-        RunStatus::OutputLimit => 141,
-        RunStatus::InternalError => 125,
-        RunStatus::CompileError => 1,
+        Verdict::Timeout => 124,
+        Verdict::MemoryLimit => 137,
+        Verdict::OutputLimit => 141,
+        Verdict::InternalError => 125,
+        Verdict::CompileError => 1,
         _ => o.exit_code.unwrap_or_else(|| 128 + o.signal.unwrap_or(0)),
     }
 }

@@ -15,8 +15,7 @@ use codebeaker_protocol::commands::{
     ShellCommand, WriteFileResult, WriteMode,
 };
 use codebeaker_sandbox::{
-    Command as BoxCommand, EntryKind, FileRoot, OutputChunk, RunOutcome, RunStatus, SandboxBox,
-    SandboxError,
+    EntryKind, FileRoot, OutputChunk, RunOutcome, RunSpec, SandboxBox, SandboxError, Verdict,
 };
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -248,7 +247,7 @@ impl Engine {
         if c.command.trim().is_empty() {
             return refused("shell: `command` is empty".into());
         }
-        let mut cmd = BoxCommand::new(std::iter::once(c.command).chain(c.args));
+        let mut cmd = RunSpec::new(std::iter::once(c.command).chain(c.args));
         cmd.env = c.env.into_iter().collect();
         cmd.cwd = cwd;
         cmd.stdin = c.stdin.unwrap_or_default().into_bytes();
@@ -258,7 +257,7 @@ impl Engine {
             cmd.limits.cpu_time = cmd.limits.wall_time;
         }
         let outcome = bx.run_streaming(&cmd, output).await?;
-        let success = outcome.status == RunStatus::Ok;
+        let success = outcome.status == Verdict::Ok;
         let error = (!success).then(|| shell_error(&outcome));
         let result = CommandResult::Run(run_result(&outcome, None));
         Ok((success, Some(result), error))
@@ -359,8 +358,8 @@ fn shell_error(o: &RunOutcome) -> String {
     let stderr = String::from_utf8_lossy(&o.stderr);
     let stderr = stderr.trim_end();
     let why = match (o.status, o.exit_code, o.signal) {
-        (RunStatus::RuntimeError, Some(code), _) => format!("exited with code {code}"),
-        (RunStatus::RuntimeError, _, Some(sig)) => format!("killed by signal {sig}"),
+        (Verdict::RuntimeError, Some(code), _) => format!("exited with code {code}"),
+        (Verdict::RuntimeError, _, Some(sig)) => format!("killed by signal {sig}"),
         (status, _, _) => format!("{status}: {}", o.message.clone().unwrap_or_default()),
     };
     if stderr.is_empty() {

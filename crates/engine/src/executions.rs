@@ -16,7 +16,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use codebeaker_sandbox::{RunStatus, SandboxBox, MIB};
+use codebeaker_sandbox::{SandboxBox, Verdict, MIB};
 use serde_json::Value;
 use tokio::sync::watch;
 
@@ -59,7 +59,7 @@ pub struct ExecutionRecord {
     pub duration_ms: Option<u64>,
     pub timed_out: bool,
     /// The typed outcome, once the run has ended.
-    pub outcome: Option<RunStatus>,
+    pub outcome: Option<Verdict>,
     pub error: Option<String>,
     /// The snippet's `result`.
     pub output: Option<Value>,
@@ -295,7 +295,7 @@ impl Engine {
             engine.executions.finish(&run_id, limits, |r| match result {
                 Ok(run) => {
                     let o = &run.outcome;
-                    r.status = if o.status == RunStatus::InternalError {
+                    r.status = if o.status == Verdict::InternalError {
                         ExecutionState::Failed
                     } else {
                         ExecutionState::Completed
@@ -311,7 +311,7 @@ impl Engine {
                 }
                 Err(err) => {
                     r.status = ExecutionState::Failed;
-                    r.outcome = Some(RunStatus::InternalError);
+                    r.outcome = Some(Verdict::InternalError);
                     r.error = Some(err.to_string());
                 }
             });

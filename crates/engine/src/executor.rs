@@ -33,8 +33,8 @@ use std::time::{Duration, Instant};
 
 use codebeaker_languages::{CacheLock, CacheOwner, LanguageError, Mode, Plan};
 use codebeaker_sandbox::{
-    Command, EntryKind, FileRoot, OutputChunk, RunLimits, RunOutcome, RunStatus, SandboxBox,
-    SandboxError, WarmSpec, MIB,
+    EntryKind, FileRoot, OutputChunk, RunLimits, RunOutcome, RunSpec, SandboxBox, SandboxError,
+    Verdict, WarmSpec, MIB,
 };
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -102,7 +102,7 @@ pub struct Execution {
 impl Execution {
     /// Whether the code ran to the end without error (and, for snippets, produced `result`).
     pub fn success(&self) -> bool {
-        self.outcome.status == RunStatus::Ok
+        self.outcome.status == Verdict::Ok
     }
 }
 
@@ -232,7 +232,7 @@ impl Engine {
             .input
             .as_ref()
             .map(|v| serde_json::to_vec(v).unwrap_or_default());
-        let cmd = Command {
+        let cmd = RunSpec {
             argv: step.argv,
             env: step.env,
             cwd: None,
@@ -249,7 +249,7 @@ impl Engine {
             plan.rewrite_diagnostics(&String::from_utf8_lossy(text), &src_abs, &artifact_dir)
         };
         let mut output = None;
-        if req.input.is_some() && outcome.status == RunStatus::Ok {
+        if req.input.is_some() && outcome.status == Verdict::Ok {
             match outcome
                 .result
                 .as_deref()
@@ -257,11 +257,11 @@ impl Engine {
             {
                 Some(Ok(value)) => output = Some(value),
                 Some(Err(e)) => {
-                    outcome.status = RunStatus::RuntimeError;
+                    outcome.status = Verdict::RuntimeError;
                     outcome.message = Some(format!("the snippet's result is not valid JSON: {e}"));
                 }
                 None => {
-                    outcome.status = RunStatus::RuntimeError;
+                    outcome.status = Verdict::RuntimeError;
                     outcome.message = Some("snippet did not set `result`".into());
                 }
             }
@@ -386,7 +386,7 @@ impl Engine {
                 "compiled language without a compile step".into(),
             ));
         };
-        let cmd = Command {
+        let cmd = RunSpec {
             argv: step.argv,
             env: step.env,
             cwd: Some(src_abs.to_string_lossy().into_owned()),
@@ -399,7 +399,7 @@ impl Engine {
             cleanup: None,
         };
         let outcome = bx.run(&cmd).await?;
-        if outcome.status != RunStatus::Ok {
+        if outcome.status != Verdict::Ok {
             return Ok(Err(Box::new(compile_failure(
                 plan, outcome, &src_abs, &out_abs,
             ))));
@@ -424,13 +424,13 @@ impl Engine {
     async fn ensure_empty(&self, bx: &SandboxBox) -> Result<(), EngineError> {
         const PROBE: &str =
             "cd /proc && for p in [0-9]*; do [ \"$p\" = 1 ] || [ \"$p\" = $$ ] || echo \"$p\"; done";
-        let mut probe = Command::new(["/bin/sh", "-c", PROBE]);
+        let mut probe = RunSpec::new(["/bin/sh", "-c", PROBE]);
         probe.cwd = Some(FileRoot::Tmp.dir().to_string());
         probe.limits = self.config().compile_limits;
         for attempt in 0..3 {
             let outcome = bx.run(&probe).await?;
             let left = String::from_utf8_lossy(&outcome.stdout);
-            if outcome.status == RunStatus::Ok && left.trim().is_empty() {
+            if outcome.status == Verdict::Ok && left.trim().is_empty() {
                 return Ok(());
             }
             if attempt == 2 {
@@ -453,7 +453,7 @@ impl Engine {
         seed: &Path,
         dir: &str,
     ) -> Result<(), EngineError> {
-        let mut copy = Command::new([
+        let mut copy = RunSpec::new([
             "/bin/cp".to_string(),
             "-R".to_string(),
             format!("{}/.", seed.display()),
@@ -462,7 +462,7 @@ impl Engine {
         copy.cwd = Some(FileRoot::Tmp.dir().to_string());
         copy.limits = self.config().compile_limits;
         let outcome = bx.run(&copy).await?;
-        if outcome.status != RunStatus::Ok {
+        if outcome.status != Verdict::Ok {
             // Only speed is lost: the compile fills its own cache.
             tracing::warn!(
                 status = %outcome.status,
@@ -668,14 +668,14 @@ fn compile_failure(
     src_abs: &Path,
     out_abs: &Path,
 ) -> Execution {
-    if outcome.status == RunStatus::RuntimeError {
-        outcome.status = RunStatus::CompileError;
+    if outcome.status == Verdict::RuntimeError {
+        outcome.status = Verdict::CompileError;
     }
     let mut text = String::from_utf8_lossy(&outcome.stderr).into_owned();
     text.push_str(&String::from_utf8_lossy(&outcome.stdout));
     let diagnostics = plan.rewrite_diagnostics(&text, src_abs, out_abs);
     let error = Some(match outcome.status {
-        RunStatus::CompileError => diagnostics.trim_end().to_string(),
+        Verdict::CompileError => diagnostics.trim_end().to_string(),
         _ => format!(
             "compiling failed: {} ({})\n{}",
             outcome.status,
@@ -753,8 +753,8 @@ enum Compiled {
 fn failure_message(outcome: &RunOutcome, stderr: &str) -> Option<String> {
     let stderr = stderr.trim_end();
     match outcome.status {
-        RunStatus::Ok => None,
-        RunStatus::RuntimeError | RunStatus::CompileError => {
+        Verdict::Ok => None,
+        Verdict::RuntimeError | Verdict::CompileError => {
             Some(match (stderr.is_empty(), &outcome.message) {
                 (false, _) => stderr.to_string(),
                 (true, Some(m)) => m.clone(),

@@ -12,7 +12,7 @@ use codebeaker_protocol::methods::{
     SessionExecuteResult, SessionInfo, SessionState,
 };
 use codebeaker_sandbox::cgroup::CgroupVersion;
-use codebeaker_sandbox::{Isolation, RunStatus, MIB};
+use codebeaker_sandbox::{Isolation, Verdict, MIB};
 use serde_json::Value;
 
 use crate::{
@@ -48,16 +48,16 @@ fn millis(d: Duration) -> u64 {
 }
 
 /// A run's status on the wire.
-pub fn run_status(s: RunStatus) -> WireStatus {
+pub fn run_status(s: Verdict) -> WireStatus {
     match s {
-        RunStatus::Ok => WireStatus::Ok,
-        RunStatus::RuntimeError => WireStatus::RuntimeError,
-        RunStatus::CompileError => WireStatus::CompileError,
-        RunStatus::Timeout => WireStatus::Timeout,
-        RunStatus::MemoryLimit => WireStatus::MemoryLimit,
-        RunStatus::OutputLimit => WireStatus::OutputLimit,
-        RunStatus::Killed => WireStatus::Killed,
-        RunStatus::InternalError => WireStatus::InternalError,
+        Verdict::Ok => WireStatus::Ok,
+        Verdict::RuntimeError => WireStatus::RuntimeError,
+        Verdict::CompileError => WireStatus::CompileError,
+        Verdict::Timeout => WireStatus::Timeout,
+        Verdict::MemoryLimit => WireStatus::MemoryLimit,
+        Verdict::OutputLimit => WireStatus::OutputLimit,
+        Verdict::Killed => WireStatus::Killed,
+        Verdict::InternalError => WireStatus::InternalError,
     }
 }
 

@@ -36,7 +36,7 @@ use crate::channel::{
     WarmSpec, WriteFile,
 };
 use crate::limits::{BoxLimits, RunLimits};
-use crate::outcome::{RunOutcome, RunStatus};
+use crate::outcome::{RunOutcome, Verdict};
 
 /// Argument that makes the `codebeaker` binary act as a box's setup process.
 pub const INIT_ARG: &str = "__box-init";
@@ -480,7 +480,7 @@ impl IdSlot {
 
 /// A program to run in a box.
 #[derive(Debug, Clone)]
-pub struct Command {
+pub struct RunSpec {
     pub argv: Vec<String>,
     /// Environment besides the defaults (`PATH`, `HOME=/tmp`, `LANG=C.UTF-8`, `TMPDIR=/tmp`).
     pub env: Vec<(String, String)>,
@@ -501,9 +501,9 @@ pub struct Command {
     pub cleanup: Option<(FileRoot, String)>,
 }
 
-impl Command {
+impl RunSpec {
     pub fn new<S: Into<String>>(argv: impl IntoIterator<Item = S>) -> Self {
-        Command {
+        RunSpec {
             argv: argv.into_iter().map(Into::into).collect(),
             env: Vec::new(),
             cwd: None,
@@ -604,14 +604,14 @@ impl SandboxBox {
 
     /// Runs `cmd` and waits for it. Limits that hit end in a [`RunOutcome`] status, not an error;
     /// an error means the box itself failed.
-    pub async fn run(&self, cmd: &Command) -> Result<RunOutcome, SandboxError> {
+    pub async fn run(&self, cmd: &RunSpec) -> Result<RunOutcome, SandboxError> {
         self.run_streaming(cmd, None).await
     }
 
     /// Like [`run`](Self::run), sending output chunks to `output` as they come.
     pub async fn run_streaming(
         &self,
-        cmd: &Command,
+        cmd: &RunSpec,
         output: Option<mpsc::UnboundedSender<OutputChunk>>,
     ) -> Result<RunOutcome, SandboxError> {
         let mut conn = self.conn.lock().await;
@@ -766,7 +766,7 @@ impl SandboxBox {
         }
     }
 
-    /// Starts a warm worker in the box now (see [`Command::warm`]), so the first run that
+    /// Starts a warm worker in the box now (see [`RunSpec::warm`]), so the first run that
     /// names it does not wait for it; with `wait_ready`, returns once the worker is ready.
     pub async fn start_worker(
         &self,
@@ -986,12 +986,12 @@ fn outcome_from(report: RunReport, oom: bool, peak: Option<u64>, limits: &RunLim
         || (signal == Some(libc::SIGKILL) && cpu + Duration::from_millis(50) >= limits.cpu_time);
     let (status, message) = if report.output_limit {
         (
-            RunStatus::OutputLimit,
+            Verdict::OutputLimit,
             Some(format!("output exceeded {} bytes", limits.output_bytes)),
         )
     } else if report.wall_timeout {
         (
-            RunStatus::Timeout,
+            Verdict::Timeout,
             Some(format!(
                 "wall-clock limit of {:?} exceeded",
                 limits.wall_time
@@ -999,23 +999,23 @@ fn outcome_from(report: RunReport, oom: bool, peak: Option<u64>, limits: &RunLim
         )
     } else if cpu_exhausted {
         (
-            RunStatus::Timeout,
+            Verdict::Timeout,
             Some(format!("CPU time limit of {:?} exceeded", limits.cpu_time)),
         )
     } else if oom {
         (
-            RunStatus::MemoryLimit,
+            Verdict::MemoryLimit,
             Some("memory limit exceeded".to_string()),
         )
     } else if report.error.as_deref() == Some("cancelled") {
-        (RunStatus::Killed, Some("cancelled".to_string()))
+        (Verdict::Killed, Some("cancelled".to_string()))
     } else {
         match (exit_code, signal) {
-            (Some(0), _) => (RunStatus::Ok, None),
+            (Some(0), _) => (Verdict::Ok, None),
             (_, Some(s)) if s == libc::SIGKILL => {
-                (RunStatus::Killed, Some("killed by SIGKILL".to_string()))
+                (Verdict::Killed, Some("killed by SIGKILL".to_string()))
             }
-            _ => (RunStatus::RuntimeError, report.error.clone()),
+            _ => (Verdict::RuntimeError, report.error.clone()),
         }
     };
     RunOutcome {

@@ -34,8 +34,8 @@ pub mod seccomp;
 
 pub use channel::{Bind, Entry, EntryKind, FileRoot, Stream, WarmSpec};
 pub use host::{
-    id_span, BoxSpec, Command, Isolation, OutputChunk, Sandbox, SandboxBox, SandboxConfig,
+    id_span, BoxSpec, Isolation, OutputChunk, RunSpec, Sandbox, SandboxBox, SandboxConfig,
     SandboxError, ID_SLOTS, INIT_ARG,
 };
 pub use limits::{BoxLimits, RunLimits, MIB};
-pub use outcome::{RunOutcome, RunStatus};
+pub use outcome::{RunOutcome, Verdict};

@@ -6,7 +6,7 @@ use std::time::Duration;
 /// Why a run ended. Users never have to guess.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum RunStatus {
+pub enum Verdict {
     /// Exited with code 0.
     Ok,
     /// Exited non-zero, or died of a signal such as SIGSEGV or SIGABRT.
@@ -25,23 +25,23 @@ pub enum RunStatus {
     InternalError,
 }
 
-impl RunStatus {
+impl Verdict {
     /// The name used on the wire and in the CLI (`ok`, `runtime_error`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
-            RunStatus::Ok => "ok",
-            RunStatus::RuntimeError => "runtime_error",
-            RunStatus::CompileError => "compile_error",
-            RunStatus::Timeout => "timeout",
-            RunStatus::MemoryLimit => "memory_limit",
-            RunStatus::OutputLimit => "output_limit",
-            RunStatus::Killed => "killed",
-            RunStatus::InternalError => "internal_error",
+            Verdict::Ok => "ok",
+            Verdict::RuntimeError => "runtime_error",
+            Verdict::CompileError => "compile_error",
+            Verdict::Timeout => "timeout",
+            Verdict::MemoryLimit => "memory_limit",
+            Verdict::OutputLimit => "output_limit",
+            Verdict::Killed => "killed",
+            Verdict::InternalError => "internal_error",
         }
     }
 }
 
-impl std::fmt::Display for RunStatus {
+impl std::fmt::Display for Verdict {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
@@ -50,7 +50,7 @@ impl std::fmt::Display for RunStatus {
 /// Everything known about a finished run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunOutcome {
-    pub status: RunStatus,
+    pub status: Verdict,
     /// Exit code when the main process exited normally.
     pub exit_code: Option<i32>,
     /// Signal number when the main process was killed by a signal.
@@ -77,7 +77,7 @@ impl RunOutcome {
     /// An outcome for a run that CodeBeaker could not carry out.
     pub fn internal_error(message: impl Into<String>) -> Self {
         RunOutcome {
-            status: RunStatus::InternalError,
+            status: Verdict::InternalError,
             exit_code: None,
             signal: None,
             stdout: Vec::new(),
@@ -93,11 +93,11 @@ impl RunOutcome {
 
     /// True when the run ended because a time limit ran out.
     pub fn timed_out(&self) -> bool {
-        self.status == RunStatus::Timeout
+        self.status == Verdict::Timeout
     }
 
     /// True when the run ended because the memory limit was hit.
     pub fn oom_killed(&self) -> bool {
-        self.status == RunStatus::MemoryLimit
+        self.status == Verdict::MemoryLimit
     }
 }

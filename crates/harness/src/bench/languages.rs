@@ -6,7 +6,7 @@
 use codebeaker_client::batch::percentile;
 use codebeaker_engine::{CodeRequest, Engine, EngineConfig};
 use codebeaker_languages::{on_host, Mode, Step, Toolchain};
-use codebeaker_sandbox::{Command, RunStatus};
+use codebeaker_sandbox::{RunSpec, Verdict};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -144,7 +144,7 @@ pub async fn run(iterations: usize, json: bool) -> Result<i32, HarnessError> {
             let e = engine
                 .execute_in(&bx, &request(format!("{comment} {salt} {i}\n{seed}")))
                 .await?;
-            if e.outcome.status != RunStatus::Ok {
+            if e.outcome.status != Verdict::Ok {
                 return Err(HarnessError::Step(format!("{language}: {:?}", e.error)));
             }
             first.push(e.total);
@@ -186,14 +186,14 @@ pub async fn run(iterations: usize, json: bool) -> Result<i32, HarnessError> {
         let mut direct = Vec::new();
         if cache_dir.is_some() {
             for _ in 0..iterations {
-                let mut cmd = Command::new(step.argv.clone());
+                let mut cmd = RunSpec::new(step.argv.clone());
                 cmd.env = step.env.clone();
                 cmd.fd3_input = Some(INPUT.to_vec());
                 cmd.capture_fd4 = true;
                 let start = Instant::now();
                 let out = bx.run(&cmd).await?;
                 direct.push(start.elapsed());
-                if out.status != RunStatus::Ok {
+                if out.status != Verdict::Ok {
                     return Err(HarnessError::Step(format!(
                         "{language}: direct run failed: {}",
                         String::from_utf8_lossy(&out.stderr)

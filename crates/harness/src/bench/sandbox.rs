@@ -5,7 +5,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use codebeaker_client::batch::percentile;
-use codebeaker_sandbox::{BoxSpec, Command, RunStatus, Sandbox, SandboxConfig};
+use codebeaker_sandbox::{BoxSpec, RunSpec, Sandbox, SandboxConfig, Verdict};
 
 use crate::{Context, HarnessError};
 
@@ -76,7 +76,7 @@ pub async fn run(iterations: usize, program: &str, json: bool) -> Result<i32, Ha
     let warmup = 3;
     let sandbox = Sandbox::new(SandboxConfig::default())?;
     let spec = BoxSpec::default();
-    let pass = Command::new([program, "-c", "pass"]);
+    let pass = RunSpec::new([program, "-c", "pass"]);
     let mut cases = Vec::new();
 
     let mut bare = Vec::new();
@@ -124,7 +124,7 @@ pub async fn run(iterations: usize, program: &str, json: bool) -> Result<i32, Ha
         let out = bx.run(&pass).await?;
         let total = start.elapsed();
         bx.destroy().await?;
-        if out.status != RunStatus::Ok {
+        if out.status != Verdict::Ok {
             return Err(HarnessError::Step(format!(
                 "the sandboxed run failed: {} {}",
                 out.status,
@@ -152,7 +152,7 @@ pub async fn run(iterations: usize, program: &str, json: bool) -> Result<i32, Ha
     for i in 0..n + warmup {
         let start = Instant::now();
         let out = bx.run(&pass).await?;
-        if out.status != RunStatus::Ok {
+        if out.status != Verdict::Ok {
             return Err(HarnessError::Step(format!(
                 "the sandboxed run failed: {}",
                 out.status
