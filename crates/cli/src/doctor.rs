@@ -173,37 +173,37 @@ pub async fn main(args: DoctorArgs) -> Result<i32> {
             .iter()
             .map(|c| serde_json::json!({"check": c.name, "ok": c.ok, "detail": c.detail, "fix": if c.ok { None } else { c.fix }}))
             .collect();
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(
                 &serde_json::json!({"usable": usable, "isolation": isolation, "checks": items})
             )?
-        );
+        )?;
     } else {
         for c in &checks {
-            println!(
+            outln!(
                 "{:<20} {:<8} {}",
                 c.name,
                 if c.ok { "ok" } else { "MISSING" },
                 c.detail
-            );
+            )?;
             if let (false, Some(fix)) = (c.ok, c.fix) {
-                println!("{:<20} {:<8} fix: {fix}", "", "");
+                outln!("{:<20} {:<8} fix: {fix}", "", "")?;
             }
         }
         if let Some(iso) = &isolation {
             for note in &iso.notes {
-                println!("{:<20} {:<8} {note}", "degraded", "");
+                outln!("{:<20} {:<8} {note}", "degraded", "")?;
             }
         }
-        println!(
+        outln!(
             "\n{}",
             if usable {
                 "CodeBeaker can isolate programs on this host."
             } else {
                 "CodeBeaker cannot isolate programs on this host: fix what is MISSING above."
             }
-        );
+        )?;
     }
     Ok(if usable { 0 } else { 1 })
 }
@@ -216,13 +216,13 @@ fn leaks(args: &DoctorArgs) -> Result<i32> {
     if let Some(path) = &args.record {
         let text = serde_json::to_string_pretty(&census)?;
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
-        println!(
+        outln!(
             "recorded {} box cgroups, {} processes in the boxes' id range and {} root mounts in {}",
             census.boxes.len(),
             census.processes.len(),
             census.mounts.len(),
             path.display()
-        );
+        )?;
         return Ok(0);
     }
     let mut left = census.left_behind();
@@ -230,28 +230,29 @@ fn leaks(args: &DoctorArgs) -> Result<i32> {
         left = left.without(&read_census(path)?);
     }
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(
                 &serde_json::json!({"leaks": !left.is_empty(), "left_behind": left})
             )?
-        );
+        )?;
     } else {
         for b in &left.boxes {
             let owner = b
                 .owner
                 .map_or("no owner".to_string(), |p| format!("owner {p} gone"));
-            println!(
+            outln!(
                 "leaked cgroup: {} ({owner}; processes {:?})",
-                b.name, b.pids
-            );
+                b.name,
+                b.pids
+            )?;
             for dir in &b.dirs {
-                println!("    {}", dir.display());
+                outln!("    {}", dir.display())?;
             }
         }
         for p in &left.processes {
             let inside = p.box_name.as_deref().unwrap_or("no box");
-            println!(
+            outln!(
                 "leaked process: pid {} uid {} state {} ({inside}): {}",
                 p.pid,
                 p.uid,
@@ -261,15 +262,15 @@ fn leaks(args: &DoctorArgs) -> Result<i32> {
                 } else {
                     &p.cmdline
                 }
-            );
+            )?;
         }
         for m in &left.mounts {
-            println!("leaked mount on {}", m.display());
+            outln!("leaked mount on {}", m.display())?;
         }
         if left.is_empty() {
-            println!("leak check: no box left behind");
+            outln!("leak check: no box left behind")?;
         } else {
-            println!("leak check failed");
+            outln!("leak check failed")?;
         }
     }
     Ok(if left.is_empty() { 0 } else { 1 })

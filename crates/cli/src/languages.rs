@@ -16,18 +16,22 @@ pub async fn main(args: LanguagesArgs) -> Result<i32> {
     let engine = Engine::new(EngineConfig::default())?;
     let languages = engine.languages();
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({ "languages": languages }))?
-        );
+        )?;
         return Ok(0);
     }
-    println!(
+    outln!(
         "{:<12} {:<10} {:<9} {:<8} {:<5} aliases",
-        "language", "version", "available", "snippets", "warm"
-    );
+        "language",
+        "version",
+        "available",
+        "snippets",
+        "warm"
+    )?;
     for l in &languages {
-        println!(
+        outln!(
             "{:<12} {:<10} {:<9} {:<8} {:<5} {}",
             l.name,
             l.version.as_deref().unwrap_or("-"),
@@ -35,9 +39,9 @@ pub async fn main(args: LanguagesArgs) -> Result<i32> {
             if l.snippets { "yes" } else { "no" },
             if l.warm { "yes" } else { "no" },
             l.aliases.join(", ")
-        );
+        )?;
         if let Some(reason) = l.reason.as_deref().filter(|_| !l.available) {
-            println!("{:<12} {reason}", "");
+            outln!("{:<12} {reason}", "")?;
         }
     }
     Ok(0)

@@ -4,6 +4,15 @@
 //! The binary is also each box's setup process: when started as `codebeaker __box-init <fd>` it
 //! hands over to [`codebeaker_sandbox::init::main`] before anything else (no threads, no runtime).
 
+/// `println!` that returns the write's error instead of panicking on it, so that a closed pipe
+/// (`codebeaker run ... --json | head -c 100`) ends the command quietly (see [`exit_code`]).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
 mod batch;
 mod bench;
 mod doctor;
@@ -75,16 +84,32 @@ fn main() {
             Commands::Batch(a) => batch::main(a).await,
             Commands::Load(a) => load::main(a).await,
         };
-        match result {
-            Ok(code) => code,
-            Err(e) => {
-                eprintln!("codebeaker: {e:#}");
-                125
-            }
-        }
+        exit_code(result)
     });
     drop(runtime);
     std::process::exit(code);
+}
+
+/// The exit code of a command's result: its own, or 125 with the error printed. A closed stdout
+/// is no failure of the command (its reader had enough, as with `| head`): exit 0 quietly, as
+/// other command-line tools do.
+fn exit_code(result: anyhow::Result<i32>) -> i32 {
+    match result {
+        Ok(code) => code,
+        Err(e) if broken_pipe(&e) => 0,
+        Err(e) => {
+            eprintln!("codebeaker: {e:#}");
+            125
+        }
+    }
+}
+
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn init_logging(default: &str, json: bool) {

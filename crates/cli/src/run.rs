@@ -107,12 +107,12 @@ pub async fn main(args: RunArgs) -> Result<i32> {
             json["compileCacheHit"] = c.cache_hit.into();
             json["compileMs"] = (c.duration.as_millis() as u64).into();
         }
-        println!("{}", serde_json::to_string_pretty(&json)?);
+        outln!("{}", serde_json::to_string_pretty(&json)?)?;
     } else if snippet {
         // stdout carries only the snippet's output, so it can be piped.
         std::io::stderr().write_all(&outcome.stdout)?;
         if let Some(output) = &run.output {
-            println!("{output}");
+            outln!("{output}")?;
         }
         if let Some(error) = &run.error {
             eprintln!("{error}");
