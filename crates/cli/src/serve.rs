@@ -28,6 +28,11 @@ use serde::{Deserialize, Serialize};
 /// Prefix of the environment variables that configure the server.
 pub const ENV_PREFIX: &str = "CODEBEAKER_";
 
+/// The variables of the one `CODEBEAKER_*` namespace that belong to the client commands
+/// (`batch`, `load`: the server to talk to and its token), not to the server's settings: the
+/// server ignores them, so one environment can hold both.
+pub const CLIENT_VARIABLES: [&str; 2] = ["SERVER", "TOKEN"];
+
 #[derive(Args)]
 pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:5000, or `server.listen` from the config].
@@ -359,7 +364,10 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(file));
         }
-        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+        let env = Env::prefixed(ENV_PREFIX)
+            .ignore(&CLIENT_VARIABLES)
+            .split("__");
+        figment = figment.merge(env);
         if let Some(listen) = listen {
             figment = figment.merge(Serialized::default("server.listen", listen.to_string()));
         }
