@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 use clap::Args;
-use codebeaker_engine::{Engine, EngineConfig};
+use codebeaker_engine::EngineConfig;
 
 #[derive(Args)]
 pub struct LanguagesArgs {
@@ -13,8 +13,8 @@ pub struct LanguagesArgs {
 }
 
 pub async fn main(args: LanguagesArgs) -> Result<i32> {
-    let engine = Engine::new(EngineConfig::default())?;
-    let languages = engine.languages();
+    // Discovery only: no box is made, so this needs no root.
+    let languages = codebeaker_engine::languages(&EngineConfig::default())?;
     if args.json {
         outln!(
             "{}",

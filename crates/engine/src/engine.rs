@@ -68,10 +68,7 @@ impl Engine {
     /// cache. Blocking (toolchain probes run here); call it before serving.
     pub fn new(config: EngineConfig) -> Result<Engine, EngineError> {
         let sandbox = Sandbox::new(config.sandbox.clone())?;
-        let registry = match &config.languages_override {
-            Some(toml) => Registry::with_overrides(toml)?,
-            None => Registry::builtin()?,
-        };
+        let registry = registry_of(&config)?;
         let cache = CompileCache::open(&config.cache_dir, config.cache_max_bytes).map_err(|e| {
             EngineError::Internal(format!(
                 "opening the compile cache {}: {e}",
@@ -96,21 +93,7 @@ impl Engine {
         // By box path, so that a bind inside another one is attached after it.
         binds.sort_by(|a, b| a.target.cmp(&b.target).then(a.source.cmp(&b.source)));
         binds.dedup();
-        let warm_plans = if config.warm_workers {
-            registry
-                .discover()
-                .iter()
-                .filter(|(_, t)| t.available)
-                .filter_map(|(name, _)| {
-                    let plan = registry
-                        .prepare(name, "", codebeaker_languages::Mode::Script)
-                        .ok()?;
-                    plan.warm().is_some().then(|| (name.clone(), plan))
-                })
-                .collect()
-        } else {
-            Default::default()
-        };
+        let warm_plans = warm_plans(&registry, config.warm_workers);
         let one_shot_slots = tokio::sync::Semaphore::new(config.max_concurrent_executions.max(1));
         Ok(Engine {
             config,
@@ -160,32 +143,9 @@ impl Engine {
     }
 
     /// Every language of the registry, with what discovery found, in the shape `language.list`
-    /// and `codebeaker languages` show. `warm` is false when the language has no warm worker,
-    /// warm workers are off, or the worker's native part cannot be built here.
+    /// and `codebeaker languages` show (see [`languages`]).
     pub fn languages(&self) -> Vec<LanguageInfo> {
-        let toolchains = self.registry.discover();
-        let c_available = toolchains.get("c").is_some_and(|t| t.available);
-        self.registry
-            .languages()
-            .map(|l| {
-                let t = toolchains.get(l.name());
-                LanguageInfo {
-                    name: l.name().to_string(),
-                    aliases: l.aliases().to_vec(),
-                    extensions: l.extensions().to_vec(),
-                    version: t.and_then(|t| t.version.clone()),
-                    available: t.is_some_and(|t| t.available),
-                    reason: t.and_then(|t| t.reason.clone()),
-                    snippets: l.supports_snippets(),
-                    compiled: l.is_compiled(),
-                    warm: self
-                        .warm_plans
-                        .get(l.name())
-                        .and_then(|plan| plan.warm())
-                        .is_some_and(|worker| !worker.needs_host() || c_available),
-                }
-            })
-            .collect()
+        language_infos(&self.registry, &self.warm_plans)
     }
 
     /// A new box with the engine's limits and binds.
@@ -306,4 +266,72 @@ pub(crate) async fn destroy_quietly(bx: SandboxBox) {
     if let Err(e) = bx.destroy().await {
         tracing::warn!(error = %e, "destroying a one-shot box failed");
     }
+}
+
+/// The registry the configuration names: the built-in one, with its overrides if any.
+fn registry_of(config: &EngineConfig) -> Result<Registry, EngineError> {
+    Ok(match &config.languages_override {
+        Some(toml) => Registry::with_overrides(toml)?,
+        None => Registry::builtin()?,
+    })
+}
+
+/// Plans of an empty script, by language, for the available languages with a warm worker (none
+/// when warm workers are off).
+fn warm_plans(
+    registry: &Registry,
+    enabled: bool,
+) -> std::collections::BTreeMap<String, codebeaker_languages::Plan> {
+    if !enabled {
+        return Default::default();
+    }
+    registry
+        .discover()
+        .iter()
+        .filter(|(_, t)| t.available)
+        .filter_map(|(name, _)| {
+            let plan = registry
+                .prepare(name, "", codebeaker_languages::Mode::Script)
+                .ok()?;
+            plan.warm().is_some().then(|| (name.clone(), plan))
+        })
+        .collect()
+}
+
+/// Every language of the registry the configuration names, as an engine made from it would
+/// list them ([`Engine::languages`]), without making one: no sandbox, so no root needed. `warm`
+/// is false when the language has no warm worker, warm workers are off, or the worker's native
+/// part cannot be built here.
+pub fn languages(config: &EngineConfig) -> Result<Vec<LanguageInfo>, EngineError> {
+    let registry = registry_of(config)?;
+    let plans = warm_plans(&registry, config.warm_workers);
+    Ok(language_infos(&registry, &plans))
+}
+
+fn language_infos(
+    registry: &Registry,
+    warm_plans: &std::collections::BTreeMap<String, codebeaker_languages::Plan>,
+) -> Vec<LanguageInfo> {
+    let toolchains = registry.discover();
+    let c_available = toolchains.get("c").is_some_and(|t| t.available);
+    registry
+        .languages()
+        .map(|l| {
+            let t = toolchains.get(l.name());
+            LanguageInfo {
+                name: l.name().to_string(),
+                aliases: l.aliases().to_vec(),
+                extensions: l.extensions().to_vec(),
+                version: t.and_then(|t| t.version.clone()),
+                available: t.is_some_and(|t| t.available),
+                reason: t.and_then(|t| t.reason.clone()),
+                snippets: l.supports_snippets(),
+                compiled: l.is_compiled(),
+                warm: warm_plans
+                    .get(l.name())
+                    .and_then(|plan| plan.warm())
+                    .is_some_and(|worker| !worker.needs_host() || c_available),
+            }
+        })
+        .collect()
 }

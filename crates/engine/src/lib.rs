@@ -41,7 +41,7 @@ pub mod wire;
 
 pub use commands::{run_result, CommandOutcome};
 pub use config::{EngineConfig, FileLimits, RecordLimits, SessionSettings, TextLimits};
-pub use engine::{Engine, EngineStats, BOX_CACHE};
+pub use engine::{languages, Engine, EngineStats, BOX_CACHE};
 pub use error::EngineError;
 pub use executions::{ExecutionRecord, ExecutionState, OneShotRequest};
 pub use executor::{CodeRequest, CompileInfo, Execution};
