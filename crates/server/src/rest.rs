@@ -156,6 +156,22 @@ pub(crate) async fn language(
 }
 
 /// Any other path: 404 with a JSON error.
+/// A known path asked with a method it does not take: 405 with the same JSON error body as
+/// every other refusal (axum adds the `Allow` header).
+pub(crate) async fn method_not_allowed(request: axum::extract::Request) -> HttpError {
+    HttpError::with_status(
+        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorObject::new(
+            ErrorCode::MethodNotFound,
+            format!(
+                "{} does not take {}; see docs/protocol.md for its methods",
+                request.uri().path(),
+                request.method()
+            ),
+        ),
+    )
+}
+
 pub(crate) async fn not_found(request: axum::extract::Request) -> HttpError {
     HttpError::with_status(
         StatusCode::NOT_FOUND,

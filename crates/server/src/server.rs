@@ -58,6 +58,7 @@ pub fn router(state: AppState) -> Router {
         .merge(protected)
         .route_layer(from_fn_with_state(state.clone(), count_http))
         .fallback(rest::not_found)
+        .method_not_allowed_fallback(rest::method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_message_bytes))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
