@@ -12,7 +12,6 @@ use axum::{Extension, Json};
 use codebeaker_engine::{Caller, EngineError};
 use codebeaker_protocol::jsonrpc::{ErrorCode, ErrorObject};
 use codebeaker_protocol::methods::{ExecutionRunResult, ExecutionStatus, Method};
-use serde::Deserialize;
 use serde_json::Value;
 
 use crate::audit;
@@ -24,11 +23,33 @@ use crate::state::AppState;
 /// Extra time `?wait=true` allows beyond the longest run, for queueing and compiling.
 const WAIT_MARGIN: Duration = Duration::from_secs(60);
 
-#[derive(Debug, Deserialize)]
-pub(crate) struct SubmitQuery {
-    /// Run now and answer with the finished record.
-    #[serde(default)]
-    wait: bool,
+/// The query of `POST /api/execution`: `?wait=true` (or `false`) runs now and answers with the
+/// finished record. Anything else is refused with a message that names it.
+fn submit_wait(pairs: &[(String, String)]) -> Result<bool, HttpError> {
+    let mut wait = false;
+    for (key, value) in pairs {
+        match (key.as_str(), value.as_str()) {
+            ("wait", "true" | "1" | "") => wait = true,
+            ("wait", "false" | "0") => wait = false,
+            ("wait", other) => {
+                return Err(query_error(format!(
+                    "query parameter `wait` must be true or false, got {other:?}"
+                )))
+            }
+            (other, _) => {
+                return Err(query_error(format!(
+                    "unknown query parameter `{other}`; POST /api/execution takes only `wait`"
+                )))
+            }
+        }
+    }
+    Ok(wait)
+}
+
+fn query_error(message: String) -> HttpError {
+    HttpError::new(
+        ErrorObject::invalid_params(message).with_data(serde_json::json!({"field": "query"})),
+    )
 }
 
 /// `POST /api/execution`: the body is `execution.run`'s params. 202 with
@@ -39,15 +60,13 @@ pub(crate) struct SubmitQuery {
 pub(crate) async fn submit(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    query: Result<Query<SubmitQuery>, QueryRejection>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, HttpError> {
-    let Query(query) = query.map_err(|rejection| {
-        HttpError::new(ErrorObject::invalid_params(format!(
-            "invalid query string: {}",
-            rejection.body_text()
-        )))
+    let Query(pairs) = query.map_err(|_| {
+        query_error("the query string is not valid URL encoding (`?wait=true`)".into())
     })?;
+    let wait = submit_wait(&pairs)?;
     let body = body.map_err(|rejection| {
         HttpError::with_status(
             rejection.status(),
@@ -65,7 +84,7 @@ pub(crate) async fn submit(
         .map_err(|e| refused(&caller, "/api/execution", engine_error(e)))?;
     watch_one_shot(&state, &caller, &execution_id, language);
     let config = state.engine.config();
-    let record = match (query.wait, body_wait) {
+    let record = match (wait, body_wait) {
         (true, _) => {
             let longest = config.max_run_time + config.compile_limits.wall_time + WAIT_MARGIN;
             state
