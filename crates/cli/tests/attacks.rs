@@ -24,21 +24,15 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use codebeaker_engine::Engine;
 use codebeaker_server::{AuthConfig, ServerConfig, ServerHandle, TokenConfig};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-mod common;
-use common::{local_config, runtime, Client, FRAME_TIMEOUT};
-
-/// Host uids and gids of every box: each live box has its own slot of 65536 ids from 100000000
-/// (4096 slots); root of a box is the first id of its slot, its programs the 1000th.
-const BOX_IDS: std::ops::Range<u32> = 100_000_000..368_435_456;
-
-/// An environment variable of the server's process that no box may ever see.
-const SECRET_VAR: &str = "ATTACK_CANARY_SECRET";
+use crate::common::host::{self, box_processes, dying, processes_with};
+use crate::common::{
+    self, engine, local_config, secret, server, Client, FRAME_TIMEOUT, SECRET_VAR,
+};
 
 /// Files the attacks try to plant on the host; none may exist afterwards.
 const PLANTED: &[&str] = &[
@@ -63,63 +57,24 @@ const RUN_MS: u64 = 30_000;
 const OUTPUT_CAP: usize = 1024 * 1024;
 
 // The tenant-isolation cases, one module per class of attack; each uses [`two_callers`].
-#[path = "attacks/build_products.rs"]
 mod build_products;
-#[path = "attacks/host_facts.rs"]
 mod host_facts;
-#[path = "attacks/kernel_accounting.rs"]
 mod kernel_accounting;
-#[path = "attacks/server_bounds.rs"]
 mod server_bounds;
-#[path = "attacks/survivors.rs"]
 mod survivors;
-#[path = "attacks/warm_state.rs"]
 mod warm_state;
 
 // ------------------------------------------------------------------------------------------
-// The shared runtime, engine, server, canary and host baseline.
-
-/// A value no box can guess: the secret in the server's environment and the host canary file.
-fn secret() -> &'static str {
-    static SECRET: OnceLock<String> = OnceLock::new();
-    SECRET.get_or_init(|| {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        format!("cb-secret-{}-{nanos:x}", std::process::id())
-    })
-}
-
-fn engine() -> Arc<Engine> {
-    static ENGINE: OnceLock<Arc<Engine>> = OnceLock::new();
-    ENGINE
-        .get_or_init(|| {
-            // Set before the first box exists, so every box could inherit it if the sandbox let
-            // the host's environment through.
-            std::env::set_var(SECRET_VAR, secret());
-            baseline();
-            // The engine lives in a static and is never shut down: pooled boxes would outlive
-            // the test process.
-            common::start_engine(common::engine_config(0))
-        })
-        .clone()
-}
+// The servers, the canary and the host baseline. The engine and the default server are the
+// ones every area shares ([`common::engine`], [`common::server`]); [`common::engine`] puts
+// [`SECRET_VAR`] in the environment before its first box.
 
 async fn start(config: ServerConfig) -> ServerHandle {
-    common::start_server(engine(), config).await
-}
-
-/// The server every attack goes through (default settings); it serves for the whole test run.
-async fn server() -> SocketAddr {
-    static ADDR: tokio::sync::OnceCell<SocketAddr> = tokio::sync::OnceCell::const_new();
-    *ADDR
-        .get_or_init(|| common::serve_forever(engine(), local_config()))
-        .await
+    common::start_server(Arc::clone(engine()), config).await
 }
 
 /// Two callers with their own tokens on one server over the shared engine: `alice`, the victim,
 /// and `mallory`, the attacker. The server serves for the whole test run.
-#[allow(dead_code)]
 async fn two_callers() -> (Client, Client) {
     static URL: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
     let url = URL
@@ -139,7 +94,7 @@ async fn two_callers() -> (Client, Client) {
                 },
                 ..local_config()
             };
-            let addr = common::serve_forever(engine(), config).await;
+            let addr = common::serve_forever(Arc::clone(engine()), config).await;
             format!("ws://{addr}/ws/jsonrpc")
         })
         .await;
@@ -226,8 +181,8 @@ async fn canary() -> &'static Canary {
 
 /// Runs one attack test: the canary exists before the attack, and everything is checked after.
 fn attack<F: Future<Output = ()>>(body: F) {
-    engine();
-    runtime().block_on(async {
+    common::run(async {
+        baseline();
         canary().await;
         body.await;
         unharmed().await;
@@ -281,88 +236,7 @@ async fn unharmed() {
 }
 
 // ------------------------------------------------------------------------------------------
-// Host-side views of boxes.
-
-/// A host process running with a uid in the box range.
-#[derive(Debug)]
-struct HostProc {
-    pid: i32,
-    /// The box (cgroup) it is in, if any.
-    box_name: Option<String>,
-    cmdline: String,
-    comm: String,
-}
-
-fn host_box_processes() -> Vec<HostProc> {
-    let mut found = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return found;
-    };
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-            continue;
-        };
-        let in_range = status
-            .lines()
-            .find(|l| l.starts_with("Uid:"))
-            .map(|l| {
-                l.split_whitespace()
-                    .skip(1)
-                    .filter_map(|u| u.parse::<u32>().ok())
-                    .any(|u| BOX_IDS.contains(&u))
-            })
-            .unwrap_or(false);
-        if !in_range || dying(pid) {
-            continue;
-        }
-        let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
-        let box_name = cgroups.lines().find_map(|l| {
-            let (_, path) = l.split_once("/codebeaker/")?;
-            Some(path.split('/').next()?.to_string())
-        });
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
-            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
-            .unwrap_or_default();
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
-            .unwrap_or_default()
-            .trim()
-            .to_string();
-        found.push(HostProc {
-            pid,
-            box_name,
-            cmdline,
-            comm,
-        });
-    }
-    found
-}
-
-/// A zombie, or a process that is exiting (`PF_EXITING`): it runs no code any more and has left
-/// its cgroup; it only waits to be reaped.
-fn dying(pid: i32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return true;
-    };
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let state = fields.first().copied().unwrap_or("X");
-    let flags: u64 = fields.get(6).and_then(|f| f.parse().ok()).unwrap_or(0);
-    const PF_EXITING: u64 = 0x4;
-    matches!(state, "Z" | "X" | "x") || flags & PF_EXITING != 0
-}
-
-fn pid_alive(pid: i32) -> bool {
-    !dying(pid)
-}
+// Host-side views of boxes, from the census ([`common::host`]).
 
 /// Polls `check` (which returns what is wrong, or nothing) for up to twenty seconds.
 async fn eventually(what: &str, mut check: impl FnMut() -> Option<String>) {
@@ -381,49 +255,34 @@ async fn eventually(what: &str, mut check: impl FnMut() -> Option<String>) {
 /// Every host process in the box id range is in a box of another process (a concurrent test run)
 /// or in a live box of this one; none escaped its box or outlived it.
 async fn no_stray_box_processes() {
-    let me = format!("cb-{}-", std::process::id());
+    let me = std::process::id() as i32;
     eventually("a box process outside any live box", || {
-        let live = engine().sandbox().own_boxes();
-        let stray: Vec<HostProc> = host_box_processes()
-            .into_iter()
+        let census = host::census();
+        let stray: Vec<_> = census
+            .processes
+            .iter()
             .filter(|p| match &p.box_name {
-                Some(name) if name.starts_with(&me) => !live.contains(name),
-                Some(name) => !name.starts_with("cb-"),
+                Some(name) => {
+                    codebeaker_sandbox::census::owner_pid(name) == Some(me)
+                        && census.named(name).is_none()
+                }
                 None => true,
             })
-            .filter(|p| pid_alive(p.pid))
+            .filter(|p| !dying(p.pid))
             .collect();
         (!stray.is_empty()).then(|| format!("{stray:?}"))
     })
     .await;
 }
 
-/// Host processes in the box range whose command line contains `marker`.
-fn host_processes_with(marker: &str) -> Vec<HostProc> {
-    host_box_processes()
-        .into_iter()
-        .filter(|p| p.cmdline.contains(marker) || p.comm.contains(marker))
-        .collect()
-}
-
 /// Waits until a box process whose command line or name contains `marker` runs on the host.
 async fn wait_for_host_process(marker: &str) {
     eventually(&format!("no box process named {marker} started"), || {
-        host_processes_with(marker)
+        processes_with(marker)
             .is_empty()
             .then(|| "not yet".to_string())
     })
     .await;
-}
-
-/// A file of a box's cgroup, for whichever cgroup version the host has.
-fn cgroup_file(box_name: &str, controller: &str, file: &str) -> Option<String> {
-    [
-        format!("/sys/fs/cgroup/{controller}/codebeaker/{box_name}/{file}"),
-        format!("/sys/fs/cgroup/codebeaker/{box_name}/{file}"),
-    ]
-    .iter()
-    .find_map(|p| std::fs::read_to_string(p).ok())
 }
 
 /// Free bytes of the host filesystem that holds `path`.
@@ -457,7 +316,7 @@ impl Client {
                 .as_str()
                 .expect("sessionId")
                 .to_string(),
-            box_name: common::box_name(
+            box_name: host::box_name(
                 std::process::id(),
                 created["containerId"].as_str().expect("containerId"),
             ),
@@ -536,9 +395,9 @@ done"#;
             "the cgroup of {name} is left after close"
         );
         eventually(&format!("processes of {name} outlived its close"), || {
-            let left: Vec<HostProc> = host_box_processes()
+            let left: Vec<_> = box_processes()
                 .into_iter()
-                .filter(|p| p.box_name.as_deref() == Some(name.as_str()) && pid_alive(p.pid))
+                .filter(|p| p.box_name.as_deref() == Some(name.as_str()))
                 .collect();
             (!left.is_empty()).then(|| format!("{left:?}"))
         })
@@ -600,9 +459,9 @@ fn fork_and_thread_bombs_hit_the_process_limit() {
             c.still_works(&s).await;
         }
         // The box's process limit held: the kernel refused forks past it.
-        let max = cgroup_file(&s.box_name, "pids", "pids.max").expect("pids.max");
+        let max = host::box_file(&s.box_name, "pids.max").expect("pids.max");
         assert_eq!(max.trim(), "128");
-        let events = cgroup_file(&s.box_name, "pids", "pids.events").expect("pids.events");
+        let events = host::box_file(&s.box_name, "pids.events").expect("pids.events");
         let refused: u64 = events
             .split_whitespace()
             .nth(1)
@@ -1240,9 +1099,9 @@ fn processes_cannot_outlive_their_run_or_their_session() {
         assert_eq!(text(&run["result"]["stdout"]), "started\n", "{run}");
         assert_eq!(c.leftovers(&s).await, Vec::<String>::new());
         assert!(
-            host_processes_with(&marker).is_empty(),
+            processes_with(&marker).is_empty(),
             "{:?}",
-            host_processes_with(&marker)
+            processes_with(&marker)
         );
 
         // A double fork that would write a file later, after the run.
@@ -1278,7 +1137,7 @@ fn processes_cannot_outlive_their_run_or_their_session() {
         let run = c.run(&s, "bash", &last, RUN_MS).await;
         assert_eq!(status(&run), "ok", "{run}");
         c.close(s).await;
-        assert!(host_processes_with(&marker).is_empty());
+        assert!(processes_with(&marker).is_empty());
     });
 }
 

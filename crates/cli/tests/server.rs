@@ -7,11 +7,10 @@
 //! that made them), and closes the sessions it opens.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use codebeaker_engine::{Engine, EngineConfig, SessionConfig};
-use codebeaker_sandbox::SandboxConfig;
 use codebeaker_server::{
     AuthConfig, CallerQuota, RateLimitConfig, Server, ServerConfig, ServerHandle, TokenConfig,
 };
@@ -23,63 +22,13 @@ use serde_json::{json, Value};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
-mod common;
-use common::{local_config, runtime, Client, FRAME_TIMEOUT};
-
-fn engine() -> Arc<Engine> {
-    static ENGINE: OnceLock<Arc<Engine>> = OnceLock::new();
-    // The engine lives in a static and is never shut down: a pool of ready boxes would outlive
-    // the test process (every session a test opens, it closes).
-    ENGINE
-        .get_or_init(|| common::start_engine(common::engine_config(0)))
-        .clone()
-}
+use crate::common::host::{self, boxes_of};
+use crate::common::{
+    self, engine, local_config, run, runtime, server as shared_server, Client, FRAME_TIMEOUT,
+};
 
 async fn start(config: ServerConfig) -> ServerHandle {
-    common::start_server(engine(), config).await
-}
-
-/// The server most tests share (default settings, no auth, no rate limit); it serves for the
-/// life of the test process.
-async fn shared_server() -> SocketAddr {
-    static ADDR: tokio::sync::OnceCell<SocketAddr> = tokio::sync::OnceCell::const_new();
-    *ADDR
-        .get_or_init(|| common::serve_forever(engine(), local_config()))
-        .await
-}
-
-/// Runs a test body on the shared runtime.
-fn run<F: std::future::Future<Output = ()>>(body: F) {
-    engine();
-    runtime().block_on(body);
-}
-
-// ------------------------------------------------------------------------------------------
-// A small JSON-RPC client.
-
-/// The session commands most tests use.
-impl Client {
-    async fn create_session(&mut self, language: &str) -> String {
-        let result = self
-            .ok("session.create", json!({"language": language}))
-            .await;
-        result["sessionId"].as_str().expect("sessionId").to_string()
-    }
-
-    async fn execute(&mut self, session: &str, command: Value) -> Value {
-        self.ok(
-            "session.execute",
-            json!({"sessionId": session, "command": command}),
-        )
-        .await
-    }
-
-    async fn close_session(&mut self, session: &str) {
-        let result = self
-            .ok("session.close", json!({"sessionId": session}))
-            .await;
-        assert_eq!(result["closed"], json!(true));
-    }
+    common::start_server(Arc::clone(engine()), config).await
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1307,7 +1256,7 @@ fn oversized_messages_and_idle_connections_are_closed() {
 // `codebeaker serve` configuration: defaults < file < environment < flags.
 
 fn print_config(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_codebeaker"));
+    let mut command = std::process::Command::new(common::BIN);
     command.arg("serve").arg("--print-config").args(args);
     for (key, _) in std::env::vars() {
         if key.starts_with("CODEBEAKER_") {
@@ -1829,18 +1778,12 @@ fn the_seeds_dotnet_client_flow_step_by_step() {
 fn a_session_past_its_maximum_lifetime_is_closed_and_its_box_freed() {
     run(async {
         let config = EngineConfig {
-            sandbox: SandboxConfig {
-                init_program: Some(env!("CARGO_BIN_EXE_codebeaker").into()),
-                allow_degraded: false,
-                ..SandboxConfig::default()
-            },
-            box_pool_size: 0,
             sessions: SessionConfig {
                 max_lifetime: Duration::from_secs(1),
                 reap_interval: Duration::from_millis(100),
                 ..SessionConfig::default()
             },
-            ..EngineConfig::default()
+            ..common::engine_config(0)
         };
         let engine = tokio::task::spawn_blocking(move || Engine::new(config))
             .await
@@ -1865,7 +1808,7 @@ fn a_session_past_its_maximum_lifetime_is_closed_and_its_box_freed() {
         assert!(engine
             .sandbox()
             .own_boxes()
-            .contains(&common::box_name(std::process::id(), &container)));
+            .contains(&host::box_name(std::process::id(), &container)));
         let wrote = client
             .execute(
                 &session,
@@ -1875,7 +1818,7 @@ fn a_session_past_its_maximum_lifetime_is_closed_and_its_box_freed() {
         assert_eq!(wrote["success"], true);
 
         let started = std::time::Instant::now();
-        let box_name = common::box_name(std::process::id(), &container);
+        let box_name = host::box_name(std::process::id(), &container);
         while engine.sandbox().own_boxes().contains(&box_name) {
             assert!(
                 started.elapsed() < Duration::from_secs(20),
@@ -1946,6 +1889,7 @@ impl Captured {
 fn the_audit_log_names_the_caller_for_sessions_commands_and_refusals() {
     // The events are captured by a subscriber of this thread (the global one may be taken), so
     // this test runs its own server on a current-thread runtime: every task runs here.
+    let _shared = common::shared();
     let engine = engine();
     let captured = Captured::default();
     let writer = captured.clone();
@@ -1996,7 +1940,7 @@ fn the_audit_log_names_the_caller_for_sessions_commands_and_refusals() {
                     }),
                 },
             );
-            let server = Server::bind(config, engine).await.expect("bind").spawn();
+            let server = Server::bind(config, Arc::clone(engine)).await.expect("bind").spawn();
             let url = format!("ws://{}/ws/jsonrpc", server.local_addr());
             assert!(Client::connect_to(&url, Some("stolen")).await.is_err());
 
@@ -2099,34 +2043,15 @@ fn the_audit_log_names_the_caller_for_sessions_commands_and_refusals() {
 // ------------------------------------------------------------------------------------------
 // `codebeaker serve` stopped with SIGTERM.
 
-/// Box cgroups (`cb-<owner>-<n>`) of process `owner`, in every hierarchy.
-fn box_cgroups(owner: u32) -> Vec<String> {
-    let prefix = format!("cb-{owner}-");
-    let mut parents = vec![std::path::PathBuf::from("/sys/fs/cgroup/codebeaker")];
-    if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
-        parents.extend(entries.flatten().map(|e| e.path().join("codebeaker")));
-    }
-    let mut found: Vec<String> = parents
-        .iter()
-        .flat_map(|p| std::fs::read_dir(p).into_iter().flatten().flatten())
-        .map(|e| e.path().display().to_string())
-        .filter(|path| {
-            path.rsplit('/')
-                .next()
-                .is_some_and(|n| n.starts_with(&prefix))
-        })
-        .collect();
-    found.sort();
-    found
-}
-
 #[test]
 fn sigterm_lets_a_running_command_finish_then_closes_every_box() {
+    // The server it starts removes the boxes of dead processes.
+    let _shared = common::shared();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port();
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_codebeaker"));
+    let mut command = std::process::Command::new(common::BIN);
     command
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .args([
@@ -2172,9 +2097,9 @@ fn sigterm_lets_a_running_command_finish_then_closes_every_box() {
         let session = created["sessionId"].as_str().expect("id").to_string();
         let container = created["containerId"].as_str().expect("containerId").to_string();
         assert!(
-            box_cgroups(pid).iter().any(|p| p.ends_with(&common::box_name(pid, &container))),
+            boxes_of(pid).contains(&host::box_name(pid, &container)),
             "the session's box has a cgroup: {:?}",
-            box_cgroups(pid)
+            boxes_of(pid)
         );
         let slow = json!({"jsonrpc": "2.0", "id": 77, "method": "session.execute",
             "params": {"sessionId": session, "command": {"type": "shell", "command": "sleep", "args": ["1"]}}});
@@ -2215,8 +2140,8 @@ fn sigterm_lets_a_running_command_finish_then_closes_every_box() {
         "codebeaker serve exited with {status}:\n{log}"
     );
     assert_eq!(
-        box_cgroups(pid),
-        Vec::<String>::new(),
+        boxes_of(pid),
+        std::collections::BTreeSet::<String>::new(),
         "every box is gone:\n{log}"
     );
     // The audit log went to stderr as JSON lines, as configured.
