@@ -14,8 +14,9 @@
 //! of its box ([`Client::close`]).
 //!
 //! Every case and its expected outcome is listed in `docs/security.md` ("Running the attack
-//! suite"). One server and one engine serve every test (one tokio runtime in a static, as in
-//! `server.rs`); attacks use short wall limits so that the suite stays fast.
+//! suite"). The attacks go through the server and the engine every area shares
+//! ([`common::server`], [`common::engine`]), on the shared runtime; attacks use short wall limits
+//! so that the suite stays fast.
 
 use std::future::Future;
 use std::net::SocketAddr;

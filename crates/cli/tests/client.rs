@@ -3,8 +3,8 @@
 //! seed's client had: reconnection, pool pressure across languages, timed-out programs, batches,
 //! multibyte output larger than a frame.
 //!
-//! Every test runs on one shared runtime with one shared engine (boxes are tied to the runtime
-//! that made them). Nothing here asserts timings; every test is bounded by a generous timeout so
+//! Every test runs on the shared runtime over the shared engine (boxes are tied to the runtime
+//! that made them); servers are the tests' own, since they stop and restart them. Nothing here asserts timings; every test is bounded by a generous timeout so
 //! that a deadlock fails instead of hanging.
 
 use std::future::Future;
