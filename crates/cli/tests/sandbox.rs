@@ -48,7 +48,7 @@ async fn leftover_processes(bx: &SandboxBox) -> String {
 fn plain_run_is_isolated_and_unprivileged() {
     run(async {
         let sb = sandbox();
-        let bx = new_box(&sb, BoxLimits::default()).await;
+        let bx = new_box(sb, BoxLimits::default()).await;
         let out = bx
         .run(&sh("id -u; id -g; hostname; echo \"$HOME\"; env | grep -c CARGO || true; ls /; cat /proc/1/cmdline | tr '\\0' ' '; echo; ls /home /root 2>&1 | head -2"))
         .await
@@ -67,7 +67,7 @@ fn plain_run_is_isolated_and_unprivileged() {
         );
         assert!(stdout.contains("No such file"), "{stdout}");
         assert!(out.exit_code == Some(0) && out.signal.is_none());
-        destroy_and_check(&sb, bx).await;
+        destroy_and_check(sb, bx).await;
     });
 }
 
@@ -75,7 +75,7 @@ fn plain_run_is_isolated_and_unprivileged() {
 fn infinite_loop_times_out_promptly() {
     run(async {
         let sb = sandbox();
-        let bx = new_box(&sb, BoxLimits::default()).await;
+        let bx = new_box(sb, BoxLimits::default()).await;
         let mut cmd = py("while True: pass");
         cmd.limits.wall_time = Duration::from_millis(700);
         let out = bx.run(&cmd).await.unwrap();
@@ -92,7 +92,7 @@ fn infinite_loop_times_out_promptly() {
             "ended after {:?}",
             out.wall_time
         );
-        destroy_and_check(&sb, bx).await;
+        destroy_and_check(sb, bx).await;
     });
 }
 
@@ -100,14 +100,14 @@ fn infinite_loop_times_out_promptly() {
 fn cpu_time_limit_holds() {
     run(async {
         let sb = sandbox();
-        let bx = new_box(&sb, BoxLimits::default()).await;
+        let bx = new_box(sb, BoxLimits::default()).await;
         let mut cmd = py("while True: pass");
         cmd.limits.wall_time = Duration::from_secs(10);
         cmd.limits.cpu_time = Duration::from_secs(1);
         let out = bx.run(&cmd).await.unwrap();
         assert_eq!(out.status, RunStatus::Timeout, "{out:?}");
         assert!(out.message.unwrap().contains("CPU"));
-        destroy_and_check(&sb, bx).await;
+        destroy_and_check(sb, bx).await;
     });
 }
 
@@ -119,7 +119,7 @@ fn memory_bomb_hits_the_memory_limit() {
             memory_bytes: 128 * MIB,
             ..BoxLimits::default()
         };
-        let bx = new_box(&sb, limits).await;
+        let bx = new_box(sb, limits).await;
         let out = bx
             .run(&py("b = b'x' * (1 << 30)\nprint(len(b))"))
             .await
@@ -129,7 +129,7 @@ fn memory_bomb_hits_the_memory_limit() {
         // The box survives its program's death.
         let again = bx.run(&sh("echo alive")).await.unwrap();
         assert_eq!(text(&again.stdout), "alive\n");
-        destroy_and_check(&sb, bx).await;
+        destroy_and_check(sb, bx).await;
     });
 }
 
@@ -137,7 +137,7 @@ fn memory_bomb_hits_the_memory_limit() {
 fn per_run_memory_limit_applies_and_is_restored() {
     run(async {
         let sb = sandbox();
-        let bx = new_box(&sb, BoxLimits::default()).await;
+        let bx = new_box(sb, BoxLimits::default()).await;
         let mut cmd = py("b = b'x' * (200 << 20)\nprint(len(b))");
         cmd.limits.memory_bytes = Some(64 * MIB);
         assert_eq!(bx.run(&cmd).await.unwrap().status, RunStatus::MemoryLimit);
@@ -151,7 +151,7 @@ fn per_run_memory_limit_applies_and_is_restored() {
             "the box's own 512 MiB limit is back: {out:?}"
         );
         assert!(out.peak_memory_bytes.unwrap() >= 200 * MIB);
-        destroy_and_check(&sb, bx).await;
+        destroy_and_check(sb, bx).await;
     });
 }
 
@@ -167,7 +167,7 @@ fn fork_bombs_are_contained() {
         sh(":(){ :|:& };:"),
         py("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass"),
     ] {
-        let bx = new_box(&sb, limits).await;
+        let bx = new_box(sb, limits).await;
         let mut cmd = bomb;
         cmd.limits.wall_time = Duration::from_secs(2);
         let out = bx.run(&cmd).await.unwrap();
@@ -177,11 +177,11 @@ fn fork_bombs_are_contained() {
             out.status
         );
         assert_eq!(leftover_processes(&bx).await, "", "the bomb is gone after the run");
-        destroy_and_check(&sb, bx).await;
+        destroy_and_check(sb, bx).await;
         // A new box works as usual.
-        let bx = new_box(&sb, limits).await;
+        let bx = new_box(sb, limits).await;
         assert_eq!(bx.run(&sh("echo ok")).await.unwrap().status, RunStatus::Ok);
-        destroy_and_check(&sb, bx).await;
+        destroy_and_check(sb, bx).await;
     }
     });
 }
@@ -190,7 +190,7 @@ fn fork_bombs_are_contained() {
 fn output_flood_is_cut_at_the_limit() {
     run(async {
         let sb = sandbox();
-        let bx = new_box(&sb, BoxLimits::default()).await;
+        let bx = new_box(sb, BoxLimits::default()).await;
         let out = bx
             .run(&py("import sys\nsys.stdout.write('A' * (100 << 20))"))
             .await
@@ -205,7 +205,7 @@ fn output_flood_is_cut_at_the_limit() {
             out.stdout.iter().all(|&b| b == b'A'),
             "the first bytes are kept"
         );
-        destroy_and_check(&sb, bx).await;
+        destroy_and_check(sb, bx).await;
     });
 }
 
@@ -213,13 +213,13 @@ fn output_flood_is_cut_at_the_limit() {
 fn non_utf8_output_and_stdin_survive() {
     run(async {
         let sb = sandbox();
-        let bx = new_box(&sb, BoxLimits::default()).await;
+        let bx = new_box(sb, BoxLimits::default()).await;
         let mut cmd = sh("cat; printf '\\377\\376' >&2");
         cmd.stdin = vec![0, 1, 0xff, b'x'];
         let out = bx.run(&cmd).await.unwrap();
         assert_eq!(out.stdout, vec![0, 1, 0xff, b'x']);
         assert_eq!(out.stderr, vec![0xff, 0xfe]);
-        destroy_and_check(&sb, bx).await;
+        destroy_and_check(sb, bx).await;
     });
 }
 
@@ -229,7 +229,7 @@ fn network_is_loopback_only() {
         let sb = sandbox();
         let host_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = host_listener.local_addr().unwrap().port();
-        let bx = new_box(&sb, BoxLimits::default()).await;
+        let bx = new_box(sb, BoxLimits::default()).await;
         let code = format!(
             "import socket\n\
          for addr in [('1.1.1.1', 53), ('127.0.0.1', {port})]:\n\
@@ -253,7 +253,7 @@ fn network_is_loopback_only() {
             stdout.contains("loopback ok"),
             "the box's own loopback works: {stdout}"
         );
-        destroy_and_check(&sb, bx).await;
+        destroy_and_check(sb, bx).await;
     });
 }
 
@@ -261,7 +261,7 @@ fn network_is_loopback_only() {
 fn host_files_are_out_of_reach() {
     run(async {
         let sb = sandbox();
-        let bx = new_box(&sb, BoxLimits::default()).await;
+        let bx = new_box(sb, BoxLimits::default()).await;
         let shadow = bx.run(&sh("cat /etc/shadow")).await.unwrap();
         assert_eq!(shadow.status, RunStatus::RuntimeError);
         assert!(
@@ -278,7 +278,7 @@ fn host_files_are_out_of_reach() {
         let etc = bx.run(&sh("echo x > /etc/passwd")).await.unwrap();
         assert_eq!(etc.status, RunStatus::RuntimeError);
         assert!(!std::path::Path::new("/usr/evil").exists());
-        destroy_and_check(&sb, bx).await;
+        destroy_and_check(sb, bx).await;
     });
 }
 
@@ -286,7 +286,7 @@ fn host_files_are_out_of_reach() {
 fn privileged_operations_are_refused() {
     run(async {
         let sb = sandbox();
-        let bx = new_box(&sb, BoxLimits::default()).await;
+        let bx = new_box(sb, BoxLimits::default()).await;
         let code = "import ctypes, os\n\
                 libc = ctypes.CDLL(None, use_errno=True)\n\
                 for name, call in [('unshare', lambda: libc.unshare(0x10000000)), ('mount', lambda: libc.mount(b'x', b'/tmp', b'tmpfs', 0, None)), ('ptrace', lambda: libc.ptrace(16, 1, None, None)), ('keyctl', lambda: libc.syscall(250, 0, 0, 0, 0)), ('bpf', lambda: libc.syscall(321, 0, 0, 0)), ('io_uring_setup', lambda: libc.syscall(425, 1, 0)), ('userfaultfd', lambda: libc.syscall(323, 0)), ('netlink', lambda: libc.socket(16, 3, 0))]:\n\
@@ -299,7 +299,7 @@ fn privileged_operations_are_refused() {
             assert_eq!(parts[2], libc::EPERM.to_string(), "{line}");
         }
         assert_eq!(text(&out.stdout).lines().count(), 8);
-        destroy_and_check(&sb, bx).await;
+        destroy_and_check(sb, bx).await;
     });
 }
 
@@ -311,7 +311,7 @@ fn filling_the_workspace_hits_enospc_at_the_cap() {
             workspace_bytes: 8 * MIB,
             ..BoxLimits::default()
         };
-        let bx = new_box(&sb, limits).await;
+        let bx = new_box(sb, limits).await;
         let out = bx
             .run(&sh(
                 "head -c 16777216 /dev/zero > /workspace/big; echo rc=$?; du -k /workspace/big",
@@ -330,7 +330,7 @@ fn filling_the_workspace_hits_enospc_at_the_cap() {
             .parse()
             .unwrap();
         assert!(kib <= 8 * 1024, "{kib} KiB written");
-        destroy_and_check(&sb, bx).await;
+        destroy_and_check(sb, bx).await;
     });
 }
 
@@ -338,7 +338,7 @@ fn filling_the_workspace_hits_enospc_at_the_cap() {
 fn daemons_do_not_outlive_the_run() {
     run(async {
         let sb = sandbox();
-        let bx = new_box(&sb, BoxLimits::default()).await;
+        let bx = new_box(sb, BoxLimits::default()).await;
         let out = bx
             .run(&sh(
                 "(setsid sh -c 'sleep 300 & sleep 300' &) ; (sleep 300 &) ; echo started",
@@ -348,7 +348,7 @@ fn daemons_do_not_outlive_the_run() {
         assert_eq!(out.status, RunStatus::Ok);
         assert_eq!(text(&out.stdout), "started\n");
         assert_eq!(leftover_processes(&bx).await, "");
-        destroy_and_check(&sb, bx).await;
+        destroy_and_check(sb, bx).await;
     });
 }
 
@@ -356,14 +356,14 @@ fn daemons_do_not_outlive_the_run() {
 fn stopped_program_still_times_out() {
     run(async {
         let sb = sandbox();
-        let bx = new_box(&sb, BoxLimits::default()).await;
+        let bx = new_box(sb, BoxLimits::default()).await;
         let mut cmd = sh("kill -STOP $$; echo never");
         cmd.limits.wall_time = Duration::from_millis(500);
         let out = bx.run(&cmd).await.unwrap();
         assert_eq!(out.status, RunStatus::Timeout);
         assert_eq!(text(&out.stdout), "");
         assert_eq!(leftover_processes(&bx).await, "");
-        destroy_and_check(&sb, bx).await;
+        destroy_and_check(sb, bx).await;
     });
 }
 
@@ -371,8 +371,8 @@ fn stopped_program_still_times_out() {
 fn boxes_do_not_see_each_other() {
     run(async {
         let sb = sandbox();
-        let a = new_box(&sb, BoxLimits::default()).await;
-        let b = new_box(&sb, BoxLimits::default()).await;
+        let a = new_box(sb, BoxLimits::default()).await;
+        let b = new_box(sb, BoxLimits::default()).await;
         let out = a.run(&sh("echo secret > /workspace/a.txt; echo secret > /tmp/a.txt; echo secret > /dev/shm/a.txt")).await.unwrap();
         assert_eq!(out.status, RunStatus::Ok, "{}", text(&out.stderr));
         let out = b
@@ -394,8 +394,8 @@ fn boxes_do_not_see_each_other() {
             "codebeaker\n",
             "PID 1 is the box's own init"
         );
-        destroy_and_check(&sb, a).await;
-        destroy_and_check(&sb, b).await;
+        destroy_and_check(sb, a).await;
+        destroy_and_check(sb, b).await;
     });
 }
 
@@ -403,7 +403,7 @@ fn boxes_do_not_see_each_other() {
 fn file_operations_stay_in_the_workspace() {
     run(async {
         let sb = sandbox();
-        let bx = new_box(&sb, BoxLimits::default()).await;
+        let bx = new_box(sb, BoxLimits::default()).await;
         bx.write_file(
             FileRoot::Workspace,
             "dir/sub/hello.txt",
@@ -457,7 +457,7 @@ fn file_operations_stay_in_the_workspace() {
             "1000 644\n",
             "files belong to the sandbox user"
         );
-        destroy_and_check(&sb, bx).await;
+        destroy_and_check(sb, bx).await;
     });
 }
 
@@ -465,7 +465,7 @@ fn file_operations_stay_in_the_workspace() {
 fn snippet_descriptors_carry_input_and_result() {
     run(async {
         let sb = sandbox();
-        let bx = new_box(&sb, BoxLimits::default()).await;
+        let bx = new_box(sb, BoxLimits::default()).await;
         let mut cmd = py("import json, os\nd = json.load(os.fdopen(3))\nos.fdopen(4, 'w').write(json.dumps({'out': d['v'] * 2}))\nprint('stdout is separate')");
         cmd.fd3_input = Some(br#"{"v": 21}"#.to_vec());
         cmd.capture_fd4 = true;
@@ -473,7 +473,7 @@ fn snippet_descriptors_carry_input_and_result() {
         assert_eq!(out.status, RunStatus::Ok, "{}", text(&out.stderr));
         assert_eq!(out.result.as_deref(), Some(&br#"{"out": 42}"#[..]));
         assert_eq!(text(&out.stdout), "stdout is separate\n");
-        destroy_and_check(&sb, bx).await;
+        destroy_and_check(sb, bx).await;
     });
 }
 
@@ -481,7 +481,7 @@ fn snippet_descriptors_carry_input_and_result() {
 fn exit_codes_signals_and_missing_programs() {
     run(async {
         let sb = sandbox();
-        let bx = new_box(&sb, BoxLimits::default()).await;
+        let bx = new_box(sb, BoxLimits::default()).await;
         let out = bx.run(&sh("exit 3")).await.unwrap();
         assert_eq!(
             (out.status, out.exit_code),
@@ -498,7 +498,7 @@ fn exit_codes_signals_and_missing_programs() {
             (RunStatus::RuntimeError, Some(127))
         );
         assert!(text(&out.stderr).contains("command not found"));
-        destroy_and_check(&sb, bx).await;
+        destroy_and_check(sb, bx).await;
     });
 }
 
@@ -506,7 +506,7 @@ fn exit_codes_signals_and_missing_programs() {
 fn streaming_delivers_output_while_running() {
     run(async {
         let sb = sandbox();
-        let bx = new_box(&sb, BoxLimits::default()).await;
+        let bx = new_box(sb, BoxLimits::default()).await;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let out = bx
             .run_streaming(&sh("echo one; sleep 0.2; echo two >&2"), Some(tx))
@@ -519,7 +519,7 @@ fn streaming_delivers_output_while_running() {
         let joined: Vec<u8> = chunks.iter().flat_map(|c| c.data.clone()).collect();
         assert_eq!(text(&joined), "one\ntwo\n");
         assert_eq!(text(&out.stdout), "one\n");
-        destroy_and_check(&sb, bx).await;
+        destroy_and_check(sb, bx).await;
     });
 }
 
@@ -527,7 +527,7 @@ fn streaming_delivers_output_while_running() {
 fn directory_operations_never_follow_symlinks() {
     run(async {
         let sb = sandbox();
-        let bx = new_box(&sb, BoxLimits::default()).await;
+        let bx = new_box(sb, BoxLimits::default()).await;
         bx.create_dir(FileRoot::Workspace, "a/b/c", true)
             .await
             .unwrap();
@@ -611,6 +611,6 @@ fn directory_operations_never_follow_symlinks() {
         );
         let out = bx.run(&sh("ls /bin/sh && ls /workspace")).await.unwrap();
         assert_eq!(text(&out.stdout), "/bin/sh\ncopy\nloop\n");
-        destroy_and_check(&sb, bx).await;
+        destroy_and_check(sb, bx).await;
     });
 }

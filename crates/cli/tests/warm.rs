@@ -64,7 +64,7 @@ async fn worker_pid(bx: &SandboxBox) -> String {
 fn runs_are_fresh_forks_that_share_nothing() {
     run(async {
         let sb = sandbox();
-        let bx = new_box(&sb, BoxLimits::default()).await;
+        let bx = new_box(sb, BoxLimits::default()).await;
         let first = bx
         .run(&warm("import os, sys, builtins\nbuiltins.LEAK = 1\nsys.modules['json'].LEAK = 2\nos.environ['LEAK'] = '3'\nglobal_fd = open('/tmp/left-open', 'w')\nprint(os.getpid(), os.getppid())"))
         .await
@@ -99,7 +99,7 @@ fn runs_are_fresh_forks_that_share_nothing() {
 fn stdin_exit_codes_tracebacks_and_snippet_descriptors() {
     run(async {
         let sb = sandbox();
-        let bx = new_box(&sb, BoxLimits::default()).await;
+        let bx = new_box(sb, BoxLimits::default()).await;
         let mut cmd = warm("import sys, json, os\ndata = json.load(os.fdopen(3))\nos.fdopen(4, 'w').write(json.dumps(data['v'] * 2))\nprint(sys.stdin.read().upper())\nsys.exit(3)");
         cmd.stdin = b"hello \xc3\xa9".to_vec();
         cmd.fd3_input = Some(br#"{"v": 21}"#.to_vec());
@@ -141,7 +141,7 @@ fn limits_hold_on_the_warm_path() {
             max_processes: 32,
             ..BoxLimits::default()
         };
-        let bx = new_box(&sb, limits).await;
+        let bx = new_box(sb, limits).await;
         let mut spin = warm("while True: pass");
         spin.limits.wall_time = Duration::from_millis(500);
         assert_eq!(bx.run(&spin).await.unwrap().status, RunStatus::Timeout);
@@ -211,7 +211,7 @@ fn limits_hold_on_the_warm_path() {
 fn a_run_cannot_reach_into_or_signal_its_worker() {
     run(async {
         let sb = sandbox();
-        let bx = new_box(&sb, BoxLimits::default()).await;
+        let bx = new_box(sb, BoxLimits::default()).await;
         let probe = "import os\nppid = os.getppid()\nfor name in ['mem', 'environ', 'fd']:\n    try:\n        p = f'/proc/{ppid}/{name}'\n        (os.listdir if name == 'fd' else lambda q: open(q, 'rb').read(1))(p)\n        print(name, 'open')\n    except OSError as e:\n        print(name, type(e).__name__)";
         let out = bx.run(&warm(probe)).await.unwrap();
         assert_eq!(
@@ -250,7 +250,7 @@ fn a_run_cannot_reach_into_or_signal_its_worker() {
 fn programs_run_again_report_as_the_interpreter_does() {
     run(async {
         let sb = sandbox();
-        let bx = new_box(&sb, BoxLimits::default()).await;
+        let bx = new_box(sb, BoxLimits::default()).await;
         let failing = "def inner():\n    raise ValueError('deep')\n\ninner()\n";
         for _ in 0..2 {
             // Each child compiles its program itself (the worker keeps no run's source).

@@ -117,9 +117,13 @@ pub fn sandbox_config() -> SandboxConfig {
     }
 }
 
-/// A sandbox with [`sandbox_config`], for the tests of boxes without an engine.
-pub fn sandbox() -> Sandbox {
-    Sandbox::new(sandbox_config()).expect("the sandbox needs root and cgroups on the test machine")
+/// The sandbox the tests of boxes without an engine share, with [`sandbox_config`].
+pub fn sandbox() -> &'static Sandbox {
+    static SANDBOX: OnceLock<Sandbox> = OnceLock::new();
+    SANDBOX.get_or_init(|| {
+        Sandbox::new(sandbox_config())
+            .expect("the sandbox needs root and cgroups on the test machine")
+    })
 }
 
 /// Engine settings for tests: [`sandbox_config`] and `box_pool_size` ready boxes.
