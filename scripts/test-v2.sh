@@ -96,7 +96,7 @@ step() { name=\$1; shift; "\$@" >/tmp/out 2>&1; rc=\$?; grep -E '^test .*FAILED|
 step doctor sh -c 'target/debug/codebeaker doctor >/tmp/doctor; s=\$?; cat /tmp/doctor; [ \$s = 0 ] && grep -q "cgroup v2" /tmp/doctor'
 step sandbox-crate $sandbox_tests --test-threads 2
 step containment $e2e_tests --test-threads 2 sandbox::
-step attacks $e2e_tests --test-threads 2 attacks::survivors:: attacks::kernel_accounting:: attacks::warm_state:: attacks::processes_cannot_outlive
+step attacks $e2e_tests --test-threads 2 attacks::survivors:: attacks::kernel_accounting:: attacks::warm_state:: attacks::lifetimes::processes_cannot_outlive
 echo V2-DONE
 echo o >/proc/sysrq-trigger
 EOF
