@@ -6,7 +6,8 @@
 //! # One engine, one runtime
 //!
 //! Boxes are tied to the runtime that made them, so every test that uses [`engine`] runs its
-//! body with [`run`] or [`run_within`] on [`runtime`]. The engine lives in a static and is never
+//! body with [`run`] or [`run_within`] on [`runtime`] (but the audit-log test, which captures
+//! every event on one thread, runs its server on a runtime of its own). The engine lives in a static and is never
 //! shut down; it keeps no pool of ready boxes, which would outlive the test process. Tests that
 //! need an engine or a server with settings of their own make it with [`engine_config`],
 //! [`start_engine`] and [`start_server`].
