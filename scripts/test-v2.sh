@@ -4,6 +4,8 @@
 # (the sandbox crate's real-cgroup tests, the box containment tests, and the attack classes that end
 # runs through cgroups and give boxes their own ids), with the binaries built on the host.
 #
+# The end-to-end tests are one binary; the guest runs the areas above by their module paths.
+#
 # Installs what it needs from Debian's packages: qemu's libraries, busybox-static and cpio with
 # apt-get; qemu itself and the kernel are fetched with `apt-get download` and unpacked in the build
 # directory (installing Debian 12's qemu-system-x86 would replace a newer qemu-utils). Uses KVM when
@@ -72,10 +74,9 @@ chmod +x "$initrd/init"
 # The binaries, built here.
 executables() { cargo test --no-run --message-format=json "$@" 2>/dev/null | grep -o '"executable":"[^"]*/deps/[^"]*"' | cut -d'"' -f4; }
 sandbox_tests=$(executables -p codebeaker-sandbox --lib)
-box_tests=$(executables -p codebeaker --test sandbox)
-attack_tests=$(executables -p codebeaker --test attacks)
+e2e_tests=$(executables -p codebeaker --test tests)
 cargo build -p codebeaker 2>/dev/null
-for bin in "$sandbox_tests" "$box_tests" "$attack_tests"; do
+for bin in "$sandbox_tests" "$e2e_tests"; do
   [[ -n $bin && $bin != *$'\n'* && -x $bin ]] || { echo "v2 leg: a test binary was not built ($bin)"; exit 1; }
 done
 
@@ -94,8 +95,8 @@ echo "V2-INFO kernel \$(uname -r), cgroup2 controllers: \$(cat /sys/fs/cgroup/cg
 step() { name=\$1; shift; "\$@" >/tmp/out 2>&1; rc=\$?; grep -E '^test .*FAILED|panicked|^test result' /tmp/out | sed 's/^/  /'; echo "V2-RESULT \$name rc=\$rc"; }
 step doctor sh -c 'target/debug/codebeaker doctor >/tmp/doctor; s=\$?; cat /tmp/doctor; [ \$s = 0 ] && grep -q "cgroup v2" /tmp/doctor'
 step sandbox-crate $sandbox_tests --test-threads 2
-step containment $box_tests --test-threads 2
-step attacks $attack_tests --test-threads 2 survivors kernel_accounting warm_state processes_cannot_outlive
+step containment $e2e_tests --test-threads 2 sandbox::
+step attacks $e2e_tests --test-threads 2 attacks::survivors:: attacks::kernel_accounting:: attacks::warm_state:: attacks::lifetimes::processes_cannot_outlive
 echo V2-DONE
 echo o >/proc/sysrq-trigger
 EOF

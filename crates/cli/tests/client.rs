@@ -3,14 +3,14 @@
 //! seed's client had: reconnection, pool pressure across languages, timed-out programs, batches,
 //! multibyte output larger than a frame.
 //!
-//! Every test runs on one shared runtime with one shared engine (boxes are tied to the runtime
-//! that made them). Nothing here asserts timings; every test is bounded by a generous timeout so
+//! Every test runs on the shared runtime over the shared engine (boxes are tied to the runtime
+//! that made them); servers are the tests' own, since they stop and restart them. Nothing here asserts timings; every test is bounded by a generous timeout so
 //! that a deadlock fails instead of hanging.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use codebeaker_client::{
@@ -18,46 +18,26 @@ use codebeaker_client::{
     ClientConfig, ClientError, CodeBeakerOptions, ConnectionStatus, Embedded, ItemStatus,
     RuntimeService, RuntimeStatus,
 };
-use codebeaker_engine::{Caller, Engine, EngineConfig};
+use codebeaker_engine::Caller;
 use codebeaker_protocol::commands::{Command, ExecuteCommand};
 use codebeaker_protocol::methods::{ExecutionEvent, SessionCreateParams, SessionExecuteParams};
-use codebeaker_server::{Server, ServerConfig, ServerHandle};
+use codebeaker_server::{ServerConfig, ServerHandle};
 use serde_json::{json, Value};
 
 /// Bound of every test: generous, since the first run of Go or C# compiles.
 const TEST_TIMEOUT: Duration = Duration::from_secs(300);
 
-mod common;
-use common::runtime;
+use crate::common::{self, engine, run_within};
 
-fn engine() -> Arc<Engine> {
-    static ENGINE: OnceLock<Arc<Engine>> = OnceLock::new();
-    ENGINE
-        .get_or_init(|| {
-            common::start_engine(common::engine_config(EngineConfig::default().box_pool_size))
-        })
-        .clone()
-}
-
-/// Runs a test body on the shared runtime, failing (not hanging) after [`TEST_TIMEOUT`].
-fn run<F: Future<Output = ()>>(body: F) {
-    runtime().block_on(async {
-        tokio::time::timeout(TEST_TIMEOUT, body)
-            .await
-            .expect("the test did not finish in time (deadlock?)");
-    });
-}
-
+/// A server of the test's own over the shared engine, on `listen` (which may be a port a server
+/// of the test used before), with a short shutdown grace.
 async fn start_server(listen: SocketAddr) -> ServerHandle {
     let config = ServerConfig {
         listen,
         shutdown_grace: Duration::from_millis(200),
         ..ServerConfig::default()
     };
-    Server::bind(config, engine())
-        .await
-        .expect("bind the server")
-        .spawn()
+    common::start_server(Arc::clone(engine()), config).await
 }
 
 fn url(addr: SocketAddr) -> String {
@@ -101,7 +81,7 @@ where
     Fut: Future<Output = ()>,
 {
     let caller = Caller(format!("client-test-{name}-{}", std::process::id()));
-    let backend = Arc::new(Embedded::with_caller(engine(), caller));
+    let backend = Arc::new(Embedded::with_caller(Arc::clone(engine()), caller));
     let runtime = RuntimeService::new(backend, options).expect("runtime service");
     body(runtime.clone()).await;
     runtime.pool().close().await;
@@ -246,7 +226,7 @@ macro_rules! seed_tests {
             $(
                 #[test]
                 fn $name() {
-                    run(over_websocket(seed_options, super::$name));
+                    run_within(TEST_TIMEOUT, over_websocket(seed_options, super::$name));
                 }
             )*
         }
@@ -255,7 +235,7 @@ macro_rules! seed_tests {
             $(
                 #[test]
                 fn $name() {
-                    run(embedded(
+                    run_within(TEST_TIMEOUT, embedded(
                         stringify!($name),
                         seed_options(String::new()),
                         super::$name,
@@ -285,7 +265,7 @@ seed_tests!(
 /// new connection.
 #[test]
 fn reconnects_after_the_server_restarts_and_fails_in_flight_calls_fast() {
-    run(async {
+    run_within(TEST_TIMEOUT, async {
         let server = start_server("127.0.0.1:0".parse().expect("address")).await;
         let addr = server.local_addr();
         let mut config = ClientConfig::new(url(addr));
@@ -377,7 +357,7 @@ fn reconnects_after_the_server_restarts_and_fails_in_flight_calls_fast() {
 /// their connection), and a run after the restart succeeds.
 #[test]
 fn the_runtime_service_recovers_after_a_restart() {
-    run(async {
+    run_within(TEST_TIMEOUT, async {
         let server = start_server("127.0.0.1:0".parse().expect("address")).await;
         let addr = server.local_addr();
         let options = seed_options(url(addr));
@@ -422,25 +402,27 @@ fn the_runtime_service_recovers_after_a_restart() {
 /// call succeeds, and the pool never holds more than two sessions.
 #[test]
 fn a_pool_of_two_serves_fifty_concurrent_calls_across_three_languages() {
-    run(over_websocket(
-        |url| CodeBeakerOptions {
-            session_pool_size: 2,
-            acquire_timeout_ms: 240_000,
-            ..seed_options(url)
-        },
-        |runtime| async move {
-            let peak = Arc::new(AtomicUsize::new(0));
-            let monitor = {
-                let runtime = runtime.clone();
-                let peak = Arc::clone(&peak);
-                tokio::spawn(async move {
-                    loop {
-                        peak.fetch_max(runtime.stats().total, Ordering::Relaxed);
-                        tokio::time::sleep(Duration::from_millis(2)).await;
-                    }
-                })
-            };
-            let programs = [
+    run_within(
+        TEST_TIMEOUT,
+        over_websocket(
+            |url| CodeBeakerOptions {
+                session_pool_size: 2,
+                acquire_timeout_ms: 240_000,
+                ..seed_options(url)
+            },
+            |runtime| async move {
+                let peak = Arc::new(AtomicUsize::new(0));
+                let monitor = {
+                    let runtime = runtime.clone();
+                    let peak = Arc::clone(&peak);
+                    tokio::spawn(async move {
+                        loop {
+                            peak.fetch_max(runtime.stats().total, Ordering::Relaxed);
+                            tokio::time::sleep(Duration::from_millis(2)).await;
+                        }
+                    })
+                };
+                let programs = [
                 ("python", "result = {'n': input_data['n'], 'lang': 'python'}"),
                 (
                     "javascript",
@@ -451,79 +433,83 @@ fn a_pool_of_two_serves_fifty_concurrent_calls_across_three_languages() {
                     "n=$(printf '%s' \"$input_data\" | tr -dc 0-9)\nresult=\"{\\\"n\\\": $n, \\\"lang\\\": \\\"bash\\\"}\"",
                 ),
             ];
-            let calls = (0..50).map(|n| {
-                let runtime = runtime.clone();
-                let (language, code) = programs[n % programs.len()];
-                async move {
-                    let result = runtime
-                        .execute(code, language, json!({"n": n}), Some(30_000))
-                        .await;
-                    (n, language, result)
+                let calls = (0..50).map(|n| {
+                    let runtime = runtime.clone();
+                    let (language, code) = programs[n % programs.len()];
+                    async move {
+                        let result = runtime
+                            .execute(code, language, json!({"n": n}), Some(30_000))
+                            .await;
+                        (n, language, result)
+                    }
+                });
+                let results = futures_util::future::join_all(calls).await;
+                monitor.abort();
+                for (n, language, result) in results {
+                    assert!(result.success, "{language} #{n}: {:?}", result.error);
+                    assert_eq!(
+                        result.output,
+                        Some(json!({"n": n, "lang": language})),
+                        "{language} #{n}"
+                    );
                 }
-            });
-            let results = futures_util::future::join_all(calls).await;
-            monitor.abort();
-            for (n, language, result) in results {
-                assert!(result.success, "{language} #{n}: {:?}", result.error);
-                assert_eq!(
-                    result.output,
-                    Some(json!({"n": n, "lang": language})),
-                    "{language} #{n}"
+                let stats = runtime.stats();
+                assert!(
+                    peak.load(Ordering::Relaxed) <= 2,
+                    "peak {} sessions",
+                    peak.load(Ordering::Relaxed)
                 );
-            }
-            let stats = runtime.stats();
-            assert!(
-                peak.load(Ordering::Relaxed) <= 2,
-                "peak {} sessions",
-                peak.load(Ordering::Relaxed)
-            );
-            assert!(stats.total <= 2, "{stats:?}");
-            assert_eq!(stats.active, 0, "{stats:?}");
-            assert_eq!(stats.waiting, 0, "{stats:?}");
-        },
-    ));
+                assert!(stats.total <= 2, "{stats:?}");
+                assert_eq!(stats.active, 0, "{stats:?}");
+                assert_eq!(stats.waiting, 0, "{stats:?}");
+            },
+        ),
+    );
 }
 
 /// A program that runs out of time is killed on the server; its session is discarded, not
 /// reused, and the next call works.
 #[test]
 fn a_timed_out_program_is_killed_and_its_session_discarded() {
-    run(over_websocket(seed_options, |runtime| async move {
-        let started = Instant::now();
-        let result = runtime
-            .execute("while True:\n    pass", "python", json!({}), Some(500))
-            .await;
-        assert!(!result.success);
-        assert_eq!(result.status, RuntimeStatus::Timeout, "{:?}", result.error);
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "killed on the server, not waited out"
-        );
-        let stats = runtime.stats();
-        assert_eq!(stats.discards, 1, "{stats:?}");
-        let timed_out = result.session_id.expect("a session ran it");
-        let next = runtime
-            .execute("result = {'ok': True}", "python", json!({}), Some(10_000))
-            .await;
-        assert!(next.success, "{:?}", next.error);
-        assert_eq!(next.output, Some(json!({"ok": true})));
-        assert_ne!(next.session_id.as_deref(), Some(timed_out.as_str()));
-        assert!(!next.session_reused);
-        // The discarded session is closed on the server (in the background: poll for it).
-        let backend = runtime.backend();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let sessions = backend.session_list().await.expect("session.list");
-            if !sessions.sessions.iter().any(|s| s.session_id == timed_out) {
-                break;
-            }
+    run_within(
+        TEST_TIMEOUT,
+        over_websocket(seed_options, |runtime| async move {
+            let started = Instant::now();
+            let result = runtime
+                .execute("while True:\n    pass", "python", json!({}), Some(500))
+                .await;
+            assert!(!result.success);
+            assert_eq!(result.status, RuntimeStatus::Timeout, "{:?}", result.error);
             assert!(
-                Instant::now() < deadline,
-                "the timed-out session was never closed"
+                started.elapsed() < Duration::from_secs(30),
+                "killed on the server, not waited out"
             );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }));
+            let stats = runtime.stats();
+            assert_eq!(stats.discards, 1, "{stats:?}");
+            let timed_out = result.session_id.expect("a session ran it");
+            let next = runtime
+                .execute("result = {'ok': True}", "python", json!({}), Some(10_000))
+                .await;
+            assert!(next.success, "{:?}", next.error);
+            assert_eq!(next.output, Some(json!({"ok": true})));
+            assert_ne!(next.session_id.as_deref(), Some(timed_out.as_str()));
+            assert!(!next.session_reused);
+            // The discarded session is closed on the server (in the background: poll for it).
+            let backend = runtime.backend();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let sessions = backend.session_list().await.expect("session.list");
+                if !sessions.sessions.iter().any(|s| s.session_id == timed_out) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the timed-out session was never closed"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }),
+    );
 }
 
 const EVERY_FIFTH_FAILS: &str = "\
@@ -544,163 +530,172 @@ fn numbered_items(count: usize) -> Vec<BatchItem> {
 /// 200 items at concurrency 8, every fifth failing: exactly 40 failures, results in input order.
 #[test]
 fn a_batch_of_200_items_reports_40_failures_in_input_order() {
-    run(over_websocket(
-        |url| CodeBeakerOptions {
-            session_pool_size: 8,
-            ..seed_options(url)
-        },
-        |runtime| async move {
-            let items = numbered_items(200);
-            let progressed = Arc::new(AtomicUsize::new(0));
-            let counter = Arc::clone(&progressed);
-            let batch = BatchExecutor::new(
-                runtime.clone(),
-                BatchOptions {
-                    max_concurrency: 8,
-                    ..Default::default()
-                },
-            )
-            .expect("batch")
-            .on_progress(Arc::new(move |_| {
-                counter.fetch_add(1, Ordering::Relaxed);
-            }));
-            let report = batch.run(EVERY_FIFTH_FAILS, "python", items.clone()).await;
-            assert_eq!(report.results.len(), 200);
-            assert_eq!(progressed.load(Ordering::Relaxed), 200);
-            for (i, (item, result)) in items.iter().zip(&report.results).enumerate() {
-                let n = i + 1;
-                assert_eq!(result.index, i);
-                assert_eq!(result.id, item.id, "results are in input order");
-                let run = result.result.as_ref().expect("every item ran");
-                if n % 5 == 0 {
-                    assert_eq!(result.status, ItemStatus::Failed, "item {n}");
-                    let error = run.error.as_deref().unwrap_or_default();
-                    assert!(error.contains(&format!("item {n} fails")), "{error}");
-                    assert_eq!(run.output, None);
-                } else {
-                    assert_eq!(result.status, ItemStatus::Ok, "item {n}: {:?}", run.error);
-                    assert_eq!(run.output, Some(json!({"n": n, "square": n * n})));
+    run_within(
+        TEST_TIMEOUT,
+        over_websocket(
+            |url| CodeBeakerOptions {
+                session_pool_size: 8,
+                ..seed_options(url)
+            },
+            |runtime| async move {
+                let items = numbered_items(200);
+                let progressed = Arc::new(AtomicUsize::new(0));
+                let counter = Arc::clone(&progressed);
+                let batch = BatchExecutor::new(
+                    runtime.clone(),
+                    BatchOptions {
+                        max_concurrency: 8,
+                        ..Default::default()
+                    },
+                )
+                .expect("batch")
+                .on_progress(Arc::new(move |_| {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }));
+                let report = batch.run(EVERY_FIFTH_FAILS, "python", items.clone()).await;
+                assert_eq!(report.results.len(), 200);
+                assert_eq!(progressed.load(Ordering::Relaxed), 200);
+                for (i, (item, result)) in items.iter().zip(&report.results).enumerate() {
+                    let n = i + 1;
+                    assert_eq!(result.index, i);
+                    assert_eq!(result.id, item.id, "results are in input order");
+                    let run = result.result.as_ref().expect("every item ran");
+                    if n % 5 == 0 {
+                        assert_eq!(result.status, ItemStatus::Failed, "item {n}");
+                        let error = run.error.as_deref().unwrap_or_default();
+                        assert!(error.contains(&format!("item {n} fails")), "{error}");
+                        assert_eq!(run.output, None);
+                    } else {
+                        assert_eq!(result.status, ItemStatus::Ok, "item {n}: {:?}", run.error);
+                        assert_eq!(run.output, Some(json!({"n": n, "square": n * n})));
+                    }
                 }
-            }
-            let summary = &report.summary;
-            assert_eq!(summary.total, 200);
-            assert_eq!(summary.count(ItemStatus::Failed), 40);
-            assert_eq!(summary.count(ItemStatus::Ok), 160);
-            assert_eq!(summary.count(ItemStatus::Skipped), 0);
-            assert!(summary.latency_p50_ms <= summary.latency_p99_ms);
-            assert!(summary.pool.total <= 8, "{:?}", summary.pool);
-            assert_eq!(
-                summary.pool.discards, 0,
-                "a failing program does not break its session"
-            );
-        },
-    ));
+                let summary = &report.summary;
+                assert_eq!(summary.total, 200);
+                assert_eq!(summary.count(ItemStatus::Failed), 40);
+                assert_eq!(summary.count(ItemStatus::Ok), 160);
+                assert_eq!(summary.count(ItemStatus::Skipped), 0);
+                assert!(summary.latency_p50_ms <= summary.latency_p99_ms);
+                assert!(summary.pool.total <= 8, "{:?}", summary.pool);
+                assert_eq!(
+                    summary.pool.discards, 0,
+                    "a failing program does not break its session"
+                );
+            },
+        ),
+    );
 }
 
 /// With stop-on-first-error, the items after the failure are reported skipped, none dropped.
 #[test]
 fn stop_on_first_error_skips_the_rest_and_drops_nothing() {
-    run(embedded(
-        "stop_on_first_error",
-        CodeBeakerOptions {
-            enable_auto_cleanup: false,
-            session_pool_size: 4,
-            ..CodeBeakerOptions::default()
-        },
-        |runtime| async move {
-            let program = "if input_data['n'] == 3:\n    raise RuntimeError('three')\nresult = input_data['n']";
-            let items = numbered_items(30);
-            let serial = BatchExecutor::new(
-                runtime.clone(),
-                BatchOptions {
-                    max_concurrency: 1,
-                    stop_on_first_error: true,
-                    ..Default::default()
-                },
-            )
-            .expect("batch");
-            let report = serial.run(program, "python", items.clone()).await;
-            assert_eq!(report.results.len(), 30);
-            let statuses: Vec<ItemStatus> = report.results.iter().map(|r| r.status).collect();
-            assert_eq!(
-                &statuses[..3],
-                &[ItemStatus::Ok, ItemStatus::Ok, ItemStatus::Failed]
-            );
-            assert!(
-                statuses[3..].iter().all(|s| *s == ItemStatus::Skipped),
-                "{statuses:?}"
-            );
-            assert_eq!(report.summary.count(ItemStatus::Skipped), 27);
-            for (item, result) in items.iter().zip(&report.results) {
-                assert_eq!(item.id, result.id);
-            }
-
-            let parallel = BatchExecutor::new(
-                runtime.clone(),
-                BatchOptions {
-                    max_concurrency: 4,
-                    stop_on_first_error: true,
-                    ..Default::default()
-                },
-            )
-            .expect("batch");
-            let report = parallel.run(program, "python", items.clone()).await;
-            assert_eq!(report.results.len(), 30, "nothing dropped");
-            assert_eq!(report.results[2].status, ItemStatus::Failed);
-            // How many items were already running when the failure came back depends on timing
-            // (the serial batch above checks the exact count); none is ever dropped or lost.
-            assert_eq!(
-                report.summary.count(ItemStatus::Ok)
-                    + report.summary.count(ItemStatus::Failed)
-                    + report.summary.count(ItemStatus::Skipped),
-                30
-            );
-            let first_failure = report
-                .results
-                .iter()
-                .position(|r| r.status == ItemStatus::Failed)
-                .expect("a failure");
-            for (i, r) in report.results.iter().enumerate() {
-                assert_eq!(r.index, i);
-                if r.status == ItemStatus::Skipped {
-                    assert!(i > first_failure);
-                    assert!(r.reason.is_some() && r.result.is_none());
+    run_within(
+        TEST_TIMEOUT,
+        embedded(
+            "stop_on_first_error",
+            CodeBeakerOptions {
+                enable_auto_cleanup: false,
+                session_pool_size: 4,
+                ..CodeBeakerOptions::default()
+            },
+            |runtime| async move {
+                let program = "if input_data['n'] == 3:\n    raise RuntimeError('three')\nresult = input_data['n']";
+                let items = numbered_items(30);
+                let serial = BatchExecutor::new(
+                    runtime.clone(),
+                    BatchOptions {
+                        max_concurrency: 1,
+                        stop_on_first_error: true,
+                        ..Default::default()
+                    },
+                )
+                .expect("batch");
+                let report = serial.run(program, "python", items.clone()).await;
+                assert_eq!(report.results.len(), 30);
+                let statuses: Vec<ItemStatus> = report.results.iter().map(|r| r.status).collect();
+                assert_eq!(
+                    &statuses[..3],
+                    &[ItemStatus::Ok, ItemStatus::Ok, ItemStatus::Failed]
+                );
+                assert!(
+                    statuses[3..].iter().all(|s| *s == ItemStatus::Skipped),
+                    "{statuses:?}"
+                );
+                assert_eq!(report.summary.count(ItemStatus::Skipped), 27);
+                for (item, result) in items.iter().zip(&report.results) {
+                    assert_eq!(item.id, result.id);
                 }
-            }
-        },
-    ));
+
+                let parallel = BatchExecutor::new(
+                    runtime.clone(),
+                    BatchOptions {
+                        max_concurrency: 4,
+                        stop_on_first_error: true,
+                        ..Default::default()
+                    },
+                )
+                .expect("batch");
+                let report = parallel.run(program, "python", items.clone()).await;
+                assert_eq!(report.results.len(), 30, "nothing dropped");
+                assert_eq!(report.results[2].status, ItemStatus::Failed);
+                // How many items were already running when the failure came back depends on timing
+                // (the serial batch above checks the exact count); none is ever dropped or lost.
+                assert_eq!(
+                    report.summary.count(ItemStatus::Ok)
+                        + report.summary.count(ItemStatus::Failed)
+                        + report.summary.count(ItemStatus::Skipped),
+                    30
+                );
+                let first_failure = report
+                    .results
+                    .iter()
+                    .position(|r| r.status == ItemStatus::Failed)
+                    .expect("a failure");
+                for (i, r) in report.results.iter().enumerate() {
+                    assert_eq!(r.index, i);
+                    if r.status == ItemStatus::Skipped {
+                        assert!(i > first_failure);
+                        assert!(r.reason.is_some() && r.result.is_none());
+                    }
+                }
+            },
+        ),
+    );
 }
 
 /// 200 KB of multibyte text (more than one WebSocket frame) comes back byte for byte, as
 /// standard output and as the snippet's result.
 #[test]
 fn multibyte_output_larger_than_a_frame_arrives_intact() {
-    run(over_websocket(seed_options, |runtime| async move {
-        let unit = "é✓日本";
-        let repeat = 200 * 1024 / unit.len() + 1;
-        let expected = unit.repeat(repeat);
-        assert!(expected.len() > 200 * 1024);
-        let code = format!(
+    run_within(
+        TEST_TIMEOUT,
+        over_websocket(seed_options, |runtime| async move {
+            let unit = "é✓日本";
+            let repeat = 200 * 1024 / unit.len() + 1;
+            let expected = unit.repeat(repeat);
+            assert!(expected.len() > 200 * 1024);
+            let code = format!(
             "import sys\ntext = '{unit}' * {repeat}\nsys.stdout.write(text)\nresult = {{'text': text}}"
         );
-        let result = runtime.execute(&code, "python", json!({}), None).await;
-        assert!(result.success, "{:?}", result.error);
-        assert_eq!(result.stdout.len(), expected.len());
-        assert!(result.stdout == expected, "stdout differs");
-        let text = result
-            .output
-            .as_ref()
-            .and_then(|o| o.get("text"))
-            .and_then(Value::as_str)
-            .expect("the text");
-        assert!(text == expected, "output differs");
-    }));
+            let result = runtime.execute(&code, "python", json!({}), None).await;
+            assert!(result.success, "{:?}", result.error);
+            assert_eq!(result.stdout.len(), expected.len());
+            assert!(result.stdout == expected, "stdout differs");
+            let text = result
+                .output
+                .as_ref()
+                .and_then(|o| o.get("text"))
+                .and_then(Value::as_str)
+                .expect("the text");
+            assert!(text == expected, "output differs");
+        }),
+    );
 }
 
 /// Streamed output reaches the caller of that request, in order, before its result.
 #[test]
 fn streamed_output_reaches_the_request_it_belongs_to() {
-    run(async {
+    run_within(TEST_TIMEOUT, async {
         let server = start_server("127.0.0.1:0".parse().expect("address")).await;
         let client = Client::connect(ClientConfig::new(url(server.local_addr())))
             .await
@@ -757,12 +752,13 @@ fn streamed_output_reaches_the_request_it_belongs_to() {
 /// Every command helper works over the wire, and embedded mode gives the same answers.
 #[test]
 fn command_helpers_work_over_websocket_and_embedded() {
-    run(async {
+    run_within(TEST_TIMEOUT, async {
         let server = start_server("127.0.0.1:0".parse().expect("address")).await;
         let client = Client::connect(ClientConfig::new(url(server.local_addr())))
             .await
             .expect("connect");
-        let embedded = Embedded::with_caller(engine(), Caller("client-test-helpers".into()));
+        let embedded =
+            Embedded::with_caller(Arc::clone(engine()), Caller("client-test-helpers".into()));
         let backends: [&dyn Backend; 2] = [&client, &embedded];
         let mut answers = Vec::new();
         for backend in backends {
@@ -849,12 +845,13 @@ fn command_helpers_work_over_websocket_and_embedded() {
 #[test]
 fn one_shot_runs_long_poll_over_websocket_and_embedded() {
     use codebeaker_protocol::methods::{ExecutionRunParams, ExecutionStatus};
-    run(async {
+    run_within(TEST_TIMEOUT, async {
         let server = start_server("127.0.0.1:0".parse().expect("address")).await;
         let client = Client::connect(ClientConfig::new(url(server.local_addr())))
             .await
             .expect("connect");
-        let embedded = Embedded::with_caller(engine(), Caller("client-test-one-shot".into()));
+        let embedded =
+            Embedded::with_caller(Arc::clone(engine()), Caller("client-test-one-shot".into()));
         let backends: [&dyn Backend; 2] = [&client, &embedded];
         for backend in backends {
             let quick = backend

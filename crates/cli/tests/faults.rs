@@ -4,16 +4,15 @@
 //! with no protocol error and nothing left behind.
 //!
 //! Every test starts its own server process (or load process), so the tests share no state; they
-//! run one at a time all the same (a serial lock), because a server starting up removes the boxes
-//! of dead servers, and the first test must see that the restarted server is the one that does.
+//! run alone all the same ([`crate::common::exclusive`]: no other test runs meanwhile), because a
+//! sandbox starting up removes the boxes of dead servers, and the first test must see that the
+//! restarted server is the one that does.
 
 use std::collections::BTreeSet;
-use std::future::Future;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Child, Command as Process, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use codebeaker_client::{
@@ -24,32 +23,14 @@ use codebeaker_protocol::commands::{Command, ExecuteCommand};
 use codebeaker_protocol::methods::{SessionCreateParams, SessionExecuteParams};
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_codebeaker");
+use crate::common::host::{alive, box_exists, box_of, box_pids, boxes_of, census};
+use crate::common::{exclusive, run_alone, BIN};
 
 /// Bound of each test: a hang fails instead of blocking CI.
 const TEST_TIMEOUT: Duration = Duration::from_secs(150);
 
 /// How fast a call must fail when what it waits for is gone (not at its own timeout).
 const FAIL_FAST: Duration = Duration::from_secs(5);
-
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Runs a test body on a fresh runtime, failing (not hanging) after [`TEST_TIMEOUT`].
-fn run<F: Future<Output = ()>>(body: F) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
-        tokio::time::timeout(TEST_TIMEOUT, body)
-            .await
-            .expect("the test did not finish in time (a hang?)");
-    });
-}
 
 /// Polls `done` every 50 ms for at most `limit`.
 async fn eventually(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
@@ -68,78 +49,6 @@ async fn eventually(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
 // ---------------------------------------------------------------------------------------------
 // Looking at boxes from the host.
 
-/// The parents of box cgroups, one per hierarchy (v2: one; v1: one per controller).
-fn cgroup_parents() -> Vec<PathBuf> {
-    let mut parents = vec![PathBuf::from("/sys/fs/cgroup/codebeaker")];
-    if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
-        parents.extend(entries.flatten().map(|e| e.path().join("codebeaker")));
-    }
-    parents.retain(|p| p.is_dir());
-    parents
-}
-
-/// Box cgroups (`cb-<owner>-<n>`) of `owner`, in any hierarchy.
-fn box_cgroups(owner: u32) -> BTreeSet<String> {
-    let prefix = format!("cb-{owner}-");
-    let mut names = BTreeSet::new();
-    for parent in cgroup_parents() {
-        for entry in std::fs::read_dir(parent).into_iter().flatten().flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with(&prefix) {
-                names.insert(name);
-            }
-        }
-    }
-    names
-}
-
-/// The cgroup name (`cb-<owner>-<random>`) of the live box that callers know as `container`
-/// (`cb-<random>`).
-fn box_of(container: &str) -> String {
-    let random = container
-        .strip_prefix("cb-")
-        .expect("a container id starts with cb-");
-    let suffix = format!("-{random}");
-    cgroup_parents()
-        .iter()
-        .flat_map(|p| std::fs::read_dir(p).into_iter().flatten().flatten())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .find(|n| n.starts_with("cb-") && n.ends_with(&suffix))
-        .unwrap_or_else(|| panic!("no cgroup for container {container}"))
-}
-
-/// Whether any hierarchy still has the cgroup of box `name`.
-fn cgroup_exists(name: &str) -> bool {
-    cgroup_parents().iter().any(|p| p.join(name).is_dir())
-}
-
-/// The processes in box `name`'s cgroup.
-fn box_pids(name: &str) -> Vec<i32> {
-    let mut pids = BTreeSet::new();
-    for parent in cgroup_parents() {
-        let procs = std::fs::read_to_string(parent.join(name).join("cgroup.procs"));
-        pids.extend(
-            procs
-                .unwrap_or_default()
-                .lines()
-                .filter_map(|l| l.parse::<i32>().ok()),
-        );
-    }
-    pids.into_iter().collect()
-}
-
-/// A process that exists and is not a zombie.
-fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the command name in parentheses.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
-    }
-}
-
 /// PID 1 of box `name`: the process of its cgroup whose pid in its innermost namespace is 1.
 fn init_of(name: &str) -> i32 {
     for pid in box_pids(name) {
@@ -154,31 +63,21 @@ fn init_of(name: &str) -> i32 {
     panic!("box {name} has no init among {:?}", box_pids(name));
 }
 
-/// Processes in the boxes' uid range (100000000 up to 4096 slots of 65536 ids) that are in a box of
-/// `owner`.
+/// Processes in the boxes' id range that are in a box of `owner` and not zombies.
 fn box_processes_of(owner: u32) -> Vec<String> {
-    let mine = format!("/codebeaker/cb-{owner}-");
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let uid: Option<u32> = status
-            .lines()
-            .find(|l| l.starts_with("Uid:"))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok());
-        let in_range = uid.is_some_and(|u| (100_000_000..368_435_456).contains(&u));
-        let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
-        if in_range && cgroups.contains(&mine) && alive(pid) {
-            found.push(format!("{pid} (uid {uid:?})"));
-        }
-    }
-    found
+    let owner = owner as i32;
+    census()
+        .processes
+        .iter()
+        .filter(|p| {
+            p.box_name
+                .as_deref()
+                .and_then(codebeaker_sandbox::census::owner_pid)
+                == Some(owner)
+                && alive(p.pid)
+        })
+        .map(|p| format!("{} (uid {})", p.pid, p.uid))
+        .collect()
 }
 
 fn kill(pid: i32, signal: i32) {
@@ -408,8 +307,7 @@ struct Failed {
 /// sessions are gone (-32001), new ones work, and the runtime service recovers on a new session.
 #[test]
 fn a_server_killed_mid_load_loses_its_boxes_and_the_restarted_one_cleans_up() {
-    let _serial = serial();
-    run(async {
+    run_alone(TEST_TIMEOUT, async {
         let port = free_port();
         let url = format!("ws://127.0.0.1:{port}/ws/jsonrpc");
         let mut first = ServeChild::start(port, "warn").await;
@@ -480,7 +378,7 @@ fn a_server_killed_mid_load_loses_its_boxes_and_the_restarted_one_cleans_up() {
             done.load(Ordering::Relaxed)
         );
 
-        let boxes = box_cgroups(old);
+        let boxes = boxes_of(old);
         assert!(boxes.len() >= 3, "the server's boxes: {boxes:?}");
         let pids: Vec<i32> = boxes.iter().flat_map(|b| box_pids(b)).collect();
         assert!(!pids.is_empty(), "the boxes have processes");
@@ -536,7 +434,7 @@ fn a_server_killed_mid_load_loses_its_boxes_and_the_restarted_one_cleans_up() {
         );
         assert_eq!(box_processes_of(old), Vec::<String>::new());
         // The cgroups stay until a CodeBeaker process starts...
-        let left = box_cgroups(old);
+        let left = boxes_of(old);
         assert!(
             !left.is_empty(),
             "the dead server's cgroups are still there"
@@ -544,11 +442,7 @@ fn a_server_killed_mid_load_loses_its_boxes_and_the_restarted_one_cleans_up() {
 
         // ...and the restarted server removes them at start.
         let mut second = ServeChild::start(port, "codebeaker_sandbox=info,warn").await;
-        assert_eq!(
-            box_cgroups(old),
-            BTreeSet::new(),
-            "cgroups of the dead server"
-        );
+        assert_eq!(boxes_of(old), BTreeSet::new(), "cgroups of the dead server");
         let log = second.log();
         for name in &left {
             assert!(
@@ -600,7 +494,7 @@ fn a_server_killed_mid_load_loses_its_boxes_and_the_restarted_one_cleans_up() {
         let new_pid = second.pid();
         second.stop();
         assert_eq!(
-            box_cgroups(new_pid),
+            boxes_of(new_pid),
             BTreeSet::new(),
             "a clean stop leaves no box"
         );
@@ -613,8 +507,7 @@ fn a_server_killed_mid_load_loses_its_boxes_and_the_restarted_one_cleans_up() {
 /// session, so that its next execution succeeds.
 #[test]
 fn a_box_whose_init_is_killed_ends_its_session_clearly_and_the_pool_replaces_it() {
-    let _serial = serial();
-    run(async {
+    run_alone(TEST_TIMEOUT, async {
         let port = free_port();
         let url = format!("ws://127.0.0.1:{port}/ws/jsonrpc");
         let mut server = ServeChild::start(port, "warn").await;
@@ -654,7 +547,7 @@ fn a_box_whose_init_is_killed_ends_its_session_clearly_and_the_pool_replaces_it(
         assert!(err.is_session_not_found(), "{err}");
         let box_name = dead_box;
         assert!(
-            eventually(Duration::from_secs(5), || !cgroup_exists(&box_name)).await,
+            eventually(Duration::from_secs(5), || !box_exists(&box_name)).await,
             "the dead box's cgroup is removed"
         );
 
@@ -724,7 +617,7 @@ fn a_box_whose_init_is_killed_ends_its_session_clearly_and_the_pool_replaces_it(
         runtime.pool().close().await;
         let pid = server.pid();
         server.stop();
-        assert_eq!(box_cgroups(pid), BTreeSet::new());
+        assert_eq!(boxes_of(pid), BTreeSet::new());
     });
 }
 
@@ -814,7 +707,7 @@ fn assert_clean(report: &Value) {
 /// result, every attack ended by its limit, nothing left behind.
 #[test]
 fn a_short_load_with_attacks_has_no_protocol_errors_and_leaves_nothing_behind() {
-    let _serial = serial();
+    let _alone = exclusive();
     let report = load(
         &["--clients", "20", "--duration", "10s", "--attacks"],
         Duration::from_secs(100),
@@ -843,7 +736,7 @@ fn a_short_load_with_attacks_has_no_protocol_errors_and_leaves_nothing_behind() 
 /// Soak mode, short: exactly the runs asked for, then the same checks.
 #[test]
 fn a_short_soak_stops_after_its_runs_and_leaves_nothing_behind() {
-    let _serial = serial();
+    let _alone = exclusive();
     let report = load(
         &[
             "--clients",

@@ -2,33 +2,19 @@
 //! runtime and compile errors with the user's line numbers, the compile cache, and the errors a
 //! user gets for unknown languages and missing toolchains.
 
-use codebeaker_engine::{CodeRequest, Engine, EngineConfig, EngineError, Execution};
-use codebeaker_sandbox::{RunStatus, SandboxConfig};
+use codebeaker_engine::{CodeRequest, EngineError, Execution};
+use codebeaker_sandbox::Verdict;
 use serde_json::{json, Value};
-use std::sync::OnceLock;
 
-fn config() -> EngineConfig {
-    EngineConfig {
-        sandbox: SandboxConfig {
-            init_program: Some(env!("CARGO_BIN_EXE_codebeaker").into()),
-            allow_degraded: false,
-            ..SandboxConfig::default()
-        },
-        ..EngineConfig::default()
-    }
-}
-
-fn engine() -> &'static Engine {
-    static ENGINE: OnceLock<Engine> = OnceLock::new();
-    ENGINE.get_or_init(|| Engine::new(config()).expect("engine"))
-}
+use crate::common::{engine, engine_config, run, shared, BIN};
 
 /// A nonce that makes each test's program new to the compile cache.
 fn nonce() -> String {
     format!("{}-{:?}", std::process::id(), std::time::SystemTime::now())
 }
 
-async fn run(language: &str, code: &str, input: Option<Value>, stdin: &str) -> Execution {
+/// Runs `code` once in `language` through the shared engine.
+async fn run_code(language: &str, code: &str, input: Option<Value>, stdin: &str) -> Execution {
     let engine = engine();
     engine
         .run_once(CodeRequest {
@@ -43,13 +29,13 @@ async fn run(language: &str, code: &str, input: Option<Value>, stdin: &str) -> E
 }
 
 async fn snippet(language: &str, code: &str, input: Value) -> Execution {
-    run(language, code, Some(input), "").await
+    run_code(language, code, Some(input), "").await
 }
 
 fn assert_ok(e: &Execution) {
     assert_eq!(
         e.outcome.status,
-        RunStatus::Ok,
+        Verdict::Ok,
         "{}: {:?}\nstderr: {}",
         e.language,
         e.error,
@@ -57,9 +43,10 @@ fn assert_ok(e: &Execution) {
     );
 }
 
-#[tokio::test]
-async fn the_seeds_four_programs_give_42() {
-    let programs = [
+#[test]
+fn the_seeds_four_programs_give_42() {
+    run(async {
+        let programs = [
         ("python", "result = {'output': input_data['value'] * 2}"),
         ("javascript", "const result = { output: input_data.value * 2 };"),
         ("go", "value := input_data[\"value\"].(float64)\nresult := map[string]interface{}{\"output\": value * 2}"),
@@ -68,41 +55,43 @@ async fn the_seeds_four_programs_give_42() {
             "var value = input_data.GetProperty(\"value\").GetInt32();\nvar result = new { output = value * 2 };",
         ),
     ];
-    for (language, code) in programs {
-        let e = snippet(language, code, json!({"value": 21})).await;
-        assert_ok(&e);
-        assert_eq!(e.output, Some(json!({"output": 42})), "{language}");
-        assert_eq!(
-            serde_json::to_string(e.output.as_ref().unwrap()).unwrap(),
-            r#"{"output":42}"#,
-            "{language}: 42, not 42.0"
-        );
-    }
+        for (language, code) in programs {
+            let e = snippet(language, code, json!({"value": 21})).await;
+            assert_ok(&e);
+            assert_eq!(e.output, Some(json!({"output": 42})), "{language}");
+            assert_eq!(
+                serde_json::to_string(e.output.as_ref().unwrap()).unwrap(),
+                r#"{"output":42}"#,
+                "{language}: 42, not 42.0"
+            );
+        }
+    });
 }
 
-#[tokio::test]
-async fn snippet_variants_from_the_protocol() {
-    let e = snippet(
-        "javascript",
-        "result = { lang: 'javascript', n: input_data.n };",
-        json!({"n": 1}),
-    )
-    .await;
-    assert_ok(&e);
-    assert_eq!(e.output, Some(json!({"lang": "javascript", "n": 1})));
-    let e = snippet(
-        "go",
-        &format!("// {}\nresult := []int{{1, 2, 3}}", nonce()),
-        json!({}),
-    )
-    .await;
-    assert_ok(&e);
-    assert_eq!(
-        e.output,
-        Some(json!([1, 2, 3])),
-        "a Go snippet that never reads input_data"
-    );
-    let csharp = format!(
+#[test]
+fn snippet_variants_from_the_protocol() {
+    run(async {
+        let e = snippet(
+            "javascript",
+            "result = { lang: 'javascript', n: input_data.n };",
+            json!({"n": 1}),
+        )
+        .await;
+        assert_ok(&e);
+        assert_eq!(e.output, Some(json!({"lang": "javascript", "n": 1})));
+        let e = snippet(
+            "go",
+            &format!("// {}\nresult := []int{{1, 2, 3}}", nonce()),
+            json!({}),
+        )
+        .await;
+        assert_ok(&e);
+        assert_eq!(
+            e.output,
+            Some(json!([1, 2, 3])),
+            "a Go snippet that never reads input_data"
+        );
+        let csharp = format!(
         "// {}\nvar items = new System.Collections.Generic.List<object>();\n\
          foreach (var x in input_data.GetProperty(\"xs\").EnumerateArray()) items.Add(x.GetDouble() * 2);\n\
          var names = new System.Collections.Generic.Dictionary<string, object>();\n\
@@ -111,46 +100,50 @@ async fn snippet_variants_from_the_protocol() {
          big = input_data.GetProperty(\"big\").GetInt64(), items, names }};",
         nonce()
     );
-    let e = snippet(
+        let e = snippet(
         "csharp",
         &csharp,
         json!({"s": "héllo ✓", "b": true, "big": 9007199254740993i64, "xs": [1, 2.5], "o": {"a": null, "b": [1]}}),
     )
     .await;
-    assert_ok(&e);
-    assert_eq!(
-        e.output,
-        Some(
-            json!({"s": "héllo ✓", "b": true, "big": 9007199254740993i64, "items": [2, 5], "names": {"a": "Null", "b": "Array"}})
-        )
-    );
-}
-
-#[tokio::test]
-async fn json_round_trips_exactly() {
-    let input = json!({"s": "héllo ✓ 日本", "n": null, "a": [1, 2.5, -3], "o": {"x": {"y": true}}, "big": 9007199254740993i64, "f": 0.1});
-    for (language, code) in [
-        ("python", "result = input_data"),
-        ("ruby", "result = input_data"),
-    ] {
-        let e = snippet(language, code, input.clone()).await;
         assert_ok(&e);
-        assert_eq!(e.output.as_ref(), Some(&input), "{language}");
-    }
-    // JavaScript numbers are doubles, and so are Go's (the seed's Go snippet asserts
-    // `.(float64)`): everything up to 2^53 round-trips.
-    let mut small = input.clone();
-    small["big"] = json!(9007199254740991i64);
-    let e = snippet("javascript", "result = input_data;", small.clone()).await;
-    assert_eq!(e.output, Some(small.clone()));
-    let e = snippet("go", "result := input_data", small.clone()).await;
-    assert_eq!(e.output, Some(small));
+        assert_eq!(
+            e.output,
+            Some(
+                json!({"s": "héllo ✓", "b": true, "big": 9007199254740993i64, "items": [2, 5], "names": {"a": "Null", "b": "Array"}})
+            )
+        );
+    });
 }
 
-#[tokio::test]
-async fn script_mode_reads_stdin_and_writes_stdout() {
-    let n = nonce();
-    let programs = [
+#[test]
+fn json_round_trips_exactly() {
+    run(async {
+        let input = json!({"s": "héllo ✓ 日本", "n": null, "a": [1, 2.5, -3], "o": {"x": {"y": true}}, "big": 9007199254740993i64, "f": 0.1});
+        for (language, code) in [
+            ("python", "result = input_data"),
+            ("ruby", "result = input_data"),
+        ] {
+            let e = snippet(language, code, input.clone()).await;
+            assert_ok(&e);
+            assert_eq!(e.output.as_ref(), Some(&input), "{language}");
+        }
+        // JavaScript numbers are doubles, and so are Go's (the seed's Go snippet asserts
+        // `.(float64)`): everything up to 2^53 round-trips.
+        let mut small = input.clone();
+        small["big"] = json!(9007199254740991i64);
+        let e = snippet("javascript", "result = input_data;", small.clone()).await;
+        assert_eq!(e.output, Some(small.clone()));
+        let e = snippet("go", "result := input_data", small.clone()).await;
+        assert_eq!(e.output, Some(small));
+    });
+}
+
+#[test]
+fn script_mode_reads_stdin_and_writes_stdout() {
+    run(async {
+        let n = nonce();
+        let programs = [
         ("python", "import sys\nprint(sys.stdin.read().upper(), end='')".to_string()),
         ("javascript", "process.stdout.write(require('fs').readFileSync(0, 'utf8').toUpperCase())".to_string()),
         ("bash", "tr a-z A-Z".to_string()),
@@ -162,147 +155,155 @@ async fn script_mode_reads_stdin_and_writes_stdout() {
         ("java", format!("// {n}\npublic class Main {{ public static void main(String[] a) throws Exception {{ System.out.print(new String(System.in.readAllBytes()).toUpperCase()); }} }}")),
         ("csharp", format!("// {n}\nclass P {{ static void Main() {{ System.Console.Write(System.Console.In.ReadToEnd().ToUpper()); }} }}")),
     ];
-    for (language, code) in programs {
-        let e = run(language, &code, None, "shout").await;
-        assert_ok(&e);
-        assert_eq!(
-            String::from_utf8_lossy(&e.outcome.stdout),
-            "SHOUT",
-            "{language}"
-        );
-    }
+        for (language, code) in programs {
+            let e = run_code(language, &code, None, "shout").await;
+            assert_ok(&e);
+            assert_eq!(
+                String::from_utf8_lossy(&e.outcome.stdout),
+                "SHOUT",
+                "{language}"
+            );
+        }
+    });
 }
 
-#[tokio::test]
-async fn runtime_errors_carry_the_languages_own_message() {
-    let cases = [
-        (
+#[test]
+fn runtime_errors_carry_the_languages_own_message() {
+    run(async {
+        let cases = [
+            (
+                "python",
+                "# This will cause an error\nundefined_variable",
+                "NameError",
+            ),
+            ("javascript", "\nnull.x;", "TypeError"),
+            (
+                "go",
+                "var m map[string]int\nm[\"a\"] = 1\nresult := 1",
+                "assignment to entry in nil map",
+            ),
+            (
+                "csharp",
+                "object o = null;\nvar result = o.ToString();",
+                "NullReferenceException",
+            ),
+            ("ruby", "raise ArgumentError, 'bad'", "bad"),
+            ("bash", "echo oops >&2; exit 3", "oops"),
+        ];
+        for (language, code, expected) in cases {
+            let e = snippet(language, code, json!({})).await;
+            assert_eq!(
+                e.outcome.status,
+                Verdict::RuntimeError,
+                "{language}: {:?}",
+                e.error
+            );
+            let error = e.error.unwrap_or_default();
+            assert!(error.contains(expected), "{language}: {error}");
+        }
+        let e = snippet(
             "python",
-            "# This will cause an error\nundefined_variable",
-            "NameError",
-        ),
-        ("javascript", "\nnull.x;", "TypeError"),
-        (
-            "go",
-            "var m map[string]int\nm[\"a\"] = 1\nresult := 1",
-            "assignment to entry in nil map",
-        ),
-        (
-            "csharp",
-            "object o = null;\nvar result = o.ToString();",
-            "NullReferenceException",
-        ),
-        ("ruby", "raise ArgumentError, 'bad'", "bad"),
-        ("bash", "echo oops >&2; exit 3", "oops"),
-    ];
-    for (language, code, expected) in cases {
-        let e = snippet(language, code, json!({})).await;
-        assert_eq!(
-            e.outcome.status,
-            RunStatus::RuntimeError,
-            "{language}: {:?}",
+            "x = 1\ny = 2\nraise ValueError('line three')",
+            json!({}),
+        )
+        .await;
+        assert!(
+            e.error.as_deref().unwrap_or_default().contains("line 3"),
+            "{:?}",
             e.error
         );
-        let error = e.error.unwrap_or_default();
-        assert!(error.contains(expected), "{language}: {error}");
-    }
-    let e = snippet(
-        "python",
-        "x = 1\ny = 2\nraise ValueError('line three')",
-        json!({}),
-    )
-    .await;
-    assert!(
-        e.error.as_deref().unwrap_or_default().contains("line 3"),
-        "{:?}",
-        e.error
-    );
+    });
 }
 
-#[tokio::test]
-async fn compile_errors_point_at_the_users_lines() {
-    let n = nonce();
-    let cases = [
+#[test]
+fn compile_errors_point_at_the_users_lines() {
+    run(async {
+        let n = nonce();
+        let cases = [
         ("go", format!("// {n}\nx := 1\nresult := undefinedThing"), "3:"),
         ("csharp", format!("// {n}\nvar x = 1;\nvar result = undefinedThing;"), "(3,"),
         ("c", format!("// {n}\nint main(void) {{\n  return undefined_thing;\n}}"), ":3:"),
         ("rust", format!("// {n}\nfn main() {{\n    let x: i32 = \"s\";\n}}"), ":3:"),
         ("java", format!("// {n}\npublic class Main {{ public static void main(String[] a) {{\n int x = \"s\"; }} }}"), ":3:"),
     ];
-    for (language, code, line) in cases {
-        let input = (language == "go" || language == "csharp").then(|| json!({}));
-        let e = run(language, &code, input, "").await;
-        assert_eq!(
-            e.outcome.status,
-            RunStatus::CompileError,
-            "{language}: {:?}",
-            e.error
-        );
-        let error = e.error.unwrap_or_default();
-        assert!(
-            error.contains(line),
-            "{language}: expected {line} in {error}"
-        );
-        assert!(
-            !error.contains("/tmp/.codebeaker"),
-            "{language}: no wrapper paths: {error}"
-        );
-    }
+        for (language, code, line) in cases {
+            let input = (language == "go" || language == "csharp").then(|| json!({}));
+            let e = run_code(language, &code, input, "").await;
+            assert_eq!(
+                e.outcome.status,
+                Verdict::CompileError,
+                "{language}: {:?}",
+                e.error
+            );
+            let error = e.error.unwrap_or_default();
+            assert!(
+                error.contains(line),
+                "{language}: expected {line} in {error}"
+            );
+            assert!(
+                !error.contains("/tmp/.codebeaker"),
+                "{language}: no wrapper paths: {error}"
+            );
+        }
+    });
 }
 
-#[tokio::test]
-async fn the_second_run_of_a_compiled_program_does_not_compile() {
-    for (language, code) in [
-        (
-            "go",
-            format!("// {}\nresult := map[string]int{{\"n\": 1}}", nonce()),
-        ),
-        (
-            "csharp",
-            format!("// {}\nvar result = new {{ n = 1 }};", nonce()),
-        ),
-    ] {
-        let first = snippet(language, &code, json!({})).await;
-        assert_ok(&first);
-        assert_eq!(
-            first.compile.map(|c| c.cache_hit),
-            Some(false),
-            "{language}: first run compiles"
-        );
-        let second = snippet(language, &code, json!({})).await;
-        assert_ok(&second);
-        assert_eq!(
-            second.compile.map(|c| c.cache_hit),
-            Some(true),
-            "{language}: second run is a cache hit"
-        );
-        assert_eq!(second.output, Some(json!({"n": 1})));
-    }
+#[test]
+fn the_second_run_of_a_compiled_program_does_not_compile() {
+    run(async {
+        for (language, code) in [
+            (
+                "go",
+                format!("// {}\nresult := map[string]int{{\"n\": 1}}", nonce()),
+            ),
+            (
+                "csharp",
+                format!("// {}\nvar result = new {{ n = 1 }};", nonce()),
+            ),
+        ] {
+            let first = snippet(language, &code, json!({})).await;
+            assert_ok(&first);
+            assert_eq!(
+                first.compile.map(|c| c.cache_hit),
+                Some(false),
+                "{language}: first run compiles"
+            );
+            let second = snippet(language, &code, json!({})).await;
+            assert_ok(&second);
+            assert_eq!(
+                second.compile.map(|c| c.cache_hit),
+                Some(true),
+                "{language}: second run is a cache hit"
+            );
+            assert_eq!(second.output, Some(json!({"n": 1})));
+        }
+    });
 }
 
-#[tokio::test]
-async fn unknown_languages_and_missing_toolchains_are_clear_errors() {
-    let engine = engine();
-    let err = engine
-        .run_once(CodeRequest {
-            language: "cobol".into(),
-            code: "x".into(),
-            input: None,
-            stdin: Vec::new(),
-            limits: engine.config().run_limits,
-        })
-        .await
-        .unwrap_err();
-    assert!(matches!(err, EngineError::UnsupportedLanguage(_)));
-    let msg = err.to_string();
-    assert!(
-        msg.contains("Unsupported language") && msg.contains("python") && msg.contains("go"),
-        "{msg}"
-    );
+#[test]
+fn unknown_languages_and_missing_toolchains_are_clear_errors() {
+    run(async {
+        let engine = engine();
+        let err = engine
+            .run_once(CodeRequest {
+                language: "cobol".into(),
+                code: "x".into(),
+                input: None,
+                stdin: Vec::new(),
+                limits: engine.config().run_limits,
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, EngineError::UnsupportedLanguage(_)));
+        let msg = err.to_string();
+        assert!(
+            msg.contains("Unsupported language") && msg.contains("python") && msg.contains("go"),
+            "{msg}"
+        );
 
-    let mut cfg = config();
-    cfg.languages_override = Some(
-        r#"
+        let mut cfg = engine_config(0);
+        cfg.languages_override = Some(
+            r#"
 [languages.cobol]
 description = "COBOL, added by configuration"
 extensions = ["cob"]
@@ -314,30 +315,33 @@ tools = { cobc = ["/usr/bin/cobc-not-installed"] }
 version = { argv = ["{tool:cobc}", "--version"], regex = '(\d+\.\d+)' }
 run = ["{tool:cobc}", "-x", "{source}"]
 "#
-        .into(),
-    );
-    let engine = Engine::new(cfg).expect("an engine with a language added by configuration");
-    let err = engine
-        .run_once(CodeRequest {
-            language: "cobol".into(),
-            code: "x".into(),
-            input: None,
-            stdin: Vec::new(),
-            limits: engine.config().run_limits,
-        })
-        .await
-        .unwrap_err();
-    assert!(matches!(err, EngineError::LanguageUnavailable(_)), "{err}");
-    assert!(
-        err.to_string().contains("gnucobol4"),
-        "names the package: {err}"
-    );
+            .into(),
+        );
+        let engine = codebeaker_engine::Engine::new(cfg)
+            .expect("an engine with a language added by configuration");
+        let err = engine
+            .run_once(CodeRequest {
+                language: "cobol".into(),
+                code: "x".into(),
+                input: None,
+                stdin: Vec::new(),
+                limits: engine.config().run_limits,
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, EngineError::LanguageUnavailable(_)), "{err}");
+        assert!(
+            err.to_string().contains("gnucobol4"),
+            "names the package: {err}"
+        );
+    });
 }
 
 #[test]
 fn cli_snippet_mode_prints_output_and_explains_bad_input() {
-    let bin = env!("CARGO_BIN_EXE_codebeaker");
-    let out = std::process::Command::new(bin)
+    // The commands start sandboxes of their own.
+    let _shared = shared();
+    let out = std::process::Command::new(BIN)
         .args([
             "run",
             "--lang",
@@ -355,7 +359,7 @@ fn cli_snippet_mode_prints_output_and_explains_bad_input() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "{\"output\":42}\n");
-    let out = std::process::Command::new(bin)
+    let out = std::process::Command::new(BIN)
         .args([
             "run",
             "--lang",
@@ -373,12 +377,12 @@ fn cli_snippet_mode_prints_output_and_explains_bad_input() {
         stderr.contains("--input is not valid JSON") && stderr.contains("line 2"),
         "{stderr}"
     );
-    let out = std::process::Command::new(bin)
+    let out = std::process::Command::new(BIN)
         .args(["run", "--lang", "cobol", "-c", "x"])
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("Unsupported language 'cobol'"));
-    let out = std::process::Command::new(bin)
+    let out = std::process::Command::new(BIN)
         .args(["run", "examples/hello.py"])
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
         .output()
@@ -388,8 +392,9 @@ fn cli_snippet_mode_prints_output_and_explains_bad_input() {
 
 #[test]
 fn benchmarks_run_and_report_every_case() {
-    let bin = env!("CARGO_BIN_EXE_codebeaker");
-    let out = std::process::Command::new(bin)
+    // The commands start sandboxes of their own.
+    let _shared = shared();
+    let out = std::process::Command::new(BIN)
         .args(["bench", "--iterations", "2", "--json"])
         .output()
         .unwrap();
@@ -427,12 +432,17 @@ fn benchmarks_run_and_report_every_case() {
 
 #[test]
 fn every_example_runs() {
-    let bin = env!("CARGO_BIN_EXE_codebeaker");
+    // The commands start sandboxes of their own.
+    let _shared = shared();
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
     let mut seen = 0;
     for entry in std::fs::read_dir(format!("{root}/examples")).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        // The batch example's program and items have a test of their own (below).
+        if name == "prog.py" || name == "items.jsonl" {
+            continue;
+        }
         let mut args = vec!["run".to_string(), path.to_string_lossy().into_owned()];
         let expected = if name.starts_with("snippet") {
             args.extend(["--input".into(), r#"{"value": 21}"#.into()]);
@@ -441,7 +451,7 @@ fn every_example_runs() {
             args.extend(["--stdin".into(), "Ada".into()]);
             "hello, Ada, from a CodeBeaker box\n".to_string()
         };
-        let out = std::process::Command::new(bin)
+        let out = std::process::Command::new(BIN)
             .args(&args)
             .output()
             .unwrap();
@@ -454,4 +464,82 @@ fn every_example_runs() {
         seen += 1;
     }
     assert!(seen >= 11, "an example per language");
+}
+
+/// The README's batch example: one program over the items of `examples/items.jsonl`, each
+/// item's output in its line of the JSON Lines answer, in order.
+#[test]
+fn the_batch_example_runs() {
+    let _shared = shared();
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let out = std::process::Command::new(BIN)
+        .current_dir(root)
+        .args(["batch", "--lang", "python", "--code", "examples/prog.py"])
+        .args(["--items", "examples/items.jsonl", "-j", "2"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let outputs: Vec<(&str, &Value)> = lines
+        .iter()
+        .map(|l| (l["id"].as_str().unwrap_or(""), &l["result"]["output"]))
+        .collect();
+    assert_eq!(
+        outputs,
+        [
+            ("a", &json!({"words": 4, "longest": "quick"})),
+            ("b", &json!({"words": 5, "longest": "jumps"})),
+            ("c", &json!({"words": 0, "longest": null})),
+            ("d", &json!({"words": 7, "longest": "sandboxes"})),
+        ],
+        "{stderr}"
+    );
+}
+
+/// A reader that stops early (`| head`) ends the command quietly with 0: no panic, no error.
+#[test]
+fn a_closed_stdout_ends_the_command_quietly() {
+    use std::io::Read;
+    let _shared = shared();
+    for args in [
+        &[
+            "run",
+            "--lang",
+            "python",
+            "-c",
+            "for i in range(200000): print(i)",
+        ][..],
+        &[
+            "run",
+            "--lang",
+            "python",
+            "-c",
+            "print('x' * 200000)",
+            "--json",
+        ][..],
+        &["languages", "--json"][..],
+    ] {
+        let mut child = std::process::Command::new(BIN)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = [0u8; 10];
+        child
+            .stdout
+            .take()
+            .expect("stdout")
+            .read_exact(&mut first)
+            .expect("some output");
+        // The read end is dropped here: every later write of the command fails with EPIPE.
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+    }
 }

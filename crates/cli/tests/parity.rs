@@ -6,14 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use codebeaker_client::{Backend, CallOptions, Client, ClientConfig, ClientError, Embedded};
-use codebeaker_engine::{Caller, EngineConfig};
+use codebeaker_engine::Caller;
 use codebeaker_protocol::commands::{Command, ExecuteCommand};
 use codebeaker_protocol::methods::{
     SessionCreateParams, SessionExecuteParams, SessionExecuteResult,
 };
 use serde_json::Value;
 
-mod common;
+use crate::common::{engine, run_within, server};
 
 /// Prints `aé` and `b` with the two bytes of `é` in two writes, a flush and a pause between
 /// them so that they reach the engine as two chunks; then a line on stderr, and exit code 3.
@@ -87,14 +87,12 @@ fn output_of(events: &[Value]) -> String {
 
 #[test]
 fn embedded_answers_exactly_like_the_server() {
-    let engine = common::start_engine(common::engine_config(EngineConfig::default().box_pool_size));
-    common::runtime().block_on(async {
-        let server = common::start_server(Arc::clone(&engine), common::local_config()).await;
-        let url = format!("ws://{}/ws/jsonrpc", server.local_addr());
+    run_within(Duration::from_secs(300), async {
+        let url = format!("ws://{}/ws/jsonrpc", server().await);
         let client = Client::connect(ClientConfig::new(url))
             .await
             .expect("connect");
-        let embedded = Embedded::with_caller(Arc::clone(&engine), Caller::anonymous());
+        let embedded = Embedded::with_caller(Arc::clone(engine()), Caller::anonymous());
         let backends: [&dyn Backend; 2] = [&client, &embedded];
         let mut answers = Vec::new();
         for backend in backends {
@@ -167,6 +165,5 @@ fn embedded_answers_exactly_like_the_server() {
         assert_eq!(ws.3.capabilities.commands, em.3.capabilities.commands);
         assert_eq!(ws.3.capabilities.isolation, em.3.capabilities.isolation);
         assert_eq!(ws.3.protocol_version, em.3.protocol_version);
-        server.shutdown().await.expect("server shutdown");
     });
 }

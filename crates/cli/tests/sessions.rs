@@ -1,524 +1,500 @@
 //! Sessions and every command through the engine, in real boxes: the behaviour the server and the
 //! embedded client share.
 
-use codebeaker_engine::{
-    Caller, Engine, EngineConfig, EngineError, ExecutionState, OneShotRequest, SessionOptions,
-};
-use codebeaker_protocol::commands::Command;
-use codebeaker_sandbox::SandboxConfig;
+use codebeaker_engine::{Engine, EngineError, ExecutionState, OneShotRequest, SessionOptions};
 use serde_json::{json, Value};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-fn config() -> EngineConfig {
-    EngineConfig {
-        sandbox: SandboxConfig {
-            init_program: Some(env!("CARGO_BIN_EXE_codebeaker").into()),
-            allow_degraded: false,
-            ..SandboxConfig::default()
-        },
-        ..EngineConfig::default()
-    }
+use crate::common::{caller, command, engine, engine_config, open_session, run};
+
+#[test]
+fn the_seeds_runtime_flow_in_a_session() {
+    run(async {
+        let engine = engine();
+        let me = caller("seed");
+        let id = open_session(engine, &me, "python").await;
+        let (ok, result, _) = command(engine, &me, &id, json!({"type": "write_file", "path": "/workspace/input.json", "content": "{}", "mode": "Create"})).await;
+        assert!(ok);
+        assert_eq!(result, json!({"path": "/workspace/input.json", "bytes": 2}));
+        let (ok, result, error) = command(engine, &me, &id, json!({"type": "execute", "code": "result = {'output': input_data['value'] * 2}", "input": {"value": 21}})).await;
+        assert!(ok, "{error:?}");
+        assert_eq!(result["output"], json!({"output": 42}));
+        assert_eq!(result["status"], "ok");
+        let (ok, _, error) = command(engine, &me, &id, json!({"type": "execute", "code": "# This will cause an error\nundefined_variable", "input": {}})).await;
+        assert!(!ok);
+        assert!(error.unwrap().contains("NameError"));
+        let sessions = engine.list_sessions(&me);
+        assert_eq!(sessions.len(), 1);
+        assert_eq!(sessions[0].execution_count, 3);
+        let box_name = sessions[0].box_name.clone();
+        engine.close_session(&me, &id).await.unwrap();
+        assert!(engine.list_sessions(&me).is_empty());
+        assert!(
+            !engine.sandbox().own_boxes().contains(&box_name),
+            "closing releases the box"
+        );
+        assert!(matches!(
+            engine.close_session(&me, &id).await,
+            Err(EngineError::SessionNotFound(_))
+        ));
+    });
 }
 
-fn engine() -> &'static Arc<Engine> {
-    static ENGINE: OnceLock<Arc<Engine>> = OnceLock::new();
-    ENGINE.get_or_init(|| Arc::new(Engine::new(config()).expect("engine")))
-}
-
-fn caller(name: &str) -> Caller {
-    Caller(format!("{name}-{}", std::process::id()))
-}
-
-async fn session(engine: &Engine, who: &Caller, language: &str) -> String {
-    engine
-        .create_session(
-            who,
-            SessionOptions {
-                language: language.into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("create session")
-        .id
-}
-
-/// Runs a command given as protocol JSON; returns (success, result, error).
-async fn cmd(
-    engine: &Engine,
-    who: &Caller,
-    id: &str,
-    command: Value,
-) -> (bool, Value, Option<String>) {
-    let command: Command = serde_json::from_value(command).expect("valid command");
-    let out = engine
-        .execute_command(who, id, command, None)
-        .await
-        .expect("command");
-    let result = serde_json::to_value(&out.result).expect("a result as JSON");
-    (out.success, result, out.error)
-}
-
-#[tokio::test]
-async fn the_seeds_runtime_flow_in_a_session() {
-    let engine = engine();
-    let me = caller("seed");
-    let id = session(engine, &me, "python").await;
-    let (ok, result, _) = cmd(engine, &me, &id, json!({"type": "write_file", "path": "/workspace/input.json", "content": "{}", "mode": "Create"})).await;
-    assert!(ok);
-    assert_eq!(result, json!({"path": "/workspace/input.json", "bytes": 2}));
-    let (ok, result, error) = cmd(engine, &me, &id, json!({"type": "execute", "code": "result = {'output': input_data['value'] * 2}", "input": {"value": 21}})).await;
-    assert!(ok, "{error:?}");
-    assert_eq!(result["output"], json!({"output": 42}));
-    assert_eq!(result["status"], "ok");
-    let (ok, _, error) = cmd(engine, &me, &id, json!({"type": "execute", "code": "# This will cause an error\nundefined_variable", "input": {}})).await;
-    assert!(!ok);
-    assert!(error.unwrap().contains("NameError"));
-    let sessions = engine.list_sessions(&me);
-    assert_eq!(sessions.len(), 1);
-    assert_eq!(sessions[0].execution_count, 3);
-    let box_name = sessions[0].box_name.clone();
-    engine.close_session(&me, &id).await.unwrap();
-    assert!(engine.list_sessions(&me).is_empty());
-    assert!(
-        !engine.sandbox().own_boxes().contains(&box_name),
-        "closing releases the box"
-    );
-    assert!(matches!(
-        engine.close_session(&me, &id).await,
-        Err(EngineError::SessionNotFound(_))
-    ));
-}
-
-#[tokio::test]
-async fn file_commands() {
-    let engine = engine();
-    let me = caller("files");
-    let id = session(engine, &me, "bash").await;
-    let run = |c: Value| cmd(engine, &me, &id, c);
-    assert!(
-        run(json!({"type": "write_file", "path": "notes/a.txt", "content": "one\n"}))
-            .await
-            .0
-    );
-    assert!(run(json!({"type": "write_file", "path": "notes/a.txt", "content": "two\n", "mode": "Append"})).await.0);
-    let (_, r, _) = run(json!({"type": "read_file", "path": "/workspace/notes/a.txt"})).await;
-    assert_eq!(
-        r,
-        json!({"path": "/workspace/notes/a.txt", "content": "one\ntwo\n", "encoding": "utf8", "bytes": 8})
-    );
-    assert!(run(json!({"type": "write_file", "path": "bin.dat", "content": "AP8=", "encoding": "base64"})).await.0);
-    let (_, r, _) = run(json!({"type": "read_file", "path": "bin.dat"})).await;
-    assert_eq!(
-        (r["content"].as_str(), r["encoding"].as_str()),
-        (Some("AP8="), Some("base64")),
-        "non-UTF-8 comes back as base64"
-    );
-    let (ok, _, e) = run(json!({"type": "read_file", "path": "bin.dat", "encoding": "utf8"})).await;
-    assert!(!ok && e.unwrap().contains("base64"));
-    assert!(
-        run(json!({"type": "create_dir", "path": "deep/er/dir"}))
-            .await
-            .0
-    );
-    assert!(run(json!({"type": "copy_file", "source": "notes/a.txt", "destination": "deep/er/dir/b.txt"})).await.0);
-    let (ok, _, e) = run(
+#[test]
+fn file_commands() {
+    run(async {
+        let engine = engine();
+        let me = caller("files");
+        let id = open_session(engine, &me, "bash").await;
+        let run = |c: Value| command(engine, &me, &id, c);
+        assert!(
+            run(json!({"type": "write_file", "path": "notes/a.txt", "content": "one\n"}))
+                .await
+                .0
+        );
+        assert!(run(json!({"type": "write_file", "path": "notes/a.txt", "content": "two\n", "mode": "Append"})).await.0);
+        let (_, r, _) = run(json!({"type": "read_file", "path": "/workspace/notes/a.txt"})).await;
+        assert_eq!(
+            r,
+            json!({"path": "/workspace/notes/a.txt", "content": "one\ntwo\n", "encoding": "utf8", "bytes": 8})
+        );
+        assert!(run(json!({"type": "write_file", "path": "bin.dat", "content": "AP8=", "encoding": "base64"})).await.0);
+        let (_, r, _) = run(json!({"type": "read_file", "path": "bin.dat"})).await;
+        assert_eq!(
+            (r["content"].as_str(), r["encoding"].as_str()),
+            (Some("AP8="), Some("base64")),
+            "non-UTF-8 comes back as base64"
+        );
+        let (ok, _, e) =
+            run(json!({"type": "read_file", "path": "bin.dat", "encoding": "utf8"})).await;
+        assert!(!ok && e.unwrap().contains("base64"));
+        assert!(
+            run(json!({"type": "create_dir", "path": "deep/er/dir"}))
+                .await
+                .0
+        );
+        assert!(run(json!({"type": "copy_file", "source": "notes/a.txt", "destination": "deep/er/dir/b.txt"})).await.0);
+        let (ok, _, e) = run(
         json!({"type": "copy_file", "source": "notes/a.txt", "destination": "deep/er/dir/b.txt"}),
     )
     .await;
-    assert!(!ok && e.unwrap().contains("overwrite"));
-    assert!(
-        run(json!({"type": "write_file", "path": ".hidden", "content": "x"}))
-            .await
-            .0
-    );
-    let (_, r, _) =
-        run(json!({"type": "list_files", "path": ".", "recursive": true, "pattern": "**/*.txt"}))
-            .await;
-    let paths: Vec<&str> = r["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["path"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        paths,
-        ["/workspace/notes/a.txt", "/workspace/deep/er/dir/b.txt"]
-    );
-    let (_, r, _) = run(json!({"type": "list_files"})).await;
-    let names: Vec<&str> = r["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        names,
-        ["bin.dat", "deep", "notes"],
-        "hidden files only on request"
-    );
-    let entry = &r["entries"][0];
-    assert_eq!(
-        (entry["type"].as_str(), entry["size"].as_u64()),
-        (Some("file"), Some(2))
-    );
-    assert!(entry["modified"].as_str().unwrap().ends_with('Z'));
-    let (_, r, _) = run(json!({"type": "list_files", "include_hidden": true})).await;
-    assert_eq!(r["entries"].as_array().unwrap().len(), 4);
-    let (ok, _, e) = run(json!({"type": "delete_file", "path": "deep"})).await;
-    assert!(!ok && e.unwrap().contains("recursive"));
-    let (ok, r, _) = run(json!({"type": "delete_file", "path": "deep", "recursive": true})).await;
-    assert!(ok && r["deleted"] == json!(true));
-    let (ok, r, e) = run(json!({"type": "delete_file", "path": "deep"})).await;
-    assert!(!ok && r["deleted"] == json!(false) && e.unwrap().contains("no such file"));
-    engine.close_session(&me, &id).await.unwrap();
-}
-
-#[tokio::test]
-async fn paths_that_leave_the_workspace_are_refused() {
-    let engine = engine();
-    let me = caller("paths");
-    let id = session(engine, &me, "bash").await;
-    let run = |c: Value| cmd(engine, &me, &id, c);
-    assert!(
-        run(json!({"type": "shell", "command": "ln", "args": ["-s", "/etc", "/workspace/etc"]}))
-            .await
-            .0
-    );
-    assert!(run(json!({"type": "shell", "command": "ln", "args": ["-s", "/proc/1/root", "/workspace/r"]})).await.0);
-    for path in [
-        "../etc/passwd",
-        "/etc/passwd",
-        "/workspace/../etc/passwd",
-        "etc/passwd",
-        "r/etc/passwd",
-        "a\u{0}b",
-    ] {
-        for command in [
-            json!({"type": "read_file", "path": path}),
-            json!({"type": "write_file", "path": path, "content": "x"}),
-            json!({"type": "delete_file", "path": path}),
-            json!({"type": "create_dir", "path": format!("{path}/d")}),
-            json!({"type": "list_files", "path": path}),
-            json!({"type": "copy_file", "source": path, "destination": "copy"}),
-            json!({"type": "copy_file", "source": "/workspace/etc", "destination": path}),
-        ] {
-            let (ok, _, error) = run(command.clone()).await;
-            assert!(!ok, "{command} must be refused");
-            assert!(error.is_some_and(|e| !e.is_empty()), "{command} says why");
-        }
-    }
-    let (ok, _, e) =
-        run(json!({"type": "shell", "command": "pwd", "workingDirectory": "../.."})).await;
-    assert!(!ok && e.unwrap().contains("leaves the workspace"));
-    let (ok, _, e) =
-        run(json!({"type": "delete_file", "path": "/workspace", "recursive": true})).await;
-    assert!(!ok && e.unwrap().contains("workspace itself"));
-    engine.close_session(&me, &id).await.unwrap();
-}
-
-#[tokio::test]
-async fn shell_reports_success_only_for_exit_code_zero() {
-    let engine = engine();
-    let me = caller("shell");
-    let id = session(engine, &me, "bash").await;
-    let run = |c: Value| cmd(engine, &me, &id, c);
-    run(json!({"type": "create_dir", "path": "sub"})).await;
-    let (ok, r, _) = run(json!({"type": "shell", "command": "sh", "args": ["-c", "pwd; echo $GREETING; cat"], "workingDirectory": "sub", "env": {"GREETING": "hi"}, "stdin": "in"})).await;
-    assert!(ok);
-    assert_eq!(r["stdout"], "/workspace/sub\nhi\nin");
-    assert_eq!(r["exitCode"], 0);
-    let (ok, r, e) =
-        run(json!({"type": "shell", "command": "sh", "args": ["-c", "echo bad >&2; exit 1"]}))
-            .await;
-    assert!(
-        !ok,
-        "exit code 1 is not success (the original server said it was)"
-    );
-    assert_eq!(r["exitCode"], 1);
-    assert!(e.unwrap().contains("exited with code 1: bad"));
-    let (ok, r, _) =
-        run(json!({"type": "shell", "command": "sleep", "args": ["5"], "timeoutMs": 300})).await;
-    assert!(!ok && r["status"] == "timeout" && r["timedOut"] == json!(true));
-    let (ok, _, e) = run(json!({"type": "shell", "commandName": "no-such-tool"})).await;
-    assert!(!ok && e.unwrap().contains("not found"));
-    let (ok, _, e) = run(json!({"type": "install_packages", "packages": ["requests"]})).await;
-    assert!(!ok && e.unwrap().contains("network"));
-    engine.close_session(&me, &id).await.unwrap();
-}
-
-#[tokio::test]
-async fn diff_and_apply_patch() {
-    let engine = engine();
-    let me = caller("patch");
-    let id = session(engine, &me, "python").await;
-    let run = |c: Value| cmd(engine, &me, &id, c);
-    run(json!({"type": "write_file", "path": "app.py", "content": "a = 1\nb = 2\nc = 3\n"})).await;
-    let (ok, r, _) = run(json!({"type": "diff", "original_path": "app.py", "modified_content": "a = 1\nb = 20\nc = 3\nd = 4\n"})).await;
-    assert!(ok);
-    assert_eq!(
-        (
-            r["additions"].as_u64(),
-            r["deletions"].as_u64(),
-            r["identical"].as_bool()
-        ),
-        (Some(2), Some(1), Some(false))
-    );
-    let patch = r["diff"]
-        .as_str()
-        .unwrap()
-        .replace("--- /workspace/app.py", "--- a/app.py")
-        .replace("+++ content", "+++ b/app.py");
-    let (ok, r, e) = run(json!({"type": "apply_patch", "patch": patch, "dry_run": true})).await;
-    assert!(ok, "{e:?}");
-    assert_eq!(r["hunksApplied"], 1);
-    let (_, unchanged, _) = run(json!({"type": "read_file", "path": "app.py"})).await;
-    assert_eq!(
-        unchanged["content"], "a = 1\nb = 2\nc = 3\n",
-        "a dry run changes nothing"
-    );
-    let (ok, _, _) = run(json!({"type": "apply_patch", "patch": patch})).await;
-    assert!(ok);
-    let (_, patched, _) = run(json!({"type": "read_file", "path": "app.py"})).await;
-    assert_eq!(patched["content"], "a = 1\nb = 20\nc = 3\nd = 4\n");
-    // Applying it again: the context no longer matches, the hunk fails, nothing changes.
-    let (ok, r, e) = run(json!({"type": "apply_patch", "patch": patch})).await;
-    assert!(!ok);
-    assert_eq!(
-        (r["hunksApplied"].as_u64(), r["hunksFailed"].as_u64()),
-        (Some(0), Some(1))
-    );
-    assert!(e.unwrap().contains("context does not match"));
-    let (_, same, _) = run(json!({"type": "read_file", "path": "app.py"})).await;
-    assert_eq!(same["content"], patched["content"]);
-    let (ok, r, _) =
-        run(json!({"type": "diff", "original_content": "x\n", "modified_content": "x\n"})).await;
-    assert!(ok && r["identical"] == json!(true) && r["diff"] == "");
-    let (ok, _, e) = run(json!({"type": "apply_patch", "patch": "not a patch"})).await;
-    assert!(!ok && e.unwrap().contains("invalid patch"));
-    engine.close_session(&me, &id).await.unwrap();
-}
-
-#[tokio::test]
-async fn sessions_belong_to_their_caller_and_are_bounded() {
-    let mut cfg = config();
-    cfg.sessions.max_sessions_per_caller = 2;
-    cfg.sessions.idle_timeout = Duration::from_millis(300);
-    let engine = Engine::new(cfg).unwrap();
-    let (alice, bob) = (caller("alice"), caller("bob"));
-    let a1 = session(&engine, &alice, "python").await;
-    let _a2 = session(&engine, &alice, "javascript").await;
-    let err = engine
-        .create_session(
-            &alice,
-            SessionOptions {
-                language: "python".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap_err();
-    assert!(matches!(err, EngineError::LimitReached(_)), "{err}");
-    let b1 = session(&engine, &bob, "python").await;
-    assert!(engine.list_sessions(&bob).iter().all(|s| s.id == b1));
-    let stolen = engine
-        .execute_command(
-            &bob,
-            &a1,
-            serde_json::from_value(json!({"type": "read_file", "path": "x"})).unwrap(),
-            None,
+        assert!(!ok && e.unwrap().contains("overwrite"));
+        assert!(
+            run(json!({"type": "write_file", "path": ".hidden", "content": "x"}))
+                .await
+                .0
+        );
+        let (_, r, _) = run(
+            json!({"type": "list_files", "path": ".", "recursive": true, "pattern": "**/*.txt"}),
         )
         .await;
-    assert!(matches!(stolen, Err(EngineError::SessionNotFound(_))));
-    assert!(matches!(
-        engine.close_session(&bob, &a1).await,
-        Err(EngineError::SessionNotFound(_))
-    ));
-    let unsupported = engine
-        .create_session(
-            &bob,
-            SessionOptions {
-                language: "cobol".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap_err();
-    assert!(unsupported.to_string().contains("Unsupported language"));
-    // The reaper closes idle sessions and their boxes.
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    engine.reap().await;
-    assert!(engine.list_sessions(&alice).is_empty() && engine.list_sessions(&bob).is_empty());
-    assert_eq!(engine.stats().sessions, 0);
+        let paths: Vec<&str> = r["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["path"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            paths,
+            ["/workspace/notes/a.txt", "/workspace/deep/er/dir/b.txt"]
+        );
+        let (_, r, _) = run(json!({"type": "list_files"})).await;
+        let names: Vec<&str> = r["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            ["bin.dat", "deep", "notes"],
+            "hidden files only on request"
+        );
+        let entry = &r["entries"][0];
+        assert_eq!(
+            (entry["type"].as_str(), entry["size"].as_u64()),
+            (Some("file"), Some(2))
+        );
+        assert!(entry["modified"].as_str().unwrap().ends_with('Z'));
+        let (_, r, _) = run(json!({"type": "list_files", "include_hidden": true})).await;
+        assert_eq!(r["entries"].as_array().unwrap().len(), 4);
+        let (ok, _, e) = run(json!({"type": "delete_file", "path": "deep"})).await;
+        assert!(!ok && e.unwrap().contains("recursive"));
+        let (ok, r, _) =
+            run(json!({"type": "delete_file", "path": "deep", "recursive": true})).await;
+        assert!(ok && r["deleted"] == json!(true));
+        let (ok, r, e) = run(json!({"type": "delete_file", "path": "deep"})).await;
+        assert!(!ok && r["deleted"] == json!(false) && e.unwrap().contains("no such file"));
+        engine.close_session(&me, &id).await.unwrap();
+    });
 }
 
-#[tokio::test]
-async fn one_shot_executions_are_queued_then_reported() {
-    let engine = engine();
-    let me = caller("oneshot");
-    let id = engine
-        .submit_execution(
-            &me,
-            OneShotRequest {
-                language: "python".into(),
-                code: "print(input().upper())".into(),
-                stdin: Some("hey".into()),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-    let record = engine
-        .wait_execution(&me, &id, Duration::from_secs(30))
-        .await
-        .unwrap();
-    assert_eq!(record.status, ExecutionState::Completed);
-    assert_eq!(record.stdout, "HEY\n");
-    assert_eq!(record.exit_code, Some(0));
-    assert!(
-        engine.execution_status(&caller("other"), &id).is_err(),
-        "not visible to other callers"
-    );
-    let failing = engine
-        .submit_execution(
-            &me,
-            OneShotRequest {
-                language: "python".into(),
-                code: "raise SystemExit(4)".into(),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-    let record = engine
-        .wait_execution(&me, &failing, Duration::from_secs(30))
-        .await
-        .unwrap();
-    assert_eq!(
-        (record.status, record.exit_code),
-        (ExecutionState::Completed, Some(4)),
-        "a program that exits non-zero has completed; its outcome says how"
-    );
-    assert_eq!(
-        record.outcome,
-        Some(codebeaker_sandbox::RunStatus::RuntimeError)
-    );
-    assert!(engine
-        .submit_execution(
-            &me,
-            OneShotRequest {
-                language: "cobol".into(),
-                ..Default::default()
+#[test]
+fn paths_that_leave_the_workspace_are_refused() {
+    run(async {
+        let engine = engine();
+        let me = caller("paths");
+        let id = open_session(engine, &me, "bash").await;
+        let run = |c: Value| command(engine, &me, &id, c);
+        assert!(
+            run(
+                json!({"type": "shell", "command": "ln", "args": ["-s", "/etc", "/workspace/etc"]})
+            )
+            .await
+            .0
+        );
+        assert!(run(json!({"type": "shell", "command": "ln", "args": ["-s", "/proc/1/root", "/workspace/r"]})).await.0);
+        for path in [
+            "../etc/passwd",
+            "/etc/passwd",
+            "/workspace/../etc/passwd",
+            "etc/passwd",
+            "r/etc/passwd",
+            "a\u{0}b",
+        ] {
+            for command in [
+                json!({"type": "read_file", "path": path}),
+                json!({"type": "write_file", "path": path, "content": "x"}),
+                json!({"type": "delete_file", "path": path}),
+                json!({"type": "create_dir", "path": format!("{path}/d")}),
+                json!({"type": "list_files", "path": path}),
+                json!({"type": "copy_file", "source": path, "destination": "copy"}),
+                json!({"type": "copy_file", "source": "/workspace/etc", "destination": path}),
+            ] {
+                let (ok, _, error) = run(command.clone()).await;
+                assert!(!ok, "{command} must be refused");
+                assert!(error.is_some_and(|e| !e.is_empty()), "{command} says why");
             }
-        )
-        .is_err());
-}
-
-#[tokio::test]
-async fn streaming_output_reaches_the_caller_while_the_program_runs() {
-    let engine = engine();
-    let me = caller("stream");
-    let id = session(engine, &me, "python").await;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let command = serde_json::from_value(json!({"type": "execute", "code": "import time\nprint('a', flush=True)\ntime.sleep(0.1)\nprint('b')"})).unwrap();
-    let out = engine
-        .execute_command(&me, &id, command, Some(tx))
-        .await
-        .unwrap();
-    assert!(out.success);
-    let mut streamed = Vec::new();
-    while let Ok(chunk) = rx.try_recv() {
-        streamed.extend(chunk.data);
-    }
-    assert_eq!(String::from_utf8_lossy(&streamed), "a\nb\n");
-    engine.close_session(&me, &id).await.unwrap();
-}
-
-#[tokio::test]
-async fn sessions_take_ready_boxes_from_the_pool() {
-    let mut cfg = config();
-    cfg.box_pool_size = 2;
-    let engine = Arc::new(Engine::new(cfg).unwrap());
-    let upkeep = engine.spawn_reaper();
-    let wait_for_pool = |n: usize| {
-        let engine = Arc::clone(&engine);
-        async move {
-            for _ in 0..500 {
-                if engine.stats().pooled_boxes == n {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            panic!("the pool never reached {n} boxes");
         }
-    };
-    wait_for_pool(2).await;
-    let me = caller("pool");
-    let before = engine.stats().boxes_created;
-    let id = session(&engine, &me, "python").await;
-    assert_eq!(
-        engine.stats().boxes_created,
-        before,
-        "the session's box came from the pool"
-    );
-    wait_for_pool(2).await;
-    let (ok, r, _) = cmd(
-        &engine,
-        &me,
-        &id,
-        json!({"type": "execute", "code": "result = 1", "input": {}}),
-    )
-    .await;
-    assert!(ok && r["output"] == json!(1));
-    upkeep.abort();
-    engine.shutdown().await;
-    assert!(engine.list_sessions(&me).is_empty());
-    assert_eq!(
-        engine.stats().pooled_boxes,
-        0,
-        "shutdown destroys the pooled boxes too"
-    );
+        let (ok, _, e) =
+            run(json!({"type": "shell", "command": "pwd", "workingDirectory": "../.."})).await;
+        assert!(!ok && e.unwrap().contains("leaves the workspace"));
+        let (ok, _, e) =
+            run(json!({"type": "delete_file", "path": "/workspace", "recursive": true})).await;
+        assert!(!ok && e.unwrap().contains("workspace itself"));
+        engine.close_session(&me, &id).await.unwrap();
+    });
 }
 
-#[tokio::test]
-async fn execute_reports_compile_time_and_cache_hits() {
-    let engine = engine();
-    let me = caller("compile");
-    let id = session(engine, &me, "go").await;
-    let code = format!("// {:?}\nresult := 7", std::time::SystemTime::now());
-    let (ok, first, e) = cmd(
-        engine,
-        &me,
-        &id,
-        json!({"type": "execute", "code": code, "input": {}}),
-    )
-    .await;
-    assert!(ok, "{e:?}");
-    assert_eq!(first["compileCacheHit"], json!(false));
-    assert!(first["compileMs"].as_u64().is_some());
-    let (_, second, _) = cmd(
-        engine,
-        &me,
-        &id,
-        json!({"type": "execute", "code": code, "input": {}}),
-    )
-    .await;
-    assert_eq!(
-        (
-            second["compileCacheHit"].clone(),
-            second["compileMs"].clone()
-        ),
-        (json!(true), json!(0))
-    );
-    let (_, python, _) = cmd(
-        engine,
-        &me,
-        &id,
-        json!({"type": "execute", "language": "python", "code": "result = 1", "input": {}}),
-    )
-    .await;
-    assert!(
-        python.get("compileMs").is_none(),
-        "interpreted languages have no compile fields"
-    );
-    engine.close_session(&me, &id).await.unwrap();
+#[test]
+fn shell_reports_success_only_for_exit_code_zero() {
+    run(async {
+        let engine = engine();
+        let me = caller("shell");
+        let id = open_session(engine, &me, "bash").await;
+        let run = |c: Value| command(engine, &me, &id, c);
+        run(json!({"type": "create_dir", "path": "sub"})).await;
+        let (ok, r, _) = run(json!({"type": "shell", "command": "sh", "args": ["-c", "pwd; echo $GREETING; cat"], "workingDirectory": "sub", "env": {"GREETING": "hi"}, "stdin": "in"})).await;
+        assert!(ok);
+        assert_eq!(r["stdout"], "/workspace/sub\nhi\nin");
+        assert_eq!(r["exitCode"], 0);
+        let (ok, r, e) =
+            run(json!({"type": "shell", "command": "sh", "args": ["-c", "echo bad >&2; exit 1"]}))
+                .await;
+        assert!(
+            !ok,
+            "exit code 1 is not success (the original server said it was)"
+        );
+        assert_eq!(r["exitCode"], 1);
+        assert!(e.unwrap().contains("exited with code 1: bad"));
+        let (ok, r, _) =
+            run(json!({"type": "shell", "command": "sleep", "args": ["5"], "timeoutMs": 300}))
+                .await;
+        assert!(!ok && r["status"] == "timeout" && r["timedOut"] == json!(true));
+        let (ok, _, e) = run(json!({"type": "shell", "commandName": "no-such-tool"})).await;
+        assert!(!ok && e.unwrap().contains("not found"));
+        let (ok, _, e) = run(json!({"type": "install_packages", "packages": ["requests"]})).await;
+        assert!(!ok && e.unwrap().contains("network"));
+        engine.close_session(&me, &id).await.unwrap();
+    });
+}
+
+#[test]
+fn diff_and_apply_patch() {
+    run(async {
+        let engine = engine();
+        let me = caller("patch");
+        let id = open_session(engine, &me, "python").await;
+        let run = |c: Value| command(engine, &me, &id, c);
+        run(json!({"type": "write_file", "path": "app.py", "content": "a = 1\nb = 2\nc = 3\n"}))
+            .await;
+        let (ok, r, _) = run(json!({"type": "diff", "original_path": "app.py", "modified_content": "a = 1\nb = 20\nc = 3\nd = 4\n"})).await;
+        assert!(ok);
+        assert_eq!(
+            (
+                r["additions"].as_u64(),
+                r["deletions"].as_u64(),
+                r["identical"].as_bool()
+            ),
+            (Some(2), Some(1), Some(false))
+        );
+        let patch = r["diff"]
+            .as_str()
+            .unwrap()
+            .replace("--- /workspace/app.py", "--- a/app.py")
+            .replace("+++ content", "+++ b/app.py");
+        let (ok, r, e) = run(json!({"type": "apply_patch", "patch": patch, "dry_run": true})).await;
+        assert!(ok, "{e:?}");
+        assert_eq!(r["hunksApplied"], 1);
+        let (_, unchanged, _) = run(json!({"type": "read_file", "path": "app.py"})).await;
+        assert_eq!(
+            unchanged["content"], "a = 1\nb = 2\nc = 3\n",
+            "a dry run changes nothing"
+        );
+        let (ok, _, _) = run(json!({"type": "apply_patch", "patch": patch})).await;
+        assert!(ok);
+        let (_, patched, _) = run(json!({"type": "read_file", "path": "app.py"})).await;
+        assert_eq!(patched["content"], "a = 1\nb = 20\nc = 3\nd = 4\n");
+        // Applying it again: the context no longer matches, the hunk fails, nothing changes.
+        let (ok, r, e) = run(json!({"type": "apply_patch", "patch": patch})).await;
+        assert!(!ok);
+        assert_eq!(
+            (r["hunksApplied"].as_u64(), r["hunksFailed"].as_u64()),
+            (Some(0), Some(1))
+        );
+        assert!(e.unwrap().contains("context does not match"));
+        let (_, same, _) = run(json!({"type": "read_file", "path": "app.py"})).await;
+        assert_eq!(same["content"], patched["content"]);
+        let (ok, r, _) =
+            run(json!({"type": "diff", "original_content": "x\n", "modified_content": "x\n"}))
+                .await;
+        assert!(ok && r["identical"] == json!(true) && r["diff"] == "");
+        let (ok, _, e) = run(json!({"type": "apply_patch", "patch": "not a patch"})).await;
+        assert!(!ok && e.unwrap().contains("invalid patch"));
+        engine.close_session(&me, &id).await.unwrap();
+    });
+}
+
+#[test]
+fn sessions_belong_to_their_caller_and_are_bounded() {
+    run(async {
+        let mut cfg = engine_config(0);
+        cfg.sessions.max_sessions_per_caller = 2;
+        cfg.sessions.idle_timeout = Duration::from_millis(300);
+        let engine = Engine::new(cfg).unwrap();
+        let (alice, bob) = (caller("alice"), caller("bob"));
+        let a1 = open_session(&engine, &alice, "python").await;
+        let _a2 = open_session(&engine, &alice, "javascript").await;
+        let err = engine
+            .create_session(
+                &alice,
+                SessionOptions {
+                    language: "python".into(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, EngineError::LimitReached(_)), "{err}");
+        let b1 = open_session(&engine, &bob, "python").await;
+        assert!(engine.list_sessions(&bob).iter().all(|s| s.id == b1));
+        let stolen = engine
+            .execute_command(
+                &bob,
+                &a1,
+                serde_json::from_value(json!({"type": "read_file", "path": "x"})).unwrap(),
+                None,
+            )
+            .await;
+        assert!(matches!(stolen, Err(EngineError::SessionNotFound(_))));
+        assert!(matches!(
+            engine.close_session(&bob, &a1).await,
+            Err(EngineError::SessionNotFound(_))
+        ));
+        let unsupported = engine
+            .create_session(
+                &bob,
+                SessionOptions {
+                    language: "cobol".into(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap_err();
+        assert!(unsupported.to_string().contains("Unsupported language"));
+        // The reaper closes idle sessions and their boxes.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        engine.reap().await;
+        assert!(engine.list_sessions(&alice).is_empty() && engine.list_sessions(&bob).is_empty());
+        assert_eq!(engine.stats().sessions, 0);
+    });
+}
+
+#[test]
+fn one_shot_executions_are_queued_then_reported() {
+    run(async {
+        let engine = engine();
+        let me = caller("oneshot");
+        let id = engine
+            .submit_execution(
+                &me,
+                OneShotRequest {
+                    language: "python".into(),
+                    code: "print(input().upper())".into(),
+                    stdin: Some("hey".into()),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let record = engine
+            .wait_execution(&me, &id, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(record.status, ExecutionState::Completed);
+        assert_eq!(record.stdout, "HEY\n");
+        assert_eq!(record.exit_code, Some(0));
+        assert!(
+            engine.execution_status(&caller("other"), &id).is_err(),
+            "not visible to other callers"
+        );
+        let failing = engine
+            .submit_execution(
+                &me,
+                OneShotRequest {
+                    language: "python".into(),
+                    code: "raise SystemExit(4)".into(),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let record = engine
+            .wait_execution(&me, &failing, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(
+            (record.status, record.exit_code),
+            (ExecutionState::Completed, Some(4)),
+            "a program that exits non-zero has completed; its outcome says how"
+        );
+        assert_eq!(
+            record.outcome,
+            Some(codebeaker_sandbox::Verdict::RuntimeError)
+        );
+        assert!(engine
+            .submit_execution(
+                &me,
+                OneShotRequest {
+                    language: "cobol".into(),
+                    ..Default::default()
+                }
+            )
+            .is_err());
+    });
+}
+
+#[test]
+fn streaming_output_reaches_the_caller_while_the_program_runs() {
+    run(async {
+        let engine = engine();
+        let me = caller("stream");
+        let id = open_session(engine, &me, "python").await;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let command = serde_json::from_value(json!({"type": "execute", "code": "import time\nprint('a', flush=True)\ntime.sleep(0.1)\nprint('b')"})).unwrap();
+        let out = engine
+            .execute_command(&me, &id, command, Some(tx))
+            .await
+            .unwrap();
+        assert!(out.success);
+        let mut streamed = Vec::new();
+        while let Ok(chunk) = rx.try_recv() {
+            streamed.extend(chunk.data);
+        }
+        assert_eq!(String::from_utf8_lossy(&streamed), "a\nb\n");
+        engine.close_session(&me, &id).await.unwrap();
+    });
+}
+
+#[test]
+fn sessions_take_ready_boxes_from_the_pool() {
+    run(async {
+        let mut cfg = engine_config(0);
+        cfg.box_pool_size = 2;
+        let engine = Arc::new(Engine::new(cfg).unwrap());
+        let upkeep = engine.spawn_reaper();
+        let wait_for_pool = |n: usize| {
+            let engine = Arc::clone(&engine);
+            async move {
+                for _ in 0..500 {
+                    if engine.stats().pooled_boxes == n {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                panic!("the pool never reached {n} boxes");
+            }
+        };
+        wait_for_pool(2).await;
+        let me = caller("pool");
+        let before = engine.stats().boxes_created;
+        let id = open_session(&engine, &me, "python").await;
+        assert_eq!(
+            engine.stats().boxes_created,
+            before,
+            "the session's box came from the pool"
+        );
+        wait_for_pool(2).await;
+        let (ok, r, _) = command(
+            &engine,
+            &me,
+            &id,
+            json!({"type": "execute", "code": "result = 1", "input": {}}),
+        )
+        .await;
+        assert!(ok && r["output"] == json!(1));
+        upkeep.abort();
+        engine.shutdown().await;
+        assert!(engine.list_sessions(&me).is_empty());
+        assert_eq!(
+            engine.stats().pooled_boxes,
+            0,
+            "shutdown destroys the pooled boxes too"
+        );
+    });
+}
+
+#[test]
+fn execute_reports_compile_time_and_cache_hits() {
+    run(async {
+        let engine = engine();
+        let me = caller("compile");
+        let id = open_session(engine, &me, "go").await;
+        let code = format!("// {:?}\nresult := 7", std::time::SystemTime::now());
+        let (ok, first, e) = command(
+            engine,
+            &me,
+            &id,
+            json!({"type": "execute", "code": code, "input": {}}),
+        )
+        .await;
+        assert!(ok, "{e:?}");
+        assert_eq!(first["compileCacheHit"], json!(false));
+        assert!(first["compileMs"].as_u64().is_some());
+        let (_, second, _) = command(
+            engine,
+            &me,
+            &id,
+            json!({"type": "execute", "code": code, "input": {}}),
+        )
+        .await;
+        assert_eq!(
+            (
+                second["compileCacheHit"].clone(),
+                second["compileMs"].clone()
+            ),
+            (json!(true), json!(0))
+        );
+        let (_, python, _) = command(
+            engine,
+            &me,
+            &id,
+            json!({"type": "execute", "language": "python", "code": "result = 1", "input": {}}),
+        )
+        .await;
+        assert!(
+            python.get("compileMs").is_none(),
+            "interpreted languages have no compile fields"
+        );
+        engine.close_session(&me, &id).await.unwrap();
+    });
 }

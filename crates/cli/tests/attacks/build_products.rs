@@ -4,7 +4,6 @@
 //! compile outputs, by evicting alice's entries (and the addon) and compiling them again her way.
 //! Alice must get the honest program every time, and her JavaScript must keep running warm.
 
-#[allow(unused_imports)]
 use super::*;
 
 use codebeaker_engine::EngineConfig;

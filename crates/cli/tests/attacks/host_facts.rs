@@ -5,7 +5,6 @@
 //! `/proc/1/cmdline`, `PATH`, error messages), no symlink taken as a working directory, and
 //! `/tmp` and `/dev/shm` capped in files like `/workspace`.
 
-#[allow(unused_imports)]
 use super::*;
 
 /// A Python helper that calls raw system calls and prints `name result errno` lines.
@@ -148,7 +147,7 @@ print('events', len(events), sorted(set(events)))
 fn host_paths() -> Vec<String> {
     let engine = engine();
     let mut paths = vec![
-        env!("CARGO_BIN_EXE_codebeaker").to_string(),
+        common::BIN.to_string(),
         "/root".to_string(),
         engine.config().sandbox.state_dir.display().to_string(),
         engine.config().cache_dir.display().to_string(),

@@ -4,7 +4,6 @@
 //! are never shared between boxes or charged to host root. While mallory's box holds as much of
 //! each as it can, alice's box (and the host) still gets its share.
 
-#[allow(unused_imports)]
 use super::*;
 
 /// Runs mallory's `hog` (which prints `held` once it holds the resource, then keeps it until its

@@ -2,7 +2,6 @@
 //! can neither freeze it with costly text work, nor grow its memory with results, replies or
 //! frames it never reads, nor keep others out with connections that send nothing.
 
-#[allow(unused_imports)]
 use super::*;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -76,7 +75,7 @@ async fn special_server(tweak: impl FnOnce(&mut ServerConfig)) -> SocketAddr {
         ..local_config()
     };
     tweak(&mut config);
-    common::serve_forever(engine(), config).await
+    common::serve_forever(Arc::clone(engine()), config).await
 }
 
 fn ws_url(addr: SocketAddr) -> String {

@@ -2,7 +2,6 @@
 //! it ends, whatever it did (threads whose leader exited, `setsid`, `SIGSTOP`, re-parenting,
 //! children of a warm run), and nothing it left burns CPU or writes files between runs.
 
-#[allow(unused_imports)]
 use super::*;
 
 /// A program that leaves a process whose main thread has called `SYS_exit` while another thread
@@ -49,10 +48,10 @@ fn assert_heartbeat_stopped(run: &Value) {
 
 /// CPU time of the box's cgroup (v1 cpuacct or v2 cpu.stat), in nanoseconds.
 fn box_cpu_ns(box_name: &str) -> Option<u64> {
-    if let Some(v) = cgroup_file(box_name, "cpuacct", "cpuacct.usage") {
+    if let Some(v) = host::box_file(box_name, "cpuacct.usage") {
         return v.trim().parse().ok();
     }
-    cgroup_file(box_name, "", "cpu.stat").and_then(|s| {
+    host::box_file(box_name, "cpu.stat").and_then(|s| {
         s.lines()
             .find_map(|l| l.strip_prefix("usage_usec "))
             .and_then(|v| v.trim().parse::<u64>().ok())
@@ -87,9 +86,9 @@ fn a_zombie_leader_with_live_threads_does_not_outlive_its_run() {
         let probe = mallory.run(&s, "bash", HEARTBEAT_PROBE, RUN_MS).await;
         assert_heartbeat_stopped(&probe);
         assert!(
-            host_processes_with(&marker).is_empty(),
+            processes_with(&marker).is_empty(),
             "{:?}",
-            host_processes_with(&marker)
+            processes_with(&marker)
         );
         mallory.close(s).await;
     });
@@ -126,7 +125,7 @@ ctypes.CDLL(None).prctl(15, b'{marker}', 0, 0, 0)"#
             "the box used {} ms of CPU between runs",
             used / 1_000_000
         );
-        assert!(host_processes_with(&marker).is_empty());
+        assert!(processes_with(&marker).is_empty());
         assert_eq!(mallory.leftovers(&s).await, Vec::<String>::new());
         // The session still runs warm afterwards.
         mallory.still_works(&s).await;

@@ -1,26 +1,71 @@
-//! What the server-level test binaries share: one multi-threaded runtime, an engine over real
-//! boxes, a server on an ephemeral loopback port, and a small JSON-RPC client that speaks to it
-//! over a real WebSocket. Each binary uses part of it.
-#![allow(dead_code)]
+//! What every area of the end-to-end tests shares: one multi-threaded runtime, one engine over
+//! real boxes and one server over it, the sandbox settings of this build, the lock that lets
+//! the fault tests run alone, a JSON-RPC client over a real WebSocket ([`client`]), and the
+//! host's view of boxes through the sandbox's census ([`host`]).
+//!
+//! # One engine, one runtime
+//!
+//! Boxes are tied to the runtime that made them, so every test that uses [`engine`] runs its
+//! body with [`run`] or [`run_within`] on [`runtime`] (but the audit-log test, which captures
+//! every event on one thread, runs its server on a runtime of its own). The engine lives in a static and is never
+//! shut down; it keeps no pool of ready boxes, which would outlive the test process. Tests that
+//! need an engine or a server with settings of their own make it with [`engine_config`],
+//! [`start_engine`] and [`start_server`].
+//!
+//! # Running alone
+//!
+//! Every sandbox that starts removes the boxes of dead CodeBeaker processes. The fault tests
+//! kill servers and watch what the dead server left until a new one removes it, so they take
+//! [`exclusive`] (through [`run_alone`]) while every other test takes [`shared`] (through
+//! [`run`], [`run_within`], or by hand when it starts `codebeaker` processes itself).
 
+pub mod client;
+pub mod host;
+
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
-use codebeaker_engine::{Engine, EngineConfig};
-use codebeaker_sandbox::SandboxConfig;
+use codebeaker_engine::{Caller, Engine, EngineConfig, SessionOptions};
+use codebeaker_protocol::commands::Command;
+use codebeaker_sandbox::{Sandbox, SandboxConfig};
 use codebeaker_server::{Server, ServerConfig, ServerHandle};
-use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use serde_json::Value;
 
-/// How long a test waits for one frame before it fails (instead of hanging).
-pub const FRAME_TIMEOUT: Duration = Duration::from_secs(120);
+pub use client::{Client, FRAME_TIMEOUT};
 
-/// The runtime every test of the binary runs on (engines and servers live as long as it does).
+/// The `codebeaker` binary of this build: each box's init, and the command the CLI tests run.
+pub const BIN: &str = env!("CARGO_BIN_EXE_codebeaker");
+
+/// An environment variable of the test process (and so of the server's) that no box may ever
+/// see: [`engine`] sets it to [`secret`] before it makes its first box.
+pub const SECRET_VAR: &str = "ATTACK_CANARY_SECRET";
+
+/// A value no box can guess: the content of [`SECRET_VAR`] and of the attacks' host canary file.
+pub fn secret() -> &'static str {
+    static SECRET: OnceLock<String> = OnceLock::new();
+    SECRET.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        format!("cb-secret-{}-{nanos:x}", std::process::id())
+    })
+}
+
+static ALONE: RwLock<()> = RwLock::new(());
+
+/// Held by every test that may start a sandbox: it keeps the tests that run alone out.
+pub fn shared() -> RwLockReadGuard<'static, ()> {
+    ALONE.read().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Held by a test that must see no other sandbox start while it runs.
+pub fn exclusive() -> RwLockWriteGuard<'static, ()> {
+    ALONE.write().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The runtime every test body runs on (engines and servers live as long as it does).
 pub fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| {
@@ -32,15 +77,60 @@ pub fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
-/// Engine settings for tests: this build's binary as each box's init, no degraded isolation, and
-/// `box_pool_size` ready boxes.
+/// Runs a test body on the shared runtime.
+pub fn run<F: Future<Output = ()>>(body: F) {
+    let _shared = shared();
+    runtime().block_on(body);
+}
+
+/// Runs a test body on the shared runtime, failing (not hanging) after `limit`.
+pub fn run_within<F: Future<Output = ()>>(limit: Duration, body: F) {
+    let _shared = shared();
+    runtime().block_on(async {
+        tokio::time::timeout(limit, body)
+            .await
+            .expect("the test did not finish in time (a deadlock or a hang?)");
+    });
+}
+
+/// Runs a test body alone (see [`exclusive`]) on a runtime of its own, which ends with the
+/// test and takes every task the test left with it; fails (not hangs) after `limit`.
+pub fn run_alone<F: Future<Output = ()>>(limit: Duration, body: F) {
+    let _alone = exclusive();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        tokio::time::timeout(limit, body)
+            .await
+            .expect("the test did not finish in time (a hang?)");
+    });
+}
+
+/// Sandbox settings for tests: this build's binary as each box's init, no degraded isolation.
+pub fn sandbox_config() -> SandboxConfig {
+    SandboxConfig {
+        init_program: Some(BIN.into()),
+        allow_degraded: false,
+        ..SandboxConfig::default()
+    }
+}
+
+/// The sandbox the tests of boxes without an engine share, with [`sandbox_config`].
+pub fn sandbox() -> &'static Sandbox {
+    static SANDBOX: OnceLock<Sandbox> = OnceLock::new();
+    SANDBOX.get_or_init(|| {
+        Sandbox::new(sandbox_config())
+            .expect("the sandbox needs root and cgroups on the test machine")
+    })
+}
+
+/// Engine settings for tests: [`sandbox_config`] and `box_pool_size` ready boxes.
 pub fn engine_config(box_pool_size: usize) -> EngineConfig {
     EngineConfig {
-        sandbox: SandboxConfig {
-            init_program: Some(env!("CARGO_BIN_EXE_codebeaker").into()),
-            allow_degraded: false,
-            ..SandboxConfig::default()
-        },
+        sandbox: sandbox_config(),
         box_pool_size,
         ..EngineConfig::default()
     }
@@ -54,6 +144,17 @@ pub fn start_engine(config: EngineConfig) -> Arc<Engine> {
     engine
 }
 
+/// The engine the tests share (no pool of ready boxes).
+pub fn engine() -> &'static Arc<Engine> {
+    static ENGINE: OnceLock<Arc<Engine>> = OnceLock::new();
+    ENGINE.get_or_init(|| {
+        // Set before the first box exists, so every box could inherit it if the sandbox let
+        // the host's environment through.
+        std::env::set_var(SECRET_VAR, secret());
+        start_engine(engine_config(0))
+    })
+}
+
 /// Server settings for tests: an ephemeral loopback port, defaults otherwise.
 pub fn local_config() -> ServerConfig {
     ServerConfig {
@@ -62,21 +163,11 @@ pub fn local_config() -> ServerConfig {
     }
 }
 
-/// The host name (and cgroup name) of the box of `owner` (the process whose engine made it)
-/// that callers know as `container_id`: `cb-<random>` becomes `cb-<owner>-<random>`.
-#[allow(dead_code)]
-pub fn box_name(owner: u32, container_id: &str) -> String {
-    let random = container_id
-        .strip_prefix("cb-")
-        .unwrap_or_else(|| panic!("container id {container_id:?} does not start with cb-"));
-    format!("cb-{owner}-{random}")
-}
-
 /// Starts a server over `engine`.
 pub async fn start_server(engine: Arc<Engine>, config: ServerConfig) -> ServerHandle {
     Server::bind(config, engine)
         .await
-        .expect("bind an ephemeral port")
+        .expect("bind the server")
         .spawn()
 }
 
@@ -88,113 +179,53 @@ pub async fn serve_forever(engine: Arc<Engine>, config: ServerConfig) -> SocketA
     addr
 }
 
-/// A small JSON-RPC client over a real WebSocket.
-pub struct Client {
-    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
-    next_id: u64,
-    /// Notifications received while waiting for responses, in order.
-    pub notifications: Vec<Value>,
+/// The server most tests share: default settings (no auth, no rate limit) over [`engine`]; it
+/// serves for the life of the test process.
+pub async fn server() -> SocketAddr {
+    static ADDR: tokio::sync::OnceCell<SocketAddr> = tokio::sync::OnceCell::const_new();
+    *ADDR
+        .get_or_init(|| serve_forever(Arc::clone(engine()), local_config()))
+        .await
 }
 
-impl Client {
-    pub async fn connect(addr: SocketAddr) -> Client {
-        Client::connect_to(&format!("ws://{addr}/ws/jsonrpc"), None)
-            .await
-            .expect("connect")
-    }
+/// Bytes a box wrote, as text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
 
-    pub async fn connect_to(
-        url: &str,
-        bearer: Option<&str>,
-    ) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
-        let mut request = url.into_client_request()?;
-        if let Some(token) = bearer {
-            request.headers_mut().insert(
-                "Authorization",
-                format!("Bearer {token}").parse().expect("header"),
-            );
-        }
-        let (ws, _) = tokio_tungstenite::connect_async(request).await?;
-        Ok(Client {
-            ws,
-            next_id: 1,
-            notifications: Vec::new(),
-        })
-    }
+/// A caller of this test process, named `name` and the process id.
+pub fn caller(name: &str) -> Caller {
+    Caller(format!("{name}-{}", std::process::id()))
+}
 
-    pub async fn send_text(&mut self, text: &str) {
-        self.ws
-            .send(Message::text(text.to_string()))
-            .await
-            .expect("send");
-    }
+/// Creates a session of `who` in `language` through the engine; returns its id.
+pub async fn open_session(engine: &Engine, who: &Caller, language: &str) -> String {
+    engine
+        .create_session(
+            who,
+            SessionOptions {
+                language: language.into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("create session")
+        .id
+}
 
-    /// The next text frame, as JSON.
-    pub async fn recv(&mut self) -> Value {
-        loop {
-            let frame = tokio::time::timeout(FRAME_TIMEOUT, self.ws.next())
-                .await
-                .expect("a frame in time")
-                .expect("the connection is open")
-                .expect("a valid frame");
-            match frame {
-                Message::Text(text) => {
-                    return serde_json::from_str(text.as_str()).expect("the frame is JSON")
-                }
-                Message::Ping(_) | Message::Pong(_) => continue,
-                other => panic!("unexpected frame {other:?}"),
-            }
-        }
-    }
-
-    /// Nothing arrives within `wait`.
-    pub async fn expect_silence(&mut self, wait: Duration) {
-        if let Ok(Some(Ok(Message::Text(text)))) = tokio::time::timeout(wait, self.ws.next()).await
-        {
-            panic!("expected no frame, got {text}");
-        }
-    }
-
-    /// Waits for the response with `id`, keeping notifications that come first.
-    pub async fn response(&mut self, id: &Value) -> Value {
-        loop {
-            let message = self.recv().await;
-            if message.get("method").is_some() {
-                self.notifications.push(message);
-            } else if message.get("id") == Some(id) {
-                return message;
-            } else {
-                panic!("unexpected message while waiting for {id}: {message}");
-            }
-        }
-    }
-
-    /// Calls a method and returns the whole response.
-    pub async fn call(&mut self, method: &str, params: Value) -> Value {
-        let id = json!(self.next_id);
-        self.next_id += 1;
-        let request = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-        self.send_text(&request.to_string()).await;
-        self.response(&id).await
-    }
-
-    /// Calls a method that must succeed and returns its result.
-    pub async fn ok(&mut self, method: &str, params: Value) -> Value {
-        let response = self.call(method, params).await;
-        assert!(
-            response.get("error").is_none(),
-            "{method} failed: {response}"
-        );
-        response["result"].clone()
-    }
-
-    /// Calls a method that must fail and returns its error.
-    pub async fn err(&mut self, method: &str, params: Value) -> Value {
-        let response = self.call(method, params).await;
-        assert!(
-            response.get("result").is_none(),
-            "{method} should fail: {response}"
-        );
-        response["error"].clone()
-    }
+/// Runs a command given as protocol JSON in session `id` of `who`, through the engine;
+/// returns (success, result, error).
+pub async fn command(
+    engine: &Engine,
+    who: &Caller,
+    id: &str,
+    command: Value,
+) -> (bool, Value, Option<String>) {
+    let command: Command = serde_json::from_value(command).expect("valid command");
+    let out = engine
+        .execute_command(who, id, command, None)
+        .await
+        .expect("command");
+    let result = serde_json::to_value(&out.result).expect("a result as JSON");
+    (out.success, result, out.error)
 }

@@ -1,0 +1,149 @@
+//! Sessions against sessions: a session sees nothing of another's files, IPC or sockets, and
+//! another caller's session is not found.
+
+use super::*;
+
+#[test]
+fn sessions_see_nothing_of_each_others_files_ipc_or_sockets() {
+    attack(async {
+        let addr = server().await;
+        let mut a = Client::connect(addr).await;
+        let mut b = Client::connect(addr).await;
+        let sa = a.open(json!({"language": "python"})).await;
+        let sb = b.open(json!({"language": "python"})).await;
+        let tag = format!("{:x}", std::process::id() & 0xffff);
+        let leave = format!(
+            "import ctypes\nfor d in ['/workspace', '/tmp', '/dev/shm']:\n    open(d + '/secret-{tag}', 'w').write('from A')\nlibc = ctypes.CDLL(None, use_errno=True)\nprint('shm', libc.shmget(0x5EC12E7, 4096, 0o1666))"
+        );
+        let run = a.run(&sa, "python", &leave, RUN_MS).await;
+        assert_eq!(status(&run), "ok", "{run}");
+        assert!(!text(&run["result"]["stdout"]).contains("shm -1"), "{run}");
+
+        // While A listens on an abstract unix socket and a loopback port, B looks for all of it.
+        let ready = format!("cbr-{tag}");
+        let listen = format!(
+            "import ctypes, socket, time\nu = socket.socket(socket.AF_UNIX)\nu.bind('\\0cb-attack-{tag}')\nu.listen()\nt = socket.socket()\nt.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\nt.bind(('127.0.0.1', 47123))\nt.listen()\nc = socket.socket(socket.AF_UNIX)\nc.connect('\\0cb-attack-{tag}')\nprint('self-connect ok', flush=True)\nctypes.CDLL(None).prctl(15, b'{ready}', 0, 0, 0)\ntime.sleep(3)"
+        );
+        let look = format!(
+            "import ctypes, errno, os, socket\nlibc = ctypes.CDLL(None, use_errno=True)\nfound = []\nfor d in ['/workspace', '/tmp', '/dev/shm']:\n    for root, dirs, files in os.walk(d):\n        found += [f for f in files if 'secret' in f]\nif libc.shmget(0x5EC12E7, 0, 0) != -1:\n    found.append('shm')\nfor family, address in [(socket.AF_UNIX, '\\0cb-attack-{tag}'), (socket.AF_INET, ('127.0.0.1', 47123))]:\n    s = socket.socket(family)\n    try:\n        s.connect(address)\n        found.append(repr(address))\n    except OSError as e:\n        pass\nprint('found', found)"
+        );
+        let (held, looked) = tokio::join!(a.run(&sa, "python", &listen, RUN_MS), async {
+            wait_for_host_process(&ready).await;
+            b.run(&sb, "python", &look, RUN_MS).await
+        });
+        assert!(
+            text(&held["result"]["stdout"]).starts_with("self-connect ok\n"),
+            "{held}"
+        );
+        assert_eq!(text(&looked["result"]["stdout"]), "found []\n", "{looked}");
+        let listed = b
+            .exec(
+                &sb,
+                json!({"type": "list_files", "path": ".", "recursive": true}),
+            )
+            .await;
+        assert_eq!(listed["result"]["entries"], json!([]), "{listed}");
+        let read = b
+            .exec(
+                &sb,
+                json!({"type": "read_file", "path": format!("secret-{tag}")}),
+            )
+            .await;
+        assert_refused(&read, "another session's file");
+        a.close(sa).await;
+        b.close(sb).await;
+    });
+}
+
+#[test]
+fn another_callers_session_is_not_found() {
+    attack(async {
+        let server = start(ServerConfig {
+            auth: AuthConfig {
+                tokens: vec![
+                    TokenConfig {
+                        token: "token-alice".into(),
+                        caller: "alice".into(),
+                    },
+                    TokenConfig {
+                        token: "token-mallory".into(),
+                        caller: "mallory".into(),
+                    },
+                ],
+            },
+            ..local_config()
+        })
+        .await;
+        let url = format!("ws://{}/ws/jsonrpc", server.local_addr());
+        let mut alice = Client::connect_to(&url, Some("token-alice"))
+            .await
+            .expect("alice connects");
+        let mut mallory = Client::connect_to(&url, Some("token-mallory"))
+            .await
+            .expect("mallory connects");
+        match Client::connect_to(&url, None).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status().as_u16(), 401)
+            }
+            Err(other) => panic!("expected HTTP 401, got {other}"),
+            Ok(_) => panic!("connected without a token"),
+        }
+        let s = alice.open(json!({"language": "python"})).await;
+        let written = alice
+            .exec(
+                &s,
+                json!({"type": "write_file", "path": "mine.txt", "content": "alice's"}),
+            )
+            .await;
+        assert_eq!(written["success"], true);
+        let queued = alice
+            .ok(
+                "execution.run",
+                json!({"language": "python", "code": "print(1)"}),
+            )
+            .await;
+
+        let commands = [
+            json!({"type": "execute", "code": "print(open('/workspace/mine.txt').read())"}),
+            json!({"type": "shell", "command": "cat", "args": ["mine.txt"]}),
+            json!({"type": "read_file", "path": "mine.txt"}),
+            json!({"type": "write_file", "path": "mine.txt", "content": "mallory's"}),
+            json!({"type": "delete_file", "path": "mine.txt"}),
+            json!({"type": "copy_file", "source": "mine.txt", "destination": "x.txt"}),
+            json!({"type": "list_files", "path": "."}),
+            json!({"type": "create_dir", "path": "d"}),
+            json!({"type": "diff", "original_path": "mine.txt", "modified_content": "x"}),
+            json!({"type": "apply_patch", "patch": "--- a/mine.txt\n+++ b/mine.txt\n@@ -1 +1 @@\n-alice's\n+mallory's\n"}),
+        ];
+        for id in [s.id.as_str(), s.box_name.as_str()] {
+            for command in &commands {
+                let error = mallory
+                    .err(
+                        "session.execute",
+                        json!({"sessionId": id, "command": command}),
+                    )
+                    .await;
+                assert_eq!(error["code"], -32001, "{command}: {error}");
+            }
+            let error = mallory.err("session.close", json!({"sessionId": id})).await;
+            assert_eq!(error["code"], -32001, "{error}");
+        }
+        let error = mallory
+            .err(
+                "execution.status",
+                json!({"executionId": queued["executionId"]}),
+            )
+            .await;
+        assert_eq!(error["code"], -32001);
+        let listed = mallory.ok("session.list", json!({})).await;
+        assert_eq!(listed["sessions"], json!([]), "{listed}");
+
+        let read = alice
+            .exec(&s, json!({"type": "read_file", "path": "mine.txt"}))
+            .await;
+        assert_eq!(read["result"]["content"], "alice's", "{read}");
+        alice.still_works(&s).await;
+        alice.close(s).await;
+        server.shutdown().await.expect("shutdown");
+    });
+}

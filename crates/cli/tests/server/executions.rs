@@ -1,0 +1,250 @@
+//! One-shot executions: `execution.run`, then `execution.status`, with and without a wait.
+
+use super::*;
+
+#[test]
+fn execution_run_then_status_until_completed() {
+    run(async {
+        let mut client = Client::connect(shared_server().await).await;
+        let queued = client
+            .ok(
+                "execution.run",
+                json!({"Language": "python", "Code": "print('hi from a one-shot run')", "Timeout": 30}),
+            )
+            .await;
+        assert_eq!(queued["status"], "queued");
+        let id = queued["executionId"]
+            .as_str()
+            .expect("executionId")
+            .to_string();
+        let mut finished = None;
+        let mut seen = Vec::new();
+        for _ in 0..1200 {
+            let status = client
+                .ok("execution.status", json!({"executionId": id}))
+                .await;
+            let state = status["status"].as_str().unwrap_or_default().to_string();
+            if seen.last() != Some(&state) {
+                seen.push(state.clone());
+            }
+            if state == "completed" || state == "failed" {
+                finished = Some(status);
+                break;
+            }
+            assert!(
+                status["durationMs"].is_null(),
+                "a run that is not finished has no duration: {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let finished = finished.expect("the run finishes");
+        assert_eq!(finished["status"], "completed", "{finished}");
+        assert_eq!(finished["stdout"], "hi from a one-shot run\n");
+        assert_eq!(finished["exitCode"], 0);
+        assert_eq!(finished["timeout"], false);
+        assert!(finished["durationMs"].is_u64());
+        let order = ["queued", "running", "completed"];
+        let positions: Vec<usize> = seen
+            .iter()
+            .map(|s| order.iter().position(|o| o == s).expect("a known status"))
+            .collect();
+        assert!(
+            positions.windows(2).all(|w| w[0] < w[1]),
+            "statuses went {seen:?}"
+        );
+        // Once finished, always finished.
+        let again = client
+            .ok("execution.status", json!({"executionId": id}))
+            .await;
+        assert_eq!(again["status"], "completed");
+
+        let error = client
+            .err(
+                "execution.run",
+                json!({"language": "python", "code": "print(1)", "packages": ["requests"]}),
+            )
+            .await;
+        assert_eq!(error["code"], -32602);
+        let error = client
+            .err(
+                "execution.run",
+                json!({"language": "cobol-2077", "code": "x"}),
+            )
+            .await;
+        assert_eq!(error["code"], -32003);
+    });
+}
+
+#[test]
+fn execution_status_with_wait_answers_when_the_run_ends() {
+    run(async {
+        let mut client = Client::connect(shared_server().await).await;
+        let queued = client
+            .ok(
+                "execution.run",
+                json!({"language": "python", "code": "print('waited for')"}),
+            )
+            .await;
+        let id = queued["executionId"].as_str().expect("executionId");
+        // Generous: the answer comes when the run ends, long before this.
+        let finished = client
+            .ok(
+                "execution.status",
+                json!({"executionId": id, "wait": 60000}),
+            )
+            .await;
+        assert_eq!(finished["status"], "completed", "{finished}");
+        assert_eq!(finished["stdout"], "waited for\n");
+        assert_eq!(finished["exitCode"], 0);
+        assert_eq!(finished["outcome"], "ok");
+        assert!(finished["durationMs"].is_u64(), "{finished}");
+        // Waiting on a finished run answers with the same record; `Wait` and `null` work too.
+        for params in [
+            json!({"executionId": id, "wait": 5000}),
+            json!({"ExecutionId": id, "Wait": 0}),
+            json!({"executionId": id, "wait": null}),
+        ] {
+            let again = client.ok("execution.status", params).await;
+            assert_eq!(again, finished);
+        }
+    });
+}
+
+#[test]
+fn execution_status_with_a_short_wait_reports_a_run_still_going() {
+    run(async {
+        let mut client = Client::connect(shared_server().await).await;
+        let queued = client
+            .ok(
+                "execution.run",
+                json!({"language": "python", "code": "import time\ntime.sleep(2)\nprint('slept')", "timeout": 30}),
+            )
+            .await;
+        let id = queued["executionId"].as_str().expect("executionId");
+        let going = client
+            .ok("execution.status", json!({"executionId": id, "wait": 100}))
+            .await;
+        let state = going["status"].as_str().expect("status");
+        assert!(
+            state == "queued" || state == "running",
+            "a two-second run is not over after a 100 ms wait: {going}"
+        );
+        assert!(going["durationMs"].is_null(), "{going}");
+        assert!(going["exitCode"].is_null(), "{going}");
+        assert!(going.get("outcome").is_none(), "{going}");
+        // Then wait for the end, as long as it takes.
+        let mut finished = going;
+        for _ in 0..10 {
+            finished = client
+                .ok(
+                    "execution.status",
+                    json!({"executionId": id, "wait": 60000}),
+                )
+                .await;
+            if finished["status"] != "queued" && finished["status"] != "running" {
+                break;
+            }
+        }
+        assert_eq!(finished["status"], "completed", "{finished}");
+        assert_eq!(finished["stdout"], "slept\n");
+    });
+}
+
+#[test]
+fn execution_run_with_wait_answers_with_the_finished_record() {
+    run(async {
+        let mut client = Client::connect(shared_server().await).await;
+        let finished = client
+            .ok(
+                "execution.run",
+                json!({"language": "python", "code": "result = {'output': input_data['value'] * 2}", "input": {"value": 21}, "wait": 60000}),
+            )
+            .await;
+        assert_eq!(finished["status"], "completed", "{finished}");
+        assert_eq!(finished["output"], json!({"output": 42}));
+        assert_eq!(finished["outcome"], "ok");
+        let id = finished["executionId"].as_str().expect("executionId");
+        let status = client
+            .ok("execution.status", json!({"executionId": id}))
+            .await;
+        assert_eq!(status, finished);
+
+        // Without `wait`, the original answer and nothing else.
+        let queued = client
+            .ok(
+                "execution.run",
+                json!({"language": "python", "code": "print(1)"}),
+            )
+            .await;
+        let keys: Vec<&String> = queued.as_object().expect("an object").keys().collect();
+        assert_eq!(keys, ["executionId", "status"], "{queued}");
+        assert_eq!(queued["status"], "queued");
+
+        // A short wait on a long run: the record so far.
+        let going = client
+            .ok(
+                "execution.run",
+                json!({"language": "python", "code": "import time\ntime.sleep(2)", "wait": 50}),
+            )
+            .await;
+        let state = going["status"].as_str().expect("status");
+        assert!(state == "queued" || state == "running", "{going}");
+        let id = going["executionId"].as_str().expect("executionId");
+        let done = client
+            .ok(
+                "execution.status",
+                json!({"executionId": id, "wait": 60000}),
+            )
+            .await;
+        assert_eq!(done["status"], "completed", "{done}");
+    });
+}
+
+#[test]
+fn a_bad_wait_is_refused_with_invalid_params() {
+    run(async {
+        let mut client = Client::connect(shared_server().await).await;
+        let queued = client
+            .ok(
+                "execution.run",
+                json!({"language": "python", "code": "print(1)"}),
+            )
+            .await;
+        let id = queued["executionId"].as_str().expect("executionId");
+        for (wait, shown) in [
+            (json!(-1), "-1"),
+            (json!(60001), "60001"),
+            (json!(1.5), "1.5"),
+            (json!("1000"), "a string"),
+            (json!(true), "a boolean"),
+        ] {
+            for (method, params) in [
+                ("execution.status", json!({"executionId": id, "wait": wait})),
+                (
+                    "execution.run",
+                    json!({"language": "python", "code": "print(1)", "wait": wait}),
+                ),
+            ] {
+                let error = client.err(method, params).await;
+                assert_eq!(error["code"], -32602, "{method} {wait}: {error}");
+                assert_eq!(error["data"]["field"], "wait", "{error}");
+                let message = error["message"].as_str().expect("message");
+                assert!(
+                    message.contains(method)
+                        && message.contains("wait")
+                        && message.contains("from 0 to 60000")
+                        && message.contains(shown),
+                    "{message}"
+                );
+            }
+        }
+        // An unknown execution is still "not found", with or without a wait.
+        let error = client
+            .err(
+                "execution.status",
+                json!({"executionId": "no-such-run", "wait": 100}),
+            )
+            .await;
+        assert_eq!(error["code"], -32001);
+    });
+}

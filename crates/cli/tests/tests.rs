@@ -1,0 +1,20 @@
+//! The end-to-end tests of CodeBeaker, one binary with a module per area: the native sandbox
+//! and its warm path, languages, sessions and the Node warm path through the engine, the server,
+//! the client, embedded mode against the server (parity), faults, and the attack suite. Every module uses the one [`common`]: the shared
+//! runtime, engine and server, the WebSocket client, and the census of what boxes leave on the
+//! host.
+//!
+//! Run one area with its module path, e.g. `cargo test -p codebeaker --test tests sandbox::`.
+
+mod common;
+
+mod attacks;
+mod client;
+mod faults;
+mod languages;
+mod parity;
+mod sandbox;
+mod server;
+mod sessions;
+mod warm;
+mod warm_node;
