@@ -268,7 +268,7 @@ impl Link {
 
     fn deliver_response(&self, response: Response) {
         let id = match &response.id {
-            None => {
+            None | Some(Id::Null) => {
                 match &response.body {
                     codebeaker_protocol::jsonrpc::ResponseBody::Error(e) => {
                         tracing::warn!(code = e.code, message = %e.message, "dropping an error response with a null id")
@@ -313,7 +313,7 @@ impl Link {
         let id = match request_id {
             Some(Id::Number(n)) => n.as_u64(),
             Some(Id::String(s)) => s.trim().parse::<u64>().ok(),
-            None => None,
+            None | Some(Id::Null) => None,
         };
         let guard = self.lock();
         let events = id

@@ -69,16 +69,19 @@ pub enum Id {
     Number(Number),
     /// A string id.
     String(String),
+    /// `"id": null`: JSON-RPC 2.0 discourages it, but a request that has it is still answered
+    /// (with `"id": null`); only a request without `id` is a notification.
+    Null,
 }
 
 impl Id {
-    /// Reads an id from a JSON value: `Some(None)` for `null`, `None` for any type an id cannot
-    /// have (boolean, array, object).
-    fn from_json(value: &Value) -> Option<Option<Id>> {
+    /// Reads an id from a JSON value: `None` for any type an id cannot have (boolean, array,
+    /// object).
+    fn from_json(value: &Value) -> Option<Id> {
         match value {
-            Value::Null => Some(None),
-            Value::Number(n) => Some(Some(Id::Number(n.clone()))),
-            Value::String(s) => Some(Some(Id::String(s.clone()))),
+            Value::Null => Some(Id::Null),
+            Value::Number(n) => Some(Id::Number(n.clone())),
+            Value::String(s) => Some(Id::String(s.clone())),
             _ => None,
         }
     }
@@ -89,6 +92,7 @@ impl fmt::Display for Id {
         match self {
             Id::Number(n) => write!(f, "{n}"),
             Id::String(s) => write!(f, "{s:?}"),
+            Id::Null => f.write_str("null"),
         }
     }
 }
@@ -318,7 +322,8 @@ impl ErrorObject {
 pub struct Request {
     /// Always `"2.0"`.
     pub jsonrpc: Version,
-    /// The id to echo; `None` (no `id`, or `"id": null`) makes this a notification.
+    /// The id to echo; `None` (no `id` at all) makes this a notification. `"id": null` is
+    /// [`Id::Null`]: answered, with `"id": null`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<Id>,
     /// The method name; see [`crate::methods::Method::from_name`].
@@ -393,7 +398,7 @@ impl Request {
         };
         let id = match object.get("id").map(Id::from_json) {
             None => None,
-            Some(Some(id)) => id,
+            Some(Some(id)) => Some(id),
             Some(None) => {
                 return Err(InvalidRequest {
                     id: None,

@@ -82,12 +82,20 @@ fn fractional_negative_and_large_ids_keep_their_value() {
 }
 
 #[test]
-fn missing_or_null_id_is_a_notification() {
+fn only_a_missing_id_is_a_notification_a_null_id_is_answered() {
     let request = accepted(r#"{"jsonrpc":"2.0","method":"session.list"}"#);
     assert!(request.is_notification());
-    let request = accepted(r#"{"jsonrpc":"2.0","id":null,"method":"session.list"}"#);
-    assert!(request.is_notification());
     assert_eq!(request.id, None);
+    let request = accepted(r#"{"jsonrpc":"2.0","id":null,"method":"session.list"}"#);
+    assert!(!request.is_notification());
+    assert_eq!(request.id, Some(Id::Null));
+    let answer: Value =
+        serde_json::from_str(&Response::result(Id::Null, json!({"sessions": []})).to_json())
+            .expect("JSON");
+    assert_eq!(
+        answer,
+        json!({"jsonrpc":"2.0","id":null,"result":{"sessions":[]}})
+    );
 }
 
 #[test]
@@ -315,7 +323,7 @@ fn batch_with_a_notification() {
 #[test]
 fn batch_of_only_notifications_produces_nothing() {
     let frame = parse_frame(
-        r#"[{"jsonrpc":"2.0","method":"session.list"},{"jsonrpc":"2.0","method":"initialize","id":null}]"#,
+        r#"[{"jsonrpc":"2.0","method":"session.list"},{"jsonrpc":"2.0","method":"initialize"}]"#,
     );
     assert_eq!(frame.kind, FrameKind::Batch);
     assert!(frame

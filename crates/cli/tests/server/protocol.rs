@@ -87,11 +87,32 @@ fn a_notification_gets_no_response() {
             .send_text(r#"{"jsonrpc":"2.0","method":"language.list"}"#)
             .await;
         client
-            .send_text(r#"{"jsonrpc":"2.0","id":null,"method":"no.such.method"}"#)
+            .send_text(r#"{"jsonrpc":"2.0","method":"no.such.method"}"#)
             .await;
         client.expect_silence(Duration::from_millis(300)).await;
         let response = client.call("language.list", json!({})).await;
         assert_eq!(response["id"], json!(1));
+    });
+}
+
+/// JSON-RPC 2.0: only a missing `id` makes a notification; `"id": null` is answered, with a
+/// null id.
+#[test]
+fn a_null_id_is_answered_with_a_null_id() {
+    run(async {
+        let mut client = Client::connect(shared_server().await).await;
+        client
+            .send_text(r#"{"jsonrpc":"2.0","id":null,"method":"no.such.method"}"#)
+            .await;
+        let answer = client.recv().await;
+        assert_eq!(answer["id"], Value::Null, "{answer}");
+        assert_eq!(answer["error"]["code"], -32601, "{answer}");
+        client
+            .send_text(r#"{"jsonrpc":"2.0","id":null,"method":"language.list"}"#)
+            .await;
+        let answer = client.recv().await;
+        assert_eq!(answer["id"], Value::Null, "{answer}");
+        assert!(answer["result"]["languages"].is_array(), "{answer}");
     });
 }
 
