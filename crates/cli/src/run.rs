@@ -32,8 +32,9 @@ pub struct RunArgs {
     /// Wall-clock limit, e.g. 5s or 500ms (CPU time is limited to the same).
     #[arg(long, default_value = "10s", value_parser = parse::duration)]
     timeout: Duration,
-    /// Memory limit of the run, e.g. 256M.
-    #[arg(long, value_parser = parse::size)]
+    /// Memory limit of the run: 256M, 1.5G, or a bare number of MiB (512); between 16M and
+    /// this host's memory.
+    #[arg(long, value_parser = parse::memory)]
     memory: Option<u64>,
     /// Print the whole typed outcome as JSON instead of the program's output.
     #[arg(long)]
