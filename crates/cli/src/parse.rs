@@ -51,7 +51,7 @@ fn size_with_default_unit(text: &str, default_unit: u64) -> Result<u64, String> 
         }
     };
     let bytes = number * unit as f64;
-    if bytes < 1.0 || bytes >= u64::MAX as f64 {
+    if bytes >= u64::MAX as f64 {
         return Err(format!("size '{text}' is out of range"));
     }
     Ok(bytes as u64)
