@@ -183,8 +183,16 @@ pub async fn main(args: BatchArgs) -> Result<i32> {
             RuntimeService::new(Arc::new(Embedded::new(Arc::new(engine))), options)?
         }
     };
-    // Fail before the first item when the language cannot run here.
-    runtime.resolve_language(&args.lang).await?;
+    // Fail before the first item when the language cannot run here, or has no snippet mode.
+    let language = runtime.language_info(&args.lang).await?;
+    if !language.snippets {
+        bail!(
+            "{} has no snippet mode (input_data in, result out), which every batch item runs in; \
+             batch a language whose `snippets` column says yes in `codebeaker languages`, or run \
+             the program once per input with `codebeaker run`",
+            language.name
+        );
+    }
 
     let out: Box<dyn Write + Send> = match &args.out {
         Some(path) => Box::new(BufWriter::new(

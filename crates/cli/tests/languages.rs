@@ -543,3 +543,21 @@ fn a_closed_stdout_ends_the_command_quietly() {
         assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
     }
 }
+
+/// `batch` runs every item as a snippet: a language without a snippet mode is refused before the
+/// first item, with what to do instead, not failed item by item.
+#[test]
+fn batch_refuses_a_language_without_snippets_up_front() {
+    let _shared = shared();
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let out = std::process::Command::new(BIN)
+        .current_dir(root)
+        .args(["batch", "--lang", "c", "--code", "examples/hello.c"])
+        .args(["--items", "examples/items.jsonl", "--no-progress"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{stderr}");
+    assert!(stderr.contains("c has no snippet mode"), "{stderr}");
+    assert!(out.stdout.is_empty(), "no item ran");
+}

@@ -464,6 +464,21 @@ impl RuntimeService {
         }
     }
 
+    /// What the server says of `language` (a name or an alias, through the language mapping),
+    /// when it can run it: its name, whether it has a snippet mode, ...
+    pub async fn language_info(&self, language: &str) -> Result<LanguageInfo, ClientError> {
+        let name = self.resolve_language(language).await?;
+        let languages = self.languages().await?;
+        languages
+            .iter()
+            .find(|l| l.name == name)
+            .cloned()
+            .ok_or_else(|| ClientError::UnsupportedLanguage {
+                language: language.to_string(),
+                detail: "the server no longer lists it".into(),
+            })
+    }
+
     /// The server's languages, cached for a minute.
     async fn languages(&self) -> Result<Arc<Vec<LanguageInfo>>, ClientError> {
         if let Some(list) = self.cached_languages() {
