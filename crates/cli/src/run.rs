@@ -95,7 +95,10 @@ pub async fn main(args: RunArgs) -> Result<i32> {
             stdin,
             limits,
         })
-        .await?;
+        .await;
+    // Whatever the run did, every box it made is gone before the command ends.
+    engine.shutdown().await;
+    let run = run?;
     let outcome = &run.outcome;
     if args.json {
         let mut json = outcome_json(outcome);
@@ -109,6 +112,10 @@ pub async fn main(args: RunArgs) -> Result<i32> {
             json["compileMs"] = (c.duration.as_millis() as u64).into();
         }
         outln!("{}", serde_json::to_string_pretty(&json)?)?;
+    } else if outcome.status == Verdict::CompileError {
+        // The outcome's output is the compiler's, and the error already holds all of it (with
+        // the user's file names and line numbers): print it once.
+        eprintln!("{}", run.error.as_deref().unwrap_or_default());
     } else if snippet {
         // stdout carries only the snippet's output, so it can be piped.
         std::io::stderr().write_all(&outcome.stdout)?;
@@ -120,11 +127,7 @@ pub async fn main(args: RunArgs) -> Result<i32> {
         }
     } else {
         std::io::stdout().write_all(&outcome.stdout)?;
-        if outcome.status == Verdict::CompileError {
-            eprintln!("{}", run.error.as_deref().unwrap_or_default());
-        } else {
-            std::io::stderr().write_all(&outcome.stderr)?;
-        }
+        std::io::stderr().write_all(&outcome.stderr)?;
         if !matches!(
             outcome.status,
             Verdict::Ok | Verdict::RuntimeError | Verdict::CompileError

@@ -32,6 +32,8 @@ pub struct Engine {
     pub(crate) executions: ExecutionStore,
     pub(crate) one_shot_slots: tokio::sync::Semaphore,
     pub(crate) pool: BoxPool,
+    /// Boxes being destroyed off their callers' paths (see `destroy_in_background`).
+    background: std::sync::Mutex<tokio::task::JoinSet<()>>,
     /// Plans of an empty script, by language, for languages with a warm worker: what the
     /// worker's start command is rendered from when a box starts its workers ahead of use.
     warm_plans: std::collections::BTreeMap<String, codebeaker_languages::Plan>,
@@ -105,6 +107,7 @@ impl Engine {
             executions: ExecutionStore::default(),
             one_shot_slots,
             pool: BoxPool::default(),
+            background: Default::default(),
             warm_plans,
             warm_hosts: Default::default(),
             build_caches: Default::default(),
@@ -258,6 +261,27 @@ impl Engine {
         };
         let result = self.execute_cold(caller, &bx, req).await;
         (result, Some(bx))
+    }
+}
+
+impl Engine {
+    /// Destroys a box off the caller's path (a one-shot run's box once its result is visible, a
+    /// build box once its products are read), on a blocking thread: killing a box waits for its
+    /// processes to die, sleeping between checks, and on an async worker that would stall
+    /// whatever the worker runs next. [`Engine::shutdown`] waits for every such destroy, so a
+    /// process that ends right after its last run (`codebeaker run`) leaves nothing behind.
+    pub(crate) fn destroy_in_background(&self, bx: SandboxBox) {
+        let runtime = tokio::runtime::Handle::current();
+        let mut tasks = self.background.lock().unwrap_or_else(|p| p.into_inner());
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn_blocking(move || runtime.block_on(destroy_quietly(bx)));
+    }
+
+    /// Waits for the destroys [`destroy_in_background`](Self::destroy_in_background) started.
+    pub(crate) async fn finish_background(&self) {
+        let mut tasks =
+            std::mem::take(&mut *self.background.lock().unwrap_or_else(|p| p.into_inner()));
+        while tasks.join_next().await.is_some() {}
     }
 }
 

@@ -16,7 +16,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use codebeaker_sandbox::{SandboxBox, Verdict, MIB};
+use codebeaker_sandbox::{Verdict, MIB};
 use serde_json::Value;
 use tokio::sync::watch;
 
@@ -321,7 +321,7 @@ impl Engine {
             drop(permit);
             drop(in_flight);
             if let Some(bx) = bx {
-                destroy_in_background(bx);
+                engine.destroy_in_background(bx);
             }
         });
         Ok(id)
@@ -393,15 +393,6 @@ impl Engine {
         }
         self.execution_status(caller, id)
     }
-}
-
-/// Destroys a one-shot run's box on a blocking thread. Killing a box waits for its processes to
-/// die, sleeping between checks; on an async worker that would stall whatever the worker runs
-/// next, and the task woken by the end of the run (the answer to a waiting `execution.status`)
-/// is queued on this very worker.
-fn destroy_in_background(bx: SandboxBox) {
-    let runtime = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || runtime.block_on(crate::engine::destroy_quietly(bx)));
 }
 
 fn not_found(id: &str) -> EngineError {

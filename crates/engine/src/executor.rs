@@ -358,7 +358,7 @@ impl Engine {
         let bx = self.build_box().await?;
         let seed = seed.map(|dir| self.in_box(&dir));
         let built = self.build_in(&bx, plan, seed.as_deref()).await;
-        destroy_later(bx);
+        self.destroy_in_background(bx);
         built.map_err(build_box_error)
     }
 
@@ -540,7 +540,7 @@ impl Engine {
             read_back(&bx, rel, MAX_BUILD_CACHE_BYTES).await
         }
         .await;
-        destroy_later(bx);
+        self.destroy_in_background(bx);
         let files = built.map_err(build_box_error)?;
         let bytes: usize = files.iter().map(|(_, data, _)| data.len()).sum();
         tracing::info!(
@@ -700,11 +700,6 @@ fn build_box_error(e: EngineError) -> EngineError {
         EngineError::Sandbox(e) => EngineError::Internal(format!("the build box failed: {e}")),
         other => other,
     }
-}
-
-/// Destroys a build box off the request's path.
-fn destroy_later(bx: SandboxBox) {
-    tokio::spawn(crate::engine::destroy_quietly(bx));
 }
 
 /// Runs blocking compile-cache work off the async workers.

@@ -499,7 +499,8 @@ impl Engine {
         }
     }
 
-    /// Closes every session (for shutdown).
+    /// Closes every session and waits for the boxes being destroyed in the background (for
+    /// shutdown).
     pub async fn shutdown(&self) {
         for bx in self.pool.drain() {
             if let Err(e) = bx.destroy().await {
@@ -510,6 +511,7 @@ impl Engine {
         for session in all {
             self.destroy_session(&session, EndReason::Shutdown).await;
         }
+        self.finish_background().await;
         // A last try for groups an earlier destroy had to leave (blocking: we are stopping).
         if self.sandbox().has_left_behind() {
             let left = self.sandbox().remove_left_behind();
