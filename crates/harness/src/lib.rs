@@ -4,7 +4,7 @@
 //! - [`load`]: many WebSocket clients against a server at once, attack programs mixed in, every
 //!   frame checked against the protocol, and a census at the end of what the boxes left on the
 //!   host (`codebeaker load`).
-//! - [`bench`]: three suites (`codebeaker bench`): box creation and runs against a bare process
+//! - [`bench`](mod@bench): three suites (`codebeaker bench`): box creation and runs against a bare process
 //!   and bubblewrap ([`bench::sandbox`]), the seed's snippet per language against the bare
 //!   toolchain ([`bench::languages`]), and the per-request paths of a platform through the real
 //!   client and in-process, against Docker ([`bench::warm`]).
