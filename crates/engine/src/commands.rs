@@ -19,7 +19,7 @@ use codebeaker_sandbox::{
 };
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::config::TextLimits;
+use crate::config::{TextLimits, TimeUnit};
 use crate::paths::{self, WorkspacePath};
 use crate::session::Caller;
 use crate::{CodeRequest, Engine, EngineError, Execution};
@@ -205,11 +205,14 @@ impl Engine {
     ) -> Result<Answer, EngineError> {
         let mut run_limits = self.config().run_limits;
         if let Some(ms) = c.effective_timeout_ms() {
-            run_limits.wall_time = self.bounded_time(Duration::from_millis(ms))?;
+            let asked = Duration::from_millis(ms);
+            run_limits.wall_time = self
+                .config()
+                .run_time("timeoutMs", asked, TimeUnit::Millis)?;
             run_limits.cpu_time = run_limits.wall_time;
         }
         if let Some(mb) = c.memory_limit {
-            run_limits.memory_bytes = Some(self.bounded_memory(mb)?);
+            run_limits.memory_bytes = Some(self.config().memory_limit("memoryLimit", mb)?);
         }
         let req = CodeRequest {
             language: c.language.unwrap_or_else(|| session_language.to_string()),
@@ -253,7 +256,10 @@ impl Engine {
         cmd.stdin = c.stdin.unwrap_or_default().into_bytes();
         cmd.limits = self.config().run_limits;
         if let Some(ms) = c.timeout_ms {
-            cmd.limits.wall_time = self.bounded_time(Duration::from_millis(ms))?;
+            let asked = Duration::from_millis(ms);
+            cmd.limits.wall_time = self
+                .config()
+                .run_time("timeoutMs", asked, TimeUnit::Millis)?;
             cmd.limits.cpu_time = cmd.limits.wall_time;
         }
         let outcome = bx.run_streaming(&cmd, output).await?;
@@ -261,31 +267,6 @@ impl Engine {
         let error = (!success).then(|| shell_error(&outcome));
         let result = CommandResult::Run(run_result(&outcome, None));
         Ok((success, Some(result), error))
-    }
-
-    /// Checks a requested time limit against the configured maximum.
-    fn bounded_time(&self, d: Duration) -> Result<Duration, EngineError> {
-        let max = self.config().max_run_time;
-        if d.is_zero() || d > max {
-            return Err(EngineError::InvalidInput(format!(
-                "timeout must be between 1 ms and {} s",
-                max.as_secs()
-            )));
-        }
-        Ok(d)
-    }
-
-    /// Checks a requested memory limit (MB) against the configured maximum.
-    fn bounded_memory(&self, mb: u64) -> Result<u64, EngineError> {
-        let max = self.config().max_memory_bytes;
-        let bytes = mb.saturating_mul(codebeaker_sandbox::MIB);
-        if mb < 16 || bytes > max {
-            return Err(EngineError::InvalidInput(format!(
-                "memoryLimit must be between 16 and {} MB",
-                max / codebeaker_sandbox::MIB
-            )));
-        }
-        Ok(bytes)
     }
 
     async fn write_file(

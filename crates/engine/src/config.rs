@@ -169,3 +169,67 @@ impl Default for EngineConfig {
         }
     }
 }
+
+/// The unit of a requested time limit, as the request gives it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum TimeUnit {
+    Millis,
+    Seconds,
+    Minutes,
+}
+
+/// A request's limits checked against this configuration's bounds: the one place for each.
+impl EngineConfig {
+    /// A run's time limit `asked` (in `unit`, named `field` in the request) within 1 unit and
+    /// the configured longest run.
+    pub(crate) fn run_time(
+        &self,
+        field: &'static str,
+        asked: Duration,
+        unit: TimeUnit,
+    ) -> Result<Duration, crate::EngineError> {
+        bounded_time(field, asked, unit, self.max_run_time)
+    }
+
+    /// A memory limit of `mb` MiB (named `field` in the request), in bytes: between 16 MiB and
+    /// the configured most.
+    pub(crate) fn memory_limit(
+        &self,
+        field: &'static str,
+        mb: u64,
+    ) -> Result<u64, crate::EngineError> {
+        let most = self.max_memory_bytes / codebeaker_sandbox::MIB;
+        if !(16..=most).contains(&mb) {
+            return Err(crate::EngineError::OutOfRange {
+                field,
+                message: format!("{field} must be between 16 and {most} MB, got {mb}"),
+            });
+        }
+        Ok(mb * codebeaker_sandbox::MIB)
+    }
+}
+
+/// `asked` (in `unit`, named `field`) within one `unit` and `max`.
+pub(crate) fn bounded_time(
+    field: &'static str,
+    asked: Duration,
+    unit: TimeUnit,
+    max: Duration,
+) -> Result<Duration, crate::EngineError> {
+    let (one, name, most) = match unit {
+        TimeUnit::Millis => (Duration::from_millis(1), "milliseconds", max.as_millis()),
+        TimeUnit::Seconds => (Duration::from_secs(1), "seconds", u128::from(max.as_secs())),
+        TimeUnit::Minutes => (
+            Duration::from_secs(60),
+            "minutes",
+            u128::from(max.as_secs() / 60),
+        ),
+    };
+    if asked < one || asked > max {
+        return Err(crate::EngineError::OutOfRange {
+            field,
+            message: format!("{field} must be between 1 and {most} {name}"),
+        });
+    }
+    Ok(asked)
+}

@@ -17,6 +17,13 @@ pub enum EngineError {
     /// The request itself is malformed; the message says which field and why.
     #[error("{0}")]
     InvalidInput(String),
+    /// A limit the request asked for is outside what this engine allows: `field` is the
+    /// request's name for it, the message gives the valid range.
+    #[error("{message}")]
+    OutOfRange {
+        field: &'static str,
+        message: String,
+    },
     /// No such session, or not one this caller may see.
     #[error("session {0} not found")]
     SessionNotFound(String),

@@ -16,7 +16,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use codebeaker_sandbox::{Verdict, MIB};
+use codebeaker_sandbox::Verdict;
 use serde_json::Value;
 use tokio::sync::watch;
 
@@ -225,23 +225,14 @@ impl Engine {
         self.registry().resolve(&req.language)?;
         let mut limits = self.config().run_limits;
         if let Some(t) = req.timeout {
-            if t.is_zero() || t > self.config().max_run_time {
-                return Err(EngineError::InvalidInput(format!(
-                    "timeout must be between 1 and {} seconds",
-                    self.config().max_run_time.as_secs()
-                )));
-            }
+            let t = self
+                .config()
+                .run_time("timeout", t, crate::config::TimeUnit::Seconds)?;
             limits.wall_time = t;
             limits.cpu_time = t;
         }
         if let Some(mb) = req.memory_limit_mb {
-            if mb < 16 || mb.saturating_mul(MIB) > self.config().max_memory_bytes {
-                return Err(EngineError::InvalidInput(format!(
-                    "memoryLimit must be between 16 and {} MB",
-                    self.config().max_memory_bytes / MIB
-                )));
-            }
-            limits.memory_bytes = Some(mb * MIB);
+            limits.memory_bytes = Some(self.config().memory_limit("memoryLimit", mb)?);
         }
         let id = uuid::Uuid::new_v4().to_string();
         {

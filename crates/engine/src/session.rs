@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use codebeaker_sandbox::{BoxLimits, SandboxBox, SandboxError, MIB};
+use codebeaker_sandbox::{BoxLimits, SandboxBox, SandboxError};
 
 use crate::{Engine, EngineError};
 
@@ -295,14 +295,7 @@ impl Engine {
         )?;
         let mut limits = self.config().box_limits;
         if let Some(mb) = opts.memory_limit_mb {
-            let bytes = mb.saturating_mul(MIB);
-            if mb < 16 || bytes > self.config().max_memory_bytes {
-                return Err(EngineError::InvalidInput(format!(
-                    "memoryLimitMB must be between 16 and {}",
-                    self.config().max_memory_bytes / MIB
-                )));
-            }
-            limits.memory_bytes = bytes;
+            limits.memory_bytes = self.config().memory_limit("memoryLimitMB", mb)?;
         }
         if let Some(shares) = opts.cpu_shares {
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
@@ -532,17 +525,13 @@ pub(crate) fn box_died(e: &EngineError) -> bool {
 }
 
 fn bounded(
-    field: &str,
+    field: &'static str,
     asked: Option<Duration>,
     default: Duration,
     max: Duration,
 ) -> Result<Duration, EngineError> {
     match asked {
         None => Ok(default),
-        Some(d) if d.is_zero() || d > max => Err(EngineError::InvalidInput(format!(
-            "{field} must be between 1 and {} minutes",
-            max.as_secs() / 60
-        ))),
-        Some(d) => Ok(d),
+        Some(d) => crate::config::bounded_time(field, d, crate::config::TimeUnit::Minutes, max),
     }
 }

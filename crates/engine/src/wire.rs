@@ -214,6 +214,9 @@ pub fn error_object(
             ErrorObject::new(ErrorCode::UnsupportedLanguage, m)
         }
         EngineError::InvalidInput(m) => ErrorObject::invalid_params(m),
+        EngineError::OutOfRange { field, message } => {
+            ErrorObject::invalid_params(message).with_data(serde_json::json!({ "field": field }))
+        }
         EngineError::SessionNotFound(id) => ErrorObject::session_not_found(&id),
         // The session was closed because its box died: gone like a closed session, and the
         // message says why.

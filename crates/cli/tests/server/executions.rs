@@ -65,6 +65,31 @@ fn execution_run_then_status_until_completed() {
             )
             .await;
         assert_eq!(error["code"], -32602);
+        // A limit out of range names its field and the valid range.
+        for (params, field, range) in [
+            (json!({"timeout": 100000}), "timeout", "between 1 and"),
+            (json!({"memoryLimit": 1}), "memoryLimit", "between 16 and"),
+        ] {
+            let mut request = json!({"language": "python", "code": "print(1)"});
+            request
+                .as_object_mut()
+                .expect("object")
+                .extend(params.as_object().expect("object").clone());
+            let error = client.err("execution.run", request).await;
+            assert_eq!(error["code"], -32602, "{error}");
+            assert_eq!(error["data"]["field"], field, "{error}");
+            let message = error["message"].as_str().unwrap_or_default();
+            assert!(message.contains(range), "{error}");
+        }
+        let session = client.create_session("python").await;
+        let error = client
+            .err(
+                "session.execute",
+                json!({"sessionId": session, "command": {"type": "execute", "code": "1", "timeoutMs": 0}}),
+            )
+            .await;
+        assert_eq!(error["data"]["field"], "timeoutMs", "{error}");
+        client.close_session(&session).await;
         let error = client
             .err(
                 "execution.run",
