@@ -11,6 +11,7 @@ fn zombie_leader(detach: &str, marker: &str) -> String {
     format!(
         r#"import ctypes, os, sys, threading, time
 {detach}
+beating = threading.Event()
 def beat():
     n = 0
     while True:
@@ -18,11 +19,14 @@ def beat():
         with open('/workspace/beat.tmp', 'w') as f:
             f.write(str(n))
         os.replace('/workspace/beat.tmp', '/workspace/beat')
+        beating.set()
         x = 0
         for i in range(200000):
             x += i
         time.sleep(0.01)
 threading.Thread(target=beat, name='{marker}').start()
+# The leader leaves only once the survivor beats, however slow the machine.
+beating.wait(60)
 time.sleep(0.2)
 ctypes.CDLL(None).syscall(60, 0)
 "#
@@ -78,7 +82,8 @@ fn a_zombie_leader_with_live_threads_does_not_outlive_its_run() {
             .run(
                 &s,
                 "bash",
-                &format!("(exec -a {marker} python3 zl.py &) ; sleep 0.6; echo started"),
+                // The run ends once the survivor beats, however slow the machine.
+                &format!("(exec -a {marker} python3 zl.py &) ; for i in $(seq 600); do [ -e beat ] && break; sleep 0.1; done; sleep 0.2; echo started"),
                 RUN_MS,
             )
             .await;
@@ -106,7 +111,11 @@ fn a_warm_runs_children_do_not_outlive_it_or_burn_cpu_between_runs() {
         let detach = format!(
             r#"if os.fork() != 0:
     print('parent done', flush=True)
-    time.sleep(0.6)
+    for _ in range(600):
+        if os.path.exists('/workspace/beat'):
+            break
+        time.sleep(0.1)
+    time.sleep(0.2)
     sys.exit(0)
 os.setsid()
 ctypes.CDLL(None).prctl(15, b'{marker}', 0, 0, 0)"#
