@@ -123,14 +123,16 @@ ctypes.CDLL(None).prctl(15, b'{marker}', 0, 0, 0)"#
         let code = zombie_leader(&detach, &marker);
         let run = mallory.run(&s, "python", &code, RUN_MS).await;
         assert_eq!(text(&run["result"]["stdout"]), "parent done\n", "{run}");
-        let cpu_before = box_cpu_ns(&s.box_name).expect("the box's CPU time");
         let probe = mallory.run(&s, "bash", HEARTBEAT_PROBE, RUN_MS).await;
         assert_heartbeat_stopped(&probe);
+        // Between runs nothing of the box may use the CPU: measured over a quiet window after
+        // the probe, so that what the probe itself costs (much more on a slow, emulated machine)
+        // does not count. A survivor spinning through it would use most of the 1.5 s.
+        let cpu_before = box_cpu_ns(&s.box_name).expect("the box's CPU time");
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let used = box_cpu_ns(&s.box_name).expect("the box's CPU time") - cpu_before;
-        // The probe itself uses some; a survivor beating for 2.5 s would use far more.
         assert!(
-            used < 700_000_000,
+            used < 300_000_000,
             "the box used {} ms of CPU between runs",
             used / 1_000_000
         );
