@@ -68,6 +68,8 @@ pub struct Config {
     pub sandbox: SandboxSection,
     pub cache: CacheSection,
     pub languages: LanguagesSection,
+    /// The E2B-compatible API: its templates (`[e2b.templates.<id>]`).
+    pub e2b: codebeaker_server::e2b::E2bConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -350,6 +352,7 @@ impl Default for Config {
                 file: None,
                 warm_workers: engine.warm_workers,
             },
+            e2b: server.e2b.clone(),
         }
     }
 }
@@ -578,6 +581,7 @@ impl Config {
             max_connections: as_usize(s.max_connections),
             max_connections_per_caller: as_usize(s.max_connections_per_caller),
             header_read_timeout: Duration::from_secs(s.header_read_timeout_secs),
+            e2b: self.e2b.clone(),
         }
     }
 

@@ -45,6 +45,7 @@ mod audit;
 mod auth;
 pub mod config;
 mod convert;
+pub mod e2b;
 mod error;
 mod health;
 pub mod metrics;

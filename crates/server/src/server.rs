@@ -51,11 +51,12 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(health::metrics))
         .merge(api)
         .route_layer(from_fn_with_state(state.clone(), auth::require_caller));
-    Router::new()
+    let own = Router::new()
         .route("/health", get(health::health))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
-        .merge(protected)
+        .merge(protected);
+    crate::e2b::mount(own, &state)
         .route_layer(from_fn_with_state(state.clone(), count_http))
         .fallback(rest::not_found)
         .layer(DefaultBodyLimit::max(state.config.max_message_bytes))
