@@ -1,0 +1,689 @@
+//! The E2B-compatible API, end to end: E2B's own Python and JavaScript SDKs (the pinned versions
+//! `scripts/compat-clients.sh` installs under `target/compat/`) against a real server on an
+//! ephemeral port, over real boxes; then two callers, with auth on, attacking each other's
+//! sandboxes over raw HTTP.
+//!
+//! Self-contained on purpose: its helpers are its own. Run as root:
+//! `cargo test -p codebeaker --test e2b`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use codebeaker_engine::{Engine, EngineConfig};
+use codebeaker_sandbox::SandboxConfig;
+use codebeaker_server::{AuthConfig, Server, ServerConfig, TokenConfig};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+
+/// The API keys of the two callers (in the `e2b_<hex>` shape the SDKs insist on).
+const ALICE_KEY: &str = "e2b_a11ce0000000000000000000000000000000000a";
+const MALLORY_KEY: &str = "e2b_ba0000000000000000000000000000000000000b";
+
+/// How long one SDK program may run before the test fails instead of hanging.
+const PROGRAM_TIMEOUT: Duration = Duration::from_secs(240);
+/// How long one HTTP exchange may take.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .build()
+            .expect("runtime")
+    })
+}
+
+/// One engine over real boxes (this build's binary as each box's init, no degraded isolation)
+/// and one server with auth on for `alice` and `mallory`, serving for the whole test run.
+fn server() -> SocketAddr {
+    static ADDR: OnceLock<SocketAddr> = OnceLock::new();
+    *ADDR.get_or_init(|| {
+        runtime().block_on(async {
+            let config = EngineConfig {
+                sandbox: SandboxConfig {
+                    init_program: Some(env!("CARGO_BIN_EXE_codebeaker").into()),
+                    allow_degraded: false,
+                    ..SandboxConfig::default()
+                },
+                box_pool_size: 2,
+                ..EngineConfig::default()
+            };
+            let engine =
+                Arc::new(Engine::new(config).expect("the engine needs root and cgroups here"));
+            engine.spawn_reaper();
+            let token = |token: &str, caller: &str| TokenConfig {
+                token: token.into(),
+                caller: caller.into(),
+            };
+            let config = ServerConfig {
+                listen: "127.0.0.1:0".parse().expect("address"),
+                auth: AuthConfig {
+                    tokens: vec![token(ALICE_KEY, "alice"), token(MALLORY_KEY, "mallory")],
+                },
+                ..ServerConfig::default()
+            };
+            let handle = Server::bind(config, engine)
+                .await
+                .expect("bind an ephemeral port")
+                .spawn();
+            let addr = handle.local_addr();
+            std::mem::forget(handle);
+            addr
+        })
+    })
+}
+
+/// Runs `test` on the runtime, with the server up (started outside the runtime: it blocks on it).
+fn block_on<F: std::future::Future>(test: F) -> F::Output {
+    server();
+    runtime().block_on(test)
+}
+
+/// Where `scripts/compat-clients.sh` installs the SDKs.
+fn compat_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/compat")
+}
+
+fn tests_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/e2b")
+}
+
+/// A program of `tests/e2b/` run with an SDK pointed at the server as `key`; panics with its
+/// output unless it exits 0. Returns its stdout.
+fn run_program(program: &str, args: &[&str], key: &str) -> String {
+    let addr = server();
+    let url = format!("http://{addr}");
+    let js = compat_dir().join("js");
+    let mut command = std::process::Command::new(program);
+    command
+        .args(args)
+        .env("E2B_API_URL", &url)
+        .env("E2B_SANDBOX_URL", &url)
+        .env("E2B_API_KEY", key)
+        .env("E2B_JS_PREFIX", &js)
+        .env_remove("E2B_DOMAIN")
+        .env_remove("E2B_ACCESS_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let output = runtime().block_on(async {
+        let child = tokio::process::Command::from(command)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+        tokio::time::timeout(PROGRAM_TIMEOUT, child.wait_with_output())
+            .await
+            .unwrap_or_else(|_| panic!("{program} {args:?} ran longer than {PROGRAM_TIMEOUT:?}"))
+            .expect("wait for the program")
+    });
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        output.status
+    );
+    stdout
+}
+
+/// The Python interpreter of the SDK's virtualenv; fails (does not skip) when it is missing.
+fn python() -> String {
+    let python = compat_dir().join("venv/bin/python");
+    let installed = std::process::Command::new(&python)
+        .args(["-c", "import e2b"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        installed,
+        "E2B's Python SDK is not installed at {}: run scripts/compat-clients.sh first",
+        python.display()
+    );
+    python.display().to_string()
+}
+
+/// `node`, with the JavaScript SDK installed; fails (does not skip) when it is missing.
+fn node() -> String {
+    let sdk = compat_dir().join("js/node_modules/e2b/package.json");
+    assert!(
+        sdk.is_file(),
+        "E2B's JavaScript SDK is not installed at {}: run scripts/compat-clients.sh first",
+        sdk.display()
+    );
+    "node".into()
+}
+
+fn python_flow(flow: &str) {
+    let script = tests_dir().join("python_flows.py");
+    let stdout = run_program(&python(), &[&script.display().to_string(), flow], ALICE_KEY);
+    assert!(
+        stdout.contains(&format!("flow {flow}: all checks passed")),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn python_sdk_commands() {
+    python_flow("commands");
+}
+
+#[test]
+fn python_sdk_files() {
+    python_flow("files");
+}
+
+#[test]
+fn python_sdk_lifecycle() {
+    python_flow("lifecycle");
+}
+
+#[test]
+fn python_sdk_two_sandboxes_are_isolated() {
+    python_flow("isolation");
+}
+
+#[test]
+fn javascript_sdk_core_flow() {
+    let script = tests_dir().join("core_flow.mjs");
+    let stdout = run_program(&node(), &[&script.display().to_string()], ALICE_KEY);
+    assert!(
+        stdout.contains("js core flow: all checks passed"),
+        "{stdout}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw HTTP, for what the SDKs would never send.
+
+struct Answer {
+    status: u16,
+    headers: hyper::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "not JSON ({e}): {} {}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+async fn http(method: &str, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Answer {
+    let addr = server();
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(connection);
+    let mut request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Full::new(Bytes::from(body))).expect("request");
+    let response = tokio::time::timeout(HTTP_TIMEOUT, sender.send_request(request))
+        .await
+        .expect("an answer in time")
+        .expect("answer");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = tokio::time::timeout(HTTP_TIMEOUT, response.into_body().collect())
+        .await
+        .expect("a body in time")
+        .expect("body")
+        .to_bytes()
+        .to_vec();
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// A sandbox of the caller with `key`: its id and envd access token.
+async fn create(key: &str) -> (String, String) {
+    let answer = http(
+        "POST",
+        "/v2/sandboxes",
+        &[("x-api-key", key), ("content-type", "application/json")],
+        json!({"templateID": "base", "timeout": 120})
+            .to_string()
+            .into_bytes(),
+    )
+    .await;
+    assert_eq!(answer.status, 201, "{}", answer.text());
+    let body = answer.json();
+    let id = body["sandboxID"].as_str().expect("sandboxID").to_string();
+    let token = body["envdAccessToken"]
+        .as_str()
+        .expect("envdAccessToken")
+        .to_string();
+    (id, token)
+}
+
+/// One Connect envelope.
+fn envelope(message: &Value) -> Vec<u8> {
+    let json = message.to_string().into_bytes();
+    let mut out = vec![0u8];
+    out.extend_from_slice(&u32::try_from(json.len()).expect("small").to_be_bytes());
+    out.extend_from_slice(&json);
+    out
+}
+
+/// The messages of a Connect stream's answer.
+fn envelopes(mut body: &[u8]) -> Vec<(u8, Value)> {
+    let mut out = Vec::new();
+    while body.len() >= 5 {
+        let length = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
+        let message = serde_json::from_slice(&body[5..5 + length]).expect("an envelope of JSON");
+        out.push((body[0], message));
+        body = &body[5 + length..];
+    }
+    assert!(body.is_empty(), "a cut envelope at the end");
+    out
+}
+
+/// `process.Process/Start` of `cmd` in `sandbox` with `headers` for credentials.
+async fn start(sandbox: &str, credentials: &[(&str, &str)], cmd: &str) -> Answer {
+    let mut headers = vec![
+        ("e2b-sandbox-id", sandbox),
+        ("content-type", "application/connect+json"),
+        ("connect-protocol-version", "1"),
+    ];
+    headers.extend_from_slice(credentials);
+    let request = json!({"process": {"cmd": "/bin/bash", "args": ["-l", "-c", cmd]}});
+    http(
+        "POST",
+        "/process.Process/Start",
+        &headers,
+        envelope(&request),
+    )
+    .await
+}
+
+fn assert_gone(answer: &Answer, what: &str) {
+    assert_eq!(answer.status, 502, "{what}: {}", answer.text());
+    let body = answer.json();
+    assert_eq!(body["code"], 502, "{what}: {body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("was not found")),
+        "{what}: {body}"
+    );
+}
+
+#[test]
+fn start_streams_start_data_end_and_the_end_of_stream() {
+    block_on(async {
+        let (id, token) = create(ALICE_KEY).await;
+        let answer = start(
+            &id,
+            &[("x-access-token", &token)],
+            "echo out; echo err >&2; exit 4",
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        assert_eq!(
+            answer
+                .headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok()),
+            Some("application/connect+json")
+        );
+        let events = envelopes(&answer.body);
+        let (first_flag, first) = &events[0];
+        assert_eq!(*first_flag, 0);
+        assert!(first["event"]["start"]["pid"].as_u64().is_some(), "{first}");
+        let data: Vec<&Value> = events
+            .iter()
+            .filter_map(|(_, m)| m["event"].get("data"))
+            .collect();
+        assert!(data.iter().any(|d| d["stdout"] == "b3V0Cg=="), "{data:?}");
+        assert!(data.iter().any(|d| d["stderr"] == "ZXJyCg=="), "{data:?}");
+        let (_, end) = &events[events.len() - 2];
+        assert_eq!(end["event"]["end"]["exitCode"], 4, "{end}");
+        assert_eq!(end["event"]["end"]["exited"], true, "{end}");
+        assert_eq!(end["event"]["end"]["status"], "exit status 4", "{end}");
+        let (last_flag, last) = &events[events.len() - 1];
+        assert_eq!(
+            *last_flag, 0x02,
+            "the stream ends with the end-of-stream envelope"
+        );
+        assert_eq!(*last, json!({}));
+        let killed = http(
+            "DELETE",
+            &format!("/sandboxes/{id}"),
+            &[("x-api-key", ALICE_KEY)],
+            Vec::new(),
+        )
+        .await;
+        assert_eq!(killed.status, 204, "{}", killed.text());
+    });
+}
+
+#[test]
+fn control_plane_errors_are_code_and_message() {
+    block_on(async {
+        let unknown = http(
+            "POST",
+            "/v2/sandboxes",
+            &[
+                ("x-api-key", ALICE_KEY),
+                ("content-type", "application/json"),
+            ],
+            json!({"templateID": "no-such-template"})
+                .to_string()
+                .into_bytes(),
+        )
+        .await;
+        assert_eq!(unknown.status, 404, "{}", unknown.text());
+        let body = unknown.json();
+        assert_eq!(body["code"], 404);
+        let message = body["message"].as_str().expect("message");
+        assert!(
+            message.contains("base") && message.contains("code-interpreter-v1"),
+            "{message}"
+        );
+
+        let missing = http(
+            "GET",
+            "/sandboxes/nope",
+            &[("x-api-key", ALICE_KEY)],
+            Vec::new(),
+        )
+        .await;
+        assert_eq!(missing.status, 404);
+        assert_eq!(missing.json()["code"], 404);
+        let gone = http(
+            "DELETE",
+            "/sandboxes/nope",
+            &[("x-api-key", ALICE_KEY)],
+            Vec::new(),
+        )
+        .await;
+        assert_eq!(gone.status, 404);
+
+        let health = http(
+            "GET",
+            "/health",
+            &[("e2b-sandbox-id", "nope"), ("x-access-token", "whatever")],
+            Vec::new(),
+        )
+        .await;
+        assert_gone(&health, "the health of an unknown sandbox");
+        let own = http("GET", "/health", &[], Vec::new()).await;
+        assert_eq!(own.status, 200, "plain /health stays the server's own");
+        assert!(own.json().get("isolation").is_some());
+    });
+}
+
+#[test]
+fn attack_no_key_is_refused() {
+    block_on(async {
+        let create = http(
+            "POST",
+            "/v2/sandboxes",
+            &[("content-type", "application/json")],
+            json!({"templateID": "base"}).to_string().into_bytes(),
+        )
+        .await;
+        assert_eq!(create.status, 401, "{}", create.text());
+        assert_eq!(create.json()["code"], 401);
+        let wrong = http(
+            "GET",
+            "/v2/sandboxes",
+            &[("x-api-key", "e2b_0000")],
+            Vec::new(),
+        )
+        .await;
+        assert_eq!(wrong.status, 401, "{}", wrong.text());
+
+        let (id, _) = create_for_alice().await;
+        let bare = start(&id, &[], "echo hi").await;
+        assert_eq!(
+            bare.status,
+            401,
+            "envd without credentials: {}",
+            bare.text()
+        );
+        let forged = start(
+            &id,
+            &[("x-access-token", "0123456789abcdef0123456789abcdef")],
+            "echo hi",
+        )
+        .await;
+        assert_gone(&forged, "envd with a forged access token");
+        kill(ALICE_KEY, &id).await;
+    });
+}
+
+async fn create_for_alice() -> (String, String) {
+    create(ALICE_KEY).await
+}
+
+async fn kill(key: &str, id: &str) -> u16 {
+    http(
+        "DELETE",
+        &format!("/sandboxes/{id}"),
+        &[("x-api-key", key)],
+        Vec::new(),
+    )
+    .await
+    .status
+}
+
+#[test]
+fn attack_other_callers_sandbox_is_invisible() {
+    block_on(async {
+        let (victim, _) = create(ALICE_KEY).await;
+        let mallory = [("x-api-key", MALLORY_KEY)];
+        let info = http("GET", &format!("/sandboxes/{victim}"), &mallory, Vec::new()).await;
+        assert_eq!(
+            info.status,
+            404,
+            "mallory reads alice's sandbox: {}",
+            info.text()
+        );
+        for path in ["/v2/sandboxes", "/sandboxes"] {
+            let listed = http("GET", path, &mallory, Vec::new()).await;
+            assert_eq!(listed.status, 200);
+            assert!(
+                !listed.text().contains(&victim),
+                "mallory's {path} lists alice's sandbox: {}",
+                listed.text()
+            );
+        }
+        let connect = http(
+            "POST",
+            &format!("/v2/sandboxes/{victim}/connect"),
+            &[
+                ("x-api-key", MALLORY_KEY),
+                ("content-type", "application/json"),
+            ],
+            json!({"timeout": 60}).to_string().into_bytes(),
+        )
+        .await;
+        assert_eq!(
+            connect.status,
+            404,
+            "mallory connects to alice's sandbox: {}",
+            connect.text()
+        );
+        assert!(!connect.text().contains("envdAccessToken"));
+        let timeout = http(
+            "POST",
+            &format!("/sandboxes/{victim}/timeout"),
+            &[
+                ("x-api-key", MALLORY_KEY),
+                ("content-type", "application/json"),
+            ],
+            json!({"timeout": 1}).to_string().into_bytes(),
+        )
+        .await;
+        assert_eq!(
+            timeout.status,
+            404,
+            "mallory shortens alice's sandbox: {}",
+            timeout.text()
+        );
+        // Alice still sees it, so the 404s above were about mallory.
+        let own = http(
+            "GET",
+            &format!("/sandboxes/{victim}"),
+            &[("x-api-key", ALICE_KEY)],
+            Vec::new(),
+        )
+        .await;
+        assert_eq!(own.status, 200, "{}", own.text());
+        assert_eq!(own.json()["sandboxID"], victim.as_str());
+        assert_eq!(kill(ALICE_KEY, &victim).await, 204);
+    });
+}
+
+#[test]
+fn attack_other_caller_cannot_kill() {
+    block_on(async {
+        let (victim, token) = create(ALICE_KEY).await;
+        assert_eq!(
+            kill(MALLORY_KEY, &victim).await,
+            404,
+            "mallory kills alice's sandbox"
+        );
+        let v2 = http(
+            "DELETE",
+            &format!("/v2/sandboxes/{victim}"),
+            &[("x-api-key", MALLORY_KEY)],
+            Vec::new(),
+        )
+        .await;
+        assert_eq!(v2.status, 404);
+        let health = http(
+            "GET",
+            "/health",
+            &[("e2b-sandbox-id", &victim), ("x-access-token", &token)],
+            Vec::new(),
+        )
+        .await;
+        assert_eq!(
+            health.status,
+            204,
+            "alice's sandbox survived: {}",
+            health.text()
+        );
+        assert_eq!(kill(ALICE_KEY, &victim).await, 204);
+        let after = http(
+            "GET",
+            "/health",
+            &[("e2b-sandbox-id", &victim), ("x-access-token", &token)],
+            Vec::new(),
+        )
+        .await;
+        assert_gone(&after, "alice's killed sandbox");
+    });
+}
+
+#[test]
+fn attack_other_caller_cannot_run_or_read() {
+    block_on(async {
+        let (victim, victim_token) = create(ALICE_KEY).await;
+        let (own, own_token) = create(MALLORY_KEY).await;
+        let planted = http(
+            "POST",
+            "/files?path=secret.txt",
+            &[
+                ("e2b-sandbox-id", &victim),
+                ("x-access-token", &victim_token),
+                ("content-type", "application/octet-stream"),
+            ],
+            b"alice's secret".to_vec(),
+        )
+        .await;
+        assert_eq!(planted.status, 200, "{}", planted.text());
+
+        // Mallory's own token works on mallory's sandbox: the refusals below are about alice's.
+        let mine = start(&own, &[("x-access-token", &own_token)], "echo mine").await;
+        assert_eq!(mine.status, 200, "{}", mine.text());
+        assert!(envelopes(&mine.body).len() >= 3);
+
+        let with_own_token =
+            start(&victim, &[("x-access-token", &own_token)], "cat secret.txt").await;
+        assert_gone(&with_own_token, "mallory's token on alice's sandbox");
+        let with_key = start(&victim, &[("x-api-key", MALLORY_KEY)], "cat secret.txt").await;
+        assert_gone(&with_key, "mallory's API key on alice's sandbox");
+        for credentials in [
+            ("x-access-token", own_token.as_str()),
+            ("x-api-key", MALLORY_KEY),
+        ] {
+            let read = http(
+                "GET",
+                "/files?path=secret.txt",
+                &[("e2b-sandbox-id", &victim), credentials],
+                Vec::new(),
+            )
+            .await;
+            assert_gone(&read, "mallory reads alice's file");
+            assert!(!read.text().contains("secret"), "{}", read.text());
+            let stat = http(
+                "POST",
+                "/filesystem.Filesystem/ListDir",
+                &[
+                    ("e2b-sandbox-id", &victim),
+                    ("content-type", "application/json"),
+                    credentials,
+                ],
+                json!({"path": "."}).to_string().into_bytes(),
+            )
+            .await;
+            assert_gone(&stat, "mallory lists alice's workspace");
+        }
+        // The file is still alice's alone, and unchanged.
+        let read = http(
+            "GET",
+            "/files?path=secret.txt",
+            &[
+                ("e2b-sandbox-id", &victim),
+                ("x-access-token", &victim_token),
+            ],
+            Vec::new(),
+        )
+        .await;
+        assert_eq!(read.status, 200);
+        assert_eq!(read.body, b"alice's secret");
+        let seen_by_mallory = start(
+            &own,
+            &[("x-access-token", &own_token)],
+            "cat secret.txt 2>&1; true",
+        )
+        .await;
+        let text: String = envelopes(&seen_by_mallory.body)
+            .iter()
+            .filter_map(|(_, m)| m["event"]["data"]["stdout"].as_str().map(str::to_string))
+            .collect();
+        assert!(!text.is_empty(), "cat said something");
+        assert_ne!(
+            text, "YWxpY2UncyBzZWNyZXQ=",
+            "mallory's box holds alice's file"
+        );
+        assert_eq!(kill(ALICE_KEY, &victim).await, 204);
+        assert_eq!(kill(MALLORY_KEY, &own).await, 204);
+    });
+}
