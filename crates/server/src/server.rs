@@ -39,6 +39,7 @@ pub const CLOSE_MARGIN: Duration = Duration::from_secs(2);
 /// | `GET /api/languages`, `GET /api/languages/{name}` | yes, rate limited | languages |
 /// | `GET /metrics` | yes | Prometheus text |
 /// | `GET /health`, `/health/live`, `/health/ready` | no | health |
+/// | `/sandboxes`, `/v2/sandboxes`, `/files`, `/process.Process/*`, `/filesystem.Filesystem/*` | `X-API-Key`, `X-Access-Token` | the E2B-compatible API ([`crate::e2b`]) |
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/api/execution", post(rest::submit))

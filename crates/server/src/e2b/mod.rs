@@ -5,9 +5,9 @@
 //! this module enforces. Three surfaces share the server's listener (no path collides with
 //! CodeBeaker's own):
 //!
-//! - the **control plane** ([`control`]): REST JSON under `/sandboxes` and `/v2/sandboxes`, with
+//! - the **control plane** (`control`): REST JSON under `/sandboxes` and `/v2/sandboxes`, with
 //!   `X-API-Key`; errors are `{"code": <int>, "message": ...}`;
-//! - **envd** ([`process`], [`filesystem`], [`files`]): the Connect protocol ([`connect`]) and
+//! - **envd** (`process`, `filesystem`, `files`): the Connect protocol (`connect`) and
 //!   `/files`, routed by the `E2b-Sandbox-Id` header, with the `X-Access-Token` the create
 //!   answer handed out; `GET /health` with that header is the sandbox's health;
 //! - **templates** ([`templates`]): box profiles named by `templateID`.
