@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use codebeaker_engine::{Engine, EngineConfig};
 use codebeaker_sandbox::SandboxConfig;
+use codebeaker_server::e2b::{E2bConfig, TemplateConfig};
 use codebeaker_server::{AuthConfig, Server, ServerConfig, TokenConfig};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -67,6 +68,22 @@ fn server() -> SocketAddr {
                 listen: "127.0.0.1:0".parse().expect("address"),
                 auth: AuthConfig {
                     tokens: vec![token(ALICE_KEY, "alice"), token(MALLORY_KEY, "mallory")],
+                },
+                e2b: E2bConfig {
+                    templates: [(
+                        "seeded".to_string(),
+                        TemplateConfig {
+                            languages: vec!["python".into()],
+                            memory_mb: Some(256),
+                            cpu_count: None,
+                            files: [(
+                                "src/app/main.py".to_string(),
+                                "print('seeded')\n".to_string(),
+                            )]
+                            .into(),
+                        },
+                    )]
+                    .into(),
                 },
                 ..ServerConfig::default()
             };
@@ -433,6 +450,55 @@ fn control_plane_errors_are_code_and_message() {
         let own = http("GET", "/health", &[], Vec::new()).await;
         assert_eq!(own.status, 200, "plain /health stays the server's own");
         assert!(own.json().get("isolation").is_some());
+    });
+}
+
+#[test]
+fn configured_templates_seed_the_workspace_and_set_the_box() {
+    block_on(async {
+        let answer = http(
+            "POST",
+            "/v2/sandboxes",
+            &[
+                ("x-api-key", ALICE_KEY),
+                ("content-type", "application/json"),
+            ],
+            json!({"templateID": "seeded"}).to_string().into_bytes(),
+        )
+        .await;
+        assert_eq!(answer.status, 201, "{}", answer.text());
+        let created = answer.json();
+        assert_eq!(created["templateID"], "seeded");
+        let id = created["sandboxID"].as_str().expect("id").to_string();
+        let token = created["envdAccessToken"]
+            .as_str()
+            .expect("token")
+            .to_string();
+        let run = start(
+            &id,
+            &[("x-access-token", &token)],
+            "python3 src/app/main.py",
+        )
+        .await;
+        let stdout: String = envelopes(&run.body)
+            .iter()
+            .filter_map(|(_, m)| m["event"]["data"]["stdout"].as_str().map(str::to_string))
+            .collect();
+        assert_eq!(
+            stdout,
+            "c2VlZGVkCg==",
+            "the seeded program ran: {}",
+            run.text()
+        );
+        let info = http(
+            "GET",
+            &format!("/sandboxes/{id}"),
+            &[("x-api-key", ALICE_KEY)],
+            Vec::new(),
+        )
+        .await;
+        assert_eq!(info.json()["memoryMB"], 256, "{}", info.text());
+        assert_eq!(kill(ALICE_KEY, &id).await, 204);
     });
 }
 

@@ -16,7 +16,6 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use codebeaker_engine::{Caller, SessionOptions};
-use codebeaker_protocol::commands::{Command, Encoding, WriteFileCommand, WriteMode};
 use codebeaker_protocol::jsonrpc::{ErrorCode, ErrorObject};
 use codebeaker_sandbox::MIB;
 use serde::de::DeserializeOwned;
@@ -188,20 +187,13 @@ pub(crate) async fn create(
     };
     // Seeded before the sandbox is handed out, so that no command sees the workspace without them.
     for (path, content) in &template.files {
-        let command = Command::WriteFile(WriteFileCommand {
-            path: path.clone(),
-            content: content.clone(),
-            mode: WriteMode::default(),
-            encoding: Encoding::default(),
-        });
-        let seeded = e2b.run(&sandbox, command, None).await;
-        let failure = match seeded {
-            Ok(outcome) if outcome.success => None,
-            Ok(outcome) => Some(outcome.error.unwrap_or_default()),
-            Err(_) => Some("the sandbox's box ended".to_string()),
-        };
-        if let Some(why) = failure {
+        let seeded = super::files::write(&e2b, &sandbox, path, content.as_bytes()).await;
+        if let Err(error) = seeded {
             e2b.close(&sandbox, "client").await;
+            let why = match error {
+                super::EnvdError::Gone(_) => "the sandbox's box ended".to_string(),
+                super::EnvdError::Connect(error) => error.message,
+            };
             return Err(ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!(

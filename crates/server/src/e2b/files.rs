@@ -187,7 +187,12 @@ pub(crate) async fn upload(
 }
 
 /// Writes one file, creating its parent directories first.
-async fn write(e2b: &E2b, sandbox: &Sandbox, path: &str, data: &[u8]) -> Result<Value, EnvdError> {
+pub(crate) async fn write(
+    e2b: &E2b,
+    sandbox: &Sandbox,
+    path: &str,
+    data: &[u8],
+) -> Result<Value, EnvdError> {
     let resolved = codebeaker_engine::paths::resolve(path)
         .map_err(|e| ConnectError::invalid(e.to_string()))?;
     if let Some((parent, _)) = resolved.relative().rsplit_once('/') {
