@@ -753,3 +753,173 @@ fn attack_other_caller_cannot_run_or_read() {
         assert_eq!(kill(MALLORY_KEY, &own).await, 204);
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+// The benchmark of docs/e2b.md (one run, by hand).
+
+/// Median and 99th percentile of `samples` (milliseconds).
+fn median_p99(samples: &mut [f64]) -> (f64, f64) {
+    samples.sort_by(f64::total_cmp);
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    (at(0.5), at(0.99))
+}
+
+/// One JSON-RPC request on `ws` and its response's `result`.
+async fn rpc(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    id: u64,
+    method: &str,
+    params: Value,
+) -> Value {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let request = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+    ws.send(Message::text(request.to_string()))
+        .await
+        .expect("send");
+    loop {
+        let frame = tokio::time::timeout(HTTP_TIMEOUT, ws.next())
+            .await
+            .expect("an answer in time")
+            .expect("open")
+            .expect("frame");
+        if let Message::Text(text) = frame {
+            let message: Value = serde_json::from_str(&text).expect("JSON");
+            if message["id"] == id {
+                assert!(message.get("error").is_none(), "{message}");
+                return message["result"].clone();
+            }
+        }
+    }
+}
+
+#[test]
+#[ignore = "a benchmark: cargo test -p codebeaker --test e2b bench -- --ignored --nocapture"]
+fn bench_python_sdk_beside_json_rpc() {
+    const CYCLES: usize = 100;
+    const RUNS: usize = 300;
+    let script = tests_dir().join("bench.py");
+    let stdout = run_program(
+        &python(),
+        &[
+            &script.display().to_string(),
+            &CYCLES.to_string(),
+            &RUNS.to_string(),
+        ],
+        ALICE_KEY,
+    );
+    let times: Value = serde_json::from_str(stdout.trim()).expect("the bench's JSON");
+    let samples = |key: &str| -> Vec<f64> {
+        times[key]
+            .as_array()
+            .expect("samples")
+            .iter()
+            .filter_map(Value::as_f64)
+            .collect()
+    };
+    let (mut sdk_cycle, mut sdk_run) = (samples("cycle_ms"), samples("run_ms"));
+    assert_eq!((sdk_cycle.len(), sdk_run.len()), (CYCLES, RUNS));
+
+    let (mut rpc_cycle, mut rpc_run) = block_on(async {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = format!("ws://{}/ws/jsonrpc", server())
+            .into_client_request()
+            .expect("request");
+        request.headers_mut().insert(
+            "authorization",
+            format!("Bearer {ALICE_KEY}").parse().expect("header"),
+        );
+        let (mut ws, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("connect");
+        let echo =
+            json!({"type": "shell", "command": "/bin/bash", "args": ["-l", "-c", "echo hi"]});
+        let mut id = 0;
+        let mut next = || {
+            id += 1;
+            id
+        };
+        let mut cycle = Vec::new();
+        for _ in 0..=CYCLES {
+            let started = std::time::Instant::now();
+            let created = rpc(
+                &mut ws,
+                next(),
+                "session.create",
+                json!({"language": "python"}),
+            )
+            .await;
+            let session = created["sessionId"]
+                .as_str()
+                .expect("sessionId")
+                .to_string();
+            let ran = rpc(
+                &mut ws,
+                next(),
+                "session.execute",
+                json!({"sessionId": session, "command": echo}),
+            )
+            .await;
+            assert_eq!(ran["result"]["stdout"], "hi\n", "{ran}");
+            rpc(
+                &mut ws,
+                next(),
+                "session.close",
+                json!({"sessionId": session}),
+            )
+            .await;
+            cycle.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        cycle.remove(0);
+        let created = rpc(
+            &mut ws,
+            next(),
+            "session.create",
+            json!({"language": "python"}),
+        )
+        .await;
+        let session = created["sessionId"]
+            .as_str()
+            .expect("sessionId")
+            .to_string();
+        let mut run = Vec::new();
+        for _ in 0..RUNS {
+            let started = std::time::Instant::now();
+            let ran = rpc(
+                &mut ws,
+                next(),
+                "session.execute",
+                json!({"sessionId": session, "command": echo}),
+            )
+            .await;
+            run.push(started.elapsed().as_secs_f64() * 1000.0);
+            assert_eq!(ran["result"]["stdout"], "hi\n", "{ran}");
+        }
+        rpc(
+            &mut ws,
+            next(),
+            "session.close",
+            json!({"sessionId": session}),
+        )
+        .await;
+        (cycle, run)
+    });
+    let row = |what: &str, samples: &mut [f64]| {
+        let (median, p99) = median_p99(samples);
+        println!("| {what} | {} | {median:.1} | {p99:.1} |", samples.len());
+    };
+    println!("| calls | n | median ms | p99 ms |");
+    println!("|---|---|---|---|");
+    row(
+        "E2B Python SDK: create + run(echo hi) + kill",
+        &mut sdk_cycle,
+    );
+    row("JSON-RPC: session.create + execute + close", &mut rpc_cycle);
+    row(
+        "E2B Python SDK: commands.run(echo hi), existing sandbox",
+        &mut sdk_run,
+    );
+    row("JSON-RPC: session.execute, existing session", &mut rpc_run);
+}

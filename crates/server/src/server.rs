@@ -365,6 +365,11 @@ async fn serve_http(
     slot: Slot,
     mut stopping: watch::Receiver<bool>,
 ) {
+    // Streamed answers are many small writes: without this, each waits for the ACK of the one
+    // before (Nagle's algorithm against the client's delayed ACK, about 40 ms).
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%error, %peer, "setting TCP_NODELAY failed");
+    }
     let in_request = Arc::clone(&slot.in_request);
     let service = tower::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
         let running = InRequest::new(&in_request);
