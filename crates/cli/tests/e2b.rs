@@ -42,59 +42,73 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
-/// One engine over real boxes (this build's binary as each box's init, no degraded isolation)
-/// and one server with auth on for `alice` and `mallory`, serving for the whole test run.
+/// One engine over real boxes (this build's binary as each box's init, no degraded isolation),
+/// shared by the servers of the test run.
+fn engine() -> Arc<Engine> {
+    static ENGINE: OnceLock<Arc<Engine>> = OnceLock::new();
+    Arc::clone(ENGINE.get_or_init(|| {
+        let config = EngineConfig {
+            sandbox: SandboxConfig {
+                init_program: Some(env!("CARGO_BIN_EXE_codebeaker").into()),
+                allow_degraded: false,
+                ..SandboxConfig::default()
+            },
+            box_pool_size: 2,
+            ..EngineConfig::default()
+        };
+        let engine = Arc::new(Engine::new(config).expect("the engine needs root and cgroups here"));
+        let _context = runtime().enter();
+        engine.spawn_reaper();
+        engine
+    }))
+}
+
+/// A server over the shared engine, serving for the whole test run.
+fn serve(config: ServerConfig) -> SocketAddr {
+    let engine = engine();
+    runtime().block_on(async {
+        let handle = Server::bind(config, engine)
+            .await
+            .expect("bind an ephemeral port")
+            .spawn();
+        let addr = handle.local_addr();
+        std::mem::forget(handle);
+        addr
+    })
+}
+
+/// The server with auth on for `alice` and `mallory`, and a template of its own.
 fn server() -> SocketAddr {
     static ADDR: OnceLock<SocketAddr> = OnceLock::new();
     *ADDR.get_or_init(|| {
-        runtime().block_on(async {
-            let config = EngineConfig {
-                sandbox: SandboxConfig {
-                    init_program: Some(env!("CARGO_BIN_EXE_codebeaker").into()),
-                    allow_degraded: false,
-                    ..SandboxConfig::default()
-                },
-                box_pool_size: 2,
-                ..EngineConfig::default()
-            };
-            let engine =
-                Arc::new(Engine::new(config).expect("the engine needs root and cgroups here"));
-            engine.spawn_reaper();
-            let token = |token: &str, caller: &str| TokenConfig {
-                token: token.into(),
-                caller: caller.into(),
-            };
-            let config = ServerConfig {
-                listen: "127.0.0.1:0".parse().expect("address"),
-                auth: AuthConfig {
-                    tokens: vec![token(ALICE_KEY, "alice"), token(MALLORY_KEY, "mallory")],
-                },
-                e2b: E2bConfig {
-                    templates: [(
-                        "seeded".to_string(),
-                        TemplateConfig {
-                            languages: vec!["python".into()],
-                            memory_mb: Some(256),
-                            cpu_count: None,
-                            files: [(
-                                "src/app/main.py".to_string(),
-                                "print('seeded')\n".to_string(),
-                            )]
-                            .into(),
-                        },
-                    )]
-                    .into(),
-                },
-                ..ServerConfig::default()
-            };
-            let handle = Server::bind(config, engine)
-                .await
-                .expect("bind an ephemeral port")
-                .spawn();
-            let addr = handle.local_addr();
-            std::mem::forget(handle);
-            addr
-        })
+        let token = |token: &str, caller: &str| TokenConfig {
+            token: token.into(),
+            caller: caller.into(),
+        };
+        let config = ServerConfig {
+            listen: "127.0.0.1:0".parse().expect("address"),
+            auth: AuthConfig {
+                tokens: vec![token(ALICE_KEY, "alice"), token(MALLORY_KEY, "mallory")],
+            },
+            e2b: E2bConfig {
+                templates: [(
+                    "seeded".to_string(),
+                    TemplateConfig {
+                        languages: vec!["python".into()],
+                        memory_mb: Some(256),
+                        cpu_count: None,
+                        files: [(
+                            "src/app/main.py".to_string(),
+                            "print('seeded')\n".to_string(),
+                        )]
+                        .into(),
+                    },
+                )]
+                .into(),
+            },
+            ..ServerConfig::default()
+        };
+        serve(config)
     })
 }
 
@@ -242,7 +256,16 @@ impl Answer {
 }
 
 async fn http(method: &str, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Answer {
-    let addr = server();
+    http_to(server(), method, path, headers, body).await
+}
+
+async fn http_to(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Answer {
     let stream = TcpStream::connect(addr).await.expect("connect");
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -499,6 +522,231 @@ fn configured_templates_seed_the_workspace_and_set_the_box() {
         .await;
         assert_eq!(info.json()["memoryMB"], 256, "{}", info.text());
         assert_eq!(kill(ALICE_KEY, &id).await, 204);
+    });
+}
+
+#[test]
+fn quiet_commands_get_keepalives() {
+    block_on(async {
+        let (id, token) = create(ALICE_KEY).await;
+        let answer = start(
+            &id,
+            &[("x-access-token", &token), ("keepalive-ping-interval", "1")],
+            "sleep 2.5; echo done",
+        )
+        .await;
+        let events = envelopes(&answer.body);
+        let keepalives = events
+            .iter()
+            .filter(|(_, m)| m["event"].get("keepalive").is_some())
+            .count();
+        assert!(
+            keepalives >= 2,
+            "keepalives while the command slept: {events:?}"
+        );
+        let (_, end) = &events[events.len() - 2];
+        assert_eq!(end["event"]["end"]["exitCode"], 0, "{end}");
+        assert_eq!(kill(ALICE_KEY, &id).await, 204);
+    });
+}
+
+#[test]
+fn lists_page_through_next_tokens_and_filter_by_metadata() {
+    block_on(async {
+        let tag = uuid_like();
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            let answer = http(
+                "POST",
+                "/v2/sandboxes",
+                &[
+                    ("x-api-key", MALLORY_KEY),
+                    ("content-type", "application/json"),
+                ],
+                json!({"templateID": "base", "metadata": {"page": tag}})
+                    .to_string()
+                    .into_bytes(),
+            )
+            .await;
+            assert_eq!(answer.status, 201, "{}", answer.text());
+            ids.push(answer.json()["sandboxID"].as_str().expect("id").to_string());
+        }
+        let filter = format!("metadata=page%3D{tag}");
+        let mut seen = Vec::new();
+        let mut next: Option<String> = None;
+        for _ in 0..5 {
+            let token = next
+                .as_ref()
+                .map(|t| format!("&nextToken={t}"))
+                .unwrap_or_default();
+            let page = http(
+                "GET",
+                &format!("/v2/sandboxes?limit=2&{filter}{token}"),
+                &[("x-api-key", MALLORY_KEY)],
+                Vec::new(),
+            )
+            .await;
+            assert_eq!(page.status, 200, "{}", page.text());
+            let entries = page.json();
+            let entries = entries.as_array().expect("a list");
+            assert!(entries.len() <= 2, "a page of at most limit entries");
+            for entry in entries {
+                assert_eq!(entry["metadata"]["page"], tag.as_str());
+                assert_eq!(entry["state"], "running");
+                seen.push(entry["sandboxID"].as_str().expect("id").to_string());
+            }
+            next = page
+                .headers
+                .get("x-next-token")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            if next.is_none() {
+                break;
+            }
+        }
+        assert_eq!(seen, ids, "every sandbox once, oldest first");
+        let none = http(
+            "GET",
+            &format!("/sandboxes?{filter}&state=paused"),
+            &[("x-api-key", MALLORY_KEY)],
+            Vec::new(),
+        )
+        .await;
+        assert_eq!(none.json(), json!([]), "no sandbox is paused");
+        for id in ids {
+            assert_eq!(kill(MALLORY_KEY, &id).await, 204);
+        }
+    });
+}
+
+/// A value no other test uses.
+fn uuid_like() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("t{nanos}")
+}
+
+/// The value of the first sample of `metric` whose labels contain `labels`, in `/metrics`.
+async fn metric(name: &str, labels: &str) -> f64 {
+    let text = http(
+        "GET",
+        "/metrics",
+        &[("authorization", &format!("Bearer {ALICE_KEY}"))],
+        Vec::new(),
+    )
+    .await
+    .text();
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.contains(labels))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .next()
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn e2b_work_is_counted_in_the_metrics() {
+    block_on(async {
+        let created = metric("codebeaker_sessions_created_total", "").await;
+        let shells = metric("codebeaker_commands_total", "type=\"shell\"").await;
+        let (id, token) = create(ALICE_KEY).await;
+        let answer = start(&id, &[("x-access-token", &token)], "true").await;
+        assert_eq!(answer.status, 200);
+        assert!(metric("codebeaker_sessions_created_total", "").await > created);
+        assert!(metric("codebeaker_commands_total", "type=\"shell\"").await > shells);
+        assert_eq!(kill(ALICE_KEY, &id).await, 204);
+    });
+}
+
+/// A server with auth off and a small rate limit.
+fn open_server() -> SocketAddr {
+    static ADDR: OnceLock<SocketAddr> = OnceLock::new();
+    *ADDR.get_or_init(|| {
+        serve(ServerConfig {
+            listen: "127.0.0.1:0".parse().expect("address"),
+            rate_limit: Some(codebeaker_server::RateLimitConfig {
+                requests_per_second: 2.0,
+                burst: 4,
+            }),
+            ..ServerConfig::default()
+        })
+    })
+}
+
+#[test]
+fn auth_off_accepts_any_key_and_the_rate_limit_applies() {
+    let addr = open_server();
+    block_on(async {
+        let created = http_to(
+            addr,
+            "POST",
+            "/v2/sandboxes",
+            &[
+                ("x-api-key", "e2b_1234"),
+                ("content-type", "application/json"),
+            ],
+            json!({"templateID": "base"}).to_string().into_bytes(),
+        )
+        .await;
+        assert_eq!(created.status, 201, "{}", created.text());
+        let id = created.json()["sandboxID"]
+            .as_str()
+            .expect("id")
+            .to_string();
+        // Another key is the same anonymous caller, and envd needs no token.
+        let info = http_to(
+            addr,
+            "GET",
+            &format!("/sandboxes/{id}"),
+            &[("x-api-key", "e2b_99")],
+            Vec::new(),
+        )
+        .await;
+        assert_eq!(info.status, 200, "{}", info.text());
+        let health = http_to(
+            addr,
+            "GET",
+            "/health",
+            &[("e2b-sandbox-id", &id)],
+            Vec::new(),
+        )
+        .await;
+        assert_eq!(health.status, 204, "{}", health.text());
+        let mut limited = None;
+        for _ in 0..20 {
+            let answer = http_to(
+                addr,
+                "GET",
+                "/v2/sandboxes",
+                &[("x-api-key", "e2b_1234")],
+                Vec::new(),
+            )
+            .await;
+            if answer.status == 429 {
+                limited = Some(answer);
+                break;
+            }
+        }
+        let limited = limited.expect("the rate limit refuses a burst of requests");
+        assert_eq!(limited.json()["code"], 429, "{}", limited.text());
+        let mut killed = 0;
+        for _ in 0..20 {
+            killed = http_to(
+                addr,
+                "DELETE",
+                &format!("/sandboxes/{id}"),
+                &[("x-api-key", "e2b_1234")],
+                Vec::new(),
+            )
+            .await
+            .status;
+            if killed != 429 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        assert_eq!(killed, 204);
     });
 }
 
