@@ -216,6 +216,11 @@ fn python_sdk_lifecycle() {
 }
 
 #[test]
+fn python_sdk_async() {
+    python_flow("async");
+}
+
+#[test]
 fn python_sdk_two_sandboxes_are_isolated() {
     python_flow("isolation");
 }

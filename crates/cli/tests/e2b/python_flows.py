@@ -5,10 +5,11 @@ Each check prints `ok: <what>`; the first that fails raises, so the exit status 
 the traceback names it.
 """
 
+import asyncio
 import sys
 import time
 
-from e2b import CommandExitException, Sandbox, TimeoutException
+from e2b import AsyncSandbox, CommandExitException, Sandbox, TimeoutException
 from e2b.exceptions import NotFoundException, SandboxException
 
 
@@ -160,7 +161,30 @@ def isolation():
     check("killing one left none behind", second.is_running() is False)
 
 
-FLOWS = {"commands": commands, "files": files, "lifecycle": lifecycle, "isolation": isolation}
+def asynchronous():
+    async def flow():
+        sandbox = await AsyncSandbox.create()
+        try:
+            result = await sandbox.commands.run("echo hi")
+            check("async run", result.stdout == "hi\n", result.stdout)
+            await sandbox.files.write("a.txt", "async text")
+            check("async read", await sandbox.files.read("a.txt") == "async text")
+            check("async exists", await sandbox.files.exists("a.txt") is True)
+            check("async is_running", await sandbox.is_running() is True)
+        finally:
+            await sandbox.kill()
+        check("async is_running after kill", await sandbox.is_running() is False)
+
+    asyncio.run(flow())
+
+
+FLOWS = {
+    "async": asynchronous,
+    "commands": commands,
+    "files": files,
+    "lifecycle": lifecycle,
+    "isolation": isolation,
+}
 
 if __name__ == "__main__":
     FLOWS[sys.argv[1]]()
