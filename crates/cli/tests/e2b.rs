@@ -531,6 +531,68 @@ fn configured_templates_seed_the_workspace_and_set_the_box() {
 }
 
 #[test]
+fn files_travel_gzipped_when_asked() {
+    block_on(async {
+        let (id, token) = create(ALICE_KEY).await;
+        // `hi\n`, gzipped.
+        let gzipped: Vec<u8> = vec![
+            31, 139, 8, 0, 0, 0, 0, 0, 2, 3, 203, 200, 228, 2, 0, 122, 122, 111, 237, 3, 0, 0, 0,
+        ];
+        let envd = |extra: &'static [(&'static str, &'static str)]| {
+            let mut headers = vec![
+                ("e2b-sandbox-id", id.as_str()),
+                ("x-access-token", token.as_str()),
+            ];
+            headers.extend_from_slice(extra);
+            headers
+        };
+        let upload = http(
+            "POST",
+            "/files?path=hi.txt",
+            &envd(&[
+                ("content-type", "application/octet-stream"),
+                ("content-encoding", "gzip"),
+            ]),
+            gzipped.clone(),
+        )
+        .await;
+        assert_eq!(upload.status, 200, "{}", upload.text());
+        assert_eq!(upload.json()[0]["name"], "hi.txt");
+        let plain = http("GET", "/files?path=hi.txt", &envd(&[]), Vec::new()).await;
+        assert_eq!(plain.body, b"hi\n", "stored inflated");
+        assert!(plain.headers.get("content-encoding").is_none());
+        let zipped = http(
+            "GET",
+            "/files?path=hi.txt",
+            &envd(&[("accept-encoding", "gzip")]),
+            Vec::new(),
+        )
+        .await;
+        assert_eq!(
+            zipped
+                .headers
+                .get("content-encoding")
+                .and_then(|v| v.to_str().ok()),
+            Some("gzip")
+        );
+        assert_eq!(&zipped.body[..2], &[31, 139], "a gzip stream");
+        let broken = http(
+            "POST",
+            "/files?path=bad.txt",
+            &envd(&[
+                ("content-type", "application/octet-stream"),
+                ("content-encoding", "gzip"),
+            ]),
+            b"not gzip at all".to_vec(),
+        )
+        .await;
+        assert_eq!(broken.status, 400, "{}", broken.text());
+        assert_eq!(broken.json()["code"], 400);
+        assert_eq!(kill(ALICE_KEY, &id).await, 204);
+    });
+}
+
+#[test]
 fn quiet_commands_get_keepalives() {
     block_on(async {
         let (id, token) = create(ALICE_KEY).await;

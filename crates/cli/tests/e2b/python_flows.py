@@ -6,6 +6,7 @@ the traceback names it.
 """
 
 import asyncio
+import io
 import sys
 import time
 
@@ -81,6 +82,13 @@ def files():
         sandbox.files.write("blob.bin", b"\x00\x01\xfe\xff")
         data = sandbox.files.read("blob.bin", format="bytes")
         check("read bytes", bytes(data) == b"\x00\x01\xfe\xff", data)
+        sandbox.files.write("zipped.txt", "compressed " * 100, gzip=True)
+        check("gzip upload", sandbox.files.read("zipped.txt") == "compressed " * 100)
+        check("gzip download", sandbox.files.read("zipped.txt", gzip=True) == "compressed " * 100)
+        sandbox.files.write("streamed.bin", io.BytesIO(b"from a file object"))
+        check("file-object upload", sandbox.files.read("streamed.bin") == "from a file object")
+        sandbox.files.remove("zipped.txt")
+        sandbox.files.remove("streamed.bin")
         names = sorted(e.name for e in sandbox.files.list("."))
         check("list", names == ["blob.bin", "notes"], names)
         deep = sorted(e.name for e in sandbox.files.list(".", depth=2))

@@ -1,6 +1,8 @@
 //! envd's `/files`: `GET` downloads one file as raw bytes, `POST` uploads files, as
 //! `multipart/form-data` (a `file` part per file, its file name the path) or as one
-//! `application/octet-stream` body with `?path=`. Parent directories are created as envd does.
+//! `application/octet-stream` body with `?path=`, gzip-compressed when `Content-Encoding: gzip`
+//! says so (downloads are compressed for `Accept-Encoding: gzip`). Parent directories are
+//! created as envd does. A compressed upload is inflated only up to the engine's largest write.
 //! Errors are `{"code": <status>, "message": ...}`: 404 for a missing file, 400 for a path the
 //! workspace refuses, 502 for a gone sandbox.
 
@@ -67,15 +69,63 @@ pub(crate) async fn download(
     else {
         return files_error(ConnectError::invalid("the path query parameter is required").into());
     };
-    match read(&e2b, &sandbox, &path).await {
-        Ok(bytes) => (
+    let gzip = request
+        .headers()
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|e| e.trim().starts_with("gzip")));
+    let bytes = match read(&e2b, &sandbox, &path).await {
+        Ok(bytes) => bytes,
+        Err(error) => return files_error(error),
+    };
+    if !gzip {
+        return (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/octet-stream")],
             bytes,
         )
-            .into_response(),
-        Err(error) => files_error(error),
+            .into_response();
     }
+    match tokio::task::spawn_blocking(move || compress(&bytes)).await {
+        Ok(Ok(compressed)) => (
+            StatusCode::OK,
+            [
+                (header::CONTENT_TYPE, "application/octet-stream"),
+                (header::CONTENT_ENCODING, "gzip"),
+            ],
+            compressed,
+        )
+            .into_response(),
+        Ok(Err(e)) => files_error(
+            ConnectError::new(Code::Internal, format!("compressing {path}: {e}")).into(),
+        ),
+        Err(e) => files_error(
+            ConnectError::new(Code::Internal, format!("compressing {path}: {e}")).into(),
+        ),
+    }
+}
+
+fn compress(data: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(data)?;
+    encoder.finish()
+}
+
+/// Inflates a gzip upload, refusing one that inflates past `max` bytes.
+fn inflate(data: &[u8], max: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read as _;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(data)
+        .take(max.saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(|e| format!("the upload is not valid gzip: {e}"))?;
+    if out.len() as u64 > max {
+        return Err(format!(
+            "the upload inflates past the {max}-byte limit for one file"
+        ));
+    }
+    Ok(out)
 }
 
 async fn read(e2b: &E2b, sandbox: &Sandbox, path: &str) -> Result<Vec<u8>, EnvdError> {
@@ -120,12 +170,23 @@ pub(crate) async fn upload(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_ascii_lowercase();
-    if request.headers().contains_key(header::CONTENT_ENCODING) {
-        return files_error(
-            ConnectError::invalid("compressed uploads are not accepted; upload without gzip")
+    let gzip = match request
+        .headers()
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or_default().trim().to_ascii_lowercase())
+    {
+        None => false,
+        Some(e) if e == "identity" => false,
+        Some(e) if e == "gzip" && !content_type.starts_with("multipart/") => true,
+        Some(e) => {
+            return files_error(
+                ConnectError::invalid(format!(
+                    "Content-Encoding {e:?} is not accepted here: gzip an octet-stream upload, or send it uncompressed"
+                ))
                 .into(),
-        );
-    }
+            )
+        }
+    };
     let mut uploads: Vec<(String, Vec<u8>)> = Vec::new();
     if content_type.starts_with("multipart/form-data") {
         let mut multipart = match Multipart::from_request(request, &()).await {
@@ -160,6 +221,16 @@ pub(crate) async fn upload(
         };
         let limit = e2b.state.config.max_message_bytes;
         match axum::body::to_bytes(request.into_body(), limit).await {
+            Ok(data) if gzip => {
+                let max = e2b.state.engine.config().files.max_write_bytes;
+                match tokio::task::spawn_blocking(move || inflate(&data, max)).await {
+                    Ok(Ok(data)) => uploads.push((path, data)),
+                    Ok(Err(why)) => return files_error(ConnectError::invalid(why).into()),
+                    Err(e) => {
+                        return files_error(ConnectError::new(Code::Internal, e.to_string()).into())
+                    }
+                }
+            }
             Ok(data) => uploads.push((path, data.to_vec())),
             Err(e) => {
                 return files_error(
@@ -219,5 +290,21 @@ pub(crate) async fn write(
             "type": "file",
         })),
         _ => Err(refusal(outcome.error.as_deref().unwrap_or("writing failed")).into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gzip_round_trips_and_bombs_are_refused() {
+        let data = b"some text, some text, some text".repeat(100);
+        let compressed = compress(&data).expect("compress");
+        assert!(compressed.len() < data.len());
+        assert_eq!(inflate(&compressed, 1 << 20).expect("inflate"), data);
+        let error = inflate(&compressed, 100).expect_err("past the limit");
+        assert!(error.contains("100-byte limit"), "{error}");
+        assert!(inflate(b"not gzip", 100).is_err());
     }
 }

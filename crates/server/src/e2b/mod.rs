@@ -48,10 +48,11 @@ use connect::{Code, ConnectError};
 
 pub use templates::{E2bConfig, TemplateConfig};
 
-/// The envd version this server reports: every feature the SDKs gate on a version up to this
-/// one is implemented (0.1.4 recursive watch is answered as unimplemented, as every watch is;
-/// 0.5.7's octet-stream and gzip uploads are not reported).
-pub const ENVD_VERSION: &str = "0.5.2";
+/// The envd version this server reports. The SDKs gate features on it: 0.3.0 the stdin flag
+/// of `Start`, 0.4.0 no default user, 0.5.2 closing stdin, 0.5.7 octet-stream and gzip uploads.
+/// All of them are understood; what the engine cannot do (stdin of a running command, watching)
+/// is answered `unimplemented` with the reason rather than hidden behind a lower version.
+pub const ENVD_VERSION: &str = "0.5.7";
 
 /// The `clientID` of every sandbox (E2B names the cluster node; there is one here).
 const CLIENT_ID: &str = "codebeaker";
