@@ -25,6 +25,8 @@ use tokio::net::TcpStream;
 /// The API keys of the two callers (in the `e2b_<hex>` shape the SDKs insist on).
 const ALICE_KEY: &str = "e2b_a11ce0000000000000000000000000000000000a";
 const MALLORY_KEY: &str = "e2b_ba0000000000000000000000000000000000000b";
+/// A caller whose token allows one session at a time.
+const CAROL_KEY: &str = "e2b_ca201000000000000000000000000000000000c";
 
 /// How long one SDK program may run before the test fails instead of hanging.
 const PROGRAM_TIMEOUT: Duration = Duration::from_secs(240);
@@ -88,8 +90,20 @@ fn server() -> SocketAddr {
         let config = ServerConfig {
             listen: "127.0.0.1:0".parse().expect("address"),
             auth: AuthConfig {
-                tokens: vec![token(ALICE_KEY, "alice"), token(MALLORY_KEY, "mallory")],
+                tokens: vec![
+                    token(ALICE_KEY, "alice"),
+                    token(MALLORY_KEY, "mallory"),
+                    token(CAROL_KEY, "carol"),
+                ],
             },
+            caller_quotas: [(
+                "carol".to_string(),
+                codebeaker_server::CallerQuota {
+                    max_sessions: Some(1),
+                    rate_limit: None,
+                },
+            )]
+            .into(),
             e2b: E2bConfig {
                 templates: [(
                     "seeded".to_string(),
@@ -589,6 +603,35 @@ fn files_travel_gzipped_when_asked() {
         assert_eq!(broken.status, 400, "{}", broken.text());
         assert_eq!(broken.json()["code"], 400);
         assert_eq!(kill(ALICE_KEY, &id).await, 204);
+    });
+}
+
+#[test]
+fn a_callers_session_quota_bounds_its_sandboxes() {
+    block_on(async {
+        let (first, _) = create(CAROL_KEY).await;
+        let second = http(
+            "POST",
+            "/v2/sandboxes",
+            &[
+                ("x-api-key", CAROL_KEY),
+                ("content-type", "application/json"),
+            ],
+            json!({"templateID": "base"}).to_string().into_bytes(),
+        )
+        .await;
+        assert_eq!(second.status, 429, "{}", second.text());
+        let body = second.json();
+        assert_eq!(body["code"], 429);
+        assert!(
+            body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("at most 1")),
+            "{body}"
+        );
+        assert_eq!(kill(CAROL_KEY, &first).await, 204);
+        let (third, _) = create(CAROL_KEY).await;
+        assert_eq!(kill(CAROL_KEY, &third).await, 204);
     });
 }
 
