@@ -1281,3 +1281,163 @@ fn bench_python_sdk_beside_json_rpc() {
     );
     row("JSON-RPC: session.execute, existing session", &mut rpc_run);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The audit log.
+
+/// The JSON lines a subscriber wrote.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn events(&self) -> Vec<Value> {
+        let bytes = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        String::from_utf8_lossy(&bytes)
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+            .collect()
+    }
+}
+
+#[test]
+fn the_audit_log_names_the_caller_of_e2b_work_and_refusals() {
+    // Captured by a subscriber of this thread, so this test runs its own server on a
+    // current-thread runtime: every task of the server runs here.
+    let engine = engine();
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
+            "{}=info",
+            codebeaker_server::AUDIT_TARGET
+        )))
+        .with_writer(move || writer.clone())
+        .finish();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let sandbox = tracing::subscriber::with_default(subscriber, || {
+        runtime.block_on(async {
+            let token = |token: &str, caller: &str| TokenConfig {
+                token: token.into(),
+                caller: caller.into(),
+            };
+            let config = ServerConfig {
+                listen: "127.0.0.1:0".parse().expect("address"),
+                auth: AuthConfig {
+                    tokens: vec![token(ALICE_KEY, "alice"), token(MALLORY_KEY, "mallory")],
+                },
+                ..ServerConfig::default()
+            };
+            let server = Server::bind(config, engine).await.expect("bind").spawn();
+            let addr = server.local_addr();
+            let created = http_to(
+                addr,
+                "POST",
+                "/v2/sandboxes",
+                &[
+                    ("x-api-key", ALICE_KEY),
+                    ("content-type", "application/json"),
+                ],
+                json!({"templateID": "base"}).to_string().into_bytes(),
+            )
+            .await
+            .json();
+            let id = created["sandboxID"].as_str().expect("id").to_string();
+            let token = created["envdAccessToken"]
+                .as_str()
+                .expect("token")
+                .to_string();
+            let envd = [
+                ("e2b-sandbox-id", id.as_str()),
+                ("x-access-token", token.as_str()),
+            ];
+            let mut headers = envd.to_vec();
+            headers.push(("content-type", "application/connect+json"));
+            let request = json!({"process": {"cmd": "/bin/bash", "args": ["-l", "-c", "true"]}});
+            let ran = http_to(
+                addr,
+                "POST",
+                "/process.Process/Start",
+                &headers,
+                envelope(&request),
+            )
+            .await;
+            assert_eq!(ran.status, 200);
+            let mut headers = envd.to_vec();
+            headers.push(("content-type", "application/octet-stream"));
+            let wrote = http_to(addr, "POST", "/files?path=a.txt", &headers, b"a".to_vec()).await;
+            assert_eq!(wrote.status, 200, "{}", wrote.text());
+            let peek = http_to(
+                addr,
+                "GET",
+                &format!("/sandboxes/{id}"),
+                &[("x-api-key", MALLORY_KEY)],
+                Vec::new(),
+            )
+            .await;
+            assert_eq!(peek.status, 404);
+            let run = http_to(
+                addr,
+                "GET",
+                "/files?path=a.txt",
+                &[("e2b-sandbox-id", id.as_str()), ("x-api-key", MALLORY_KEY)],
+                Vec::new(),
+            )
+            .await;
+            assert_eq!(run.status, 502);
+            let killed = http_to(
+                addr,
+                "DELETE",
+                &format!("/sandboxes/{id}"),
+                &[("x-api-key", ALICE_KEY)],
+                Vec::new(),
+            )
+            .await;
+            assert_eq!(killed.status, 204);
+            server.shutdown().await.expect("shutdown");
+            id
+        })
+    });
+    drop(runtime);
+    let events = captured.events();
+    let find = |what: &str, matches: &dyn Fn(&Value) -> bool| -> Value {
+        events
+            .iter()
+            .find(|e| e["event"] == what && matches(e))
+            .cloned()
+            .unwrap_or_else(|| panic!("no {what} event like that among {events:#?}"))
+    };
+    let alices = |e: &Value| e["caller"] == "alice" && e["session_id"] == json!(sandbox);
+    assert_eq!(find("session.create", &alices)["success"], true);
+    let shell = find("command", &|e| alices(e) && e["command"] == "shell");
+    assert_eq!(shell["success"], true, "{shell}");
+    find("command", &|e| alices(e) && e["command"] == "write_file");
+    assert_eq!(find("session.close", &alices)["reason"], "client");
+    let refusals: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["event"] == "refused" && e["caller"] == "mallory")
+        .collect();
+    assert_eq!(refusals.len(), 2, "mallory's two tries: {events:#?}");
+    for refusal in refusals {
+        assert_eq!(refusal["reason"], "session_not_found", "{refusal}");
+        assert_eq!(refusal["session_id"], json!(sandbox), "{refusal}");
+    }
+}

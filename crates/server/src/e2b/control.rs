@@ -89,6 +89,18 @@ fn not_found(id: &str) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, format!("sandbox {id} not found"))
 }
 
+/// The 404 of a sandbox the caller has not (another caller's, a killed one, a made-up id),
+/// written to the audit log as a JSON-RPC `session_not_found` refusal is.
+fn refused_not_found(caller: &Caller, route: &str, id: &str) -> ApiError {
+    let error = ErrorObject::session_not_found(id);
+    let subject = audit::Subject {
+        session_id: Some(id),
+        command: None,
+    };
+    audit::refused(caller, route, &error, subject);
+    not_found(id)
+}
+
 fn timestamp(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
@@ -137,6 +149,12 @@ pub(crate) async fn create(
         }
     };
     let sessions = &state.engine.config().sessions;
+    if request.timeout == Some(0) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "timeout must be at least 1 second",
+        ));
+    }
     let lifetime = request
         .timeout
         .map_or(DEFAULT_TIMEOUT, Duration::from_secs)
@@ -241,8 +259,10 @@ fn detail_json(e2b: &E2b, sandbox: &Sandbox) -> Value {
 }
 
 /// The caller's sandbox `id`, if its session still runs.
-fn live_sandbox(e2b: &E2b, caller: &Caller, id: &str) -> Result<Sandbox, ApiError> {
-    let sandbox = e2b.sandbox(caller, id).ok_or_else(|| not_found(id))?;
+fn live_sandbox(e2b: &E2b, caller: &Caller, id: &str, route: &str) -> Result<Sandbox, ApiError> {
+    let sandbox = e2b
+        .sandbox(caller, id)
+        .ok_or_else(|| refused_not_found(caller, route, id))?;
     let alive = e2b
         .state
         .engine
@@ -251,7 +271,7 @@ fn live_sandbox(e2b: &E2b, caller: &Caller, id: &str) -> Result<Sandbox, ApiErro
         .any(|s| s.id == sandbox.id);
     if !alive {
         e2b.forget(id);
-        return Err(not_found(id));
+        return Err(refused_not_found(caller, route, id));
     }
     Ok(sandbox)
 }
@@ -263,7 +283,7 @@ pub(crate) async fn info(
     Path(id): Path<String>,
 ) -> ApiResult {
     let caller = e2b.api_caller(&headers, "/sandboxes/{id}")?;
-    let sandbox = live_sandbox(&e2b, &caller, &id)?;
+    let sandbox = live_sandbox(&e2b, &caller, &id, "/sandboxes/{id}")?;
     Ok(Json(detail_json(&e2b, &sandbox)).into_response())
 }
 
@@ -390,9 +410,12 @@ pub(crate) async fn kill(
     Path(id): Path<String>,
 ) -> ApiResult {
     let caller = e2b.api_caller(&headers, "/sandboxes/{id}")?;
-    let sandbox = e2b.sandbox(&caller, &id).ok_or_else(|| not_found(&id))?;
+    let route = "/sandboxes/{id}";
+    let sandbox = e2b
+        .sandbox(&caller, &id)
+        .ok_or_else(|| refused_not_found(&caller, route, &id))?;
     if !e2b.close(&sandbox, "client").await {
-        return Err(not_found(&id));
+        return Err(refused_not_found(&caller, route, &id));
     }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -412,7 +435,7 @@ pub(crate) async fn set_timeout(
     let caller = e2b.api_caller(&headers, "/sandboxes/{id}/timeout")?;
     let request: TimeoutBody = decode_or_default(&body)?;
     let seconds = request.timeout.unwrap_or(DEFAULT_TIMEOUT.as_secs());
-    live_sandbox(&e2b, &caller, &id)?;
+    live_sandbox(&e2b, &caller, &id, "/sandboxes/{id}/timeout")?;
     if !e2b.update(&caller, &id, |s| s.end_at = end_in(s, seconds)) {
         return Err(not_found(&id));
     }
@@ -429,7 +452,7 @@ pub(crate) async fn refresh(
     let caller = e2b.api_caller(&headers, "/sandboxes/{id}/refreshes")?;
     let request: RefreshBody = decode_or_default(&body)?;
     let seconds = request.duration.unwrap_or(DEFAULT_TIMEOUT.as_secs());
-    live_sandbox(&e2b, &caller, &id)?;
+    live_sandbox(&e2b, &caller, &id, "/sandboxes/{id}/refreshes")?;
     e2b.update(&caller, &id, |s| {
         s.end_at = s.end_at.max(end_in(s, seconds))
     });
@@ -446,7 +469,7 @@ pub(crate) async fn connect(
 ) -> ApiResult {
     let caller = e2b.api_caller(&headers, "/sandboxes/{id}/connect")?;
     let request: TimeoutBody = decode_or_default(&body)?;
-    let mut sandbox = live_sandbox(&e2b, &caller, &id)?;
+    let mut sandbox = live_sandbox(&e2b, &caller, &id, "/sandboxes/{id}/connect")?;
     if let Some(seconds) = request.timeout {
         let end = sandbox.end_at.max(end_in(&sandbox, seconds));
         sandbox.end_at = end;
@@ -462,7 +485,7 @@ pub(crate) async fn pause(
     Path(id): Path<String>,
 ) -> ApiResult {
     let caller = e2b.api_caller(&headers, "/sandboxes/{id}/pause")?;
-    live_sandbox(&e2b, &caller, &id)?;
+    live_sandbox(&e2b, &caller, &id, "/sandboxes/{id}/pause")?;
     Err(ApiError::new(
         StatusCode::NOT_IMPLEMENTED,
         "pausing a sandbox is not supported by this server: a box's memory cannot be saved; kill it and create a new one",

@@ -331,14 +331,29 @@ impl E2b {
                     error.message,
                 )));
             }
-            let sandbox = found.ok_or_else(|| EnvdError::Gone(id.clone()))?;
-            let by_token = token.is_some_and(|t| same_secret(t.trim(), &sandbox.access_token));
-            let by_key = || {
-                self.key_caller(headers)
-                    .is_ok_and(|caller| caller == sandbox.caller)
+            let key_caller = has_key.then(|| self.key_caller(headers).ok()).flatten();
+            let refuse = |id: String| {
+                // Another caller's sandbox is not there for it; a wrong token names nobody.
+                let error = codebeaker_protocol::jsonrpc::ErrorObject::session_not_found(&id);
+                match &key_caller {
+                    Some(caller) => {
+                        let subject = audit::Subject {
+                            session_id: Some(&id),
+                            command: None,
+                        };
+                        audit::refused(caller, route, &error, subject);
+                    }
+                    None => audit::unauthorized(route, None, &error),
+                }
+                EnvdError::Gone(id)
             };
-            if !(by_token || by_key()) {
-                return Err(EnvdError::Gone(id));
+            let Some(sandbox) = found else {
+                return Err(refuse(id));
+            };
+            let by_token = token.is_some_and(|t| same_secret(t.trim(), &sandbox.access_token));
+            let by_key = key_caller.as_ref() == Some(&sandbox.caller);
+            if !(by_token || by_key) {
+                return Err(refuse(id));
             }
             sandbox
         } else {

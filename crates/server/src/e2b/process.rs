@@ -86,11 +86,14 @@ pub(crate) async fn call(
             return connect::stream_error(&error);
         }
         "List" => Ok(list(&e2b, &sandbox)),
-        "SendInput" | "StreamInput" | "CloseStdin" => {
-            connect::decode_unary::<SelectorRequest>(&body)
-                .map_err(EnvdError::from)
-                .and_then(|r| Err(selected_error(&e2b, &sandbox, r.process, &method).into()))
-        }
+        "SendInput" | "CloseStdin" => connect::decode_unary::<SelectorRequest>(&body)
+            .map_err(EnvdError::from)
+            .and_then(|r| Err(selected_error(&e2b, &sandbox, r.process, &method).into())),
+        "StreamInput" => Err(ConnectError::unimplemented(
+            "StreamInput",
+            "a command's standard input is fixed when it starts (commands start with stdin closed)",
+        )
+        .into()),
         "SendSignal" => connect::decode_unary::<SelectorRequest>(&body)
             .map_err(EnvdError::from)
             .and_then(|r| Err(selected_error(&e2b, &sandbox, r.process, "SendSignal").into())),
