@@ -148,6 +148,13 @@ def lifecycle():
     except Exception as e:
         check("get_info of a killed sandbox is not found", "not found" in str(e), str(e))
 
+    busy = Sandbox.create()
+    busy.commands.run("sleep 30", background=True)
+    started = time.monotonic()
+    check("kill of a sandbox running a command", busy.kill() is True)
+    check("kill does not wait for the command", time.monotonic() - started < 10)
+    check("the busy sandbox is gone at once", busy.is_running() is False)
+
     short = Sandbox.create(timeout=2)
     time.sleep(4)
     check("a sandbox ends at its timeout", short.is_running() is False)

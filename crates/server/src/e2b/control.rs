@@ -28,6 +28,8 @@ use crate::error::engine_error;
 
 /// A sandbox's lifetime when create does not say (E2B's default).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long `DELETE` waits for the box to go before it answers all the same.
+const KILL_WAIT: Duration = Duration::from_secs(2);
 /// Entries of one `GET /v2/sandboxes` page when the request does not say.
 const DEFAULT_PAGE: usize = 100;
 
@@ -414,7 +416,9 @@ pub(crate) async fn kill(
     let sandbox = e2b
         .sandbox(&caller, &id)
         .ok_or_else(|| refused_not_found(&caller, route, &id))?;
-    if !e2b.close(&sandbox, "client").await {
+    // A sandbox whose command is still running is gone at once and ends with that command.
+    let closing = e2b.close_soon(sandbox, "client");
+    if let Ok(Ok(false)) = tokio::time::timeout(KILL_WAIT, closing).await {
         return Err(refused_not_found(&caller, route, &id));
     }
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -224,6 +224,19 @@ impl E2b {
         }
     }
 
+    /// Closes the sandbox on a task of its own, and makes it gone for every call at once: the
+    /// engine lets a command in progress run to its end (its timeout at the latest) before the
+    /// box goes, and no caller should wait for that.
+    pub(crate) fn close_soon(
+        self: &Arc<Self>,
+        sandbox: Sandbox,
+        reason: &'static str,
+    ) -> tokio::task::JoinHandle<bool> {
+        self.forget(&sandbox.id);
+        let door = Arc::clone(self);
+        tokio::spawn(async move { door.close(&sandbox, reason).await })
+    }
+
     /// Kills the sandboxes past their `endAt`, until the door is dropped.
     async fn reap(door: Weak<E2b>) {
         let mut tick = tokio::time::interval(REAP_EVERY);
@@ -239,7 +252,7 @@ impl E2b {
                 .collect();
             for sandbox in expired {
                 tracing::info!(sandbox = %sandbox.id, "sandbox timeout reached; killing it");
-                e2b.close(&sandbox, "timeout").await;
+                drop(e2b.close_soon(sandbox, "timeout"));
             }
         }
     }
