@@ -834,6 +834,42 @@ mod tests {
     }
 
     #[test]
+    fn e2b_templates_come_from_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("codebeaker.toml");
+        std::fs::write(
+            &file,
+            "[e2b.templates.node-app]\nlanguages = [\"javascript\"]\nmemory_mb = 256\n\
+             files = { \"src/index.js\" = \"console.log(1)\\n\" }\n",
+        )
+        .expect("write");
+        let (config, _) = Config::load(Some(&file), None).expect("valid");
+        let server = config.server_config();
+        server.validate().expect("the server accepts it");
+        let template = server.e2b.template("node-app").expect("the template");
+        assert_eq!(template.language(), "javascript");
+        assert_eq!(template.memory_mb, Some(256));
+        assert_eq!(template.files["src/index.js"], "console.log(1)\n");
+        assert!(server.e2b.template("base").is_some(), "built-ins stay");
+
+        std::fs::write(&file, "[e2b.templates.tiny]\nmemory_mb = 1\n").expect("write");
+        let (config, _) = Config::load(Some(&file), None).expect("parses");
+        let error = config
+            .server_config()
+            .validate()
+            .expect_err("too little memory");
+        assert!(
+            error.to_string().contains("e2b.templates.tiny.memory_mb"),
+            "{error}"
+        );
+        std::fs::write(&file, "[e2b.templates.x]\nlanguage = \"python\"\n").expect("write");
+        assert!(
+            Config::load(Some(&file), None).is_err(),
+            "unknown keys are refused"
+        );
+    }
+
+    #[test]
     fn token_entries_carry_per_caller_quotas() {
         let mut config = Config::default();
         config.rate_limit.requests_per_second = 10.0;
