@@ -426,7 +426,9 @@ pub(crate) async fn kill(
 
 /// The new end of a sandbox `seconds` from now, within the engine's maximum lifetime.
 fn end_in(sandbox: &Sandbox, seconds: u64) -> SystemTime {
-    (SystemTime::now() + Duration::from_secs(seconds)).min(sandbox.latest_end)
+    SystemTime::now()
+        .checked_add(Duration::from_secs(seconds))
+        .map_or(sandbox.latest_end, |end| end.min(sandbox.latest_end))
 }
 
 /// `POST /sandboxes/{id}/timeout`: the sandbox now ends `timeout` seconds from now.
@@ -518,6 +520,28 @@ mod tests {
         assert_eq!(query.next_token.as_deref(), Some("abc"));
         assert!(list_query(Some("limit=0")).is_err());
         assert!(list_query(None).expect("empty").metadata.is_empty());
+    }
+
+    #[test]
+    fn timeouts_end_within_the_longest_lifetime_whatever_is_asked() {
+        let now = SystemTime::now();
+        let sandbox = Sandbox {
+            id: "s".into(),
+            caller: Caller::anonymous(),
+            template: "base".into(),
+            metadata: BTreeMap::new(),
+            env_vars: BTreeMap::new(),
+            access_token: "t".into(),
+            started_at: now,
+            end_at: now,
+            latest_end: now + Duration::from_secs(3600),
+            cpu_count: 1,
+            memory_mb: 512,
+        };
+        assert_eq!(end_in(&sandbox, u64::MAX), sandbox.latest_end);
+        assert_eq!(end_in(&sandbox, 7200), sandbox.latest_end);
+        let soon = end_in(&sandbox, 60);
+        assert!(soon < sandbox.latest_end && soon >= now + Duration::from_secs(59));
     }
 
     #[test]
