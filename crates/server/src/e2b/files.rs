@@ -24,6 +24,9 @@ use serde_json::{json, Value};
 use super::connect::{Code, ConnectError};
 use super::{plain_error, refusal, E2b, EnvdError, Sandbox};
 
+/// Files one multipart upload may carry (each is written by its own engine commands).
+const MAX_FILES_PER_UPLOAD: usize = 1000;
+
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct FilesQuery {
     path: Option<String>,
@@ -201,6 +204,14 @@ pub(crate) async fn upload(
             };
             if field.name() != Some("file") {
                 continue;
+            }
+            if uploads.len() >= MAX_FILES_PER_UPLOAD {
+                return files_error(
+                    ConnectError::invalid(format!(
+                        "an upload may carry at most {MAX_FILES_PER_UPLOAD} files; split it"
+                    ))
+                    .into(),
+                );
             }
             let name = field.file_name().map(str::to_string);
             let data = match field.bytes().await {
