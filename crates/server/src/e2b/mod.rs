@@ -12,12 +12,18 @@
 //!   answer handed out; `GET /health` with that header is the sandbox's health;
 //! - **templates** ([`templates`]): box profiles named by `templateID`.
 //!
+//! Who a request speaks for is `access`'s; the shapes of errors are `errors`'. This file holds
+//! the door's state (its sandboxes and their running commands), the one way it runs a command,
+//! and the routes.
+//!
 //! Like the JSON-RPC door it is a translation: every command is one engine call, and auth, rate
 //! limits, quotas, metrics and the audit log are the server's own. An unknown or killed sandbox
 //! on any envd path answers 502 with "was not found", which is how the SDKs learn it is gone.
 
+mod access;
 mod connect;
 mod control;
+mod errors;
 mod files;
 mod filesystem;
 mod process;
@@ -29,7 +35,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::middleware::{from_fn_with_state, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -37,14 +43,12 @@ use axum::Router;
 use codebeaker_engine::{Caller, CommandOutcome, EngineError, SessionEndSubscription};
 use codebeaker_protocol::commands::Command;
 use codebeaker_sandbox::OutputChunk;
-use serde_json::json;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::audit;
 use crate::error::engine_error;
-use crate::rate_limit::RateLimiter;
 use crate::state::AppState;
-use connect::{Code, ConnectError};
+pub(crate) use errors::{gone, plain_error, refusal, ApiError, EnvdError};
 
 pub use templates::{E2bConfig, TemplateConfig};
 
@@ -257,127 +261,6 @@ impl E2b {
         }
     }
 
-    /// The caller an `X-API-Key` (or a bearer token) names: anonymous when auth is off. Rate
-    /// limited like every other request of the caller.
-    pub(crate) fn api_caller(&self, headers: &HeaderMap, route: &str) -> Result<Caller, ApiError> {
-        let caller = self.key_caller(headers).map_err(|error| {
-            audit::unauthorized(route, None, &error);
-            ApiError::new(StatusCode::UNAUTHORIZED, error.message)
-        })?;
-        self.rate_limit(&caller, route)
-            .map_err(|ms| ApiError::new(StatusCode::TOO_MANY_REQUESTS, rate_message(ms)))?;
-        Ok(caller)
-    }
-
-    fn key_caller(
-        &self,
-        headers: &HeaderMap,
-    ) -> Result<Caller, codebeaker_protocol::jsonrpc::ErrorObject> {
-        let auth = &self.state.auth;
-        if !auth.enabled() {
-            return Ok(Caller::anonymous());
-        }
-        match headers.get("x-api-key") {
-            // The same tokens as `Authorization: Bearer`, checked by the same code.
-            Some(key) => {
-                let mut as_bearer = HeaderMap::new();
-                let value = key
-                    .to_str()
-                    .ok()
-                    .and_then(|k| HeaderValue::from_str(&format!("Bearer {}", k.trim())).ok())
-                    .ok_or_else(|| {
-                        codebeaker_protocol::jsonrpc::ErrorObject::unauthorized(
-                            "the X-API-Key header is not valid text",
-                        )
-                    })?;
-                as_bearer.insert(header::AUTHORIZATION, value);
-                auth.authenticate(&as_bearer, None)
-            }
-            None if headers.contains_key(header::AUTHORIZATION) => auth.authenticate(headers, None),
-            None => Err(codebeaker_protocol::jsonrpc::ErrorObject::unauthorized(
-                "missing API key: send X-API-Key (E2B_API_KEY) with a token of this server",
-            )),
-        }
-    }
-
-    fn rate_limit(&self, caller: &Caller, route: &str) -> Result<(), u64> {
-        self.state
-            .limiter
-            .check(caller)
-            .inspect_err(|&retry_after_ms| {
-                self.state.metrics.rate_limited();
-                let error = RateLimiter::error(retry_after_ms);
-                audit::refused(caller, route, &error, audit::Subject::default());
-            })
-    }
-
-    /// The sandbox an envd request is for, checked against its credentials: with auth on, the
-    /// sandbox's access token (`X-Access-Token`) or its owner's API key. A sandbox that is not
-    /// there, or not the credentials' owner's, is gone for this request.
-    pub(crate) fn envd_sandbox(
-        &self,
-        headers: &HeaderMap,
-        route: &str,
-    ) -> Result<Sandbox, EnvdError> {
-        let id = headers
-            .get(SANDBOX_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|id| !id.is_empty())
-            .ok_or_else(|| {
-                EnvdError::Connect(ConnectError::invalid(
-                    "missing the E2b-Sandbox-Id header (set E2B_SANDBOX_URL to this server)",
-                ))
-            })?
-            .to_string();
-        let found = lock(&self.sandboxes).get(&id).cloned();
-        let sandbox = if self.state.auth.enabled() {
-            let token = headers.get("x-access-token").and_then(|v| v.to_str().ok());
-            let has_key = headers.contains_key("x-api-key");
-            if token.is_none() && !has_key {
-                let error = codebeaker_protocol::jsonrpc::ErrorObject::unauthorized(
-                    "missing X-Access-Token: use the envdAccessToken of the sandbox's create answer",
-                );
-                audit::unauthorized(route, None, &error);
-                return Err(EnvdError::Connect(ConnectError::new(
-                    Code::Unauthenticated,
-                    error.message,
-                )));
-            }
-            let key_caller = has_key.then(|| self.key_caller(headers).ok()).flatten();
-            let refuse = |id: String| {
-                // Another caller's sandbox is not there for it; a wrong token names nobody.
-                let error = codebeaker_protocol::jsonrpc::ErrorObject::session_not_found(&id);
-                match &key_caller {
-                    Some(caller) => {
-                        let subject = audit::Subject {
-                            session_id: Some(&id),
-                            command: None,
-                        };
-                        audit::refused(caller, route, &error, subject);
-                    }
-                    None => audit::unauthorized(route, None, &error),
-                }
-                EnvdError::Gone(id)
-            };
-            let Some(sandbox) = found else {
-                return Err(refuse(id));
-            };
-            let by_token = token.is_some_and(|t| same_secret(t.trim(), &sandbox.access_token));
-            let by_key = key_caller.as_ref() == Some(&sandbox.caller);
-            if !(by_token || by_key) {
-                return Err(refuse(id));
-            }
-            sandbox
-        } else {
-            found.ok_or(EnvdError::Gone(id))?
-        };
-        self.rate_limit(&sandbox.caller, route).map_err(|ms| {
-            EnvdError::Connect(ConnectError::new(Code::ResourceExhausted, rate_message(ms)))
-        })?;
-        Ok(sandbox)
-    }
-
     /// Runs one command in the sandbox's session, counted and written to the audit log like a
     /// `session.execute`.
     pub(crate) async fn run(
@@ -413,7 +296,7 @@ impl E2b {
                         error: Some(&error),
                     },
                 );
-                return Err(EnvdError::Connect(rpc_error(&error)));
+                return Err(EnvdError::Connect(errors::rpc_error(&error)));
             }
         };
         self.state.metrics.command(kind);
@@ -429,109 +312,6 @@ impl E2b {
             },
         );
         Ok(outcome)
-    }
-}
-
-/// A JSON-RPC error of the engine as a Connect error.
-fn rpc_error(error: &codebeaker_protocol::jsonrpc::ErrorObject) -> ConnectError {
-    use codebeaker_protocol::jsonrpc::ErrorCode;
-    let code = match ErrorCode::from_code(error.code) {
-        Some(ErrorCode::InvalidParams | ErrorCode::InvalidRequest | ErrorCode::ParseError) => {
-            Code::InvalidArgument
-        }
-        Some(ErrorCode::UnsupportedLanguage) => Code::FailedPrecondition,
-        Some(ErrorCode::SessionNotFound) => Code::NotFound,
-        Some(ErrorCode::LimitReached | ErrorCode::RateLimited) => Code::ResourceExhausted,
-        Some(ErrorCode::Unauthorized) => Code::Unauthenticated,
-        _ => Code::Internal,
-    };
-    ConnectError::new(code, error.message.clone())
-}
-
-/// A command-level failure of a file command (the box's words) as a Connect error.
-pub(crate) fn refusal(message: &str) -> ConnectError {
-    let lower = message.to_ascii_lowercase();
-    let code = if lower.contains("no such file or directory") {
-        Code::NotFound
-    } else if lower.contains("already exists") {
-        Code::AlreadyExists
-    } else if lower.contains("permission denied") {
-        Code::PermissionDenied
-    } else {
-        Code::InvalidArgument
-    };
-    ConnectError::new(code, message)
-}
-
-fn rate_message(retry_after_ms: u64) -> String {
-    format!("rate limit reached; retry in {retry_after_ms} ms")
-}
-
-fn same_secret(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// A control-plane error: `{"code": <status>, "message": ...}` (the only shape the SDKs read).
-#[derive(Debug)]
-pub(crate) struct ApiError {
-    pub status: StatusCode,
-    pub message: String,
-}
-
-impl ApiError {
-    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            message: message.into(),
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        plain_error(self.status, &self.message)
-    }
-}
-
-pub(crate) fn plain_error(status: StatusCode, message: &str) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        json!({ "code": status.as_u16(), "message": message }).to_string(),
-    )
-        .into_response()
-}
-
-/// Why an envd request failed.
-#[derive(Debug)]
-pub(crate) enum EnvdError {
-    /// The sandbox is unknown, killed, or not the credentials' owner's.
-    Gone(String),
-    /// Anything else, as Connect says it.
-    Connect(ConnectError),
-}
-
-impl From<ConnectError> for EnvdError {
-    fn from(error: ConnectError) -> Self {
-        EnvdError::Connect(error)
-    }
-}
-
-/// The 502 that tells the SDKs a sandbox is gone (they look for "was not found").
-pub(crate) fn gone(id: &str) -> Response {
-    plain_error(
-        StatusCode::BAD_GATEWAY,
-        &format!("The sandbox {id} was not found"),
-    )
-}
-
-impl IntoResponse for EnvdError {
-    fn into_response(self) -> Response {
-        match self {
-            EnvdError::Gone(id) => gone(&id),
-            EnvdError::Connect(error) => error.into_response(),
-        }
     }
 }
 
@@ -585,31 +365,5 @@ async fn sandbox_health(State(e2b): State<Arc<E2b>>, request: Request, next: Nex
             gone(&sandbox.id)
         }
         Err(error) => error.into_response(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn refusals_map_to_connect_codes() {
-        assert_eq!(
-            refusal("a.txt: no such file or directory").code,
-            Code::NotFound
-        );
-        assert_eq!(refusal("d: already exists").code, Code::AlreadyExists);
-        assert_eq!(refusal("x: permission denied").code, Code::PermissionDenied);
-        assert_eq!(
-            refusal("path \"/etc\" is outside the workspace").code,
-            Code::InvalidArgument
-        );
-    }
-
-    #[test]
-    fn secrets_compare_whole() {
-        assert!(same_secret("abc", "abc"));
-        assert!(!same_secret("abc", "abd"));
-        assert!(!same_secret("ab", "abc"));
     }
 }
