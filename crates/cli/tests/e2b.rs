@@ -481,6 +481,17 @@ fn control_plane_errors_are_code_and_message() {
         .await;
         assert_eq!(gone.status, 404);
 
+        for path in [
+            "/sandboxes/nope/metrics",
+            "/v2/sandboxes/nope/logs",
+            "/templates",
+        ] {
+            let unsupported = http("GET", path, &[("x-api-key", ALICE_KEY)], Vec::new()).await;
+            assert_eq!(unsupported.status, 501, "{path}: {}", unsupported.text());
+            assert_eq!(unsupported.json()["code"], 501, "{path}");
+            assert!(unsupported.text().contains("not supported"), "{path}");
+        }
+
         let health = http(
             "GET",
             "/health",

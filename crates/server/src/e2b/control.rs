@@ -498,6 +498,24 @@ pub(crate) async fn pause(
     ))
 }
 
+/// Any other control-plane call (metrics, logs, snapshots, forks, template builds, ...): 501,
+/// in the shape the SDKs read, naming the call.
+pub(crate) async fn unsupported(
+    State(e2b): State<Arc<E2b>>,
+    headers: HeaderMap,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+) -> ApiResult {
+    e2b.api_caller(&headers, "/sandboxes")?;
+    Err(ApiError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        format!(
+            "{method} {} is not supported by this server (see docs/e2b.md for what is)",
+            uri.path()
+        ),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

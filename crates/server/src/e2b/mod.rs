@@ -38,7 +38,7 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{from_fn_with_state, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{any, delete, get, post};
 use axum::Router;
 use codebeaker_engine::{Caller, CommandOutcome, EngineError, SessionEndSubscription};
 use codebeaker_protocol::commands::Command;
@@ -333,6 +333,12 @@ pub(crate) fn mount(router: Router<AppState>, state: &AppState) -> Router<AppSta
         .route("/sandboxes/{id}/connect", post(control::connect))
         .route("/v2/sandboxes/{id}/connect", post(control::connect))
         .route("/sandboxes/{id}/pause", post(control::pause))
+        .route("/sandboxes/{id}/{*rest}", any(control::unsupported))
+        .route("/v2/sandboxes/{id}/{*rest}", any(control::unsupported))
+        .route("/templates", any(control::unsupported))
+        .route("/templates/{*rest}", any(control::unsupported))
+        .route("/v2/templates", any(control::unsupported))
+        .route("/v2/templates/{*rest}", any(control::unsupported))
         // envd.
         .route("/files", get(files::download).post(files::upload))
         .route("/process.Process/{method}", post(process::call))
