@@ -69,6 +69,17 @@ def commands():
         waited = handle.wait()
         check("wait() returns its output", waited.stdout == "background\n", waited.stdout)
         check("kill() of a finished command is False", sandbox.commands.kill(handle.pid) is False)
+
+        handle = sandbox.commands.run("sleep 1; echo followed", background=True)
+        follower = sandbox.commands.connect(handle.pid)
+        followed = follower.wait()
+        check("connect follows a running command", followed.stdout == "followed\n", followed.stdout)
+        check("its own handle sees the same", handle.wait().stdout == "followed\n")
+        try:
+            sandbox.commands.connect(999999).wait()
+            check("connect to an unknown pid raises", False)
+        except NotFoundException as e:
+            check("connect to an unknown pid is not found", "999999" in str(e), str(e))
     finally:
         sandbox.kill()
 

@@ -98,6 +98,8 @@ pub(crate) struct RunningProcess {
     pub envs: BTreeMap<String, String>,
     pub cwd: Option<String>,
     pub tag: Option<String>,
+    /// Every envelope of its stream after `start`, for `Connect`ed followers.
+    pub events: tokio::sync::broadcast::Sender<axum::body::Bytes>,
 }
 
 type Table = Arc<Mutex<HashMap<String, Sandbox>>>;

@@ -6,9 +6,10 @@
 //! always closed by the end-of-stream envelope. The command is killed at `Connect-Timeout-Ms`
 //! (bounded by the engine's longest run); a client that goes away does not stop it.
 //!
-//! What the engine cannot do yet is answered `unimplemented` with the reason: attaching to a
-//! running command (`Connect`), its standard input (`SendInput`, `StreamInput`, `CloseStdin`),
-//! signals (`SendSignal`), terminals (`pty`) and `Update`.
+//! `Connect` follows a running command from then on (its earlier output is not kept). What the
+//! engine cannot do yet is answered `unimplemented` with the reason: a running command's
+//! standard input (`SendInput`, `StreamInput`, `CloseStdin`), signals (`SendSignal`), terminals
+//! (`pty`) and `Update`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,13 +24,15 @@ use codebeaker_protocol::commands::{Command, ShellCommand};
 use codebeaker_sandbox::{OutputChunk, Stream};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 
 use super::connect::{self, Code, ConnectError, STREAM_CONTENT_TYPE};
 use super::{E2b, EnvdError, RunningProcess, Sandbox};
 
 /// Keepalive interval when the client does not ask for one (seconds).
 const DEFAULT_KEEPALIVE_SECS: u64 = 50;
+/// Envelopes a `Connect`ed follower may fall behind by before it skips some.
+const FOLLOWER_BUFFER: usize = 256;
 /// Envelopes waiting for a slow client before output is held back.
 const STREAM_BUFFER: usize = 64;
 
@@ -79,11 +82,10 @@ pub(crate) async fn call(
     let result = match method.as_str() {
         "Start" => return start(e2b, sandbox, &headers, &body).await,
         "Connect" => {
-            let error = match connect::decode_stream_request::<SelectorRequest>(&body) {
-                Ok(request) => selected_error(&e2b, &sandbox, request.process, "Connect"),
-                Err(error) => error,
+            return match connect::decode_stream_request::<SelectorRequest>(&body) {
+                Ok(request) => follow(&e2b, &sandbox, request.process.unwrap_or_default()),
+                Err(error) => connect::stream_error(&error),
             };
-            return connect::stream_error(&error);
         }
         "List" => Ok(list(&e2b, &sandbox)),
         "SendInput" | "CloseStdin" => connect::decode_unary::<SelectorRequest>(&body)
@@ -135,7 +137,6 @@ fn selected_error(
         return ConnectError::new(Code::NotFound, format!("process with {which} not found"));
     }
     let missing = match method {
-        "Connect" => "a running command's output goes only to the request that started it",
         "SendSignal" => {
             "a running command cannot be signalled yet; it ends when it exits or at its timeout"
         }
@@ -144,6 +145,57 @@ fn selected_error(
         }
     };
     ConnectError::unimplemented(method, missing)
+}
+
+/// Where a `Connect`ed follower is in its stream.
+enum Follow {
+    Start(Bytes, broadcast::Receiver<Bytes>),
+    Events(broadcast::Receiver<Bytes>),
+    Done,
+}
+
+/// `Connect`: the running command's events from now on (`start{pid}` first), to its end.
+fn follow(e2b: &E2b, sandbox: &Sandbox, selector: Selector) -> Response {
+    let found = e2b.processes(&sandbox.id).into_iter().find(|(pid, p)| {
+        selector.pid == Some(*pid) || (selector.tag.is_some() && selector.tag == p.tag)
+    });
+    let Some((pid, process)) = found else {
+        return connect::stream_error(&selected_error(e2b, sandbox, Some(selector), "Connect"));
+    };
+    let start = event(json!({ "start": { "pid": pid } }));
+    let state = Follow::Start(start, process.events.subscribe());
+    let stream = futures_util::stream::unfold(state, |state| async move {
+        match state {
+            Follow::Start(start, events) => Some((
+                Ok::<Bytes, std::convert::Infallible>(start),
+                Follow::Events(events),
+            )),
+            Follow::Events(mut events) => loop {
+                match events.recv().await {
+                    Ok(bytes) => {
+                        let next = if bytes.first() == Some(&connect::END_STREAM) {
+                            Follow::Done
+                        } else {
+                            Follow::Events(events)
+                        };
+                        return Some((Ok(bytes), next));
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    // The command's stream is over without its end reaching this follower.
+                    Err(broadcast::error::RecvError::Closed) => {
+                        return Some((Ok(connect::end_of_stream(None)), Follow::Done));
+                    }
+                }
+            },
+            Follow::Done => None,
+        }
+    });
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, STREAM_CONTENT_TYPE)],
+        Body::from_stream(stream),
+    )
+        .into_response()
 }
 
 fn list(e2b: &E2b, sandbox: &Sandbox) -> Value {
@@ -211,6 +263,7 @@ async fn start(e2b: Arc<E2b>, sandbox: Sandbox, headers: &HeaderMap, body: &[u8]
         ),
         stream: None,
     });
+    let (events, _) = broadcast::channel(FOLLOWER_BUFFER);
     let pid = e2b.process_started(RunningProcess {
         sandbox_id: sandbox.id.clone(),
         cmd: config.cmd,
@@ -218,19 +271,13 @@ async fn start(e2b: Arc<E2b>, sandbox: Sandbox, headers: &HeaderMap, body: &[u8]
         envs: config.envs,
         cwd: config.cwd,
         tag: request.tag,
+        events: events.clone(),
     });
     let _ = request.stdin;
     let (tx, mut rx) = mpsc::channel::<Bytes>(STREAM_BUFFER);
     tokio::spawn(async move {
-        drive(
-            &e2b,
-            sandbox,
-            command,
-            pid,
-            Duration::from_secs(keepalive),
-            tx,
-        )
-        .await;
+        let keepalive = Duration::from_secs(keepalive);
+        drive(&e2b, sandbox, command, pid, keepalive, tx, events).await;
         e2b.process_ended(pid);
     });
     let stream = futures_util::stream::poll_fn(move |cx| {
@@ -253,14 +300,17 @@ async fn drive(
     pid: u32,
     keepalive: Duration,
     tx: mpsc::Sender<Bytes>,
+    followers: broadcast::Sender<Bytes>,
 ) {
+    let _ = tx.send(event(json!({ "start": { "pid": pid } }))).await;
     let send = |bytes: Bytes| {
         let tx = tx.clone();
+        // No follower, or one too slow (it skips what it missed): neither holds the command up.
+        let _ = followers.send(bytes.clone());
         async move {
             let _ = tx.send(bytes).await;
         }
     };
-    send(event(json!({ "start": { "pid": pid } }))).await;
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<OutputChunk>();
     // On its own task, so that a client slow to read never stops the command from being driven.
     let door = Arc::clone(e2b);
