@@ -6,7 +6,7 @@
 import { createRequire } from 'node:module'
 
 const require = createRequire(`${process.env.E2B_JS_PREFIX}/`)
-const { Sandbox, CommandExitError, SandboxNotFoundError, FileNotFoundError } = require('e2b')
+const { Sandbox, CommandExitError, SandboxNotFoundError, FileNotFoundError, TimeoutError } = require('e2b')
 
 function check(what, ok, got) {
   if (!ok) {
@@ -38,6 +38,20 @@ check('onStdout sees the output', chunks.join('') === 'one\ntwo\n', chunks)
 
 const env = await sandbox.commands.run('echo $GREETING', { envs: { GREETING: 'hello' } })
 check('envs', env.stdout === 'hello\n', env.stdout)
+
+let timedOut = null
+const started = Date.now()
+try {
+  await sandbox.commands.run('sleep 30', { timeoutMs: 2000 })
+} catch (e) {
+  timedOut = e
+}
+check('a command past its timeout throws TimeoutError', timedOut instanceof TimeoutError && Date.now() - started < 15000, String(timedOut))
+
+const background = await sandbox.commands.run('sleep 1; echo background', { background: true })
+check('a background command has a pid', background.pid > 0, background.pid)
+const waited = await background.wait()
+check('wait() returns its output', waited.stdout === 'background\n', waited.stdout)
 
 await sandbox.files.makeDir('sub')
 const cwd = await sandbox.commands.run('pwd', { cwd: 'sub' })
