@@ -10,7 +10,7 @@ import io
 import sys
 import time
 
-from e2b import AsyncSandbox, CommandExitException, Sandbox, TimeoutException
+from e2b import AsyncSandbox, CommandExitException, FileType, Sandbox, TimeoutException
 from e2b.exceptions import NotFoundException, SandboxException
 
 
@@ -44,6 +44,15 @@ def commands():
         joined = "".join(s for s in seen if not s.startswith("stderr:"))
         check("on_stdout gets every line in order", joined == "line1\nline2\nline3\n", seen)
         check("on_stderr gets stderr", "stderr:err\n" in seen, seen)
+
+        quoted = sandbox.commands.run("printf '%s' 'a \"b\" $c !@#%^&*()'")
+        check("shell quoting reaches bash intact", quoted.stdout == 'a "b" $c !@#%^&*()', quoted.stdout)
+        broken = sandbox.commands.run("head -c 9000 /dev/zero | tr '\\0' x; printf '\\xe2'")
+        check(
+            "invalid UTF-8 across chunks becomes one replacement character",
+            broken.stdout == "x" * 9000 + "\ufffd",
+            broken.stdout[-5:],
+        )
 
         env = sandbox.commands.run("echo $GREETING", envs={"GREETING": "hello"})
         check("envs", env.stdout == "hello\n", env.stdout)
@@ -104,6 +113,16 @@ def files():
         check("list", names == ["blob.bin", "notes"], names)
         deep = sorted(e.name for e in sandbox.files.list(".", depth=2))
         check("list with depth", "a.txt" in deep, deep)
+        pwd = sandbox.commands.run("pwd").stdout.strip()
+        info = sandbox.files.get_info("notes/a.txt")
+        check("get_info of a file", (info.name, info.type, info.size) == ("a.txt", FileType.FILE, 9), info)
+        check("get_info's path is where commands see it", info.path == f"{pwd}/notes/a.txt", info.path)
+        check("get_info of a directory", sandbox.files.get_info("notes").type == FileType.DIR)
+        try:
+            sandbox.files.get_info("notes/none.txt")
+            check("get_info of a missing file raises", False)
+        except NotFoundException:
+            check("get_info of a missing file raises NotFoundException", True)
         check("exists", sandbox.files.exists("notes/a.txt") is True)
         check("exists (missing)", sandbox.files.exists("notes/none.txt") is False)
         check("make_dir", sandbox.files.make_dir("made/deep") is True)
