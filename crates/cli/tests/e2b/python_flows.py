@@ -179,11 +179,17 @@ def lifecycle():
         check("get_info of a killed sandbox is not found", "not found" in str(e), str(e))
 
     busy = Sandbox.create()
-    busy.commands.run("sleep 30", background=True)
+    running = busy.commands.run("sleep 30", background=True)
     started = time.monotonic()
     check("kill of a sandbox running a command", busy.kill() is True)
     check("kill does not wait for the command", time.monotonic() - started < 10)
     check("the busy sandbox is gone at once", busy.is_running() is False)
+    try:
+        running.wait()
+        check("waiting on a killed sandbox's command raises", False)
+    except SandboxException as e:
+        check("the command's wait says the sandbox was killed", "killed" in str(e), str(e))
+        check("and says so soon", time.monotonic() - started < 10)
 
     short = Sandbox.create(timeout=2)
     time.sleep(4)

@@ -100,6 +100,8 @@ pub(crate) struct RunningProcess {
     pub tag: Option<String>,
     /// Every envelope of its stream after `start`, for `Connect`ed followers.
     pub events: tokio::sync::broadcast::Sender<axum::body::Bytes>,
+    /// Told when the sandbox is killed: the stream ends then, as a killed E2B sandbox's does.
+    pub killed: Arc<tokio::sync::Notify>,
 }
 
 type Table = Arc<Mutex<HashMap<String, Sandbox>>>;
@@ -176,9 +178,15 @@ impl E2b {
         }
     }
 
+    /// Makes the sandbox gone for every call, and ends the streams of its running commands.
     pub(crate) fn forget(&self, id: &str) {
         lock(&self.sandboxes).remove(id);
-        lock(&self.processes).retain(|_, p| p.sandbox_id != id);
+        lock(&self.processes).retain(|_, p| {
+            if p.sandbox_id == id {
+                p.killed.notify_one();
+            }
+            p.sandbox_id != id
+        });
     }
 
     /// Registers a running command; its pid is this server's number for it, not a process id

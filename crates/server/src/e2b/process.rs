@@ -24,7 +24,7 @@ use codebeaker_protocol::commands::{Command, ShellCommand};
 use codebeaker_sandbox::{OutputChunk, Stream};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, Notify};
 
 use super::connect::{self, Code, ConnectError, STREAM_CONTENT_TYPE};
 use super::{E2b, EnvdError, RunningProcess, Sandbox};
@@ -264,6 +264,7 @@ async fn start(e2b: Arc<E2b>, sandbox: Sandbox, headers: &HeaderMap, body: &[u8]
         stream: None,
     });
     let (events, _) = broadcast::channel(FOLLOWER_BUFFER);
+    let killed = Arc::new(Notify::new());
     let pid = e2b.process_started(RunningProcess {
         sandbox_id: sandbox.id.clone(),
         cmd: config.cmd,
@@ -272,12 +273,18 @@ async fn start(e2b: Arc<E2b>, sandbox: Sandbox, headers: &HeaderMap, body: &[u8]
         cwd: config.cwd,
         tag: request.tag,
         events: events.clone(),
+        killed: Arc::clone(&killed),
     });
     let _ = request.stdin;
     let (tx, mut rx) = mpsc::channel::<Bytes>(STREAM_BUFFER);
     tokio::spawn(async move {
         let keepalive = Duration::from_secs(keepalive);
-        drive(&e2b, sandbox, command, pid, keepalive, tx, events).await;
+        let outlets = Outlets {
+            tx,
+            followers: events,
+            killed,
+        };
+        drive(&e2b, sandbox, command, pid, keepalive, outlets).await;
         e2b.process_ended(pid);
     });
     let stream = futures_util::stream::poll_fn(move |cx| {
@@ -292,6 +299,13 @@ async fn start(e2b: Arc<E2b>, sandbox: Sandbox, headers: &HeaderMap, body: &[u8]
         .into_response()
 }
 
+/// Where a run's events go: its own answer, its followers, and the signal that ends it early.
+struct Outlets {
+    tx: mpsc::Sender<Bytes>,
+    followers: broadcast::Sender<Bytes>,
+    killed: Arc<Notify>,
+}
+
 /// Runs the command and sends its events; a client that stopped reading does not stop it.
 async fn drive(
     e2b: &Arc<E2b>,
@@ -299,9 +313,13 @@ async fn drive(
     command: Command,
     pid: u32,
     keepalive: Duration,
-    tx: mpsc::Sender<Bytes>,
-    followers: broadcast::Sender<Bytes>,
+    outlets: Outlets,
 ) {
+    let Outlets {
+        tx,
+        followers,
+        killed,
+    } = outlets;
     let _ = tx.send(event(json!({ "start": { "pid": pid } }))).await;
     let send = |bytes: Bytes| {
         let tx = tx.clone();
@@ -314,9 +332,11 @@ async fn drive(
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<OutputChunk>();
     // On its own task, so that a client slow to read never stops the command from being driven.
     let door = Arc::clone(e2b);
+    let run_sandbox = sandbox.id.clone();
     let mut run = tokio::spawn(async move { door.run(&sandbox, command, Some(out_tx)).await });
     let mut tick = tokio::time::interval(keepalive);
     tick.reset();
+    let sandbox_id = run_sandbox;
     let outcome = loop {
         tokio::select! {
             biased;
@@ -327,6 +347,16 @@ async fn drive(
             outcome = &mut run => break outcome.unwrap_or_else(|e| {
                 Err(EnvdError::Connect(ConnectError::new(Code::Internal, format!("the command's task failed: {e}"))))
             }),
+            () = killed.notified() => {
+                // Not "was not found": the SDKs then ask the sandbox's health, find it gone, and
+                // say it was killed while the command ran.
+                let error = ConnectError::new(
+                    Code::Unavailable,
+                    format!("the stream of sandbox {sandbox_id} ended: the sandbox was killed"),
+                );
+                send(connect::end_of_stream(Some(&error))).await;
+                return;
+            }
             _ = tick.tick() => send(event(json!({ "keepalive": {} }))).await,
         }
     };
