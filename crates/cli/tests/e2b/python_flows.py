@@ -192,8 +192,11 @@ def lifecycle():
         check("and says so soon", time.monotonic() - started < 10)
 
     short = Sandbox.create(timeout=2)
+    shortened = Sandbox.create(timeout=60)
+    shortened.set_timeout(2)
     time.sleep(4)
     check("a sandbox ends at its timeout", short.is_running() is False)
+    check("a shortened timeout ends it too", shortened.is_running() is False)
 
 
 def isolation():
