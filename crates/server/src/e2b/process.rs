@@ -88,17 +88,16 @@ pub(crate) async fn call(
             };
         }
         "List" => Ok(list(&e2b, &sandbox)),
-        "SendInput" | "CloseStdin" => connect::decode_unary::<SelectorRequest>(&body)
-            .map_err(EnvdError::from)
-            .and_then(|r| Err(selected_error(&e2b, &sandbox, r.process, &method).into())),
+        "SendInput" | "CloseStdin" | "SendSignal" => {
+            connect::decode_unary::<SelectorRequest>(&body)
+                .map_err(EnvdError::from)
+                .and_then(|r| Err(selected_error(&e2b, &sandbox, r.process, &method).into()))
+        }
         "StreamInput" => Err(ConnectError::unimplemented(
             "StreamInput",
             "a command's standard input is fixed when it starts (commands start with stdin closed)",
         )
         .into()),
-        "SendSignal" => connect::decode_unary::<SelectorRequest>(&body)
-            .map_err(EnvdError::from)
-            .and_then(|r| Err(selected_error(&e2b, &sandbox, r.process, "SendSignal").into())),
         "Update" => Err(ConnectError::unimplemented(
             "Update",
             "terminals (PTY) are not available, so there is nothing to resize",
