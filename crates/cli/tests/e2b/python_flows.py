@@ -79,6 +79,14 @@ def commands():
         check("wait() returns its output", waited.stdout == "background\n", waited.stdout)
         check("kill() of a finished command is False", sandbox.commands.kill(handle.pid) is False)
 
+        running = sandbox.commands.run("sleep 2", background=True)
+        try:
+            running.kill()
+            check("kill() of a running command raises (signals are not supported yet)", False)
+        except SandboxException as e:
+            check("kill() of a running command says what is missing", "not supported" in str(e), str(e))
+        check("the command runs to its end", running.wait().exit_code == 0)
+
         handle = sandbox.commands.run("sleep 1; echo followed", background=True)
         follower = sandbox.commands.connect(handle.pid)
         followed = follower.wait()
