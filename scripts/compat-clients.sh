@@ -13,8 +13,16 @@ venv=$root/venv
 js=$root/js
 mkdir -p "$root"
 
-# Debian's interpreter: it starts fast, and the tests run it directly.
+# Debian's interpreter (it starts fast), with venv, and npm: installed when missing.
 python=/usr/bin/python3
+missing=()
+"$python" -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+command -v npm >/dev/null || missing+=(npm)
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
 if ! "$venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('e2b') != '$E2B_PY')" 2>/dev/null; then
   echo "installing e2b==$E2B_PY (Python) into $venv"
   "$python" -m venv "$venv"
