@@ -33,6 +33,7 @@ cargo run -q -p codebeaker -- doctor --leaks --record "$census"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+scripts/compat-clients.sh # the pinned E2B SDKs the e2b test drives
 cargo test --workspace
 # The same cgroup code on a pure cgroup v2 host: a Debian kernel under qemu.
 scripts/test-v2.sh

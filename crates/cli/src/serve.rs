@@ -68,6 +68,8 @@ pub struct Config {
     pub sandbox: SandboxSection,
     pub cache: CacheSection,
     pub languages: LanguagesSection,
+    /// The E2B-compatible API: its templates (`[e2b.templates.<id>]`).
+    pub e2b: codebeaker_server::e2b::E2bConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -350,6 +352,7 @@ impl Default for Config {
                 file: None,
                 warm_workers: engine.warm_workers,
             },
+            e2b: server.e2b.clone(),
         }
     }
 }
@@ -578,6 +581,7 @@ impl Config {
             max_connections: as_usize(s.max_connections),
             max_connections_per_caller: as_usize(s.max_connections_per_caller),
             header_read_timeout: Duration::from_secs(s.header_read_timeout_secs),
+            e2b: self.e2b.clone(),
         }
     }
 
@@ -827,6 +831,42 @@ mod tests {
             requests_per_second: None,
             burst: None,
         }
+    }
+
+    #[test]
+    fn e2b_templates_come_from_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("codebeaker.toml");
+        std::fs::write(
+            &file,
+            "[e2b.templates.node-app]\nlanguages = [\"javascript\"]\nmemory_mb = 256\n\
+             files = { \"src/index.js\" = \"console.log(1)\\n\" }\n",
+        )
+        .expect("write");
+        let (config, _) = Config::load(Some(&file), None).expect("valid");
+        let server = config.server_config();
+        server.validate().expect("the server accepts it");
+        let template = server.e2b.template("node-app").expect("the template");
+        assert_eq!(template.language(), "javascript");
+        assert_eq!(template.memory_mb, Some(256));
+        assert_eq!(template.files["src/index.js"], "console.log(1)\n");
+        assert!(server.e2b.template("base").is_some(), "built-ins stay");
+
+        std::fs::write(&file, "[e2b.templates.tiny]\nmemory_mb = 1\n").expect("write");
+        let (config, _) = Config::load(Some(&file), None).expect("parses");
+        let error = config
+            .server_config()
+            .validate()
+            .expect_err("too little memory");
+        assert!(
+            error.to_string().contains("e2b.templates.tiny.memory_mb"),
+            "{error}"
+        );
+        std::fs::write(&file, "[e2b.templates.x]\nlanguage = \"python\"\n").expect("write");
+        assert!(
+            Config::load(Some(&file), None).is_err(),
+            "unknown keys are refused"
+        );
     }
 
     #[test]

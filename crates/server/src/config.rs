@@ -62,6 +62,8 @@ pub struct ServerConfig {
     /// How long a client has to send a whole request head (also between the requests of a
     /// kept-alive connection) before its connection is closed.
     pub header_read_timeout: Duration,
+    /// The E2B-compatible API's settings: its templates.
+    pub e2b: crate::e2b::E2bConfig,
 }
 
 impl Default for ServerConfig {
@@ -82,6 +84,7 @@ impl Default for ServerConfig {
             max_connections: 1024,
             max_connections_per_caller: 64,
             header_read_timeout: Duration::from_secs(10),
+            e2b: crate::e2b::E2bConfig::default(),
         }
     }
 }
@@ -120,6 +123,7 @@ impl ServerConfig {
         if self.header_read_timeout.is_zero() {
             return bad("header_read_timeout", "must be positive");
         }
+        self.e2b.validate().map_err(ServerError::Config)?;
         if let Some(rate) = &self.rate_limit {
             rate.validate("rate_limit")?;
         }

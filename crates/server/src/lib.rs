@@ -9,6 +9,8 @@
 //!   `execution.completed` notifications before its response.
 //! - **REST** for one-shot runs and languages: `POST /api/execution`, `GET /api/execution/{id}`,
 //!   `GET /api/languages`, `GET /api/languages/{name}`.
+//! - **The E2B-compatible API** ([`e2b`]): E2B's control plane and envd, so that E2B's SDKs run
+//!   unchanged against this server (`docs/e2b.md`).
 //! - **Health and metrics**: `/health`, `/health/live`, `/health/ready`, and `/metrics`
 //!   (Prometheus text, from a recorder each server owns).
 //! - **Bearer-token auth** (optional): a token names a caller, and a caller sees only its own
@@ -45,6 +47,7 @@ mod audit;
 mod auth;
 pub mod config;
 mod convert;
+pub mod e2b;
 mod error;
 mod health;
 pub mod metrics;

@@ -39,6 +39,7 @@ pub const CLOSE_MARGIN: Duration = Duration::from_secs(2);
 /// | `GET /api/languages`, `GET /api/languages/{name}` | yes, rate limited | languages |
 /// | `GET /metrics` | yes | Prometheus text |
 /// | `GET /health`, `/health/live`, `/health/ready` | no | health |
+/// | `/sandboxes`, `/v2/sandboxes`, `/files`, `/process.Process/*`, `/filesystem.Filesystem/*` | `X-API-Key`, `X-Access-Token` | the E2B-compatible API ([`crate::e2b`]) |
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/api/execution", post(rest::submit))
@@ -51,11 +52,12 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(health::metrics))
         .merge(api)
         .route_layer(from_fn_with_state(state.clone(), auth::require_caller));
-    Router::new()
+    let own = Router::new()
         .route("/health", get(health::health))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
-        .merge(protected)
+        .merge(protected);
+    crate::e2b::mount(own, &state)
         .route_layer(from_fn_with_state(state.clone(), count_http))
         .fallback(rest::not_found)
         .method_not_allowed_fallback(rest::method_not_allowed)
@@ -364,6 +366,11 @@ async fn serve_http(
     slot: Slot,
     mut stopping: watch::Receiver<bool>,
 ) {
+    // Streamed answers are many small writes: without this, each waits for the ACK of the one
+    // before (Nagle's algorithm against the client's delayed ACK, about 40 ms).
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%error, %peer, "setting TCP_NODELAY failed");
+    }
     let in_request = Arc::clone(&slot.in_request);
     let service = tower::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
         let running = InRequest::new(&in_request);
