@@ -3,17 +3,16 @@
 //! ephemeral port, over real boxes; then two callers, with auth on, attacking each other's
 //! sandboxes over raw HTTP.
 //!
-//! Self-contained on purpose: its helpers are its own. Run as root:
-//! `cargo test -p codebeaker --test e2b`.
+//! Alone, as root: `cargo test -p codebeaker --test tests e2b::`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, OnceLock};
+
+use crate::common::{self, runtime};
 use std::time::Duration;
 
-use codebeaker_engine::{Engine, EngineConfig};
-use codebeaker_sandbox::SandboxConfig;
 use codebeaker_server::e2b::{E2bConfig, TemplateConfig};
 use codebeaker_server::{AuthConfig, Server, ServerConfig, TokenConfig};
 use http_body_util::{BodyExt, Full};
@@ -33,41 +32,9 @@ const PROGRAM_TIMEOUT: Duration = Duration::from_secs(240);
 /// How long one HTTP exchange may take.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(60);
 
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(4)
-            .enable_all()
-            .build()
-            .expect("runtime")
-    })
-}
-
-/// One engine over real boxes (this build's binary as each box's init, no degraded isolation),
-/// shared by the servers of the test run.
-fn engine() -> Arc<Engine> {
-    static ENGINE: OnceLock<Arc<Engine>> = OnceLock::new();
-    Arc::clone(ENGINE.get_or_init(|| {
-        let config = EngineConfig {
-            sandbox: SandboxConfig {
-                init_program: Some(env!("CARGO_BIN_EXE_codebeaker").into()),
-                allow_degraded: false,
-                ..SandboxConfig::default()
-            },
-            box_pool_size: 2,
-            ..EngineConfig::default()
-        };
-        let engine = Arc::new(Engine::new(config).expect("the engine needs root and cgroups here"));
-        let _context = runtime().enter();
-        engine.spawn_reaper();
-        engine
-    }))
-}
-
 /// A server over the shared engine, serving for the whole test run.
 fn serve(config: ServerConfig) -> SocketAddr {
-    let engine = engine();
+    let engine = Arc::clone(common::engine());
     runtime().block_on(async {
         let handle = Server::bind(config, engine)
             .await
@@ -129,6 +96,7 @@ fn server() -> SocketAddr {
 /// Runs `test` on the runtime, with the server up (started outside the runtime: it blocks on it).
 fn block_on<F: std::future::Future>(test: F) -> F::Output {
     server();
+    let _shared = common::shared();
     runtime().block_on(test)
 }
 
@@ -145,6 +113,8 @@ fn tests_dir() -> PathBuf {
 /// output unless it exits 0. Returns its stdout.
 fn run_program(program: &str, args: &[&str], key: &str) -> String {
     let addr = server();
+    // The program's sandboxes are boxes of this process, like any test's.
+    let _shared = common::shared();
     let url = format!("http://{addr}");
     let js = compat_dir().join("js");
     let mut command = std::process::Command::new(program);
@@ -1328,7 +1298,8 @@ impl Captured {
 fn the_audit_log_names_the_caller_of_e2b_work_and_refusals() {
     // Captured by a subscriber of this thread, so this test runs its own server on a
     // current-thread runtime: every task of the server runs here.
-    let engine = engine();
+    let _shared = common::shared();
+    let engine = Arc::clone(common::engine());
     let captured = Captured::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
