@@ -24,7 +24,7 @@ pub mod host;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use codebeaker_engine::{Caller, Engine, EngineConfig, SessionOptions};
@@ -141,7 +141,37 @@ pub fn start_engine(config: EngineConfig) -> Arc<Engine> {
     let engine = Arc::new(Engine::new(config).expect("the engine needs root and cgroups here"));
     let _context = runtime().enter();
     engine.spawn_reaper();
+    shut_down_at_exit(&engine);
     engine
+}
+
+/// Engines that may still be alive when the test binary exits (the shared one, those of servers
+/// that serve until the end): their sessions and boxes are closed then, as `codebeaker serve`
+/// closes its own when it stops, so that the binary leaves no box behind.
+fn shut_down_at_exit(engine: &Arc<Engine>) {
+    static ENGINES: Mutex<Vec<std::sync::Weak<Engine>>> = Mutex::new(Vec::new());
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    extern "C" fn at_exit() {
+        let engines: Vec<Arc<Engine>> = ENGINES
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .collect();
+        runtime().block_on(async {
+            for engine in engines {
+                let _ = tokio::time::timeout(Duration::from_secs(30), engine.shutdown()).await;
+            }
+        });
+    }
+    ENGINES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(Arc::downgrade(engine));
+    // SAFETY: `at_exit` is a plain function that stays valid for the life of the process.
+    HOOK.call_once(|| unsafe {
+        libc::atexit(at_exit);
+    });
 }
 
 /// The engine the tests share (no pool of ready boxes).
