@@ -20,8 +20,9 @@ use codebeaker_sandbox::{
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::config::{TextLimits, TimeUnit};
+use crate::executor::RunHooks;
 use crate::paths::{self, WorkspacePath};
-use crate::session::Caller;
+use crate::session::{Caller, Cancellable};
 use crate::{CodeRequest, Engine, EngineError, Execution};
 
 /// The result of one command.
@@ -140,8 +141,10 @@ impl Engine {
             return Err(EngineError::SessionNotFound(session_id.to_string()));
         };
         let _busy = self.mark_busy(&session);
+        let (_cancellable, cancel) = Cancellable::arm(&session);
+        let hooks = RunHooks { output, cancel };
         let (success, result, error) =
-            match self.dispatch(bx, &session.language, command, output).await {
+            match self.dispatch(bx, &session.language, command, hooks).await {
                 Err(e) if crate::session::box_died(&e) => {
                     let dead = guard.take();
                     drop(guard);
@@ -157,19 +160,31 @@ impl Engine {
         })
     }
 
+    /// Stops the command that runs now in the caller's session `session_id`: true when a
+    /// running program was told to stop (its command then ends with a `Killed` run), false when
+    /// none runs (the session is idle, or its command is a file operation). Another caller's
+    /// session is `SessionNotFound`, as everywhere else. Commands that wait for the session's box
+    /// behind the running one are left alone.
+    pub fn cancel_command(&self, caller: &Caller, session_id: &str) -> Result<bool, EngineError> {
+        let session = self.session(caller, session_id)?;
+        let cancelled = session.cancel();
+        tracing::debug!(session = %session_id, cancelled, "cancel asked for");
+        Ok(cancelled)
+    }
+
     /// Runs `command` in `bx`: each command has its own function below.
     async fn dispatch(
         &self,
         bx: &SandboxBox,
         session_language: &str,
         command: Command,
-        output: Option<UnboundedSender<OutputChunk>>,
+        hooks: RunHooks,
     ) -> Result<Answer, EngineError> {
         let limits = &self.config().files;
         let text = self.config().text;
         let step = match command {
-            Command::Execute(c) => return self.execute(bx, session_language, c, output).await,
-            Command::Shell(c) => return self.shell(bx, c, output).await,
+            Command::Execute(c) => return self.execute(bx, session_language, c, hooks).await,
+            Command::Shell(c) => return self.shell(bx, c, hooks).await,
             Command::ApplyPatch(c) => return apply_patch(bx, c, limits.max_read_bytes, text).await,
             Command::DeleteFile(c) => return delete_file(bx, &c.path, c.recursive).await,
             Command::WriteFile(c) => {
@@ -201,7 +216,7 @@ impl Engine {
         bx: &SandboxBox,
         session_language: &str,
         c: ExecuteCommand,
-        output: Option<UnboundedSender<OutputChunk>>,
+        hooks: RunHooks,
     ) -> Result<Answer, EngineError> {
         let mut run_limits = self.config().run_limits;
         if let Some(ms) = c.effective_timeout_ms() {
@@ -221,7 +236,7 @@ impl Engine {
             stdin: c.stdin.unwrap_or_default().into_bytes(),
             limits: run_limits,
         };
-        match self.execute_in_streaming(bx, &req, output).await {
+        match self.execute_hooked(bx, &req, hooks).await {
             Ok(execution) => Ok(execution_result(execution)),
             Err(
                 e @ (EngineError::UnsupportedLanguage(_) | EngineError::LanguageUnavailable(_)),
@@ -235,7 +250,7 @@ impl Engine {
         &self,
         bx: &SandboxBox,
         c: ShellCommand,
-        output: Option<UnboundedSender<OutputChunk>>,
+        hooks: RunHooks,
     ) -> Result<Answer, EngineError> {
         // The lexical half here; the box refuses symlinks on the way (see paths.rs).
         let cwd = match c
@@ -262,7 +277,7 @@ impl Engine {
                 .run_time("timeoutMs", asked, TimeUnit::Millis)?;
             cmd.limits.cpu_time = cmd.limits.wall_time;
         }
-        let outcome = bx.run_streaming(&cmd, output).await?;
+        let outcome = bx.run_cancellable(&cmd, hooks.output, hooks.cancel).await?;
         let success = outcome.status == Verdict::Ok;
         let error = (!success).then(|| shell_error(&outcome));
         let result = CommandResult::Run(run_result(&outcome, None));
