@@ -18,6 +18,7 @@ use codebeaker_sandbox::{
     EntryKind, FileRoot, OutputChunk, RunOutcome, RunSpec, SandboxBox, SandboxError, Verdict,
 };
 use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::oneshot;
 
 use crate::config::{TextLimits, TimeUnit};
 use crate::executor::RunHooks;
@@ -89,6 +90,25 @@ fn rfc3339(secs: i64) -> Option<String> {
 }
 
 /// Output bytes as protocol text: UTF-8 as is, anything else as base64 with its encoding named.
+/// Fires `stop` when either cancel fires, and never when both senders are gone; never ends, so
+/// that it lives exactly as long as the command it is raced against.
+async fn forward_cancel(
+    from_session: oneshot::Receiver<()>,
+    from_caller: oneshot::Receiver<()>,
+    stop: oneshot::Sender<()>,
+) -> std::convert::Infallible {
+    let fired = tokio::select! {
+        Ok(()) = from_session => true,
+        Ok(()) = from_caller => true,
+        else => false,
+    };
+    if fired {
+        // The run may have ended already; then there is nothing left to stop.
+        let _ = stop.send(());
+    }
+    std::future::pending().await
+}
+
 fn text_field(bytes: &[u8]) -> (String, Option<Encoding>) {
     match std::str::from_utf8(bytes) {
         Ok(s) => (s.to_string(), None),
@@ -134,6 +154,24 @@ impl Engine {
         command: Command,
         output: Option<UnboundedSender<OutputChunk>>,
     ) -> Result<CommandOutcome, EngineError> {
+        // A receiver whose sender is gone never fires.
+        let (_, never) = oneshot::channel();
+        self.execute_command_cancellable(caller, session_id, command, output, never)
+            .await
+    }
+
+    /// Like [`execute_command`](Self::execute_command), and a value sent on `cancel` stops this
+    /// command's program, as [`cancel_command`](Self::cancel_command) does while it runs. A
+    /// cancel sent while the command still waits for the session's box stops its program as
+    /// soon as it starts; dropping the sender leaves the command alone.
+    pub async fn execute_command_cancellable(
+        &self,
+        caller: &Caller,
+        session_id: &str,
+        command: Command,
+        output: Option<UnboundedSender<OutputChunk>>,
+        cancel: oneshot::Receiver<()>,
+    ) -> Result<CommandOutcome, EngineError> {
         let session = self.session(caller, session_id)?;
         let started = Instant::now();
         let mut guard = session.bx.lock().await;
@@ -141,17 +179,33 @@ impl Engine {
             return Err(EngineError::SessionNotFound(session_id.to_string()));
         };
         let _busy = self.mark_busy(&session);
-        let (_cancellable, cancel) = Cancellable::arm(&session);
-        let hooks = RunHooks { output, cancel };
-        let (success, result, error) =
-            match self.dispatch(bx, &session.language, command, hooks).await {
-                Err(e) if crate::session::box_died(&e) => {
-                    let dead = guard.take();
-                    drop(guard);
-                    return Err(self.close_dead_session(&session, dead, e).await);
-                }
-                other => other?,
-            };
+        // Only a command that runs a program can be stopped; for the others the session's
+        // cancel finds nothing to stop.
+        let runs_program = matches!(command, Command::Execute(_) | Command::Shell(_));
+        let (_cancellable, from_session) = match runs_program {
+            true => {
+                let (armed, from_session) = Cancellable::arm(&session);
+                (Some(armed), from_session)
+            }
+            false => (None, oneshot::channel().1),
+        };
+        let (stop, stopped) = oneshot::channel();
+        let hooks = RunHooks {
+            output,
+            cancel: stopped,
+        };
+        let dispatched = tokio::select! {
+            answer = self.dispatch(bx, &session.language, command, hooks) => answer,
+            never = forward_cancel(from_session, cancel, stop) => match never {},
+        };
+        let (success, result, error) = match dispatched {
+            Err(e) if crate::session::box_died(&e) => {
+                let dead = guard.take();
+                drop(guard);
+                return Err(self.close_dead_session(&session, dead, e).await);
+            }
+            other => other?,
+        };
         Ok(CommandOutcome {
             success,
             result,
