@@ -102,6 +102,8 @@ pub(crate) struct RunningProcess {
     pub events: tokio::sync::broadcast::Sender<axum::body::Bytes>,
     /// Told when the sandbox is killed: the stream ends then, as a killed E2B sandbox's does.
     pub killed: Arc<tokio::sync::Notify>,
+    /// Stops the command (`SendSignal`); taken by the first signal.
+    pub stop: Arc<Mutex<Option<tokio::sync::oneshot::Sender<()>>>>,
 }
 
 type Table = Arc<Mutex<HashMap<String, Sandbox>>>;
@@ -279,12 +281,25 @@ impl E2b {
         command: Command,
         output: Option<UnboundedSender<OutputChunk>>,
     ) -> Result<CommandOutcome, EnvdError> {
+        // A receiver whose sender is gone never fires.
+        let (_, never) = tokio::sync::oneshot::channel();
+        self.run_cancellable(sandbox, command, output, never).await
+    }
+
+    /// Like [`run`](Self::run), and a value sent on `cancel` stops the command's program.
+    pub(crate) async fn run_cancellable(
+        &self,
+        sandbox: &Sandbox,
+        command: Command,
+        output: Option<UnboundedSender<OutputChunk>>,
+        cancel: tokio::sync::oneshot::Receiver<()>,
+    ) -> Result<CommandOutcome, EnvdError> {
         let kind = command.command_type().as_str();
         let started = Instant::now();
         let outcome = self
             .state
             .engine
-            .execute_command(&sandbox.caller, &sandbox.id, command, output)
+            .execute_command_cancellable(&sandbox.caller, &sandbox.id, command, output, cancel)
             .await;
         let outcome = match outcome {
             Ok(outcome) => outcome,
