@@ -518,6 +518,42 @@ fn send_signal_stops_a_command_and_its_stream_ends_as_killed() {
 }
 
 #[test]
+fn killing_a_sandbox_stops_its_command_and_releases_its_box_at_once() {
+    block_on(async {
+        let (id, token) = create(ALICE_KEY).await;
+        let alice = codebeaker_engine::Caller("alice".into());
+        let engine = common::engine();
+        let box_name = engine
+            .list_sessions(&alice)
+            .into_iter()
+            .find(|s| s.id == id)
+            .expect("the sandbox is a session of alice")
+            .box_name;
+        let credentials = [("x-access-token", token.as_str())];
+        let (answer, ()) = tokio::join!(start(&id, &credentials, "sleep 30"), async {
+            while !engine
+                .list_sessions(&alice)
+                .iter()
+                .any(|s| s.id == id && s.busy)
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert_eq!(kill(ALICE_KEY, &id).await, 204);
+        });
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        let killed = std::time::Instant::now();
+        while engine.sandbox().own_boxes().contains(&box_name) {
+            assert!(
+                killed.elapsed() < Duration::from_secs(10),
+                "the box outlived its killed sandbox's command by {:?}",
+                killed.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+}
+
+#[test]
 fn control_plane_errors_are_code_and_message() {
     block_on(async {
         let unknown = http(

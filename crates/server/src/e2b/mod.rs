@@ -180,12 +180,17 @@ impl E2b {
         }
     }
 
-    /// Makes the sandbox gone for every call, and ends the streams of its running commands.
+    /// Makes the sandbox gone for every call, and stops its running commands and ends their
+    /// streams.
     pub(crate) fn forget(&self, id: &str) {
         lock(&self.sandboxes).remove(id);
         lock(&self.processes).retain(|_, p| {
             if p.sandbox_id == id {
                 p.killed.notify_one();
+                // Stopped too, so that the box goes at once rather than when they end.
+                if let Some(stop) = lock(&p.stop).take() {
+                    let _ = stop.send(());
+                }
             }
             p.sandbox_id != id
         });
@@ -240,9 +245,9 @@ impl E2b {
         }
     }
 
-    /// Closes the sandbox on a task of its own, and makes it gone for every call at once: the
-    /// engine lets a command in progress run to its end (its timeout at the latest) before the
-    /// box goes, and no caller should wait for that.
+    /// Closes the sandbox on a task of its own, and makes it gone for every call at once: its
+    /// commands are stopped, and the box goes once the engine has seen them end, which no caller
+    /// should wait for.
     pub(crate) fn close_soon(
         self: &Arc<Self>,
         sandbox: Sandbox,
