@@ -409,6 +409,150 @@ fn start_streams_start_data_end_and_the_end_of_stream() {
     });
 }
 
+/// A unary envd call in `sandbox` with `credentials`.
+async fn unary(sandbox: &str, credentials: (&str, &str), method: &str, body: Value) -> Answer {
+    http(
+        "POST",
+        method,
+        &[
+            ("e2b-sandbox-id", sandbox),
+            ("content-type", "application/json"),
+            credentials,
+        ],
+        body.to_string().into_bytes(),
+    )
+    .await
+}
+
+#[test]
+fn send_signal_stops_a_command_and_its_stream_ends_as_killed() {
+    block_on(async {
+        let (id, token) = create(ALICE_KEY).await;
+        let (own, own_token) = create(MALLORY_KEY).await;
+        let alice = ("x-access-token", token.as_str());
+        let started = std::time::Instant::now();
+        let credentials = [alice];
+        let (answer, pid) = tokio::join!(
+            start(&id, &credentials, "echo started; sleep 30; echo never"),
+            async {
+                let pid = loop {
+                    let listed = unary(&id, alice, "/process.Process/List", json!({})).await;
+                    assert_eq!(listed.status, 200, "{}", listed.text());
+                    if let Some(pid) = listed.json()["processes"][0]["pid"].as_u64() {
+                        break pid;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                };
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let kill = json!({"process": {"pid": pid}, "signal": "SIGNAL_SIGKILL"});
+                // Mallory, with her own token or key, on alice's sandbox: it is not there.
+                for credentials in [
+                    ("x-access-token", own_token.as_str()),
+                    ("x-api-key", MALLORY_KEY),
+                ] {
+                    let refused = unary(
+                        &id,
+                        credentials,
+                        "/process.Process/SendSignal",
+                        kill.clone(),
+                    )
+                    .await;
+                    assert_gone(&refused, "mallory signals alice's command");
+                }
+                // In her own sandbox, alice's pid names nothing.
+                let elsewhere = unary(
+                    &own,
+                    ("x-access-token", own_token.as_str()),
+                    "/process.Process/SendSignal",
+                    kill.clone(),
+                )
+                .await;
+                assert_eq!(elsewhere.status, 404, "{}", elsewhere.text());
+                assert_eq!(elsewhere.json()["code"], "not_found");
+                let odd = json!({"process": {"pid": pid}, "signal": "SIGNAL_UNSPECIFIED"});
+                let odd = unary(&id, alice, "/process.Process/SendSignal", odd).await;
+                assert_eq!(odd.json()["code"], "unimplemented", "{}", odd.text());
+                let term = json!({"process": {"pid": pid}, "signal": 15});
+                let sent = unary(&id, alice, "/process.Process/SendSignal", term).await;
+                assert_eq!(sent.status, 200, "{}", sent.text());
+                assert_eq!(sent.json(), json!({}));
+                pid
+            }
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the command was stopped, not waited for: {:?}",
+            started.elapsed()
+        );
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        let events = envelopes(&answer.body);
+        assert_eq!(events[0].1["event"]["start"]["pid"], pid);
+        let stdout: Vec<&Value> = events
+            .iter()
+            .filter_map(|(_, m)| m["event"]["data"].get("stdout"))
+            .collect();
+        assert_eq!(
+            stdout,
+            [&json!("c3RhcnRlZAo=")],
+            "only what came before the signal"
+        );
+        let (_, end) = &events[events.len() - 2];
+        assert_eq!(
+            end["event"]["end"],
+            json!({"exitCode": -1, "exited": false, "status": "signal: killed", "error": "signal: killed"}),
+            "{end}"
+        );
+        assert_eq!(events[events.len() - 1], (0x02, json!({})));
+
+        // The command is gone, and the sandbox runs the next one at once.
+        let again = json!({"process": {"pid": pid}, "signal": "SIGNAL_SIGKILL"});
+        let again = unary(&id, alice, "/process.Process/SendSignal", again).await;
+        assert_eq!(again.status, 404, "{}", again.text());
+        let next = start(&id, &[alice], "echo next").await;
+        let events = envelopes(&next.body);
+        let (_, end) = &events[events.len() - 2];
+        assert_eq!(end["event"]["end"]["exitCode"], 0, "{end}");
+        assert_eq!(kill(ALICE_KEY, &id).await, 204);
+        assert_eq!(kill(MALLORY_KEY, &own).await, 204);
+    });
+}
+
+#[test]
+fn killing_a_sandbox_stops_its_command_and_releases_its_box_at_once() {
+    block_on(async {
+        let (id, token) = create(ALICE_KEY).await;
+        let alice = codebeaker_engine::Caller("alice".into());
+        let engine = common::engine();
+        let box_name = engine
+            .list_sessions(&alice)
+            .into_iter()
+            .find(|s| s.id == id)
+            .expect("the sandbox is a session of alice")
+            .box_name;
+        let credentials = [("x-access-token", token.as_str())];
+        let (answer, ()) = tokio::join!(start(&id, &credentials, "sleep 30"), async {
+            while !engine
+                .list_sessions(&alice)
+                .iter()
+                .any(|s| s.id == id && s.busy)
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert_eq!(kill(ALICE_KEY, &id).await, 204);
+        });
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        let killed = std::time::Instant::now();
+        while engine.sandbox().own_boxes().contains(&box_name) {
+            assert!(
+                killed.elapsed() < Duration::from_secs(10),
+                "the box outlived its killed sandbox's command by {:?}",
+                killed.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+}
+
 #[test]
 fn control_plane_errors_are_code_and_message() {
     block_on(async {

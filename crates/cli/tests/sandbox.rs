@@ -524,6 +524,73 @@ fn streaming_delivers_output_while_running() {
 }
 
 #[test]
+fn cancelled_run_ends_at_once_and_the_box_goes_on() {
+    run(async {
+        let sb = sandbox();
+        let bx = new_box(sb, BoxLimits::default()).await;
+        let mut cmd = sh("echo started; sleep 30; echo never");
+        cmd.limits.wall_time = Duration::from_secs(60);
+        let (output, mut chunks) = tokio::sync::mpsc::unbounded_channel();
+        let (cancel, cancelled) = tokio::sync::oneshot::channel();
+        let started = std::time::Instant::now();
+        let (out, ()) = tokio::join!(bx.run_cancellable(&cmd, Some(output), cancelled), async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            cancel.send(()).expect("the run still listens");
+        });
+        let out = out.expect("a cancelled run is an outcome, not an error");
+        let took = started.elapsed();
+        assert_eq!(out.status, Verdict::Killed, "{out:?}");
+        assert_eq!(out.message.as_deref(), Some("cancelled"));
+        assert!(took < Duration::from_secs(3), "cancel took {took:?}");
+        assert_eq!(text(&out.stdout), "started\n");
+        let streamed = chunks
+            .recv()
+            .await
+            .expect("output streamed before the cancel");
+        assert_eq!(text(&streamed.data), "started\n");
+
+        // The box runs the next command normally, and nothing of the cancelled one is left.
+        let next = bx.run(&sh("echo next")).await.expect("run after cancel");
+        assert_eq!(next.status, Verdict::Ok, "{}", text(&next.stderr));
+        assert_eq!(text(&next.stdout), "next\n");
+        assert_eq!(leftover_processes(&bx).await, "");
+        destroy_and_check(sb, bx).await;
+    });
+}
+
+#[test]
+fn cancel_that_comes_after_the_run_leaves_the_box_in_step() {
+    run(async {
+        let sb = sandbox();
+        let bx = new_box(sb, BoxLimits::default()).await;
+        // A program that does not exist ends before the box ever looks for a cancel, so this
+        // cancel reaches the box between requests; its answer must not become the next reply.
+        let (cancel, cancelled) = tokio::sync::oneshot::channel();
+        cancel.send(()).expect("receiver alive");
+        let out = bx
+            .run_cancellable(&RunSpec::new(["no-such-program"]), None, cancelled)
+            .await
+            .expect("run");
+        assert_eq!(out.exit_code, Some(127), "{out:?}");
+        bx.write_file(FileRoot::Workspace, "f.txt", b"in step".to_vec(), false)
+            .await
+            .expect("write after a stray cancel");
+        let next = bx.run(&sh("cat f.txt")).await.expect("run");
+        assert_eq!(text(&next.stdout), "in step");
+        // A cancel sender dropped without sending leaves the run alone.
+        let (dropped, never) = tokio::sync::oneshot::channel::<()>();
+        drop(dropped);
+        let out = bx
+            .run_cancellable(&sh("sleep 0.3; echo done"), None, never)
+            .await
+            .expect("run");
+        assert_eq!(out.status, Verdict::Ok);
+        assert_eq!(text(&out.stdout), "done\n");
+        destroy_and_check(sb, bx).await;
+    });
+}
+
+#[test]
 fn directory_operations_never_follow_symlinks() {
     run(async {
         let sb = sandbox();

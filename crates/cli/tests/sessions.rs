@@ -405,6 +405,87 @@ fn streaming_output_reaches_the_caller_while_the_program_runs() {
     });
 }
 
+/// Runs `command` in session `id` of `who` and cancels it from outside once its first output
+/// arrives; returns (whether the cancel found it running, success, result, how long it took).
+async fn cancelled_after_start(
+    engine: &Engine,
+    who: &codebeaker_engine::Caller,
+    id: &str,
+    command: Value,
+) -> (bool, bool, Value, Duration) {
+    let command = serde_json::from_value(command).expect("valid command");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let started = std::time::Instant::now();
+    let (out, found) = tokio::join!(engine.execute_command(who, id, command, Some(tx)), async {
+        let first = rx
+            .recv()
+            .await
+            .expect("the program prints before it sleeps");
+        assert_eq!(String::from_utf8_lossy(&first.data), "started\n");
+        engine
+            .cancel_command(who, id)
+            .expect("the caller's own session")
+    });
+    let out = out.expect("a cancelled command is an outcome, not an error");
+    let result = serde_json::to_value(&out.result).expect("a result as JSON");
+    (found, out.success, result, started.elapsed())
+}
+
+#[test]
+fn a_running_command_is_cancelled_and_the_session_goes_on() {
+    run(async {
+        let engine = engine();
+        let me = caller("cancel");
+        let id = open_session(engine, &me, "python").await;
+        assert!(
+            !engine.cancel_command(&me, &id).unwrap(),
+            "an idle session has nothing to cancel"
+        );
+
+        let shell = json!({"type": "shell", "command": "sh", "args": ["-c", "echo started; sleep 30; echo never"], "timeoutMs": 60000});
+        let (found, ok, result, took) = cancelled_after_start(engine, &me, &id, shell).await;
+        assert!(found, "the shell command was running");
+        assert!(!ok, "{result}");
+        assert_eq!(result["status"], "killed", "{result}");
+        assert_eq!(result["stdout"], "started\n", "{result}");
+        assert!(took < Duration::from_secs(10), "cancel took {took:?}");
+
+        let execute = json!({"type": "execute", "code": "import time\nprint('started', flush=True)\ntime.sleep(30)\nprint('never')", "timeoutMs": 60000});
+        let (found, ok, result, took) = cancelled_after_start(engine, &me, &id, execute).await;
+        assert!(found, "the execute command was running");
+        assert!(!ok, "{result}");
+        assert_eq!(result["status"], "killed", "{result}");
+        assert_eq!(result["stdout"], "started\n", "{result}");
+        assert!(took < Duration::from_secs(10), "cancel took {took:?}");
+
+        // The session runs the next command at once, and a cancel between commands finds none.
+        let (ok, result, error) = command(
+            engine,
+            &me,
+            &id,
+            json!({"type": "shell", "command": "echo", "args": ["next"]}),
+        )
+        .await;
+        assert!(ok, "{error:?}");
+        assert_eq!(result["stdout"], "next\n");
+        assert!(!engine.cancel_command(&me, &id).unwrap());
+        let (ok, result, error) = command(
+            engine,
+            &me,
+            &id,
+            json!({"type": "execute", "code": "print(6 * 7)"}),
+        )
+        .await;
+        assert!(ok, "{error:?}");
+        assert_eq!(result["stdout"], "42\n");
+        engine.close_session(&me, &id).await.unwrap();
+        assert!(matches!(
+            engine.cancel_command(&me, &id),
+            Err(EngineError::SessionNotFound(_))
+        ));
+    });
+}
+
 #[test]
 fn sessions_take_ready_boxes_from_the_pool() {
     run(async {

@@ -18,10 +18,12 @@ use codebeaker_sandbox::{
     EntryKind, FileRoot, OutputChunk, RunOutcome, RunSpec, SandboxBox, SandboxError, Verdict,
 };
 use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::oneshot;
 
 use crate::config::{TextLimits, TimeUnit};
+use crate::executor::RunHooks;
 use crate::paths::{self, WorkspacePath};
-use crate::session::Caller;
+use crate::session::{Caller, Cancellable};
 use crate::{CodeRequest, Engine, EngineError, Execution};
 
 /// The result of one command.
@@ -88,6 +90,25 @@ fn rfc3339(secs: i64) -> Option<String> {
 }
 
 /// Output bytes as protocol text: UTF-8 as is, anything else as base64 with its encoding named.
+/// Fires `stop` when either cancel fires, and never when both senders are gone; never ends, so
+/// that it lives exactly as long as the command it is raced against.
+async fn forward_cancel(
+    from_session: oneshot::Receiver<()>,
+    from_caller: oneshot::Receiver<()>,
+    stop: oneshot::Sender<()>,
+) -> std::convert::Infallible {
+    let fired = tokio::select! {
+        Ok(()) = from_session => true,
+        Ok(()) = from_caller => true,
+        else => false,
+    };
+    if fired {
+        // The run may have ended already; then there is nothing left to stop.
+        let _ = stop.send(());
+    }
+    std::future::pending().await
+}
+
 fn text_field(bytes: &[u8]) -> (String, Option<Encoding>) {
     match std::str::from_utf8(bytes) {
         Ok(s) => (s.to_string(), None),
@@ -133,6 +154,24 @@ impl Engine {
         command: Command,
         output: Option<UnboundedSender<OutputChunk>>,
     ) -> Result<CommandOutcome, EngineError> {
+        // A receiver whose sender is gone never fires.
+        let (_, never) = oneshot::channel();
+        self.execute_command_cancellable(caller, session_id, command, output, never)
+            .await
+    }
+
+    /// Like [`execute_command`](Self::execute_command), and a value sent on `cancel` stops this
+    /// command's program, as [`cancel_command`](Self::cancel_command) does while it runs. A
+    /// cancel sent while the command still waits for the session's box stops its program as
+    /// soon as it starts; dropping the sender leaves the command alone.
+    pub async fn execute_command_cancellable(
+        &self,
+        caller: &Caller,
+        session_id: &str,
+        command: Command,
+        output: Option<UnboundedSender<OutputChunk>>,
+        cancel: oneshot::Receiver<()>,
+    ) -> Result<CommandOutcome, EngineError> {
         let session = self.session(caller, session_id)?;
         let started = Instant::now();
         let mut guard = session.bx.lock().await;
@@ -140,15 +179,33 @@ impl Engine {
             return Err(EngineError::SessionNotFound(session_id.to_string()));
         };
         let _busy = self.mark_busy(&session);
-        let (success, result, error) =
-            match self.dispatch(bx, &session.language, command, output).await {
-                Err(e) if crate::session::box_died(&e) => {
-                    let dead = guard.take();
-                    drop(guard);
-                    return Err(self.close_dead_session(&session, dead, e).await);
-                }
-                other => other?,
-            };
+        // Only a command that runs a program can be stopped; for the others the session's
+        // cancel finds nothing to stop.
+        let runs_program = matches!(command, Command::Execute(_) | Command::Shell(_));
+        let (_cancellable, from_session) = match runs_program {
+            true => {
+                let (armed, from_session) = Cancellable::arm(&session);
+                (Some(armed), from_session)
+            }
+            false => (None, oneshot::channel().1),
+        };
+        let (stop, stopped) = oneshot::channel();
+        let hooks = RunHooks {
+            output,
+            cancel: stopped,
+        };
+        let dispatched = tokio::select! {
+            answer = self.dispatch(bx, &session.language, command, hooks) => answer,
+            never = forward_cancel(from_session, cancel, stop) => match never {},
+        };
+        let (success, result, error) = match dispatched {
+            Err(e) if crate::session::box_died(&e) => {
+                let dead = guard.take();
+                drop(guard);
+                return Err(self.close_dead_session(&session, dead, e).await);
+            }
+            other => other?,
+        };
         Ok(CommandOutcome {
             success,
             result,
@@ -157,19 +214,31 @@ impl Engine {
         })
     }
 
+    /// Stops the command that runs now in the caller's session `session_id`: true when a
+    /// running program was told to stop (its command then ends with a `Killed` run), false when
+    /// none runs (the session is idle, or its command is a file operation). Another caller's
+    /// session is `SessionNotFound`, as everywhere else. Commands that wait for the session's box
+    /// behind the running one are left alone.
+    pub fn cancel_command(&self, caller: &Caller, session_id: &str) -> Result<bool, EngineError> {
+        let session = self.session(caller, session_id)?;
+        let cancelled = session.cancel();
+        tracing::debug!(session = %session_id, cancelled, "cancel asked for");
+        Ok(cancelled)
+    }
+
     /// Runs `command` in `bx`: each command has its own function below.
     async fn dispatch(
         &self,
         bx: &SandboxBox,
         session_language: &str,
         command: Command,
-        output: Option<UnboundedSender<OutputChunk>>,
+        hooks: RunHooks,
     ) -> Result<Answer, EngineError> {
         let limits = &self.config().files;
         let text = self.config().text;
         let step = match command {
-            Command::Execute(c) => return self.execute(bx, session_language, c, output).await,
-            Command::Shell(c) => return self.shell(bx, c, output).await,
+            Command::Execute(c) => return self.execute(bx, session_language, c, hooks).await,
+            Command::Shell(c) => return self.shell(bx, c, hooks).await,
             Command::ApplyPatch(c) => return apply_patch(bx, c, limits.max_read_bytes, text).await,
             Command::DeleteFile(c) => return delete_file(bx, &c.path, c.recursive).await,
             Command::WriteFile(c) => {
@@ -201,7 +270,7 @@ impl Engine {
         bx: &SandboxBox,
         session_language: &str,
         c: ExecuteCommand,
-        output: Option<UnboundedSender<OutputChunk>>,
+        hooks: RunHooks,
     ) -> Result<Answer, EngineError> {
         let mut run_limits = self.config().run_limits;
         if let Some(ms) = c.effective_timeout_ms() {
@@ -221,7 +290,7 @@ impl Engine {
             stdin: c.stdin.unwrap_or_default().into_bytes(),
             limits: run_limits,
         };
-        match self.execute_in_streaming(bx, &req, output).await {
+        match self.execute_hooked(bx, &req, hooks).await {
             Ok(execution) => Ok(execution_result(execution)),
             Err(
                 e @ (EngineError::UnsupportedLanguage(_) | EngineError::LanguageUnavailable(_)),
@@ -235,7 +304,7 @@ impl Engine {
         &self,
         bx: &SandboxBox,
         c: ShellCommand,
-        output: Option<UnboundedSender<OutputChunk>>,
+        hooks: RunHooks,
     ) -> Result<Answer, EngineError> {
         // The lexical half here; the box refuses symlinks on the way (see paths.rs).
         let cwd = match c
@@ -262,7 +331,7 @@ impl Engine {
                 .run_time("timeoutMs", asked, TimeUnit::Millis)?;
             cmd.limits.cpu_time = cmd.limits.wall_time;
         }
-        let outcome = bx.run_streaming(&cmd, output).await?;
+        let outcome = bx.run_cancellable(&cmd, hooks.output, hooks.cancel).await?;
         let success = outcome.status == Verdict::Ok;
         let error = (!success).then(|| shell_error(&outcome));
         let result = CommandResult::Run(run_result(&outcome, None));

@@ -37,6 +37,7 @@ use codebeaker_sandbox::{
     Verdict, WarmSpec, MIB,
 };
 use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::oneshot;
 
 use crate::session::Caller;
 use crate::{Engine, EngineError};
@@ -110,6 +111,21 @@ fn to_abs(rel: &str) -> PathBuf {
     Path::new(FileRoot::Tmp.dir()).join(rel)
 }
 
+/// What a caller attaches to a program while it runs: where its output goes as it comes, and
+/// the receiver whose firing stops it (see `SandboxBox::run_cancellable`).
+pub(crate) struct RunHooks {
+    pub output: Option<UnboundedSender<OutputChunk>>,
+    pub cancel: oneshot::Receiver<()>,
+}
+
+impl RunHooks {
+    /// Hooks that stream to `output` and never cancel (the cancel's sender is gone).
+    fn streaming(output: Option<UnboundedSender<OutputChunk>>) -> RunHooks {
+        let (_, cancel) = oneshot::channel();
+        RunHooks { output, cancel }
+    }
+}
+
 /// Compiled files as read out of a build box: `(name in the output directory, contents,
 /// executable)`.
 type Artifacts = Vec<(String, Vec<u8>, bool)>;
@@ -134,8 +150,19 @@ impl Engine {
         req: &CodeRequest,
         output: Option<UnboundedSender<OutputChunk>>,
     ) -> Result<Execution, EngineError> {
+        self.execute_hooked(bx, req, RunHooks::streaming(output))
+            .await
+    }
+
+    /// Like [`execute_in_streaming`](Self::execute_in_streaming), with a cancel as well.
+    pub(crate) async fn execute_hooked(
+        &self,
+        bx: &SandboxBox,
+        req: &CodeRequest,
+        hooks: RunHooks,
+    ) -> Result<Execution, EngineError> {
         let caller = self.caller_of(bx);
-        self.execute_with(&caller, bx, req, output, true).await
+        self.execute_with(&caller, bx, req, hooks, true).await
     }
 
     /// Like [`execute_in`](Self::execute_in) for `caller`'s one-shot box.
@@ -145,7 +172,8 @@ impl Engine {
         bx: &SandboxBox,
         req: &CodeRequest,
     ) -> Result<Execution, EngineError> {
-        self.execute_with(caller, bx, req, None, true).await
+        self.execute_with(caller, bx, req, RunHooks::streaming(None), true)
+            .await
     }
 
     /// Like [`execute_for`](Self::execute_for), never through a warm worker: for a box that runs
@@ -156,7 +184,8 @@ impl Engine {
         bx: &SandboxBox,
         req: &CodeRequest,
     ) -> Result<Execution, EngineError> {
-        self.execute_with(caller, bx, req, None, false).await
+        self.execute_with(caller, bx, req, RunHooks::streaming(None), false)
+            .await
     }
 
     async fn execute_with(
@@ -164,7 +193,7 @@ impl Engine {
         caller: &Caller,
         bx: &SandboxBox,
         req: &CodeRequest,
-        output: Option<UnboundedSender<OutputChunk>>,
+        hooks: RunHooks,
         warm: bool,
     ) -> Result<Execution, EngineError> {
         let started = Instant::now();
@@ -180,7 +209,7 @@ impl Engine {
         let n = RUN_SEQ.fetch_add(1, Ordering::Relaxed);
         let base = format!(".codebeaker/run-{n}");
         let result = self
-            .execute_plan(caller, bx, req, &plan, &base, output, warm)
+            .execute_plan(caller, bx, req, &plan, &base, hooks, warm)
             .await;
         // The run itself removes its directory; anything that ended earlier did not.
         if !matches!(result, Ok((_, true))) {
@@ -202,7 +231,7 @@ impl Engine {
         req: &CodeRequest,
         plan: &Plan,
         base: &str,
-        output: Option<UnboundedSender<OutputChunk>>,
+        hooks: RunHooks,
         warm: bool,
     ) -> Result<(Execution, bool), EngineError> {
         let src_rel = format!("{base}/src");
@@ -244,7 +273,7 @@ impl Engine {
             files,
             cleanup: Some((FileRoot::Tmp, base.to_string())),
         };
-        let mut outcome = bx.run_streaming(&cmd, output).await?;
+        let mut outcome = bx.run_cancellable(&cmd, hooks.output, hooks.cancel).await?;
         let rewrite = |text: &[u8]| {
             plan.rewrite_diagnostics(&String::from_utf8_lossy(text), &src_abs, &artifact_dir)
         };

@@ -3,6 +3,11 @@
 //! Commands on one session run one at a time in arrival order (a fair lock around the box);
 //! different sessions run in parallel. Sessions belong to the caller that created them and are
 //! invisible to every other caller. Bounds: sessions in total and per caller.
+//!
+//! A command that runs a program can be stopped from outside while it runs
+//! ([`Engine::cancel_command`](crate::Engine::cancel_command)): the session keeps the running
+//! command's cancel handle beside the box lock, not under it, since the lock is held by the very
+//! command to be stopped.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -68,6 +73,8 @@ pub(crate) struct Session {
     last_activity: Mutex<(SystemTime, Instant)>,
     executions: AtomicU64,
     busy: AtomicBool,
+    /// The cancel of the command that holds the box lock now; `None` between commands.
+    cancel: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
     idle_timeout: Duration,
     max_lifetime: Duration,
     limits: BoxLimits,
@@ -196,6 +203,40 @@ impl Drop for Busy<'_> {
         self.0.executions.fetch_add(1, Ordering::Relaxed);
         self.0.busy.store(false, Ordering::Relaxed);
         self.0.touch();
+    }
+}
+
+/// Keeps the cancel handle of the session's running command for as long as it lives.
+pub(crate) struct Cancellable<'a>(&'a Session);
+
+impl Cancellable<'_> {
+    /// Takes the command's cancel handle in the session: the receiver, which stops the run when
+    /// [`Session::cancel`] fires it, goes to the command. Called with the box lock held, so the
+    /// slot holds the one command that runs.
+    pub(crate) fn arm(session: &Session) -> (Cancellable<'_>, tokio::sync::oneshot::Receiver<()>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        *session.cancel.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+        (Cancellable(session), rx)
+    }
+}
+
+impl Drop for Cancellable<'_> {
+    fn drop(&mut self) {
+        self.0
+            .cancel
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+    }
+}
+
+impl Session {
+    /// Stops the command running now, if it runs a program: false when no command runs or the
+    /// running one has no program to stop (a file operation).
+    pub(crate) fn cancel(&self) -> bool {
+        let handle = self.cancel.lock().unwrap_or_else(|p| p.into_inner()).take();
+        // The send fails when the command holds no receiver: nothing of it can be stopped.
+        handle.is_some_and(|tx| tx.send(()).is_ok())
     }
 }
 
@@ -341,6 +382,7 @@ impl Engine {
             last_activity: Mutex::new(now),
             executions: AtomicU64::new(0),
             busy: AtomicBool::new(false),
+            cancel: Mutex::new(None),
             idle_timeout,
             max_lifetime,
             limits,

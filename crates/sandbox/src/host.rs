@@ -27,7 +27,7 @@ use std::sync::Mutex as StdMutex;
 use std::time::{Duration, Instant};
 
 use tokio::net::UnixStream;
-use tokio::sync::{mpsc, Mutex};
+use tokio::sync::{mpsc, oneshot, Mutex};
 
 use crate::census::{owner_pid, process_alive};
 use crate::cgroup::{BoxCgroup, CgroupLimits, CgroupManager, CgroupVersion};
@@ -614,6 +614,23 @@ impl SandboxBox {
         cmd: &RunSpec,
         output: Option<mpsc::UnboundedSender<OutputChunk>>,
     ) -> Result<RunOutcome, SandboxError> {
+        // A receiver whose sender is gone never fires: the run cannot be cancelled.
+        let (_, never) = oneshot::channel();
+        self.run_cancellable(cmd, output, never).await
+    }
+
+    /// Like [`run_streaming`](Self::run_streaming), and a value sent on `cancel` stops the run:
+    /// the box ends the program and the outcome is [`Verdict::Killed`] with the message
+    /// `cancelled`, with the output written until then. Dropping the sender without sending
+    /// leaves the run alone. A cancel that comes while the run waits for the box (another run
+    /// holds it) stops this run as soon as it starts; one that comes after the program ended
+    /// changes nothing. The box stays usable either way.
+    pub async fn run_cancellable(
+        &self,
+        cmd: &RunSpec,
+        output: Option<mpsc::UnboundedSender<OutputChunk>>,
+        cancel: oneshot::Receiver<()>,
+    ) -> Result<RunOutcome, SandboxError> {
         let mut conn = self.conn.lock().await;
         if conn.broken {
             return Err(SandboxError::BoxGone);
@@ -654,7 +671,7 @@ impl SandboxBox {
         let deadline = cmd.limits.wall_time + HOST_GRACE;
         let result = tokio::time::timeout(
             deadline,
-            exchange_run(&mut conn.stream, &req, output.as_ref()),
+            exchange_run(&mut conn.stream, &req, output.as_ref(), cancel),
         )
         .await;
         let report = match conn.settle(result) {
@@ -950,16 +967,61 @@ fn unexpected(msg: InitMsg) -> SandboxError {
     SandboxError::Request(format!("unexpected reply from the box: {msg:?}"))
 }
 
+/// One run's exchange with the init: the request, the output frames, the report.
+///
+/// The frames are read by one future that lives for the whole exchange (`receive`), so a cancel
+/// never interrupts it halfway through a frame. When `cancel` fires, `HostMsg::Cancel` goes out
+/// on the write half and the same future goes on reading until the report. The init reads the
+/// cancel only while the program runs, and says so in the report (`error: "cancelled"`); a cancel
+/// that reached it after the run had ended is answered later, by one `InitMsg::Error`, which is
+/// read and dropped here so that the next request gets its own answer.
 async fn exchange_run(
     stream: &mut UnixStream,
     req: &RunRequest,
     output: Option<&mpsc::UnboundedSender<OutputChunk>>,
+    cancel: oneshot::Receiver<()>,
 ) -> Result<RunReport, SandboxError> {
-    channel::send_async(stream, &HostMsg::Run(Box::new(req.clone())))
+    let (mut reader, mut writer) = stream.split();
+    channel::send_async(&mut writer, &HostMsg::Run(Box::new(req.clone())))
         .await
         .map_err(|_| SandboxError::BoxGone)?;
+    let report = {
+        let receive = receive_report(&mut reader, output);
+        tokio::pin!(receive);
+        let cancelled = async {
+            // A sender dropped without sending means "no cancel": wait for the report alone.
+            if cancel.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            report = &mut receive => return report,
+            () = cancelled => {
+                channel::send_async(&mut writer, &HostMsg::Cancel)
+                    .await
+                    .map_err(|_| SandboxError::BoxGone)?;
+                receive.await?
+            }
+        }
+    };
+    if report.error.as_deref() != Some("cancelled") {
+        // The run ended before the init saw the cancel: drop its answer to the stray cancel.
+        match channel::recv_async::<InitMsg>(&mut reader).await {
+            Ok(Some(InitMsg::Error(_))) => {}
+            Ok(Some(other)) => return Err(unexpected(other)),
+            Ok(None) | Err(_) => return Err(SandboxError::BoxGone),
+        }
+    }
+    Ok(report)
+}
+
+/// Reads a run's frames until its report, passing output on to `output`.
+async fn receive_report(
+    reader: &mut (impl tokio::io::AsyncRead + Unpin),
+    output: Option<&mpsc::UnboundedSender<OutputChunk>>,
+) -> Result<RunReport, SandboxError> {
     loop {
-        match channel::recv_async::<InitMsg>(stream).await {
+        match channel::recv_async::<InitMsg>(reader).await {
             Ok(Some(InitMsg::Output { stream, data })) => {
                 if let Some(tx) = output {
                     let _ = tx.send(OutputChunk { stream, data });

@@ -1,5 +1,5 @@
 //! Sessions against sessions: a session sees nothing of another's files, IPC or sockets, and
-//! another caller's session is not found.
+//! another caller's session is not found, not even to stop its running command.
 
 use super::*;
 
@@ -145,5 +145,49 @@ fn another_callers_session_is_not_found() {
         alice.still_works(&s).await;
         alice.close(s).await;
         server.shutdown().await.expect("shutdown");
+    });
+}
+
+#[test]
+fn another_caller_cannot_cancel_a_running_command() {
+    attack(async {
+        let engine = engine();
+        let alice = common::caller("alice-cancel");
+        let mallory = common::caller("mallory-cancel");
+        let mine = common::open_session(engine, &alice, "python").await;
+        let theirs = common::open_session(engine, &mallory, "python").await;
+        let box_name = engine.list_sessions(&alice)[0].box_name.clone();
+        let command = serde_json::from_value(json!({"type": "shell", "command": "sh", "args": ["-c", "echo started; sleep 2; echo finished"], "timeoutMs": 20000})).expect("valid command");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let (out, ()) = tokio::join!(
+            engine.execute_command(&alice, &mine, command, Some(tx)),
+            async {
+                let first = rx.recv().await.expect("alice's command prints first");
+                assert_eq!(String::from_utf8_lossy(&first.data), "started\n");
+                // Alice's session id, her box's name, and mallory's own idle session.
+                for id in [mine.as_str(), box_name.as_str()] {
+                    let refused = engine.cancel_command(&mallory, id);
+                    assert!(
+                        matches!(
+                            refused,
+                            Err(codebeaker_engine::EngineError::SessionNotFound(_))
+                        ),
+                        "{id}: {refused:?}"
+                    );
+                }
+                assert!(!engine
+                    .cancel_command(&mallory, &theirs)
+                    .expect("mallory's own session"));
+            }
+        );
+        let out = out.expect("alice's command");
+        let result = serde_json::to_value(&out.result).expect("a result as JSON");
+        assert!(out.success, "alice's command ran to its end: {result}");
+        assert_eq!(result["stdout"], "started\nfinished\n", "{result}");
+        engine
+            .close_session(&mallory, &theirs)
+            .await
+            .expect("close");
+        engine.close_session(&alice, &mine).await.expect("close");
     });
 }

@@ -1,8 +1,8 @@
 // The core flow of E2B's JavaScript SDK against a CodeBeaker server: create, run (stdout,
-// stderr, exit code, streaming callbacks, envs, cwd), files, list, kill, and a call on the
-// killed sandbox. Reads E2B_API_URL, E2B_SANDBOX_URL and E2B_API_KEY, and loads the SDK from the
-// folder named by E2B_JS_PREFIX (where `npm install --prefix` put it); exits non-zero on the
-// first check that fails, naming it.
+// stderr, exit code, streaming callbacks, envs, cwd, a background command and its kill), files,
+// list, kill, and a call on the killed sandbox. Reads E2B_API_URL, E2B_SANDBOX_URL and
+// E2B_API_KEY, and loads the SDK from the folder named by E2B_JS_PREFIX (where `npm install
+// --prefix` put it); exits non-zero on the first check that fails, naming it.
 import { createRequire } from 'node:module'
 
 const require = createRequire(`${process.env.E2B_JS_PREFIX}/`)
@@ -52,6 +52,30 @@ const background = await sandbox.commands.run('sleep 1; echo background', { back
 check('a background command has a pid', background.pid > 0, background.pid)
 const waited = await background.wait()
 check('wait() returns its output', waited.stdout === 'background\n', waited.stdout)
+
+const seen = []
+const running = await sandbox.commands.run('echo started; sleep 30; echo never', {
+  background: true,
+  onStdout: (d) => seen.push(d),
+})
+for (let i = 0; i < 200 && seen.join('') !== 'started\n'; i++) await new Promise((r) => setTimeout(r, 50))
+check('the background command started', seen.join('') === 'started\n', seen)
+const killedAt = Date.now()
+check('kill() of a running command is true', (await running.kill()) === true, null)
+let killed = null
+try {
+  await running.wait()
+} catch (e) {
+  killed = e
+}
+check('wait() of a killed command throws CommandExitError', killed instanceof CommandExitError && killed.exitCode === -1, String(killed))
+check('its error says it was killed', killed.error === 'signal: killed', killed.error)
+check('it kept the output until the kill', killed.stdout === 'started\n', killed.stdout)
+check('kill ends the command at once', Date.now() - killedAt < 5000, Date.now() - killedAt)
+check('kill() of a killed command is false', (await sandbox.commands.kill(running.pid)) === false, null)
+const nextAt = Date.now()
+const next = await sandbox.commands.run('echo next')
+check('the sandbox runs the next command at once', next.stdout === 'next\n' && Date.now() - nextAt < 5000, next.stdout)
 
 await sandbox.files.makeDir('sub')
 const cwd = await sandbox.commands.run('pwd', { cwd: 'sub' })

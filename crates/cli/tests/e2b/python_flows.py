@@ -79,13 +79,33 @@ def commands():
         check("wait() returns its output", waited.stdout == "background\n", waited.stdout)
         check("kill() of a finished command is False", sandbox.commands.kill(handle.pid) is False)
 
-        running = sandbox.commands.run("sleep 2", background=True)
-        try:
-            running.kill()
-            check("kill() of a running command raises (signals are not supported yet)", False)
-        except SandboxException as e:
-            check("kill() of a running command says what is missing", "not supported" in str(e), str(e))
-        check("the command runs to its end", running.wait().exit_code == 0)
+        seen = []
+        running = sandbox.commands.run(
+            "echo started; sleep 30; echo never", background=True, on_stdout=seen.append
+        )
+        deadline = time.monotonic() + 10
+        while running.pid not in [p.pid for p in sandbox.commands.list()] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        queued = sandbox.commands.run("echo queued; sleep 30", background=True)
+        killed_at = time.monotonic()
+        check("kill() of a command waiting for the box is True", queued.kill() is True)
+        check("kill() of a running command is True", running.kill() is True)
+        for name, handle, stdout in [("running", running, "started\n"), ("queued", queued, "")]:
+            try:
+                handle.wait()
+                check(f"wait() of the killed {name} command raises", False)
+            except CommandExitException as e:
+                check(f"the killed {name} command's exit code is -1", e.exit_code == -1, e.exit_code)
+                check(f"the killed {name} command's error says it was killed", e.error == "signal: killed", e.error)
+                check(f"the killed {name} command kept its output until the kill", e.stdout == stdout, e.stdout)
+        check("kill ends the commands at once", time.monotonic() - killed_at < 5, time.monotonic() - killed_at)
+        check("a killed command is no longer listed", running.pid not in [p.pid for p in sandbox.commands.list()])
+        check("kill() of a killed command is False", sandbox.commands.kill(running.pid) is False)
+        next_at = time.monotonic()
+        after = sandbox.commands.run("echo next")
+        check("the sandbox runs the next command after a kill", after.stdout == "next\n", after.stdout)
+        check("at once", time.monotonic() - next_at < 5, time.monotonic() - next_at)
 
         handle = sandbox.commands.run("sleep 1; echo followed", background=True)
         follower = sandbox.commands.connect(handle.pid)

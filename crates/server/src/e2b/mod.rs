@@ -102,6 +102,8 @@ pub(crate) struct RunningProcess {
     pub events: tokio::sync::broadcast::Sender<axum::body::Bytes>,
     /// Told when the sandbox is killed: the stream ends then, as a killed E2B sandbox's does.
     pub killed: Arc<tokio::sync::Notify>,
+    /// Stops the command (`SendSignal`); taken by the first signal.
+    pub stop: Arc<Mutex<Option<tokio::sync::oneshot::Sender<()>>>>,
 }
 
 type Table = Arc<Mutex<HashMap<String, Sandbox>>>;
@@ -178,12 +180,17 @@ impl E2b {
         }
     }
 
-    /// Makes the sandbox gone for every call, and ends the streams of its running commands.
+    /// Makes the sandbox gone for every call, and stops its running commands and ends their
+    /// streams.
     pub(crate) fn forget(&self, id: &str) {
         lock(&self.sandboxes).remove(id);
         lock(&self.processes).retain(|_, p| {
             if p.sandbox_id == id {
                 p.killed.notify_one();
+                // Stopped too, so that the box goes at once rather than when they end.
+                if let Some(stop) = lock(&p.stop).take() {
+                    let _ = stop.send(());
+                }
             }
             p.sandbox_id != id
         });
@@ -238,9 +245,9 @@ impl E2b {
         }
     }
 
-    /// Closes the sandbox on a task of its own, and makes it gone for every call at once: the
-    /// engine lets a command in progress run to its end (its timeout at the latest) before the
-    /// box goes, and no caller should wait for that.
+    /// Closes the sandbox on a task of its own, and makes it gone for every call at once: its
+    /// commands are stopped, and the box goes once the engine has seen them end, which no caller
+    /// should wait for.
     pub(crate) fn close_soon(
         self: &Arc<Self>,
         sandbox: Sandbox,
@@ -279,12 +286,25 @@ impl E2b {
         command: Command,
         output: Option<UnboundedSender<OutputChunk>>,
     ) -> Result<CommandOutcome, EnvdError> {
+        // A receiver whose sender is gone never fires.
+        let (_, never) = tokio::sync::oneshot::channel();
+        self.run_cancellable(sandbox, command, output, never).await
+    }
+
+    /// Like [`run`](Self::run), and a value sent on `cancel` stops the command's program.
+    pub(crate) async fn run_cancellable(
+        &self,
+        sandbox: &Sandbox,
+        command: Command,
+        output: Option<UnboundedSender<OutputChunk>>,
+        cancel: tokio::sync::oneshot::Receiver<()>,
+    ) -> Result<CommandOutcome, EnvdError> {
         let kind = command.command_type().as_str();
         let started = Instant::now();
         let outcome = self
             .state
             .engine
-            .execute_command(&sandbox.caller, &sandbox.id, command, output)
+            .execute_command_cancellable(&sandbox.caller, &sandbox.id, command, output, cancel)
             .await;
         let outcome = match outcome {
             Ok(outcome) => outcome,

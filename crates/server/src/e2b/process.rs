@@ -6,10 +6,14 @@
 //! always closed by the end-of-stream envelope. The command is killed at `Connect-Timeout-Ms`
 //! (bounded by the engine's longest run); a client that goes away does not stop it.
 //!
-//! `Connect` follows a running command from then on (its earlier output is not kept). What the
-//! engine cannot do yet is answered `unimplemented` with the reason: a running command's
-//! standard input (`SendInput`, `StreamInput`, `CloseStdin`), signals (`SendSignal`), terminals
-//! (`pty`) and `Update`.
+//! `Connect` follows a running command from then on (its earlier output is not kept).
+//! `SendSignal` (SIGKILL or SIGTERM) stops a command through the engine's cancel: the box ends
+//! the program at once (SIGTERM too: there is no grace period), and its stream ends as envd's
+//! does for a killed process, `end{exitCode: -1, exited: false, status: "signal: killed"}` with
+//! the same words as its `error`, so the SDKs' `wait()` raises their command-exit error. A
+//! command still waiting for the box behind another is stopped as soon as its turn comes. What
+//! the engine cannot do yet is answered `unimplemented` with the reason: a running command's
+//! standard input (`SendInput`, `StreamInput`, `CloseStdin`), terminals (`pty`) and `Update`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,7 +28,7 @@ use codebeaker_protocol::commands::{Command, ShellCommand};
 use codebeaker_sandbox::{OutputChunk, Stream};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::sync::{broadcast, mpsc, Notify};
+use tokio::sync::{broadcast, mpsc, oneshot, Notify};
 
 use super::connect::{self, Code, ConnectError, STREAM_CONTENT_TYPE};
 use super::{E2b, EnvdError, RunningProcess, Sandbox};
@@ -62,6 +66,14 @@ struct SelectorRequest {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
+struct SignalRequest {
+    process: Option<Selector>,
+    /// The proto3 JSON of envd's `Signal` enum: its name, or its number.
+    signal: Value,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 struct Selector {
     pid: Option<u32>,
     tag: Option<String>,
@@ -88,11 +100,12 @@ pub(crate) async fn call(
             };
         }
         "List" => Ok(list(&e2b, &sandbox)),
-        "SendInput" | "CloseStdin" | "SendSignal" => {
-            connect::decode_unary::<SelectorRequest>(&body)
-                .map_err(EnvdError::from)
-                .and_then(|r| Err(selected_error(&e2b, &sandbox, r.process, &method).into()))
-        }
+        "SendSignal" => connect::decode_unary::<SignalRequest>(&body)
+            .map_err(EnvdError::from)
+            .and_then(|r| signal(&e2b, &sandbox, r).map_err(EnvdError::from)),
+        "SendInput" | "CloseStdin" => connect::decode_unary::<SelectorRequest>(&body)
+            .map_err(EnvdError::from)
+            .and_then(|r| Err(selected_error(&e2b, &sandbox, r.process, &method).into())),
         "StreamInput" => Err(ConnectError::unimplemented(
             "StreamInput",
             "a command's standard input is fixed when it starts (commands start with stdin closed)",
@@ -135,15 +148,40 @@ fn selected_error(
             .unwrap_or_else(|| "no process selected".into());
         return ConnectError::new(Code::NotFound, format!("process with {which} not found"));
     }
-    let missing = match method {
-        "SendSignal" => {
-            "a running command cannot be signalled yet; it ends when it exits or at its timeout"
-        }
-        _ => {
-            "a command's standard input is fixed when it starts (commands start with stdin closed)"
-        }
+    ConnectError::unimplemented(
+        method,
+        "a command's standard input is fixed when it starts (commands start with stdin closed)",
+    )
+}
+
+/// `SendSignal`: SIGKILL and SIGTERM stop the selected command; `not_found` when no command of
+/// the sandbox has that pid or tag (so that `kill()` answers false).
+fn signal(e2b: &E2b, sandbox: &Sandbox, request: SignalRequest) -> Result<Value, ConnectError> {
+    let selector = request.process.unwrap_or_default();
+    let found = e2b.processes(&sandbox.id).into_iter().find(|(pid, p)| {
+        selector.pid == Some(*pid) || (selector.tag.is_some() && selector.tag == p.tag)
+    });
+    let Some((pid, process)) = found else {
+        return Err(selected_error(e2b, sandbox, Some(selector), "SendSignal"));
     };
-    ConnectError::unimplemented(method, missing)
+    let known = match &request.signal {
+        Value::String(name) => matches!(name.as_str(), "SIGNAL_SIGKILL" | "SIGNAL_SIGTERM"),
+        Value::Number(n) => matches!(n.as_u64(), Some(9 | 15)),
+        _ => false,
+    };
+    if !known {
+        return Err(ConnectError::new(
+            Code::Unimplemented,
+            format!("invalid signal: {}", request.signal),
+        ));
+    }
+    let stop = super::lock(&process.stop).take();
+    // A second signal finds the first one's stop taken: the command is ending already.
+    if let Some(stop) = stop {
+        let _ = stop.send(());
+        tracing::debug!(sandbox = %sandbox.id, pid, signal = %request.signal, "command stopped");
+    }
+    Ok(json!({}))
 }
 
 /// Where a `Connect`ed follower is in its stream.
@@ -264,6 +302,7 @@ async fn start(e2b: Arc<E2b>, sandbox: Sandbox, headers: &HeaderMap, body: &[u8]
     });
     let (events, _) = broadcast::channel(FOLLOWER_BUFFER);
     let killed = Arc::new(Notify::new());
+    let (stop, stopped) = oneshot::channel();
     let pid = e2b.process_started(RunningProcess {
         sandbox_id: sandbox.id.clone(),
         cmd: config.cmd,
@@ -273,6 +312,7 @@ async fn start(e2b: Arc<E2b>, sandbox: Sandbox, headers: &HeaderMap, body: &[u8]
         tag: request.tag,
         events: events.clone(),
         killed: Arc::clone(&killed),
+        stop: Arc::new(std::sync::Mutex::new(Some(stop))),
     });
     let _ = request.stdin;
     let (tx, mut rx) = mpsc::channel::<Bytes>(STREAM_BUFFER);
@@ -282,6 +322,7 @@ async fn start(e2b: Arc<E2b>, sandbox: Sandbox, headers: &HeaderMap, body: &[u8]
             tx,
             followers: events,
             killed,
+            stopped,
         };
         drive(&e2b, sandbox, command, pid, keepalive, outlets).await;
         e2b.process_ended(pid);
@@ -298,11 +339,13 @@ async fn start(e2b: Arc<E2b>, sandbox: Sandbox, headers: &HeaderMap, body: &[u8]
         .into_response()
 }
 
-/// Where a run's events go: its own answer, its followers, and the signal that ends it early.
+/// Where a run's events go: its own answer, its followers, the news that the sandbox is gone,
+/// and the signal that stops the command.
 struct Outlets {
     tx: mpsc::Sender<Bytes>,
     followers: broadcast::Sender<Bytes>,
     killed: Arc<Notify>,
+    stopped: oneshot::Receiver<()>,
 }
 
 /// Runs the command and sends its events; a client that stopped reading does not stop it.
@@ -318,6 +361,7 @@ async fn drive(
         tx,
         followers,
         killed,
+        stopped,
     } = outlets;
     let _ = tx.send(event(json!({ "start": { "pid": pid } }))).await;
     let send = |bytes: Bytes| {
@@ -332,7 +376,10 @@ async fn drive(
     // On its own task, so that a client slow to read never stops the command from being driven.
     let door = Arc::clone(e2b);
     let run_sandbox = sandbox.id.clone();
-    let mut run = tokio::spawn(async move { door.run(&sandbox, command, Some(out_tx)).await });
+    let mut run = tokio::spawn(async move {
+        door.run_cancellable(&sandbox, command, Some(out_tx), stopped)
+            .await
+    });
     let mut tick = tokio::time::interval(keepalive);
     tick.reset();
     let sandbox_id = run_sandbox;
@@ -388,8 +435,13 @@ async fn drive(
                     (None, Some(signal)) => (-1, false, format!("signal: {}", signal_name(signal))),
                     (None, None) => (-1, false, run.status.as_str().to_string()),
                 };
+                let stopped =
+                    run.status.as_str() == "killed" && run.message.as_deref() == Some("cancelled");
                 let mut end = json!({ "exitCode": exit_code, "exited": exited, "status": status });
-                if run.status.as_str() != "ok" && run.status.as_str() != "runtime_error" {
+                if stopped {
+                    // What envd says of a process it killed: Go's words for the wait's error.
+                    end = json!({ "exitCode": -1, "exited": false, "status": "signal: killed", "error": "signal: killed" });
+                } else if run.status.as_str() != "ok" && run.status.as_str() != "runtime_error" {
                     end["error"] = json!(run
                         .message
                         .clone()
