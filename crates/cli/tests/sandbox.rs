@@ -2,7 +2,7 @@
 //! a box ends in its typed status and leaves the host and the box's neighbours untouched.
 
 use codebeaker_sandbox::{
-    BoxLimits, BoxSpec, FileRoot, RunSpec, Sandbox, SandboxBox, Verdict, MIB,
+    BoxLimits, BoxSpec, FileRoot, RunSpec, Sandbox, SandboxBox, StdinEvent, Verdict, MIB,
 };
 use std::time::Duration;
 
@@ -554,6 +554,147 @@ fn cancelled_run_ends_at_once_and_the_box_goes_on() {
         assert_eq!(next.status, Verdict::Ok, "{}", text(&next.stderr));
         assert_eq!(text(&next.stdout), "next\n");
         assert_eq!(leftover_processes(&bx).await, "");
+        destroy_and_check(sb, bx).await;
+    });
+}
+
+/// Sends one stdin event and waits for the box's answer.
+async fn send_stdin(
+    tx: &tokio::sync::mpsc::Sender<StdinEvent>,
+    data: Option<&[u8]>,
+) -> Result<(), codebeaker_sandbox::SandboxError> {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let event = match data {
+        Some(data) => StdinEvent::Data(data.to_vec(), reply),
+        None => StdinEvent::Close(reply),
+    };
+    tx.send(event).await.expect("the run takes stdin");
+    answer.await.expect("the run answers")
+}
+
+#[test]
+fn stdin_sent_during_the_run_reaches_the_program_in_order() {
+    run(async {
+        let sb = sandbox();
+        let bx = new_box(sb, BoxLimits::default()).await;
+        let mut cmd = RunSpec::new(["cat"]);
+        cmd.stdin = b"zero\n".to_vec();
+        cmd.limits.wall_time = Duration::from_secs(30);
+        let (output, mut chunks) = tokio::sync::mpsc::unbounded_channel();
+        let (_cancel, cancelled) = tokio::sync::oneshot::channel();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let started = std::time::Instant::now();
+        let (out, ()) = tokio::join!(
+            bx.run_with_stdin(&cmd, Some(output), cancelled, Some(rx)),
+            async {
+                let mut seen = String::new();
+                for piece in ["one\n", "two\n"] {
+                    send_stdin(&tx, Some(piece.as_bytes()))
+                        .await
+                        .expect("taken");
+                    // cat echoes each piece before the next is sent: the pipe stays open between.
+                    while !seen.ends_with(piece) {
+                        let chunk = chunks.recv().await.expect("echo streamed");
+                        seen.push_str(&text(&chunk.data));
+                    }
+                }
+                assert_eq!(seen, "zero\none\ntwo\n");
+                send_stdin(&tx, None).await.expect("closed");
+                // Input after the close is refused: by the box, or, once cat has ended and the
+                // run is over, by the channel no one reads any more.
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                if tx
+                    .send(StdinEvent::Data(b"late\n".to_vec(), reply))
+                    .await
+                    .is_ok()
+                {
+                    let refused = answer.await.expect("the run answers");
+                    assert!(refused.is_err(), "input after close is refused");
+                }
+            }
+        );
+        let out = out.expect("run");
+        assert_eq!(out.status, Verdict::Ok, "{out:?}");
+        assert_eq!(text(&out.stdout), "zero\none\ntwo\n");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "cat ended on close"
+        );
+
+        // A run whose stdin senders are all dropped sees its stdin closed, and the box goes on.
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let (_cancel, cancelled) = tokio::sync::oneshot::channel();
+        drop(tx);
+        let out = bx
+            .run_with_stdin(&sh("cat; echo after"), None, cancelled, Some(rx))
+            .await
+            .expect("run");
+        assert_eq!(
+            text(&out.stdout),
+            "after\n",
+            "a dropped sender closes stdin"
+        );
+        let next = bx.run(&sh("echo next")).await.expect("run after");
+        assert_eq!(text(&next.stdout), "next\n");
+        assert_eq!(leftover_processes(&bx).await, "");
+        destroy_and_check(sb, bx).await;
+    });
+}
+
+#[test]
+fn stdin_past_the_bound_is_refused_and_late_stdin_leaves_the_box_in_step() {
+    run(async {
+        let sb = sandbox();
+        let bx = new_box(sb, BoxLimits::default()).await;
+        // The program never reads its stdin: what is sent waits in the box, up to the bound.
+        let mut cmd = sh("sleep 30");
+        cmd.limits.wall_time = Duration::from_secs(60);
+        let (cancel, cancelled) = tokio::sync::oneshot::channel();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let (out, ()) = tokio::join!(bx.run_with_stdin(&cmd, None, cancelled, Some(rx)), async {
+            let piece = vec![b'x'; 3 * 1024 * 1024];
+            send_stdin(&tx, Some(&piece))
+                .await
+                .expect("under the bound");
+            let refused = send_stdin(&tx, Some(&piece))
+                .await
+                .expect_err("past the bound");
+            assert!(
+                refused.to_string().contains("has not read"),
+                "the refusal says why: {refused}"
+            );
+            cancel.send(()).expect("the run still listens");
+        });
+        let out = out.expect("run");
+        assert_eq!(out.status, Verdict::Killed, "{out:?}");
+
+        // Input that comes after the program ended is refused, and the next request gets its own
+        // answer.
+        let (_cancel, cancelled) = tokio::sync::oneshot::channel();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        tx.send(StdinEvent::Data(b"late".to_vec(), reply))
+            .await
+            .expect("queued");
+        let out = bx
+            .run_with_stdin(
+                &RunSpec::new(["no-such-program"]),
+                None,
+                cancelled,
+                Some(rx),
+            )
+            .await
+            .expect("run");
+        assert_eq!(out.exit_code, Some(127), "{out:?}");
+        assert!(
+            answer.await.expect("answered").is_err(),
+            "late input refused"
+        );
+        bx.write_file(FileRoot::Workspace, "f.txt", b"in step".to_vec(), false)
+            .await
+            .expect("write after stray stdin");
+        let next = bx.run(&sh("cat f.txt")).await.expect("run");
+        assert_eq!(text(&next.stdout), "in step");
         destroy_and_check(sb, bx).await;
     });
 }

@@ -17,6 +17,11 @@ pub const MAX_FRAME: usize = 256 * 1024 * 1024;
 /// file it reads, so that a box whose memory is full of files can still be answered.
 pub const FILE_CHUNK: usize = 64 * 1024;
 
+/// Most input a run kept open for stdin holds that its program has not read yet: a
+/// [`HostMsg::Stdin`] that would take it past this is refused, so a program that never reads its
+/// stdin cannot make the init buffer without limit.
+pub const MAX_PENDING_STDIN: usize = 4 * 1024 * 1024;
+
 /// A read-only bind mount of a host path into the box.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Bind {
@@ -117,6 +122,12 @@ pub enum HostMsg {
     },
     /// Stop the run in progress (sent only while a run goes on).
     Cancel,
+    /// More input for the stdin of the run in progress, one started with
+    /// [`RunRequest::stdin_open`]; answered during the run by one [`InitMsg::StdinTaken`].
+    Stdin(Vec<u8>),
+    /// Close the stdin of the run in progress once what it was given is written; answered
+    /// during the run by one [`InitMsg::StdinTaken`].
+    CloseStdin,
     Shutdown,
 }
 
@@ -176,6 +187,9 @@ pub struct RunRequest {
     /// Working directory inside the box.
     pub cwd: String,
     pub stdin: Vec<u8>,
+    /// Keep the program's stdin open after `stdin` is written, for [`HostMsg::Stdin`] pieces,
+    /// until [`HostMsg::CloseStdin`] or the run's end; `false` closes it once `stdin` is written.
+    pub stdin_open: bool,
     /// Bytes offered on fd 3 (the snippet ABI's input); `None` leaves fd 3 closed.
     pub fd3_input: Option<Vec<u8>>,
     /// Capture fd 4 (the snippet ABI's result).
@@ -262,6 +276,9 @@ pub enum InitMsg {
         entries: Vec<Entry>,
         truncated: bool,
     },
+    /// The answer, during a run, to a [`HostMsg::Stdin`] or [`HostMsg::CloseStdin`]: `None`
+    /// when taken, or why it was refused. The same request after the run is answered by `Error`.
+    StdinTaken(Option<String>),
     /// A request failed; the box is still usable.
     Error(String),
     /// Setup failed; the box is gone.

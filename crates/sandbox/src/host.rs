@@ -18,6 +18,7 @@
 //! tmpfs, and vanish with its last process. Dropping a [`SandboxBox`] without `destroy` does the
 //! same, best effort.
 
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
@@ -518,6 +519,17 @@ impl RunSpec {
     }
 }
 
+/// Input for a run started with its stdin open ([`SandboxBox::run_with_stdin`]). Each event is
+/// answered on its `oneshot`: `Ok` once the box took it, or why it did not (the run had ended,
+/// stdin was closed, or more input waits unread than the box holds for a program).
+#[derive(Debug)]
+pub enum StdinEvent {
+    /// Append these bytes to what the program reads on stdin.
+    Data(Vec<u8>, oneshot::Sender<Result<(), SandboxError>>),
+    /// Close the program's stdin once what it was given is written.
+    Close(oneshot::Sender<Result<(), SandboxError>>),
+}
+
 /// A chunk of output streamed while a run goes on.
 #[derive(Debug, Clone)]
 pub struct OutputChunk {
@@ -631,6 +643,20 @@ impl SandboxBox {
         output: Option<mpsc::UnboundedSender<OutputChunk>>,
         cancel: oneshot::Receiver<()>,
     ) -> Result<RunOutcome, SandboxError> {
+        self.run_with_stdin(cmd, output, cancel, None).await
+    }
+
+    /// Like [`run_cancellable`](Self::run_cancellable); with `stdin`, the program's stdin stays
+    /// open after `cmd.stdin` is written, takes each [`StdinEvent::Data`] in order, and closes on
+    /// [`StdinEvent::Close`], when every sender is dropped, or when the run ends. Without it,
+    /// stdin closes once `cmd.stdin` is written, as for any run.
+    pub async fn run_with_stdin(
+        &self,
+        cmd: &RunSpec,
+        output: Option<mpsc::UnboundedSender<OutputChunk>>,
+        cancel: oneshot::Receiver<()>,
+        stdin: Option<mpsc::Receiver<StdinEvent>>,
+    ) -> Result<RunOutcome, SandboxError> {
         let mut conn = self.conn.lock().await;
         if conn.broken {
             return Err(SandboxError::BoxGone);
@@ -651,6 +677,7 @@ impl SandboxBox {
             env: program_env(&cmd.env),
             cwd: cmd.cwd.clone().unwrap_or_else(|| "/workspace".into()),
             stdin: cmd.stdin.clone(),
+            stdin_open: stdin.is_some(),
             fd3_input: cmd.fd3_input.clone(),
             capture_fd4: cmd.capture_fd4,
             limits: cmd.limits,
@@ -671,7 +698,7 @@ impl SandboxBox {
         let deadline = cmd.limits.wall_time + HOST_GRACE;
         let result = tokio::time::timeout(
             deadline,
-            exchange_run(&mut conn.stream, &req, output.as_ref(), cancel),
+            exchange_run(&mut conn.stream, &req, output.as_ref(), cancel, stdin),
         )
         .await;
         let report = match conn.settle(result) {
@@ -969,24 +996,30 @@ fn unexpected(msg: InitMsg) -> SandboxError {
 
 /// One run's exchange with the init: the request, the output frames, the report.
 ///
-/// The frames are read by one future that lives for the whole exchange (`receive`), so a cancel
-/// never interrupts it halfway through a frame. When `cancel` fires, `HostMsg::Cancel` goes out
-/// on the write half and the same future goes on reading until the report. The init reads the
-/// cancel only while the program runs, and says so in the report (`error: "cancelled"`); a cancel
-/// that reached it after the run had ended is answered later, by one `InitMsg::Error`, which is
-/// read and dropped here so that the next request gets its own answer.
+/// The frames are read by one future that lives for the whole exchange (`receive`), so neither a
+/// cancel nor a piece of stdin ever interrupts it halfway through a frame. When `cancel` fires,
+/// `HostMsg::Cancel` goes out on the write half; each stdin event goes out as `HostMsg::Stdin` or
+/// `HostMsg::CloseStdin`, and its answer (`InitMsg::StdinTaken`, read by `receive` in the order
+/// the requests went out) goes back to its sender. The init reads these only while the program
+/// runs; one that reached it after the run had ended is answered later, by one `InitMsg::Error`
+/// each, which are read and dropped here so that the next request gets its own answer.
 async fn exchange_run(
     stream: &mut UnixStream,
     req: &RunRequest,
     output: Option<&mpsc::UnboundedSender<OutputChunk>>,
     cancel: oneshot::Receiver<()>,
+    mut stdin: Option<mpsc::Receiver<StdinEvent>>,
 ) -> Result<RunReport, SandboxError> {
     let (mut reader, mut writer) = stream.split();
     channel::send_async(&mut writer, &HostMsg::Run(Box::new(req.clone())))
         .await
         .map_err(|_| SandboxError::BoxGone)?;
+    // The senders of the stdin requests sent and not answered yet, oldest first (`None` for the
+    // close sent when every sender is gone).
+    let waiting: StdMutex<VecDeque<Reply>> = StdMutex::new(VecDeque::new());
+    let mut cancel_sent = false;
     let report = {
-        let receive = receive_report(&mut reader, output);
+        let receive = receive_report(&mut reader, output, &waiting);
         tokio::pin!(receive);
         let cancelled = async {
             // A sender dropped without sending means "no cancel": wait for the report alone.
@@ -994,37 +1027,92 @@ async fn exchange_run(
                 std::future::pending::<()>().await;
             }
         };
-        tokio::select! {
-            report = &mut receive => return report,
-            () = cancelled => {
-                channel::send_async(&mut writer, &HostMsg::Cancel)
-                    .await
-                    .map_err(|_| SandboxError::BoxGone)?;
-                receive.await?
+        tokio::pin!(cancelled);
+        loop {
+            let next_stdin = async {
+                match stdin.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let (msg, reply) = tokio::select! {
+                report = &mut receive => break report?,
+                () = &mut cancelled, if !cancel_sent => {
+                    cancel_sent = true;
+                    (HostMsg::Cancel, None)
+                }
+                event = next_stdin => match event {
+                    Some(StdinEvent::Data(data, reply)) => (HostMsg::Stdin(data), Some(reply)),
+                    Some(StdinEvent::Close(reply)) => (HostMsg::CloseStdin, Some(reply)),
+                    None => {
+                        // No one can send more input: the program's stdin ends here.
+                        stdin = None;
+                        (HostMsg::CloseStdin, None)
+                    }
+                },
+            };
+            if !matches!(msg, HostMsg::Cancel) {
+                lock(&waiting).push_back(reply);
             }
+            channel::send_async(&mut writer, &msg)
+                .await
+                .map_err(|_| SandboxError::BoxGone)?;
         }
     };
-    if report.error.as_deref() != Some("cancelled") {
-        // The run ended before the init saw the cancel: drop its answer to the stray cancel.
+    // Requests the run ended before answering: each is answered by one `InitMsg::Error` now.
+    let mut strays: Vec<Reply> = lock(&waiting).drain(..).collect();
+    if cancel_sent && report.error.as_deref() != Some("cancelled") {
+        strays.push(None);
+    }
+    for reply in strays {
         match channel::recv_async::<InitMsg>(&mut reader).await {
             Ok(Some(InitMsg::Error(_))) => {}
             Ok(Some(other)) => return Err(unexpected(other)),
             Ok(None) | Err(_) => return Err(SandboxError::BoxGone),
         }
+        if let Some(reply) = reply {
+            let _ = reply.send(Err(SandboxError::Request(
+                "the command had ended before its input came".into(),
+            )));
+        }
     }
     Ok(report)
 }
 
-/// Reads a run's frames until its report, passing output on to `output`.
+/// Where the answer to one stdin request goes (`None`: nowhere).
+type Reply = Option<oneshot::Sender<Result<(), SandboxError>>>;
+
+fn lock(waiting: &StdMutex<VecDeque<Reply>>) -> std::sync::MutexGuard<'_, VecDeque<Reply>> {
+    waiting
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Reads a run's frames until its report, passing output on to `output` and the answers to stdin
+/// requests to the oldest sender in `waiting`.
 async fn receive_report(
     reader: &mut (impl tokio::io::AsyncRead + Unpin),
     output: Option<&mpsc::UnboundedSender<OutputChunk>>,
+    waiting: &StdMutex<VecDeque<Reply>>,
 ) -> Result<RunReport, SandboxError> {
     loop {
         match channel::recv_async::<InitMsg>(reader).await {
             Ok(Some(InitMsg::Output { stream, data })) => {
                 if let Some(tx) = output {
                     let _ = tx.send(OutputChunk { stream, data });
+                }
+            }
+            Ok(Some(InitMsg::StdinTaken(refused))) => {
+                let Some(reply) = lock(waiting).pop_front() else {
+                    return Err(SandboxError::Request(
+                        "the box answered stdin that was never sent".into(),
+                    ));
+                };
+                if let Some(reply) = reply {
+                    let _ = reply.send(match refused {
+                        None => Ok(()),
+                        Some(why) => Err(SandboxError::Request(why)),
+                    });
                 }
             }
             Ok(Some(InitMsg::Finished(report))) => return Ok(report),

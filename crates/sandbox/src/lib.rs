@@ -35,7 +35,7 @@ pub mod seccomp;
 pub use channel::{Bind, Entry, EntryKind, FileRoot, Stream, WarmSpec};
 pub use host::{
     id_span, BoxSpec, Isolation, OutputChunk, RunSpec, Sandbox, SandboxBox, SandboxConfig,
-    SandboxError, ID_SLOTS, INIT_ARG,
+    SandboxError, StdinEvent, ID_SLOTS, INIT_ARG,
 };
 pub use limits::{BoxLimits, RunLimits, MIB};
 pub use outcome::{RunOutcome, Verdict};

@@ -427,7 +427,9 @@ fn box_init(
                 InitMsg::Done
             }
             HostMsg::Shutdown => std::process::exit(0),
-            HostMsg::Setup(_) | HostMsg::Cancel => InitMsg::Error("unexpected request".into()),
+            HostMsg::Setup(_) | HostMsg::Cancel | HostMsg::Stdin(_) | HostMsg::CloseStdin => {
+                InitMsg::Error("unexpected request".into())
+            }
         };
         if channel::send(&mut sock, &reply).is_err() {
             std::process::exit(0);

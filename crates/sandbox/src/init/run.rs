@@ -3,10 +3,11 @@
 //! The init forks the program, which drops every privilege on its way to `execve` (the steps are
 //! [`super::child`]'s): its own session, clean descriptors (0–2, and 3 and 4 for the snippet ABI),
 //! rlimits, an empty capability bounding set, the unprivileged uid, `no_new_privs`, then the
-//! seccomp filters. The init then multiplexes the pipes, the host socket (for cancel) and a
-//! signalfd for `SIGCHLD` in one `poll` loop, enforcing the wall-clock deadline and the output
-//! cap. When the main process exits, the run's cgroup is killed as a whole ([`super::groups`]):
-//! nothing the run started outlives it. When a limit hits, or anything but a worker is left in the
+//! seccomp filters. The init then multiplexes the pipes, the host socket (for cancel, and for
+//! stdin sent while a run goes on, held up to `MAX_PENDING_STDIN` unread bytes) and a signalfd
+//! for `SIGCHLD` in one `poll` loop, enforcing the wall-clock deadline and the output cap. When
+//! the main process exits, the run's cgroup is killed as a whole ([`super::groups`]): nothing
+//! the run started outlives it. When a limit hits, or anything but a worker is left in the
 //! workers' group, everything else in the box is killed with `kill(-1, SIGKILL)` — from PID 1 that
 //! reaches every process of the namespace, including double-forked, `setsid` and stopped ones —
 //! and reaped, so the next run starts in an empty box.
@@ -22,7 +23,9 @@ use super::context::Context;
 use super::groups::{self, RunGroups};
 use super::warm::{self, Workers};
 use super::SANDBOX_UID;
-use crate::channel::{self, Exit, HostMsg, InitMsg, RunReport, RunRequest, Stream};
+use crate::channel::{
+    self, Exit, HostMsg, InitMsg, RunReport, RunRequest, Stream, MAX_PENDING_STDIN,
+};
 use crate::limits::RunLimits;
 
 /// Most bytes the snippet result descriptor may carry.
@@ -231,7 +234,12 @@ fn run_program(
             stdout: Some(stdout_r),
             stderr: Some(stderr_r),
             fd4: fd4_r,
-            stdin: Some((stdin_w, req.stdin.as_slice(), 0)),
+            stdin: Some(StdinPipe {
+                fd: stdin_w,
+                pending: req.stdin.clone(),
+                done: 0,
+                open: req.stdin_open,
+            }),
             fd3: fd3_w.map(|w| (w, req.fd3_input.as_deref().unwrap_or_default(), 0)),
         },
         main,
@@ -414,9 +422,60 @@ struct Pipes<'a> {
     stdout: Option<OwnedFd>,
     stderr: Option<OwnedFd>,
     fd4: Option<OwnedFd>,
+    stdin: Option<StdinPipe>,
     /// Write end, bytes to write, bytes written so far.
-    stdin: Option<(OwnedFd, &'a [u8], usize)>,
     fd3: Option<(OwnedFd, &'a [u8], usize)>,
+}
+
+/// The program's stdin: what is left to write, and whether more may come from the host
+/// ([`HostMsg::Stdin`]) before [`HostMsg::CloseStdin`] closes it.
+struct StdinPipe {
+    fd: OwnedFd,
+    pending: Vec<u8>,
+    /// Bytes of `pending` written so far.
+    done: usize,
+    open: bool,
+}
+
+impl StdinPipe {
+    /// Writes what the pipe takes now; `true` when the pipe is to be closed: everything is
+    /// written and no more may come, or the program closed its end.
+    fn write_some(&mut self) -> bool {
+        match write_chunk(&self.fd, &self.pending[self.done..]) {
+            Some(n) => self.done += n,
+            None => return true,
+        }
+        if self.done >= self.pending.len() {
+            self.pending = Vec::new();
+            self.done = 0;
+            return !self.open;
+        }
+        false
+    }
+
+    /// Whether bytes wait to be written (only then is the pipe watched for room).
+    fn has_pending(&self) -> bool {
+        self.done < self.pending.len()
+    }
+
+    /// Takes a piece of input from the host, refused past [`MAX_PENDING_STDIN`] unread bytes.
+    fn take(&mut self, data: Vec<u8>) -> Option<String> {
+        if !self.open {
+            return Some("the command's stdin is closed".into());
+        }
+        let unread = self.pending.len() - self.done;
+        if unread + data.len() > MAX_PENDING_STDIN {
+            return Some(format!(
+                "the command has not read {unread} bytes of its stdin yet, and {} more would \
+                 exceed the {MAX_PENDING_STDIN} bytes held for it: send again once it reads",
+                data.len()
+            ));
+        }
+        self.pending.drain(..self.done);
+        self.done = 0;
+        self.pending.extend_from_slice(&data);
+        None
+    }
 }
 
 struct Supervised {
@@ -453,19 +512,29 @@ fn read_some(fd: &OwnedFd, buf: &mut [u8]) -> ReadResult {
 /// Writes what the pipe takes now; `true` when everything is written (or the reader is gone).
 fn write_some(pipe: &mut (OwnedFd, &[u8], usize)) -> bool {
     let (fd, data, done) = pipe;
-    if *done >= data.len() {
-        return true;
+    match write_chunk(fd, &data[*done..]) {
+        Some(n) => {
+            *done += n;
+            *done >= data.len()
+        }
+        None => true,
     }
-    let rest = &data[*done..];
+}
+
+/// Writes at most 64 KiB of `rest` to a non-blocking pipe: the bytes written (0 when it is
+/// full), or `None` when the reader is gone.
+fn write_chunk(fd: &OwnedFd, rest: &[u8]) -> Option<usize> {
+    if rest.is_empty() {
+        return Some(0);
+    }
     let chunk = &rest[..rest.len().min(64 * 1024)];
     // SAFETY: writing from a buffer we own.
     let n = unsafe { libc::write(fd.as_raw_fd(), chunk.as_ptr().cast(), chunk.len()) };
     if n > 0 {
-        *done += n as usize;
-        return *done >= data.len();
+        return Some(n as usize);
     }
     let err = io::Error::last_os_error().kind();
-    !(err == io::ErrorKind::WouldBlock || err == io::ErrorKind::Interrupted)
+    (err == io::ErrorKind::WouldBlock || err == io::ErrorKind::Interrupted).then_some(0)
 }
 
 /// Kills every process of the box but the init, repeatedly, until none is left, and returns the
@@ -611,14 +680,23 @@ fn supervise(
     {
         set_nonblocking(fd.as_raw_fd());
     }
-    for (fd, _, _) in [&pipes.stdin, &pipes.fd3].into_iter().flatten() {
+    for (fd, _, _) in pipes.fd3.iter() {
         set_nonblocking(fd.as_raw_fd());
     }
-    if pipes.stdin.as_ref().is_some_and(|(_, d, _)| d.is_empty()) {
+    if let Some(stdin) = &pipes.stdin {
+        set_nonblocking(stdin.fd.as_raw_fd());
+    }
+    if pipes
+        .stdin
+        .as_ref()
+        .is_some_and(|p| !p.open && !p.has_pending())
+    {
         pipes.stdin = None;
     }
     let mut main_status: Option<i32> = None;
     let mut wall_timeout = false;
+    // Whether the host may send stdin during this run (answered either way while it runs).
+    let req_stdin_open = pipes.stdin.as_ref().is_some_and(|p| p.open);
     let mut cancelled = false;
     let mut host_gone = false;
     let mut stop = false;
@@ -632,7 +710,11 @@ fn supervise(
         poll.watch(Slot::Stdout, raw(&pipes.stdout), libc::POLLIN);
         poll.watch(Slot::Stderr, raw(&pipes.stderr), libc::POLLIN);
         poll.watch(Slot::Fd4, raw(&pipes.fd4), libc::POLLIN);
-        let stdin = pipes.stdin.as_ref().map(|p| p.0.as_raw_fd());
+        let stdin = pipes
+            .stdin
+            .as_ref()
+            .filter(|p| p.has_pending())
+            .map(|p| p.fd.as_raw_fd());
         poll.watch(Slot::Stdin, stdin, libc::POLLOUT);
         let fd3 = pipes.fd3.as_ref().map(|p| p.0.as_raw_fd());
         poll.watch(Slot::Fd3, fd3, libc::POLLOUT);
@@ -690,6 +772,34 @@ fn supervise(
                     cancelled = true;
                     stop = true;
                 }
+                Ok(Some(HostMsg::Stdin(data))) => {
+                    let refused = match pipes.stdin.as_mut() {
+                        Some(pipe) => pipe.take(data),
+                        None if req_stdin_open => Some("the command's stdin is closed".to_string()),
+                        None => Some("the command was not started with stdin open".to_string()),
+                    };
+                    channel::send(io.sock, &InitMsg::StdinTaken(refused))
+                        .map_err(|_| RunError::HostGone)?;
+                }
+                Ok(Some(HostMsg::CloseStdin)) => {
+                    let refused = if !req_stdin_open {
+                        Some("the command was not started with stdin open".to_string())
+                    } else {
+                        if let Some(pipe) = pipes.stdin.as_mut() {
+                            pipe.open = false;
+                        }
+                        None
+                    };
+                    if pipes
+                        .stdin
+                        .as_ref()
+                        .is_some_and(|p| !p.open && !p.has_pending())
+                    {
+                        pipes.stdin = None;
+                    }
+                    channel::send(io.sock, &InitMsg::StdinTaken(refused))
+                        .map_err(|_| RunError::HostGone)?;
+                }
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => {
                     host_gone = true;
@@ -742,7 +852,7 @@ fn supervise(
                 }
             }
         }
-        if poll.ready(Slot::Stdin) && pipes.stdin.as_mut().is_some_and(write_some) {
+        if poll.ready(Slot::Stdin) && pipes.stdin.as_mut().is_some_and(StdinPipe::write_some) {
             pipes.stdin = None;
         }
         if poll.ready(Slot::Fd3) && pipes.fd3.as_mut().is_some_and(write_some) {
