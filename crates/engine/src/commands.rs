@@ -15,9 +15,10 @@ use codebeaker_protocol::commands::{
     ShellCommand, WriteFileResult, WriteMode,
 };
 use codebeaker_sandbox::{
-    EntryKind, FileRoot, OutputChunk, RunOutcome, RunSpec, SandboxBox, SandboxError, Verdict,
+    EntryKind, FileRoot, OutputChunk, RunOutcome, RunSpec, SandboxBox, SandboxError, StdinEvent,
+    Verdict,
 };
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::{self, UnboundedSender};
 use tokio::sync::oneshot;
 
 use crate::config::{TextLimits, TimeUnit};
@@ -172,6 +173,38 @@ impl Engine {
         output: Option<UnboundedSender<OutputChunk>>,
         cancel: oneshot::Receiver<()>,
     ) -> Result<CommandOutcome, EngineError> {
+        self.execute_command_hooked(caller, session_id, command, output, cancel, None)
+            .await
+    }
+
+    /// Like [`execute_command_cancellable`](Self::execute_command_cancellable), with the
+    /// program's stdin kept open after the command's own `stdin`: each [`StdinEvent`] sent on
+    /// `stdin`'s sender while the program runs reaches it in order, and
+    /// [`StdinEvent::Close`] (or dropping every sender) closes it. Only the caller that holds
+    /// the sender can feed the program, and only this command's program: a command that runs
+    /// none (a file operation) drops the receiver, so its events fail to send.
+    pub async fn execute_command_with_stdin(
+        &self,
+        caller: &Caller,
+        session_id: &str,
+        command: Command,
+        output: Option<UnboundedSender<OutputChunk>>,
+        cancel: oneshot::Receiver<()>,
+        stdin: mpsc::Receiver<StdinEvent>,
+    ) -> Result<CommandOutcome, EngineError> {
+        self.execute_command_hooked(caller, session_id, command, output, cancel, Some(stdin))
+            .await
+    }
+
+    async fn execute_command_hooked(
+        &self,
+        caller: &Caller,
+        session_id: &str,
+        command: Command,
+        output: Option<UnboundedSender<OutputChunk>>,
+        cancel: oneshot::Receiver<()>,
+        stdin: Option<mpsc::Receiver<StdinEvent>>,
+    ) -> Result<CommandOutcome, EngineError> {
         let session = self.session(caller, session_id)?;
         let started = Instant::now();
         let mut guard = session.bx.lock().await;
@@ -193,6 +226,7 @@ impl Engine {
         let hooks = RunHooks {
             output,
             cancel: stopped,
+            stdin: stdin.filter(|_| runs_program),
         };
         let dispatched = tokio::select! {
             answer = self.dispatch(bx, &session.language, command, hooks) => answer,
@@ -331,7 +365,9 @@ impl Engine {
                 .run_time("timeoutMs", asked, TimeUnit::Millis)?;
             cmd.limits.cpu_time = cmd.limits.wall_time;
         }
-        let outcome = bx.run_cancellable(&cmd, hooks.output, hooks.cancel).await?;
+        let outcome = bx
+            .run_with_stdin(&cmd, hooks.output, hooks.cancel, hooks.stdin)
+            .await?;
         let success = outcome.status == Verdict::Ok;
         let error = (!success).then(|| shell_error(&outcome));
         let result = CommandResult::Run(run_result(&outcome, None));

@@ -34,9 +34,9 @@ use std::time::{Duration, Instant};
 use codebeaker_languages::{CacheLock, CacheOwner, LanguageError, Mode, Plan};
 use codebeaker_sandbox::{
     EntryKind, FileRoot, OutputChunk, RunLimits, RunOutcome, RunSpec, SandboxBox, SandboxError,
-    Verdict, WarmSpec, MIB,
+    StdinEvent, Verdict, WarmSpec, MIB,
 };
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::{self, UnboundedSender};
 use tokio::sync::oneshot;
 
 use crate::session::Caller;
@@ -111,18 +111,24 @@ fn to_abs(rel: &str) -> PathBuf {
     Path::new(FileRoot::Tmp.dir()).join(rel)
 }
 
-/// What a caller attaches to a program while it runs: where its output goes as it comes, and
-/// the receiver whose firing stops it (see `SandboxBox::run_cancellable`).
+/// What a caller attaches to a program while it runs: where its output goes as it comes, the
+/// receiver whose firing stops it, and, for a program started with its stdin open, the input
+/// sent to it while it runs (see `SandboxBox::run_with_stdin`).
 pub(crate) struct RunHooks {
     pub output: Option<UnboundedSender<OutputChunk>>,
     pub cancel: oneshot::Receiver<()>,
+    pub stdin: Option<mpsc::Receiver<StdinEvent>>,
 }
 
 impl RunHooks {
     /// Hooks that stream to `output` and never cancel (the cancel's sender is gone).
     fn streaming(output: Option<UnboundedSender<OutputChunk>>) -> RunHooks {
         let (_, cancel) = oneshot::channel();
-        RunHooks { output, cancel }
+        RunHooks {
+            output,
+            cancel,
+            stdin: None,
+        }
     }
 }
 
@@ -273,7 +279,9 @@ impl Engine {
             files,
             cleanup: Some((FileRoot::Tmp, base.to_string())),
         };
-        let mut outcome = bx.run_cancellable(&cmd, hooks.output, hooks.cancel).await?;
+        let mut outcome = bx
+            .run_with_stdin(&cmd, hooks.output, hooks.cancel, hooks.stdin)
+            .await?;
         let rewrite = |text: &[u8]| {
             plan.rewrite_diagnostics(&String::from_utf8_lossy(text), &src_abs, &artifact_dir)
         };

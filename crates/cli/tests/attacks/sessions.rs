@@ -1,5 +1,5 @@
 //! Sessions against sessions: a session sees nothing of another's files, IPC or sockets, and
-//! another caller's session is not found, not even to stop its running command.
+//! another caller's session is not found, not even to stop its running command or feed its stdin.
 
 use super::*;
 
@@ -184,6 +184,106 @@ fn another_caller_cannot_cancel_a_running_command() {
         let result = serde_json::to_value(&out.result).expect("a result as JSON");
         assert!(out.success, "alice's command ran to its end: {result}");
         assert_eq!(result["stdout"], "started\nfinished\n", "{result}");
+        engine
+            .close_session(&mallory, &theirs)
+            .await
+            .expect("close");
+        engine.close_session(&alice, &mine).await.expect("close");
+    });
+}
+
+/// Sends one piece of stdin (or, with `None`, the close) and waits for the box's answer.
+async fn feed(
+    tx: &tokio::sync::mpsc::Sender<codebeaker_sandbox::StdinEvent>,
+    data: Option<&str>,
+) -> Result<(), codebeaker_sandbox::SandboxError> {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let event = match data {
+        Some(data) => codebeaker_sandbox::StdinEvent::Data(data.as_bytes().to_vec(), reply),
+        None => codebeaker_sandbox::StdinEvent::Close(reply),
+    };
+    tx.send(event).await.expect("the command takes stdin");
+    answer.await.expect("the box answers")
+}
+
+#[test]
+fn another_caller_cannot_feed_a_running_commands_stdin() {
+    attack(async {
+        let engine = engine();
+        let alice = common::caller("alice-stdin");
+        let mallory = common::caller("mallory-stdin");
+        let mine = common::open_session(engine, &alice, "python").await;
+        let theirs = common::open_session(engine, &mallory, "python").await;
+        let box_name = engine.list_sessions(&alice)[0].box_name.clone();
+        let cat = || -> codebeaker_protocol::commands::Command {
+            serde_json::from_value(json!({"type": "shell", "command": "cat", "timeoutMs": 20000}))
+                .expect("valid command")
+        };
+        let (alice_in, alice_rx) = tokio::sync::mpsc::channel(4);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let (_cancel, never) = tokio::sync::oneshot::channel();
+        let (out, ()) = tokio::join!(
+            engine.execute_command_with_stdin(&alice, &mine, cat(), Some(tx), never, alice_rx),
+            async {
+                feed(&alice_in, Some("alice\n"))
+                    .await
+                    .expect("alice's input");
+                let first = rx.recv().await.expect("alice's cat echoes");
+                assert_eq!(String::from_utf8_lossy(&first.data), "alice\n");
+                // Alice's session id and her box's name: mallory's command with stdin is not
+                // started there, and its stdin channel goes nowhere.
+                for id in [mine.as_str(), box_name.as_str()] {
+                    let (mallory_in, mallory_rx) = tokio::sync::mpsc::channel(4);
+                    let (_cancel, never) = tokio::sync::oneshot::channel();
+                    let refused = engine
+                        .execute_command_with_stdin(&mallory, id, cat(), None, never, mallory_rx)
+                        .await;
+                    assert!(
+                        matches!(
+                            refused,
+                            Err(codebeaker_engine::EngineError::SessionNotFound(_))
+                        ),
+                        "{id}: {refused:?}"
+                    );
+                    let (reply, _) = tokio::sync::oneshot::channel();
+                    let event = codebeaker_sandbox::StdinEvent::Data(b"mallory\n".to_vec(), reply);
+                    assert!(
+                        mallory_in.send(event).await.is_err(),
+                        "{id}: stdin went nowhere"
+                    );
+                }
+                // Mallory's own command with stdin gets her input only.
+                let (mallory_in, mallory_rx) = tokio::sync::mpsc::channel(4);
+                let (_cancel, never) = tokio::sync::oneshot::channel();
+                let (own, ()) = tokio::join!(
+                    engine.execute_command_with_stdin(
+                        &mallory,
+                        &theirs,
+                        cat(),
+                        None,
+                        never,
+                        mallory_rx
+                    ),
+                    async {
+                        feed(&mallory_in, Some("mallory\n"))
+                            .await
+                            .expect("her own input");
+                        feed(&mallory_in, None).await.expect("her own close");
+                    }
+                );
+                let own = serde_json::to_value(&own.expect("mallory's command").result)
+                    .expect("a result as JSON");
+                assert_eq!(own["stdout"], "mallory\n", "{own}");
+                feed(&alice_in, None).await.expect("alice closes");
+            }
+        );
+        let out = out.expect("alice's command");
+        let result = serde_json::to_value(&out.result).expect("a result as JSON");
+        assert!(out.success, "alice's command ran to its end: {result}");
+        assert_eq!(
+            result["stdout"], "alice\n",
+            "only alice's input reached her cat: {result}"
+        );
         engine
             .close_session(&mallory, &theirs)
             .await
