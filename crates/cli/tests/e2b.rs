@@ -13,6 +13,7 @@ use std::sync::{Arc, OnceLock};
 use crate::common::{self, runtime};
 use std::time::Duration;
 
+use base64::Engine as _;
 use codebeaker_server::e2b::{E2bConfig, TemplateConfig};
 use codebeaker_server::{AuthConfig, Server, ServerConfig, TokenConfig};
 use http_body_util::{BodyExt, Full};
@@ -332,18 +333,23 @@ fn envelopes(mut body: &[u8]) -> Vec<(u8, Value)> {
 
 /// `process.Process/Start` of `cmd` in `sandbox` with `headers` for credentials.
 async fn start(sandbox: &str, credentials: &[(&str, &str)], cmd: &str) -> Answer {
+    let request = json!({"process": {"cmd": "/bin/bash", "args": ["-l", "-c", cmd]}});
+    start_request(sandbox, credentials, &request).await
+}
+
+/// `process.Process/Start` with the whole `request` as the SDKs send it.
+async fn start_request(sandbox: &str, credentials: &[(&str, &str)], request: &Value) -> Answer {
     let mut headers = vec![
         ("e2b-sandbox-id", sandbox),
         ("content-type", "application/connect+json"),
         ("connect-protocol-version", "1"),
     ];
     headers.extend_from_slice(credentials);
-    let request = json!({"process": {"cmd": "/bin/bash", "args": ["-l", "-c", cmd]}});
     http(
         "POST",
         "/process.Process/Start",
         &headers,
-        envelope(&request),
+        envelope(request),
     )
     .await
 }
@@ -422,6 +428,108 @@ async fn unary(sandbox: &str, credentials: (&str, &str), method: &str, body: Val
         body.to_string().into_bytes(),
     )
     .await
+}
+
+#[test]
+fn send_input_feeds_a_command_started_with_stdin_and_close_stdin_ends_it() {
+    block_on(async {
+        let (id, token) = create(ALICE_KEY).await;
+        let (own, own_token) = create(MALLORY_KEY).await;
+        let alice = ("x-access-token", token.as_str());
+        let cat =
+            json!({"process": {"cmd": "/bin/bash", "args": ["-l", "-c", "cat"]}, "stdin": true});
+        let credentials = [alice];
+        let (answer, pid) = tokio::join!(start_request(&id, &credentials, &cat), async {
+            let pid = loop {
+                let listed = unary(&id, alice, "/process.Process/List", json!({})).await;
+                assert_eq!(listed.status, 200, "{}", listed.text());
+                if let Some(pid) = listed.json()["processes"][0]["pid"].as_u64() {
+                    break pid;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
+            let input = |text: &str| {
+                let stdin = base64::engine::general_purpose::STANDARD.encode(text);
+                json!({"process": {"pid": pid}, "input": {"stdin": stdin}})
+            };
+            let sent = unary(&id, alice, "/process.Process/SendInput", input("one\n")).await;
+            assert_eq!(sent.status, 200, "{}", sent.text());
+            assert_eq!(sent.json(), json!({}));
+            // Mallory, with her own token or key, on alice's sandbox: it is not there.
+            for credentials in [
+                ("x-access-token", own_token.as_str()),
+                ("x-api-key", MALLORY_KEY),
+            ] {
+                for (method, body) in [
+                    ("/process.Process/SendInput", input("mallory\n")),
+                    (
+                        "/process.Process/CloseStdin",
+                        json!({"process": {"pid": pid}}),
+                    ),
+                ] {
+                    let refused = unary(&id, credentials, method, body).await;
+                    assert_gone(&refused, &format!("mallory's {method} on alice's command"));
+                }
+            }
+            // In her own sandbox, alice's pid names nothing.
+            let own_credentials = ("x-access-token", own_token.as_str());
+            let elsewhere = unary(
+                &own,
+                own_credentials,
+                "/process.Process/SendInput",
+                input("x"),
+            )
+            .await;
+            assert_eq!(elsewhere.status, 404, "{}", elsewhere.text());
+            assert_eq!(elsewhere.json()["code"], "not_found");
+            let sent = unary(&id, alice, "/process.Process/SendInput", input("two\n")).await;
+            assert_eq!(sent.status, 200, "{}", sent.text());
+            let closed = json!({"process": {"pid": pid}});
+            let closed = unary(&id, alice, "/process.Process/CloseStdin", closed).await;
+            assert_eq!(closed.status, 200, "{}", closed.text());
+            assert_eq!(closed.json(), json!({}));
+            pid
+        });
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        let events = envelopes(&answer.body);
+        assert_eq!(events[0].1["event"]["start"]["pid"], pid);
+        let stdout: Vec<u8> = events
+            .iter()
+            .filter_map(|(_, m)| m["event"]["data"]["stdout"].as_str())
+            .flat_map(|b| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(b)
+                    .expect("base64 output")
+            })
+            .collect();
+        assert_eq!(
+            String::from_utf8_lossy(&stdout),
+            "one\ntwo\n",
+            "alice's input only, in order"
+        );
+        let (_, end) = &events[events.len() - 2];
+        assert_eq!(
+            end["event"]["end"]["exitCode"], 0,
+            "cat ended on the close: {end}"
+        );
+
+        // The command is gone; one started without stdin refuses input and reads it closed.
+        let late = json!({"process": {"pid": pid}, "input": {"stdin": "eA=="}});
+        let late = unary(&id, alice, "/process.Process/SendInput", late).await;
+        assert_eq!(late.status, 404, "{}", late.text());
+        let answer = start(&id, &[alice], "cat; echo after").await;
+        let events = envelopes(&answer.body);
+        let (_, end) = &events[events.len() - 2];
+        assert_eq!(end["event"]["end"]["exitCode"], 0, "{end}");
+        assert!(
+            events
+                .iter()
+                .any(|(_, m)| m["event"]["data"]["stdout"] == "YWZ0ZXIK"),
+            "cat without stdin reads it closed"
+        );
+        assert_eq!(kill(ALICE_KEY, &id).await, 204);
+        assert_eq!(kill(MALLORY_KEY, &own).await, 204);
+    });
 }
 
 #[test]

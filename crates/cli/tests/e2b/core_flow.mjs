@@ -1,8 +1,9 @@
 // The core flow of E2B's JavaScript SDK against a CodeBeaker server: create, run (stdout,
-// stderr, exit code, streaming callbacks, envs, cwd, a background command and its kill), files,
-// list, kill, and a call on the killed sandbox. Reads E2B_API_URL, E2B_SANDBOX_URL and
-// E2B_API_KEY, and loads the SDK from the folder named by E2B_JS_PREFIX (where `npm install
-// --prefix` put it); exits non-zero on the first check that fails, naming it.
+// stderr, exit code, streaming callbacks, envs, cwd, a background command and its kill, a
+// background command fed through its stdin), files, list, kill, and a call on the killed
+// sandbox. Reads E2B_API_URL, E2B_SANDBOX_URL and E2B_API_KEY, and loads the SDK from the folder
+// named by E2B_JS_PREFIX (where `npm install --prefix` put it); exits non-zero on the first check
+// that fails, naming it.
 import { createRequire } from 'node:module'
 
 const require = createRequire(`${process.env.E2B_JS_PREFIX}/`)
@@ -76,6 +77,16 @@ check('kill() of a killed command is false', (await sandbox.commands.kill(runnin
 const nextAt = Date.now()
 const next = await sandbox.commands.run('echo next')
 check('the sandbox runs the next command at once', next.stdout === 'next\n' && Date.now() - nextAt < 5000, next.stdout)
+
+const fedSeen = []
+const fed = await sandbox.commands.run('cat', { background: true, stdin: true, onStdout: (d) => fedSeen.push(d) })
+await sandbox.commands.sendStdin(fed.pid, 'first\n')
+for (let i = 0; i < 200 && fedSeen.join('') !== 'first\n'; i++) await new Promise((r) => setTimeout(r, 50))
+check('sendStdin reaches the running command', fedSeen.join('') === 'first\n', fedSeen)
+await sandbox.commands.sendStdin(fed.pid, 'second\n')
+await sandbox.commands.closeStdin(fed.pid)
+const fedEnd = await fed.wait()
+check('closeStdin ends cat, and wait() returns what it echoed', fedEnd.stdout === 'first\nsecond\n', fedEnd.stdout)
 
 await sandbox.files.makeDir('sub')
 const cwd = await sandbox.commands.run('pwd', { cwd: 'sub' })

@@ -107,6 +107,22 @@ def commands():
         check("the sandbox runs the next command after a kill", after.stdout == "next\n", after.stdout)
         check("at once", time.monotonic() - next_at < 5, time.monotonic() - next_at)
 
+        fed = sandbox.commands.run("cat", background=True, stdin=True)
+        sandbox.commands.send_stdin(fed.pid, "first\n")
+        time.sleep(0.3)
+        check("cat goes on with its stdin open", fed.pid in [p.pid for p in sandbox.commands.list()])
+        fed.send_stdin(b"second\n")
+        sandbox.commands.close_stdin(fed.pid)
+        waited = fed.wait()
+        check("close_stdin ends cat, and wait() returns what it echoed", waited.stdout == "first\nsecond\n", waited.stdout)
+        closed = sandbox.commands.run("cat; echo after", background=True)
+        try:
+            sandbox.commands.send_stdin(closed.pid, "ignored\n")
+            check("send_stdin to a command started without stdin raises", False)
+        except SandboxException as e:
+            check("send_stdin to a command started without stdin says so", "without stdin" in str(e), str(e))
+        check("a command without stdin reads it closed", closed.wait().stdout == "after\n")
+
         handle = sandbox.commands.run("sleep 1; echo followed", background=True)
         follower = sandbox.commands.connect(handle.pid)
         followed = follower.wait()

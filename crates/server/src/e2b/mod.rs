@@ -104,6 +104,9 @@ pub(crate) struct RunningProcess {
     pub killed: Arc<tokio::sync::Notify>,
     /// Stops the command (`SendSignal`); taken by the first signal.
     pub stop: Arc<Mutex<Option<tokio::sync::oneshot::Sender<()>>>>,
+    /// Feeds the command's stdin (`SendInput`, `CloseStdin`); `None` when it was started
+    /// without `stdin: true`, and its stdin is closed from the start.
+    pub stdin: Option<tokio::sync::mpsc::Sender<codebeaker_sandbox::StdinEvent>>,
 }
 
 type Table = Arc<Mutex<HashMap<String, Sandbox>>>;
@@ -288,24 +291,48 @@ impl E2b {
     ) -> Result<CommandOutcome, EnvdError> {
         // A receiver whose sender is gone never fires.
         let (_, never) = tokio::sync::oneshot::channel();
-        self.run_cancellable(sandbox, command, output, never).await
+        self.run_cancellable(sandbox, command, output, never, None)
+            .await
     }
 
-    /// Like [`run`](Self::run), and a value sent on `cancel` stops the command's program.
+    /// Like [`run`](Self::run), and a value sent on `cancel` stops the command's program; with
+    /// `stdin`, the program's stdin stays open for what is sent on its sender, until closed.
     pub(crate) async fn run_cancellable(
         &self,
         sandbox: &Sandbox,
         command: Command,
         output: Option<UnboundedSender<OutputChunk>>,
         cancel: tokio::sync::oneshot::Receiver<()>,
+        stdin: Option<tokio::sync::mpsc::Receiver<codebeaker_sandbox::StdinEvent>>,
     ) -> Result<CommandOutcome, EnvdError> {
         let kind = command.command_type().as_str();
         let started = Instant::now();
-        let outcome = self
-            .state
-            .engine
-            .execute_command_cancellable(&sandbox.caller, &sandbox.id, command, output, cancel)
-            .await;
+        let engine = &self.state.engine;
+        let outcome = match stdin {
+            Some(stdin) => {
+                engine
+                    .execute_command_with_stdin(
+                        &sandbox.caller,
+                        &sandbox.id,
+                        command,
+                        output,
+                        cancel,
+                        stdin,
+                    )
+                    .await
+            }
+            None => {
+                engine
+                    .execute_command_cancellable(
+                        &sandbox.caller,
+                        &sandbox.id,
+                        command,
+                        output,
+                        cancel,
+                    )
+                    .await
+            }
+        };
         let outcome = match outcome {
             Ok(outcome) => outcome,
             Err(EngineError::SessionNotFound(_) | EngineError::SessionClosed { .. }) => {

@@ -11,9 +11,15 @@
 //! the program at once (SIGTERM too: there is no grace period), and its stream ends as envd's
 //! does for a killed process, `end{exitCode: -1, exited: false, status: "signal: killed"}` with
 //! the same words as its `error`, so the SDKs' `wait()` raises their command-exit error. A
-//! command still waiting for the box behind another is stopped as soon as its turn comes. What
-//! the engine cannot do yet is answered `unimplemented` with the reason: a running command's
-//! standard input (`SendInput`, `StreamInput`, `CloseStdin`), terminals (`pty`) and `Update`.
+//! command still waiting for the box behind another is stopped as soon as its turn comes.
+//!
+//! A command started with `stdin: true` keeps its stdin open: `SendInput` (`{process, input:
+//! {stdin: <base64>}}`) appends to it and `CloseStdin` closes it (the program then reads its
+//! end); each answers once the box has taken the input, and a piece refused (stdin closed, or
+//! more unread input than the box holds for a program) is `failed_precondition` with the reason.
+//! A command started without it has its stdin closed from the start, as envd's commands without
+//! `stdin` do, and refuses both. What the engine cannot do yet is answered `unimplemented` with
+//! the reason: `StreamInput`, terminals (`pty`) and `Update`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,7 +31,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use codebeaker_protocol::commands::{Command, ShellCommand};
-use codebeaker_sandbox::{OutputChunk, Stream};
+use codebeaker_sandbox::{OutputChunk, StdinEvent, Stream};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc, oneshot, Notify};
@@ -39,6 +45,8 @@ const DEFAULT_KEEPALIVE_SECS: u64 = 50;
 const FOLLOWER_BUFFER: usize = 256;
 /// Envelopes waiting for a slow client before output is held back.
 const STREAM_BUFFER: usize = 64;
+/// `SendInput`s for one command that may wait for the box to take the one before them.
+const STDIN_BUFFER: usize = 16;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
@@ -62,6 +70,22 @@ struct ProcessConfig {
 #[serde(default)]
 struct SelectorRequest {
     process: Option<Selector>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct InputRequest {
+    process: Option<Selector>,
+    input: Option<ProcessInput>,
+}
+
+/// envd's `ProcessInput`: proto3 JSON's base64 of the bytes for the command's stdin (or its
+/// terminal, which no command here has).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ProcessInput {
+    stdin: Option<String>,
+    pty: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -103,12 +127,19 @@ pub(crate) async fn call(
         "SendSignal" => connect::decode_unary::<SignalRequest>(&body)
             .map_err(EnvdError::from)
             .and_then(|r| signal(&e2b, &sandbox, r).map_err(EnvdError::from)),
-        "SendInput" | "CloseStdin" => connect::decode_unary::<SelectorRequest>(&body)
-            .map_err(EnvdError::from)
-            .and_then(|r| Err(selected_error(&e2b, &sandbox, r.process, &method).into())),
+        "SendInput" => match connect::decode_unary::<InputRequest>(&body) {
+            Ok(r) => send_input(&e2b, &sandbox, r).await.map_err(EnvdError::from),
+            Err(e) => Err(e.into()),
+        },
+        "CloseStdin" => match connect::decode_unary::<SelectorRequest>(&body) {
+            Ok(r) => feed(&e2b, &sandbox, r.process.unwrap_or_default(), None)
+                .await
+                .map_err(EnvdError::from),
+            Err(e) => Err(e.into()),
+        },
         "StreamInput" => Err(ConnectError::unimplemented(
             "StreamInput",
-            "a command's standard input is fixed when it starts (commands start with stdin closed)",
+            "input is sent one piece at a time: use SendInput (send_stdin / sendStdin)",
         )
         .into()),
         "Update" => Err(ConnectError::unimplemented(
@@ -128,41 +159,92 @@ pub(crate) async fn call(
     }
 }
 
-/// The error for a method addressed to a running command: `not_found` when no command of the
-/// sandbox has that pid or tag (so that `kill()` answers false), else what is missing.
-fn selected_error(
+/// The sandbox's running command with the selector's pid or tag.
+fn selected(e2b: &E2b, sandbox: &Sandbox, selector: &Selector) -> Option<(u32, RunningProcess)> {
+    e2b.processes(&sandbox.id).into_iter().find(|(pid, p)| {
+        selector.pid == Some(*pid) || (selector.tag.is_some() && selector.tag == p.tag)
+    })
+}
+
+/// The error for a method addressed to a command that does not run: `not_found` when no command
+/// of the sandbox has that pid or tag (so that `kill()` answers false).
+fn not_found(selector: Selector) -> ConnectError {
+    let which = selector
+        .pid
+        .map(|p| format!("pid {p}"))
+        .or(selector.tag.map(|t| format!("tag {t}")))
+        .unwrap_or_else(|| "no process selected".into());
+    ConnectError::new(Code::NotFound, format!("process with {which} not found"))
+}
+
+/// `SendInput`: the bytes for the selected command's stdin.
+async fn send_input(
     e2b: &E2b,
     sandbox: &Sandbox,
-    selector: Option<Selector>,
-    method: &str,
-) -> ConnectError {
-    let selector = selector.unwrap_or_default();
-    let running = e2b.processes(&sandbox.id).into_iter().any(|(pid, p)| {
-        selector.pid == Some(pid) || (selector.tag.is_some() && selector.tag == p.tag)
-    });
-    if !running {
-        let which = selector
-            .pid
-            .map(|p| format!("pid {p}"))
-            .or(selector.tag.map(|t| format!("tag {t}")))
-            .unwrap_or_else(|| "no process selected".into());
-        return ConnectError::new(Code::NotFound, format!("process with {which} not found"));
+    request: InputRequest,
+) -> Result<Value, ConnectError> {
+    let input = request.input.unwrap_or_default();
+    if input.pty.is_some() {
+        return Err(ConnectError::unimplemented(
+            "terminal input (pty)",
+            "commands run without a terminal; send their input as stdin",
+        ));
     }
-    ConnectError::unimplemented(
-        method,
-        "a command's standard input is fixed when it starts (commands start with stdin closed)",
+    let data = match input.stdin.as_deref() {
+        None => Vec::new(),
+        Some(text) => base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(|e| ConnectError::invalid(format!("input.stdin is not base64: {e}")))?,
+    };
+    feed(
+        e2b,
+        sandbox,
+        request.process.unwrap_or_default(),
+        Some(data),
     )
+    .await
+}
+
+/// Sends `data` to the selected command's stdin, or with `None` closes it, and waits until the
+/// box has taken it.
+async fn feed(
+    e2b: &E2b,
+    sandbox: &Sandbox,
+    selector: Selector,
+    data: Option<Vec<u8>>,
+) -> Result<Value, ConnectError> {
+    let Some((pid, process)) = selected(e2b, sandbox, &selector) else {
+        return Err(not_found(selector));
+    };
+    let Some(stdin) = process.stdin else {
+        return Err(ConnectError::new(
+            Code::FailedPrecondition,
+            format!("process {pid} was started without stdin: start it with stdin: true to send it input"),
+        ));
+    };
+    let (reply, answer) = oneshot::channel();
+    let event = match data {
+        Some(data) => StdinEvent::Data(data, reply),
+        None => StdinEvent::Close(reply),
+    };
+    let ended = || ConnectError::new(Code::NotFound, format!("process with pid {pid} not found"));
+    if stdin.send(event).await.is_err() {
+        return Err(ended());
+    }
+    match answer.await {
+        Ok(Ok(())) => Ok(json!({})),
+        Ok(Err(e)) => Err(ConnectError::new(Code::FailedPrecondition, e.to_string())),
+        // The command ended before its box took the input.
+        Err(_) => Err(ended()),
+    }
 }
 
 /// `SendSignal`: SIGKILL and SIGTERM stop the selected command; `not_found` when no command of
 /// the sandbox has that pid or tag (so that `kill()` answers false).
 fn signal(e2b: &E2b, sandbox: &Sandbox, request: SignalRequest) -> Result<Value, ConnectError> {
     let selector = request.process.unwrap_or_default();
-    let found = e2b.processes(&sandbox.id).into_iter().find(|(pid, p)| {
-        selector.pid == Some(*pid) || (selector.tag.is_some() && selector.tag == p.tag)
-    });
-    let Some((pid, process)) = found else {
-        return Err(selected_error(e2b, sandbox, Some(selector), "SendSignal"));
+    let Some((pid, process)) = selected(e2b, sandbox, &selector) else {
+        return Err(not_found(selector));
     };
     let known = match &request.signal {
         Value::String(name) => matches!(name.as_str(), "SIGNAL_SIGKILL" | "SIGNAL_SIGTERM"),
@@ -193,11 +275,8 @@ enum Follow {
 
 /// `Connect`: the running command's events from now on (`start{pid}` first), to its end.
 fn follow(e2b: &E2b, sandbox: &Sandbox, selector: Selector) -> Response {
-    let found = e2b.processes(&sandbox.id).into_iter().find(|(pid, p)| {
-        selector.pid == Some(*pid) || (selector.tag.is_some() && selector.tag == p.tag)
-    });
-    let Some((pid, process)) = found else {
-        return connect::stream_error(&selected_error(e2b, sandbox, Some(selector), "Connect"));
+    let Some((pid, process)) = selected(e2b, sandbox, &selector) else {
+        return connect::stream_error(&not_found(selector));
     };
     let start = event(json!({ "start": { "pid": pid } }));
     let state = Follow::Start(start, process.events.subscribe());
@@ -303,6 +382,13 @@ async fn start(e2b: Arc<E2b>, sandbox: Sandbox, headers: &HeaderMap, body: &[u8]
     let (events, _) = broadcast::channel(FOLLOWER_BUFFER);
     let killed = Arc::new(Notify::new());
     let (stop, stopped) = oneshot::channel();
+    let (stdin, stdin_rx) = match request.stdin {
+        Some(true) => {
+            let (tx, rx) = mpsc::channel(STDIN_BUFFER);
+            (Some(tx), Some(rx))
+        }
+        _ => (None, None),
+    };
     let pid = e2b.process_started(RunningProcess {
         sandbox_id: sandbox.id.clone(),
         cmd: config.cmd,
@@ -313,8 +399,8 @@ async fn start(e2b: Arc<E2b>, sandbox: Sandbox, headers: &HeaderMap, body: &[u8]
         events: events.clone(),
         killed: Arc::clone(&killed),
         stop: Arc::new(std::sync::Mutex::new(Some(stop))),
+        stdin,
     });
-    let _ = request.stdin;
     let (tx, mut rx) = mpsc::channel::<Bytes>(STREAM_BUFFER);
     tokio::spawn(async move {
         let keepalive = Duration::from_secs(keepalive);
@@ -323,6 +409,7 @@ async fn start(e2b: Arc<E2b>, sandbox: Sandbox, headers: &HeaderMap, body: &[u8]
             followers: events,
             killed,
             stopped,
+            stdin: stdin_rx,
         };
         drive(&e2b, sandbox, command, pid, keepalive, outlets).await;
         e2b.process_ended(pid);
@@ -346,6 +433,7 @@ struct Outlets {
     followers: broadcast::Sender<Bytes>,
     killed: Arc<Notify>,
     stopped: oneshot::Receiver<()>,
+    stdin: Option<mpsc::Receiver<StdinEvent>>,
 }
 
 /// Runs the command and sends its events; a client that stopped reading does not stop it.
@@ -362,6 +450,7 @@ async fn drive(
         followers,
         killed,
         stopped,
+        stdin,
     } = outlets;
     let _ = tx.send(event(json!({ "start": { "pid": pid } }))).await;
     let send = |bytes: Bytes| {
@@ -377,7 +466,7 @@ async fn drive(
     let door = Arc::clone(e2b);
     let run_sandbox = sandbox.id.clone();
     let mut run = tokio::spawn(async move {
-        door.run_cancellable(&sandbox, command, Some(out_tx), stopped)
+        door.run_cancellable(&sandbox, command, Some(out_tx), stopped, stdin)
             .await
     });
     let mut tick = tokio::time::interval(keepalive);
