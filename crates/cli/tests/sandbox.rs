@@ -642,6 +642,48 @@ fn stdin_sent_during_the_run_reaches_the_program_in_order() {
 }
 
 #[test]
+fn large_stdin_and_streamed_output_cross_without_blocking_each_other() {
+    run(async {
+        let sb = sandbox();
+        let bx = new_box(sb, BoxLimits::default()).await;
+        // cat echoes megabytes while more megabytes come in: the box blocks on sending output
+        // until it is read, so the host must read while its input goes out.
+        let mut cmd = RunSpec::new(["cat"]);
+        cmd.limits.wall_time = Duration::from_secs(30);
+        cmd.limits.output_bytes = 16 * MIB;
+        let (output, mut chunks) = tokio::sync::mpsc::unbounded_channel();
+        let (_cancel, cancelled) = tokio::sync::oneshot::channel();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let piece = vec![b'y'; 2 * MIB as usize];
+        let (out, ()) = tokio::join!(
+            bx.run_with_stdin(&cmd, Some(output), cancelled, Some(rx)),
+            async {
+                for _ in 0..4 {
+                    // Past the bound of unread input the piece is refused: send it again once
+                    // cat has read more.
+                    let mut tries = 0;
+                    while let Err(e) = send_stdin(&tx, Some(&piece)).await {
+                        tries += 1;
+                        assert!(tries < 500, "cat never read its input: {e}");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+                send_stdin(&tx, None).await.expect("closed");
+            }
+        );
+        let out = out.expect("run");
+        assert_eq!(out.status, Verdict::Ok, "{:?}", out.message);
+        assert_eq!(out.stdout.len(), 8 * MIB as usize);
+        let mut streamed = 0;
+        while let Ok(chunk) = chunks.try_recv() {
+            streamed += chunk.data.len();
+        }
+        assert_eq!(streamed, 8 * MIB as usize);
+        destroy_and_check(sb, bx).await;
+    });
+}
+
+#[test]
 fn stdin_past_the_bound_is_refused_and_late_stdin_leaves_the_box_in_step() {
     run(async {
         let sb = sandbox();

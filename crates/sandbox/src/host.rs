@@ -27,6 +27,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Mutex as StdMutex;
 use std::time::{Duration, Instant};
 
+use tokio::net::unix::WriteHalf;
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
@@ -997,12 +998,14 @@ fn unexpected(msg: InitMsg) -> SandboxError {
 /// One run's exchange with the init: the request, the output frames, the report.
 ///
 /// The frames are read by one future that lives for the whole exchange (`receive`), so neither a
-/// cancel nor a piece of stdin ever interrupts it halfway through a frame. When `cancel` fires,
-/// `HostMsg::Cancel` goes out on the write half; each stdin event goes out as `HostMsg::Stdin` or
-/// `HostMsg::CloseStdin`, and its answer (`InitMsg::StdinTaken`, read by `receive` in the order
-/// the requests went out) goes back to its sender. The init reads these only while the program
-/// runs; one that reached it after the run had ended is answered later, by one `InitMsg::Error`
-/// each, which are read and dropped here so that the next request gets its own answer.
+/// cancel nor a piece of stdin ever interrupts it halfway through a frame, and it goes on reading
+/// while a frame goes out: the init blocks on sending output until it is read, so a write that
+/// waited for the init to read would never end. When `cancel` fires, `HostMsg::Cancel` goes out
+/// on the write half; each stdin event goes out as `HostMsg::Stdin` or `HostMsg::CloseStdin`, one
+/// at a time, and its answer (`InitMsg::StdinTaken`, read by `receive` in the order the requests
+/// went out) goes back to its sender. The init reads these only while the program runs; one that
+/// reached it after the run had ended is answered later, by one `InitMsg::Error` each, which are
+/// read and dropped here so that the next request gets its own answer.
 async fn exchange_run(
     stream: &mut UnixStream,
     req: &RunRequest,
@@ -1017,6 +1020,11 @@ async fn exchange_run(
     // The senders of the stdin requests sent and not answered yet, oldest first (`None` for the
     // close sent when every sender is gone).
     let waiting: StdMutex<VecDeque<Reply>> = StdMutex::new(VecDeque::new());
+    // Requests not sent yet: at most a cancel and one stdin event.
+    let mut queue: VecDeque<(HostMsg, Option<Reply>)> = VecDeque::new();
+    // The write half while no frame goes out; the frame going out owns it until it is written.
+    let mut idle = Some(writer);
+    let mut sending: Option<Sending<'_>> = None;
     let mut cancel_sent = false;
     let report = {
         let receive = receive_report(&mut reader, output, &waiting);
@@ -1028,37 +1036,75 @@ async fn exchange_run(
             }
         };
         tokio::pin!(cancelled);
+        let mut cancel_queued = false;
         loop {
+            if sending.is_none() && idle.is_some() && !queue.is_empty() {
+                if let (Some((msg, reply)), Some(mut w)) = (queue.pop_front(), idle.take()) {
+                    match reply {
+                        Some(reply) => lock(&waiting).push_back(reply),
+                        None => cancel_sent = true,
+                    }
+                    sending = Some(Box::pin(async move {
+                        let written = channel::send_async(&mut w, &msg).await;
+                        (w, written)
+                    }));
+                }
+            }
+            let sent = async {
+                match sending.as_mut() {
+                    Some(frame) => frame.await,
+                    None => std::future::pending().await,
+                }
+            };
             let next_stdin = async {
                 match stdin.as_mut() {
                     Some(rx) => rx.recv().await,
                     None => std::future::pending().await,
                 }
             };
-            let (msg, reply) = tokio::select! {
-                report = &mut receive => break report?,
-                () = &mut cancelled, if !cancel_sent => {
-                    cancel_sent = true;
-                    (HostMsg::Cancel, None)
-                }
-                event = next_stdin => match event {
-                    Some(StdinEvent::Data(data, reply)) => (HostMsg::Stdin(data), Some(reply)),
-                    Some(StdinEvent::Close(reply)) => (HostMsg::CloseStdin, Some(reply)),
-                    None => {
-                        // No one can send more input: the program's stdin ends here.
-                        stdin = None;
-                        (HostMsg::CloseStdin, None)
-                    }
-                },
+            let step = tokio::select! {
+                report = &mut receive => Step::Report(report),
+                (w, written) = sent => Step::Sent(w, written),
+                () = &mut cancelled, if !cancel_queued => Step::Cancel,
+                event = next_stdin, if queue.is_empty() => Step::Stdin(event),
             };
-            if !matches!(msg, HostMsg::Cancel) {
-                lock(&waiting).push_back(reply);
+            match step {
+                Step::Report(report) => break report,
+                Step::Sent(w, written) => {
+                    sending = None;
+                    written.map_err(|_| SandboxError::BoxGone)?;
+                    idle = Some(w);
+                }
+                Step::Cancel => {
+                    cancel_queued = true;
+                    queue.push_back((HostMsg::Cancel, None));
+                }
+                Step::Stdin(Some(StdinEvent::Data(data, reply))) => {
+                    queue.push_back((HostMsg::Stdin(data), Some(Some(reply))));
+                }
+                Step::Stdin(Some(StdinEvent::Close(reply))) => {
+                    queue.push_back((HostMsg::CloseStdin, Some(Some(reply))));
+                }
+                Step::Stdin(None) => {
+                    // No one can send more input: the program's stdin ends here.
+                    stdin = None;
+                    queue.push_back((HostMsg::CloseStdin, Some(None)));
+                }
             }
-            channel::send_async(&mut writer, &msg)
-                .await
-                .map_err(|_| SandboxError::BoxGone)?;
         }
     };
+    // A frame half written would leave the stream out of step: finish it.
+    if let Some(frame) = sending.take() {
+        let (_, written) = frame.await;
+        written.map_err(|_| SandboxError::BoxGone)?;
+    }
+    let report = report?;
+    let ended = || SandboxError::Request("the command had ended before its input came".into());
+    for (_, reply) in queue {
+        if let Some(Some(reply)) = reply {
+            let _ = reply.send(Err(ended()));
+        }
+    }
     // Requests the run ended before answering: each is answered by one `InitMsg::Error` now.
     let mut strays: Vec<Reply> = lock(&waiting).drain(..).collect();
     if cancel_sent && report.error.as_deref() != Some("cancelled") {
@@ -1071,12 +1117,23 @@ async fn exchange_run(
             Ok(None) | Err(_) => return Err(SandboxError::BoxGone),
         }
         if let Some(reply) = reply {
-            let _ = reply.send(Err(SandboxError::Request(
-                "the command had ended before its input came".into(),
-            )));
+            let _ = reply.send(Err(ended()));
         }
     }
     Ok(report)
+}
+
+/// A frame going out on the write half, which it gives back once written.
+type Sending<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = (WriteHalf<'a>, io::Result<()>)> + Send + 'a>,
+>;
+
+/// What one turn of [`exchange_run`]'s loop got.
+enum Step<'a> {
+    Report(Result<RunReport, SandboxError>),
+    Sent(WriteHalf<'a>, io::Result<()>),
+    Cancel,
+    Stdin(Option<StdinEvent>),
 }
 
 /// Where the answer to one stdin request goes (`None`: nowhere).
