@@ -10,17 +10,14 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, OnceLock};
 
+use crate::common::http::{send as http_to, Answer, Captured};
 use crate::common::{self, runtime};
 use std::time::Duration;
 
 use base64::Engine as _;
 use codebeaker_server::e2b::{E2bConfig, TemplateConfig};
 use codebeaker_server::{AuthConfig, Server, ServerConfig, TokenConfig};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
 
 /// The API keys of the two callers (in the `e2b_<hex>` shape the SDKs insist on).
 const ALICE_KEY: &str = "e2b_a11ce0000000000000000000000000000000000a";
@@ -223,69 +220,8 @@ fn javascript_sdk_core_flow() {
 // ---------------------------------------------------------------------------------------------
 // Raw HTTP, for what the SDKs would never send.
 
-struct Answer {
-    status: u16,
-    headers: hyper::HeaderMap,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "not JSON ({e}): {} {}",
-                self.status,
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
 async fn http(method: &str, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Answer {
     http_to(server(), method, path, headers, body).await
-}
-
-async fn http_to(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Vec<u8>,
-) -> Answer {
-    let stream = TcpStream::connect(addr).await.expect("connect");
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("handshake");
-    tokio::spawn(connection);
-    let mut request = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", addr.to_string());
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let request = request.body(Full::new(Bytes::from(body))).expect("request");
-    let response = tokio::time::timeout(HTTP_TIMEOUT, sender.send_request(request))
-        .await
-        .expect("an answer in time")
-        .expect("answer");
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = tokio::time::timeout(HTTP_TIMEOUT, response.into_body().collect())
-        .await
-        .expect("a body in time")
-        .expect("body")
-        .to_bytes()
-        .to_vec();
-    Answer {
-        status,
-        headers,
-        body,
-    }
 }
 
 /// A sandbox of the caller with `key`: its id and envd access token.
@@ -1517,34 +1453,6 @@ fn bench_python_sdk_beside_json_rpc() {
 
 // ---------------------------------------------------------------------------------------------
 // The audit log.
-
-/// The JSON lines a subscriber wrote.
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn events(&self) -> Vec<Value> {
-        let bytes = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        String::from_utf8_lossy(&bytes)
-            .lines()
-            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
-            .collect()
-    }
-}
 
 #[test]
 fn the_audit_log_names_the_caller_of_e2b_work_and_refusals() {

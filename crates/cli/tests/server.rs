@@ -18,9 +18,6 @@ use codebeaker_server::{
     AuthConfig, CallerQuota, RateLimitConfig, Server, ServerConfig, ServerHandle, TokenConfig,
 };
 use futures_util::{SinkExt, StreamExt};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -65,40 +62,20 @@ async fn http(
     bearer: Option<&str>,
     body: Option<&str>,
 ) -> HttpResponse {
-    let stream = TcpStream::connect(addr).await.expect("connect");
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("handshake");
-    tokio::spawn(connection);
-    let mut request = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", addr.to_string());
-    if let Some(token) = bearer {
-        request = request.header("authorization", format!("Bearer {token}"));
+    let authorization = bearer.map(|token| format!("Bearer {token}"));
+    let mut headers = Vec::new();
+    if let Some(value) = &authorization {
+        headers.push(("authorization", value.as_str()));
     }
     if body.is_some() {
-        request = request.header("content-type", "application/json");
+        headers.push(("content-type", "application/json"));
     }
-    let request = request
-        .body(Full::new(Bytes::from(body.unwrap_or_default().to_string())))
-        .expect("request");
-    let response = tokio::time::timeout(FRAME_TIMEOUT, sender.send_request(request))
-        .await
-        .expect("a response in time")
-        .expect("response");
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
+    let body = body.unwrap_or_default().as_bytes().to_vec();
+    let answer = common::http::send(addr, method, path, &headers, body).await;
     HttpResponse {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&bytes).into_owned(),
+        status: answer.status,
+        body: answer.text(),
+        headers: answer.headers,
     }
 }
 

@@ -21,6 +21,7 @@
 
 pub mod client;
 pub mod host;
+pub mod http;
 
 use std::future::Future;
 use std::net::SocketAddr;

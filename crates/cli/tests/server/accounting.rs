@@ -2,6 +2,7 @@
 //! seed's .NET client flow, sessions past their lifetime, and the audit log.
 
 use super::*;
+use crate::common::http::Captured;
 
 #[test]
 fn metrics_count_executions_sessions_commands_and_errors() {
@@ -443,34 +444,6 @@ fn a_session_past_its_maximum_lifetime_is_closed_and_its_box_freed() {
         reaper.abort();
         engine.shutdown().await;
     });
-}
-
-/// Everything the tracing events of the audit log write, as JSON lines.
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn events(&self) -> Vec<Value> {
-        let bytes = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        String::from_utf8_lossy(&bytes)
-            .lines()
-            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
-            .collect()
-    }
 }
 
 #[test]
