@@ -267,12 +267,14 @@ impl Engine {
             .input
             .as_ref()
             .map(|v| serde_json::to_vec(v).unwrap_or_default());
+        // A launcher says on descriptor 4 that the program did not compile.
+        let syntax_verdict = snippet.is_none() && plan.reports_syntax_errors();
         let cmd = RunSpec {
             argv: step.argv,
             env: step.env,
             cwd: None,
             stdin: req.stdin.clone(),
-            capture_fd4: snippet.is_some(),
+            capture_fd4: snippet.is_some() || syntax_verdict,
             fd3_input: snippet,
             limits: req.limits,
             warm,
@@ -285,6 +287,15 @@ impl Engine {
         let rewrite = |text: &[u8]| {
             plan.rewrite_diagnostics(&String::from_utf8_lossy(text), &src_abs, &artifact_dir)
         };
+        if syntax_verdict
+            && outcome.status == Verdict::RuntimeError
+            && outcome.result.as_deref() == Some(b"syntax".as_slice())
+        {
+            outcome.status = Verdict::CompileError;
+        }
+        if syntax_verdict {
+            outcome.result = None;
+        }
         let mut output = None;
         if req.input.is_some() && outcome.status == Verdict::Ok {
             match outcome
