@@ -23,6 +23,8 @@ async fn run_code(language: &str, code: &str, input: Option<Value>, stdin: &str)
             input,
             stdin: stdin.as_bytes().to_vec(),
             limits: engine.config().run_limits,
+            args: Vec::new(),
+            stderr_to_stdout: false,
         })
         .await
         .unwrap_or_else(|e| panic!("{language}: {e}"))
@@ -291,6 +293,8 @@ fn unknown_languages_and_missing_toolchains_are_clear_errors() {
                 input: None,
                 stdin: Vec::new(),
                 limits: engine.config().run_limits,
+                args: Vec::new(),
+                stderr_to_stdout: false,
             })
             .await
             .unwrap_err();
@@ -326,6 +330,8 @@ run = ["{tool:cobc}", "-x", "{source}"]
                 input: None,
                 stdin: Vec::new(),
                 limits: engine.config().run_limits,
+                args: Vec::new(),
+                stderr_to_stdout: false,
             })
             .await
             .unwrap_err();

@@ -323,6 +323,8 @@ impl Engine {
             input: c.input,
             stdin: c.stdin.unwrap_or_default().into_bytes(),
             limits: run_limits,
+            args: Vec::new(),
+            stderr_to_stdout: false,
         };
         match self.execute_hooked(bx, &req, hooks).await {
             Ok(execution) => Ok(execution_result(execution)),

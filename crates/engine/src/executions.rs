@@ -14,7 +14,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use codebeaker_sandbox::Verdict;
 use serde_json::Value;
@@ -34,6 +34,22 @@ pub struct OneShotRequest {
     pub input: Option<Value>,
     pub timeout: Option<Duration>,
     pub memory_limit_mb: Option<u64>,
+    /// CPU time of the run when it differs from `timeout` (which then bounds the wall clock
+    /// only); at least a millisecond, at most the longest run.
+    pub cpu_time: Option<Duration>,
+    /// Largest file the program may write, in bytes; more than the engine's own limit is cut
+    /// to it.
+    pub file_size_bytes: Option<u64>,
+    /// Arguments after the program's own command line.
+    pub args: Vec<String>,
+    /// The program's stderr goes to its stdout: one stream, in the order written.
+    pub stderr_to_stdout: bool,
+    /// Files written into the box's workspace (paths relative to it) before the program starts;
+    /// the program's working directory is the workspace.
+    pub files: Vec<(String, Vec<u8>)>,
+    /// How many times the program runs, each time in a fresh box; it stops at the first run
+    /// that does not end `ok`. 0 and 1 both mean once.
+    pub runs: u32,
 }
 
 /// Where a one-shot run is.
@@ -63,6 +79,16 @@ pub struct ExecutionRecord {
     pub error: Option<String>,
     /// The snippet's `result`.
     pub output: Option<Value>,
+    /// The signal that ended the program, if one did.
+    pub signal: Option<i32>,
+    /// CPU time, wall time and peak memory of the run, once it has ended (with `runs` > 1, the
+    /// mean over the runs that ran).
+    pub cpu_time: Option<Duration>,
+    pub wall_time: Option<Duration>,
+    pub peak_memory_bytes: Option<u64>,
+    /// When the run was queued, and when it ended.
+    pub created_at: SystemTime,
+    pub finished_at: Option<SystemTime>,
 }
 
 struct Entry {
@@ -77,6 +103,7 @@ impl Entry {
     /// Makes the record final and wakes everyone waiting for it.
     fn finish(&mut self) {
         self.finished = Some(Instant::now());
+        self.record.finished_at = Some(SystemTime::now());
         self.ended.send_replace(true);
     }
 }
@@ -234,6 +261,14 @@ impl Engine {
         if let Some(mb) = req.memory_limit_mb {
             limits.memory_bytes = Some(self.config().memory_limit("memoryLimit", mb)?);
         }
+        if let Some(t) = req.cpu_time {
+            limits.cpu_time =
+                self.config()
+                    .run_time("cpuTime", t, crate::config::TimeUnit::Millis)?;
+        }
+        if let Some(bytes) = req.file_size_bytes {
+            limits.file_size_bytes = limits.file_size_bytes.min(bytes);
+        }
         let id = uuid::Uuid::new_v4().to_string();
         {
             let mut records = self.executions.lock();
@@ -259,6 +294,12 @@ impl Engine {
                         outcome: None,
                         error: None,
                         output: None,
+                        signal: None,
+                        cpu_time: None,
+                        wall_time: None,
+                        peak_memory_bytes: None,
+                        created_at: SystemTime::now(),
+                        finished_at: None,
                     },
                     finished: None,
                     ended: watch::channel(false).0,
@@ -271,7 +312,10 @@ impl Engine {
             input: req.input,
             stdin: req.stdin.unwrap_or_default().into_bytes(),
             limits,
+            args: req.args,
+            stderr_to_stdout: req.stderr_to_stdout,
         };
+        let (files, runs) = (req.files, req.runs.max(1));
         let engine = Arc::clone(self);
         let run_id = id.clone();
         let caller = caller.clone();
@@ -281,7 +325,21 @@ impl Engine {
             engine
                 .executions
                 .update(&run_id, |e| e.record.status = ExecutionState::Running);
-            let (result, bx) = engine.run_in_fresh_box(&caller, &code).await;
+            let mut costs = RunCosts::default();
+            let (result, bx) = loop {
+                let (result, bx) = engine.run_in_fresh_box(&caller, &code, &files).await;
+                if let Ok(run) = &result {
+                    costs.add(&run.outcome);
+                }
+                let again = costs.runs < runs
+                    && matches!(&result, Ok(run) if run.outcome.status == Verdict::Ok);
+                if !again {
+                    break (result, bx);
+                }
+                if let Some(bx) = bx {
+                    engine.destroy_in_background(bx);
+                }
+            };
             let limits = engine.config().execution_records;
             engine.executions.finish(&run_id, limits, |r| match result {
                 Ok(run) => {
@@ -292,9 +350,14 @@ impl Engine {
                         ExecutionState::Completed
                     };
                     r.exit_code = o.exit_code;
+                    r.signal = o.signal;
                     r.stdout = String::from_utf8_lossy(&o.stdout).into_owned();
                     r.stderr = String::from_utf8_lossy(&o.stderr).into_owned();
-                    r.duration_ms = Some(o.wall_time.as_millis() as u64);
+                    let (cpu, wall, memory) = costs.mean();
+                    r.duration_ms = Some(wall.as_millis() as u64);
+                    r.cpu_time = Some(cpu);
+                    r.wall_time = Some(wall);
+                    r.peak_memory_bytes = memory;
                     r.timed_out = o.timed_out();
                     r.outcome = Some(o.status);
                     r.error = run.error;
@@ -383,6 +446,36 @@ impl Engine {
             }
         }
         self.execution_status(caller, id)
+    }
+}
+
+/// What the runs of one one-shot execution cost, summed.
+#[derive(Default)]
+struct RunCosts {
+    runs: u32,
+    cpu: Duration,
+    wall: Duration,
+    memory: Option<u64>,
+}
+
+impl RunCosts {
+    fn add(&mut self, outcome: &codebeaker_sandbox::RunOutcome) {
+        self.runs += 1;
+        self.cpu += outcome.cpu_time;
+        self.wall += outcome.wall_time;
+        if let Some(bytes) = outcome.peak_memory_bytes {
+            self.memory = Some(self.memory.unwrap_or(0).saturating_add(bytes));
+        }
+    }
+
+    /// Mean CPU time, wall time and peak memory over the runs.
+    fn mean(&self) -> (Duration, Duration, Option<u64>) {
+        let n = self.runs.max(1);
+        (
+            self.cpu / n,
+            self.wall / n,
+            self.memory.map(|m| m / u64::from(n)),
+        )
     }
 }
 

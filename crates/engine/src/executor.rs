@@ -73,6 +73,12 @@ pub struct CodeRequest {
     pub input: Option<serde_json::Value>,
     pub stdin: Vec<u8>,
     pub limits: RunLimits,
+    /// Arguments after the program's own command line (the run goes cold: a warm worker takes
+    /// none).
+    pub args: Vec<String>,
+    /// The program's stderr goes to its stdout, one stream in the order written (the run goes
+    /// cold).
+    pub stderr_to_stdout: bool,
 }
 
 /// How compiling went, for compiled languages.
@@ -259,10 +265,19 @@ impl Engine {
             _ => out_abs.clone(),
         };
         let step = plan.run_step(&src_abs, &artifact_dir);
-        let warm = match warm {
+        // A warm worker runs the plan's own command line, with nothing added or redirected.
+        let plain = req.args.is_empty() && !req.stderr_to_stdout;
+        let warm = match warm && plain {
             true => self.warm_spec(plan, &src_abs, &artifact_dir).await,
             false => None,
         };
+        let mut argv = step.argv;
+        argv.extend(req.args.iter().cloned());
+        if req.stderr_to_stdout {
+            // The shell replaces itself with the program once fd 2 is fd 1: one stream.
+            let merge = ["/bin/sh", "-c", "exec \"$@\" 2>&1", "sh"];
+            argv.splice(0..0, merge.map(String::from));
+        }
         let snippet = req
             .input
             .as_ref()
@@ -270,7 +285,7 @@ impl Engine {
         // A launcher says on descriptor 4 that the program did not compile.
         let syntax_verdict = snippet.is_none() && plan.reports_syntax_errors();
         let cmd = RunSpec {
-            argv: step.argv,
+            argv,
             env: step.env,
             cwd: None,
             stdin: req.stdin.clone(),

@@ -18,6 +18,8 @@
 //!         input: Some(serde_json::json!({"value": 21})),
 //!         stdin: Vec::new(),
 //!         limits: engine.config().run_limits,
+//!         args: Vec::new(),
+//!         stderr_to_stdout: false,
 //!     })
 //!     .await?;
 //! assert_eq!(run.output, Some(serde_json::json!({"output": 42})));

@@ -81,6 +81,8 @@ impl Engine {
                 input: None,
                 stdin: Vec::new(),
                 limits: self.config().run_limits,
+                args: Vec::new(),
+                stderr_to_stdout: false,
             };
             match self.execute_in(bx, &request).await {
                 Ok(run) if run.success() => {}
