@@ -585,3 +585,30 @@ fn java_runs_the_class_that_declares_main() {
         }
     });
 }
+
+/// Boxes have no network, so packages come from the host: what the operator installs there
+/// (Debian's python3-numpy, a global npm module) is importable in every box.
+#[test]
+fn packages_installed_on_the_host_are_in_every_box() {
+    run(async {
+        let e = run_code(
+            "python",
+            "import numpy\nprint(int(numpy.array([20, 22]).sum()))",
+            None,
+            "",
+        )
+        .await;
+        assert_ok(&e);
+        assert_eq!(String::from_utf8_lossy(&e.outcome.stdout), "42\n");
+        // npm is a global module wherever Node's packages put it.
+        let e = run_code(
+            "javascript",
+            "console.log(typeof require.resolve('npm'))",
+            None,
+            "",
+        )
+        .await;
+        assert_ok(&e);
+        assert_eq!(String::from_utf8_lossy(&e.outcome.stdout), "string\n");
+    });
+}

@@ -433,7 +433,7 @@ pub(crate) fn one_shot_request(
     let params: ExecutionRunParams = decode_params(method, params)?;
     if !params.packages.is_empty() {
         return Err(ErrorObject::invalid_params(format!(
-            "invalid params for {method}: packages: one-shot runs cannot install packages; create a session and use the install_packages command"
+            "invalid params for {method}: packages: runs cannot install packages (boxes have no network); the packages the operator installs on the host are in every box (docs/languages.md, \"Packages\")"
         ))
         .with_data(serde_json::json!({ "field": "packages" })));
     }

@@ -26,6 +26,10 @@ fn initialize_reports_server_languages_commands_limits_and_isolation() {
         for command in ["execute", "write_file", "read_file", "shell", "apply_patch"] {
             assert!(commands.contains(&json!(command)), "{command}");
         }
+        assert!(
+            !commands.contains(&json!("install_packages")),
+            "install_packages cannot succeed in a box without network, so it is not advertised"
+        );
         assert_eq!(capabilities["limits"]["maxMessageBytes"], 16 * 1024 * 1024);
         assert!(capabilities["limits"]["maxSessions"].as_u64().is_some());
         assert_eq!(capabilities["isolation"]["backend"], "native");
