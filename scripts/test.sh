@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: installs the toolchains the tests need when they are missing, then runs
 # rustfmt, clippy and every test (and the cgroup tests again on a pure cgroup v2 guest, see
-# test-v2.sh), and finally checks that no box was left behind.
+# test-v2.sh) and the install paths (test-packages.sh), and finally checks that no box was left
+# behind.
 # Needs root (boxes use uid maps and cgroups) on a Debian machine with Rust.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,6 +39,8 @@ scripts/compat-clients.sh # the pinned E2B SDKs the e2b test drives
 cargo test --workspace
 # The same cgroup code on a pure cgroup v2 host: a Debian kernel under qemu.
 scripts/test-v2.sh
+# What users install: cargo install, the Debian package and its unit, the container image.
+scripts/test-packages.sh
 
 # Nothing a box of this run made may remain: no cgroup, no process in the boxes' id range, no mount
 # on the sandbox's root mount point. `doctor --leaks` finds them as the sandbox does (cgroups
