@@ -94,6 +94,7 @@ pub async fn main(args: RunArgs) -> Result<i32> {
             input,
             stdin,
             limits,
+            ..CodeRequest::default()
         })
         .await;
     // Whatever the run did, every box it made is gone before the command ends.

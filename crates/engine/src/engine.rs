@@ -231,7 +231,10 @@ impl Engine {
     /// Runs code once in a fresh box, then destroys the box; a compile it needs is charged to
     /// the anonymous caller.
     pub async fn run_once(&self, req: CodeRequest) -> Result<Execution, EngineError> {
-        let (result, bx) = self.run_in_fresh_box(&Caller::anonymous(), &req).await;
+        let hooks = crate::executor::RunHooks::streaming(None);
+        let (result, bx) = self
+            .run_in_fresh_box(&Caller::anonymous(), &req, hooks)
+            .await;
         if let Some(bx) = bx {
             destroy_quietly(bx).await;
         }
@@ -244,6 +247,7 @@ impl Engine {
         &self,
         caller: &Caller,
         req: &CodeRequest,
+        hooks: crate::executor::RunHooks,
     ) -> (Result<Execution, EngineError>, Option<SandboxBox>) {
         // Unknown languages fail before any box is made.
         if let Err(e) = self.registry.resolve(&req.language) {
@@ -252,14 +256,14 @@ impl Engine {
         // A pooled box has its warm workers running already; a box made for this one run starts
         // the program cold, since a worker's own start-up would only add to it.
         if let Some(bx) = self.pool.take() {
-            let result = self.execute_for(caller, &bx, req).await;
+            let result = self.execute_for(caller, &bx, req, hooks).await;
             return (result, Some(bx));
         }
         let bx = match self.new_box(self.config.box_limits).await {
             Ok(bx) => bx,
             Err(e) => return (Err(e), None),
         };
-        let result = self.execute_cold(caller, &bx, req).await;
+        let result = self.execute_cold(caller, &bx, req, hooks).await;
         (result, Some(bx))
     }
 }

@@ -16,13 +16,15 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use codebeaker_sandbox::Verdict;
+use codebeaker_languages::PlanFile;
+use codebeaker_sandbox::{OutputChunk, RunLimits, StdinEvent, Verdict};
 use serde_json::Value;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::RecordLimits;
+use crate::executor::RunHooks;
 use crate::session::Caller;
-use crate::{CodeRequest, Engine, EngineError};
+use crate::{CodeRequest, CompileInfo, Engine, EngineError};
 
 /// A one-shot run as asked for.
 #[derive(Debug, Clone, Default)]
@@ -34,6 +36,46 @@ pub struct OneShotRequest {
     pub input: Option<Value>,
     pub timeout: Option<Duration>,
     pub memory_limit_mb: Option<u64>,
+    /// Files written beside the main file ([`CodeRequest::files`]).
+    pub files: Vec<PlanFile>,
+    /// Arguments after the program's own command line ([`CodeRequest::args`]).
+    pub args: Vec<String>,
+    /// The run's limits whole, in place of the defaults, `timeout` and `memory_limit_mb`: for a
+    /// door that takes limits of its own. Checked against the configured bounds.
+    pub limits: Option<RunLimits>,
+    /// The compile step's limits ([`CodeRequest::compile_limits`]), checked against the
+    /// configured compile limits.
+    pub compile_limits: Option<RunLimits>,
+}
+
+/// What a caller of [`Engine::submit_execution_with`] attaches to its run while it goes on.
+/// Each part is optional; none is [`Engine::submit_execution`].
+#[derive(Debug, Default)]
+pub struct OneShotHooks {
+    /// Receives the program's stdout and stderr as they come, in the order the box read them
+    /// (the compile step's output is not streamed: a failed compile's is in the record).
+    pub output: Option<mpsc::UnboundedSender<OutputChunk>>,
+    /// A value sent on its sender stops the program (its run ends `killed`), also when sent
+    /// before the program starts; dropping the sender leaves the run alone.
+    pub cancel: Option<oneshot::Receiver<()>>,
+    /// Keeps the program's stdin open after the request's `stdin`, for these events, until
+    /// [`StdinEvent::Close`] or until every sender is dropped.
+    pub stdin: Option<mpsc::Receiver<StdinEvent>>,
+    /// Told when the program starts, after its compile step (with how compiling went, for a
+    /// compiled language); never told when the compile failed or the run could not start.
+    pub started: Option<oneshot::Sender<Option<CompileInfo>>>,
+}
+
+impl OneShotHooks {
+    fn into_run_hooks(self) -> RunHooks {
+        RunHooks {
+            output: self.output,
+            // A receiver whose sender is gone never fires.
+            cancel: self.cancel.unwrap_or_else(|| oneshot::channel().1),
+            stdin: self.stdin,
+            started: self.started,
+        }
+    }
 }
 
 /// Where a one-shot run is.
@@ -63,6 +105,17 @@ pub struct ExecutionRecord {
     pub error: Option<String>,
     /// The snippet's `result`.
     pub output: Option<Value>,
+    /// The signal that ended the program, when one did.
+    pub signal: Option<i32>,
+    /// CPU time of every process of the run (of the compile step, when that failed).
+    pub cpu_time_ms: Option<u64>,
+    /// Peak memory of the run's box, when the kernel reports it.
+    pub peak_memory_bytes: Option<u64>,
+    /// The sandbox's short explanation of a timeout, memory limit, output limit or internal
+    /// error.
+    pub message: Option<String>,
+    /// How compiling went, for a compiled language (also when the compile failed).
+    pub compile: Option<CompileInfo>,
 }
 
 struct Entry {
@@ -222,8 +275,34 @@ impl Engine {
         caller: &Caller,
         req: OneShotRequest,
     ) -> Result<String, EngineError> {
+        self.submit_execution_with(caller, req, OneShotHooks::default())
+    }
+
+    /// Like [`submit_execution`](Self::submit_execution), with `hooks` attached to the run: its
+    /// output as it comes, a cancel, stdin fed while it runs, and word of its start.
+    pub fn submit_execution_with(
+        self: &Arc<Self>,
+        caller: &Caller,
+        req: OneShotRequest,
+        hooks: OneShotHooks,
+    ) -> Result<String, EngineError> {
         self.registry().resolve(&req.language)?;
         let mut limits = self.config().run_limits;
+        if let Some(asked) = req.limits {
+            let (base, most) = (self.config().run_limits, self.config().max_run_time);
+            limits = self.config().checked_limits("limits", asked, base, most)?;
+        }
+        let compile_limits = match req.compile_limits {
+            Some(asked) => {
+                let base = self.config().compile_limits;
+                let most = base.wall_time;
+                Some(
+                    self.config()
+                        .checked_limits("compileLimits", asked, base, most)?,
+                )
+            }
+            None => None,
+        };
         if let Some(t) = req.timeout {
             let t = self
                 .config()
@@ -259,6 +338,11 @@ impl Engine {
                         outcome: None,
                         error: None,
                         output: None,
+                        signal: None,
+                        cpu_time_ms: None,
+                        peak_memory_bytes: None,
+                        message: None,
+                        compile: None,
                     },
                     finished: None,
                     ended: watch::channel(false).0,
@@ -271,7 +355,11 @@ impl Engine {
             input: req.input,
             stdin: req.stdin.unwrap_or_default().into_bytes(),
             limits,
+            files: req.files,
+            args: req.args,
+            compile_limits,
         };
+        let hooks = hooks.into_run_hooks();
         let engine = Arc::clone(self);
         let run_id = id.clone();
         let caller = caller.clone();
@@ -281,7 +369,7 @@ impl Engine {
             engine
                 .executions
                 .update(&run_id, |e| e.record.status = ExecutionState::Running);
-            let (result, bx) = engine.run_in_fresh_box(&caller, &code).await;
+            let (result, bx) = engine.run_in_fresh_box(&caller, &code, hooks).await;
             let limits = engine.config().execution_records;
             engine.executions.finish(&run_id, limits, |r| match result {
                 Ok(run) => {
@@ -299,6 +387,11 @@ impl Engine {
                     r.outcome = Some(o.status);
                     r.error = run.error;
                     r.output = run.output;
+                    r.signal = o.signal;
+                    r.cpu_time_ms = Some(o.cpu_time.as_millis() as u64);
+                    r.peak_memory_bytes = o.peak_memory_bytes;
+                    r.message = o.message.clone();
+                    r.compile = run.compile;
                 }
                 Err(err) => {
                     r.status = ExecutionState::Failed;

@@ -81,6 +81,7 @@ impl Engine {
                 input: None,
                 stdin: Vec::new(),
                 limits: self.config().run_limits,
+                ..CodeRequest::default()
             };
             match self.execute_in(bx, &request).await {
                 Ok(run) if run.success() => {}

@@ -450,6 +450,7 @@ pub(crate) fn one_shot_request(
         input,
         timeout: params.timeout.map(Duration::from_secs),
         memory_limit_mb: params.memory_limit,
+        ..OneShotRequest::default()
     };
     Ok((request, params.wait.map(Duration::from_millis)))
 }
