@@ -287,6 +287,15 @@ impl Engine {
         hooks: OneShotHooks,
     ) -> Result<String, EngineError> {
         self.registry().resolve(&req.language)?;
+        if !req.files.is_empty() {
+            // Files a run could not write are refused now, not found out in the background.
+            let mode = match req.input {
+                Some(_) => codebeaker_languages::Mode::Snippet,
+                None => codebeaker_languages::Mode::Script,
+            };
+            let mut plan = self.registry().prepare(&req.language, &req.code, mode)?;
+            plan.add_files(req.files.clone())?;
+        }
         let mut limits = self.config().run_limits;
         if let Some(asked) = req.limits {
             let (base, most) = (self.config().run_limits, self.config().max_run_time);
