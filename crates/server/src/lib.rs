@@ -11,6 +11,8 @@
 //!   `GET /api/languages`, `GET /api/languages/{name}`.
 //! - **The E2B-compatible API** ([`e2b`]): E2B's control plane and envd, so that E2B's SDKs run
 //!   unchanged against this server (`docs/e2b.md`).
+//! - **The Piston v2 API** (`piston`) at `/api/v2/` and `/api/v2/piston/`: `runtimes`,
+//!   `execute` and the interactive `connect`, for Piston's clients (`docs/piston.md`).
 //! - **Health and metrics**: `/health`, `/health/live`, `/health/ready`, and `/metrics`
 //!   (Prometheus text, from a recorder each server owns).
 //! - **Bearer-token auth** (optional): a token names a caller, and a caller sees only its own
@@ -51,6 +53,7 @@ pub mod e2b;
 mod error;
 mod health;
 pub mod metrics;
+mod piston;
 mod rate_limit;
 mod rest;
 mod rpc;
