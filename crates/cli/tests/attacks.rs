@@ -69,6 +69,7 @@ mod sessions;
 mod build_products;
 mod host_facts;
 mod kernel_accounting;
+mod piston;
 mod server_bounds;
 mod survivors;
 mod warm_state;
