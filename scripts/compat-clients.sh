@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Installs the pinned client SDKs that the compatibility tests drive against `codebeaker serve`:
-# E2B's Python SDK and the Piston client ultra-piston in a virtualenv at target/compat/venv, and
-# E2B's JavaScript SDK in target/compat/js. Quick when they are already there (the pins are checked, nothing is fetched).
+# the Python clients (E2B's and Judge0's SDKs, and the Piston client ultra-piston) of
+# scripts/compat/requirements.txt in a virtualenv at target/compat/venv and the JavaScript ones
+# (E2B's SDK) of scripts/compat/package.json (with its lock file) in target/compat/js.
+# Every dependency is pinned, so a run installs exactly what was tested. Quick when they are
+# already there: each side keeps a copy of the files it was installed from and is installed
+# again only when they changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-E2B_PY=2.63.0
-ULTRA_PISTON=1.0.1
-E2B_JS=2.51.0
-
+pins=scripts/compat
 root=target/compat
 venv=$root/venv
 js=$root/js
@@ -24,20 +25,21 @@ if ((${#missing[@]})); then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
-if ! "$venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('e2b') != '$E2B_PY')" 2>/dev/null; then
-  echo "installing e2b==$E2B_PY (Python) into $venv"
+
+if ! cmp -s "$pins/requirements.txt" "$venv/installed-requirements.txt"; then
+  echo "installing the Python clients of $pins/requirements.txt into $venv"
+  rm -rf "$venv"
   "$python" -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check "e2b==$E2B_PY"
-fi
-if ! "$venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('ultra-piston') != '$ULTRA_PISTON')" 2>/dev/null; then
-  echo "installing ultra-piston==$ULTRA_PISTON (Python) into $venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check "ultra-piston==$ULTRA_PISTON"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps -r "$pins/requirements.txt"
+  "$venv/bin/python" -m pip check --disable-pip-version-check
+  cp "$pins/requirements.txt" "$venv/installed-requirements.txt"
 fi
 
-if ! [[ -f $js/node_modules/e2b/package.json ]] ||
-  ! grep -q "\"version\": \"$E2B_JS\"" "$js/node_modules/e2b/package.json"; then
-  echo "installing e2b@$E2B_JS (JavaScript) into $js"
+if ! cmp -s "$pins/package-lock.json" "$js/package-lock.json" ||
+  ! cmp -s "$pins/package.json" "$js/package.json" || ! [[ -d $js/node_modules ]]; then
+  echo "installing the JavaScript clients of $pins/package.json into $js"
+  rm -rf "$js"
   mkdir -p "$js"
-  [[ -f $js/package.json ]] || echo '{"name":"codebeaker-compat","private":true}' >"$js/package.json"
-  npm install --prefix "$js" --silent --no-audit --no-fund "e2b@$E2B_JS"
+  cp "$pins/package.json" "$pins/package-lock.json" "$js/"
+  npm ci --prefix "$js" --silent --no-audit --no-fund
 fi

@@ -19,6 +19,7 @@ need ruby ruby
 need gcc gcc
 need g++ g++
 need javac default-jdk-headless
+need /usr/lib/python3/dist-packages/numpy python3-numpy # a host package that boxes must see
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   apt-get update -qq

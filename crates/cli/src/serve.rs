@@ -70,6 +70,8 @@ pub struct Config {
     pub languages: LanguagesSection,
     /// The E2B-compatible API: its templates (`[e2b.templates.<id>]`).
     pub e2b: codebeaker_server::e2b::E2bConfig,
+    /// The Judge0 API: its limits' defaults and maxima (`[judge0]`).
+    pub judge0: codebeaker_server::judge0::Judge0Config,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -353,6 +355,7 @@ impl Default for Config {
                 warm_workers: engine.warm_workers,
             },
             e2b: server.e2b.clone(),
+            judge0: server.judge0.clone(),
         }
     }
 }
@@ -582,6 +585,7 @@ impl Config {
             max_connections_per_caller: as_usize(s.max_connections_per_caller),
             header_read_timeout: Duration::from_secs(s.header_read_timeout_secs),
             e2b: self.e2b.clone(),
+            judge0: self.judge0.clone(),
         }
     }
 

@@ -564,3 +564,48 @@ fn batch_refuses_a_language_without_snippets_up_front() {
     assert!(stderr.contains("c has no snippet mode"), "{stderr}");
     assert!(out.stdout.is_empty(), "no item ran");
 }
+
+/// A Java program runs whatever its class is called, public or not, as judges run them: the
+/// class that declares `main` names the file and is the class that runs.
+#[test]
+fn java_runs_the_class_that_declares_main() {
+    run(async {
+        let n = nonce();
+        for code in [
+            format!("// {n}\nclass Solution {{\n  static int f() {{ return 41; }}\n  public static void main(String[] a) {{ System.out.println(f() + 1); }}\n}}"),
+            format!("// {n}\nimport java.util.*;\nclass Helper {{ static int one() {{ return 1; }} }}\nfinal class App {{\n  public static void main(String[] a) {{ System.out.println(41 + Helper.one()); }}\n}}"),
+            format!("// {n}\nclass Helper {{ static int one() {{ return 1; }} }}\npublic class Named {{\n  public static void main(String[] a) {{ System.out.println(41 + Helper.one()); }}\n}}"),
+        ] {
+            let e = run_code("java", &code, None, "").await;
+            assert_ok(&e);
+            assert_eq!(String::from_utf8_lossy(&e.outcome.stdout), "42\n", "{code}");
+        }
+    });
+}
+
+/// Boxes have no network, so packages come from the host: what the operator installs there
+/// (Debian's python3-numpy, a global npm module) is importable in every box.
+#[test]
+fn packages_installed_on_the_host_are_in_every_box() {
+    run(async {
+        let e = run_code(
+            "python",
+            "import numpy\nprint(int(numpy.array([20, 22]).sum()))",
+            None,
+            "",
+        )
+        .await;
+        assert_ok(&e);
+        assert_eq!(String::from_utf8_lossy(&e.outcome.stdout), "42\n");
+        // npm is a global module wherever Node's packages put it.
+        let e = run_code(
+            "javascript",
+            "console.log(typeof require.resolve('npm'))",
+            None,
+            "",
+        )
+        .await;
+        assert_ok(&e);
+        assert_eq!(String::from_utf8_lossy(&e.outcome.stdout), "string\n");
+    });
+}

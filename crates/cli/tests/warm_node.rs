@@ -170,8 +170,9 @@ fn programs_behave_as_under_node() {
             ["gzip true", "readFile true", "sha256 2d711642", "worker 42"],
             "{threads}"
         );
-        // The program is the main module, as under node; with a package.json of type "module" above
-        // it, it is an ES module.
+        // The program is the main module, as under node; with a package.json of type "module" in
+        // the workspace (where the program runs as if it lived), it is an ES module, and one
+        // elsewhere changes nothing.
         let main = script(
             &who,
             &id,
@@ -185,13 +186,28 @@ fn programs_behave_as_under_node() {
             "require('fs').writeFileSync('/tmp/package.json', '{\"type\": \"module\"}')",
         )
         .await;
+        let still = script(&who, &id, "console.log(typeof require)").await;
+        assert_eq!(stdout(&still), "function\n", "{still}");
+        script(
+            &who,
+            &id,
+            "const fs = require('fs');\n\
+             fs.writeFileSync('package.json', '{\"type\": \"module\"}');\n\
+             fs.writeFileSync('helper.js', 'export const twice = (x) => 2 * x;');",
+        )
+        .await;
         let esm = script(
-        &who,
-        &id,
-        "import { basename } from 'node:path';\nconsole.log(basename('/a/b.txt'), typeof require);",
-    )
-    .await;
-        assert_eq!(stdout(&esm), "b.txt undefined\n", "{esm}");
+            &who,
+            &id,
+            "import { basename } from 'node:path';\nimport { twice } from './helper.js';\n\
+         console.log(basename('/a/b.txt'), typeof require, twice(21), import.meta.url);",
+        )
+        .await;
+        assert_eq!(
+            stdout(&esm),
+            "b.txt undefined 42 file:///workspace/main.js\n",
+            "{esm}"
+        );
         engine().close_session(&who, &id).await.unwrap();
     });
 }

@@ -837,6 +837,9 @@ impl Backend for Client {
                     version: Some(env!("CARGO_PKG_VERSION").into()),
                 }),
                 protocol_version: Some(codebeaker_protocol::PROTOCOL_VERSION.into()),
+                // What this client sends is typed, so a field the server does not know is a
+                // mistake (a raw command's misspelling): have it refused, not ignored.
+                strict: Some(true),
             };
             self.method(Method::Initialize, &params).await
         })

@@ -290,8 +290,9 @@ impl Engine {
             Command::Diff(c) => diff(bx, &c, limits.max_read_bytes, text).await?,
             Command::InstallPackages(_) => Err(Refused(
                 "install_packages needs network access, and this session's box has none \
-                 (network policy: none, loopback only); put the packages' files into the \
-                 workspace instead"
+                 (network policy: none, loopback only); packages the operator installs on the \
+                 host are in every box (see docs/languages.md, \"Packages\"), or put the \
+                 packages' files into the workspace"
                     .into(),
             )),
         };

@@ -212,8 +212,8 @@ impl EngineConfig {
 impl EngineConfig {
     /// The limits a door asked for whole (named `field` in its request), on top of `base`: its
     /// wall-clock and CPU times within 1 ms and `most`, and its memory (when it names one)
-    /// within 16 MiB and the configured most. Every other limit is `base`'s: a door cannot
-    /// raise the output, file size or open-file bounds.
+    /// within 16 MiB and the configured most, and its file size cut to `base`'s. Every other
+    /// limit is `base`'s: a door cannot raise the output, file size or open-file bounds.
     pub(crate) fn checked_limits(
         &self,
         field: &'static str,
@@ -239,6 +239,7 @@ impl EngineConfig {
             wall_time: asked.wall_time,
             cpu_time: asked.cpu_time,
             memory_bytes: asked.memory_bytes.or(base.memory_bytes),
+            file_size_bytes: asked.file_size_bytes.min(base.file_size_bytes),
             ..base
         })
     }

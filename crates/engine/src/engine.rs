@@ -7,7 +7,7 @@ use codebeaker_languages::{CompileCache, Registry};
 use codebeaker_protocol::methods::LanguageInfo;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use codebeaker_sandbox::{Bind, BoxLimits, BoxSpec, Isolation, Sandbox, SandboxBox};
+use codebeaker_sandbox::{Bind, BoxLimits, BoxSpec, FileRoot, Isolation, Sandbox, SandboxBox};
 
 use crate::executions::{ExecutionState, ExecutionStore};
 use crate::pool::BoxPool;
@@ -233,7 +233,7 @@ impl Engine {
     pub async fn run_once(&self, req: CodeRequest) -> Result<Execution, EngineError> {
         let hooks = crate::executor::RunHooks::streaming(None);
         let (result, bx) = self
-            .run_in_fresh_box(&Caller::anonymous(), &req, hooks)
+            .run_in_fresh_box(&Caller::anonymous(), &req, &[], hooks)
             .await;
         if let Some(bx) = bx {
             destroy_quietly(bx).await;
@@ -241,12 +241,14 @@ impl Engine {
         result
     }
 
-    /// Runs code in a fresh (or pooled) box and hands the box back for the caller to destroy, so
+    /// Runs code in a fresh (or pooled) box, with `files` (paths relative to the workspace)
+    /// written into its workspace first, and hands the box back for the caller to destroy, so
     /// a caller that reports results can do so before paying for the clean-up.
     pub(crate) async fn run_in_fresh_box(
         &self,
         caller: &Caller,
         req: &CodeRequest,
+        files: &[(String, Vec<u8>)],
         hooks: crate::executor::RunHooks,
     ) -> (Result<Execution, EngineError>, Option<SandboxBox>) {
         // Unknown languages fail before any box is made.
@@ -255,15 +257,27 @@ impl Engine {
         }
         // A pooled box has its warm workers running already; a box made for this one run starts
         // the program cold, since a worker's own start-up would only add to it.
-        if let Some(bx) = self.pool.take() {
-            let result = self.execute_for(caller, &bx, req, hooks).await;
-            return (result, Some(bx));
-        }
-        let bx = match self.new_box(self.config.box_limits).await {
-            Ok(bx) => bx,
-            Err(e) => return (Err(e), None),
+        let (bx, pooled) = match self.pool.take() {
+            Some(bx) => (bx, true),
+            None => match self.new_box(self.config.box_limits).await {
+                Ok(bx) => (bx, false),
+                Err(e) => return (Err(e), None),
+            },
         };
-        let result = self.execute_cold(caller, &bx, req, hooks).await;
+        for (path, data) in files {
+            // The box resolves the path inside its own view of the workspace.
+            if let Err(e) = bx
+                .write_file(FileRoot::Workspace, path, data.clone(), false)
+                .await
+            {
+                let error = EngineError::InvalidInput(format!("writing the file {path}: {e}"));
+                return (Err(error), Some(bx));
+            }
+        }
+        let result = match pooled {
+            true => self.execute_for(caller, &bx, req, hooks).await,
+            false => self.execute_cold(caller, &bx, req, hooks).await,
+        };
         (result, Some(bx))
     }
 }

@@ -14,7 +14,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use codebeaker_languages::PlanFile;
 use codebeaker_sandbox::{OutputChunk, RunLimits, StdinEvent, Verdict};
@@ -36,16 +36,31 @@ pub struct OneShotRequest {
     pub input: Option<Value>,
     pub timeout: Option<Duration>,
     pub memory_limit_mb: Option<u64>,
-    /// Files written beside the main file ([`CodeRequest::files`]).
+    /// Files written beside the main file ([`CodeRequest::files`]), compiled with it when they
+    /// have its extension.
     pub files: Vec<PlanFile>,
+    /// Files written into the box's workspace (paths relative to it) before the program starts;
+    /// the program's working directory is the workspace.
+    pub workspace_files: Vec<(String, Vec<u8>)>,
     /// Arguments after the program's own command line ([`CodeRequest::args`]).
     pub args: Vec<String>,
     /// The run's limits whole, in place of the defaults, `timeout` and `memory_limit_mb`: for a
-    /// door that takes limits of its own. Checked against the configured bounds.
+    /// door that takes limits of its own (build it from [`EngineConfig::run_limits`]). Checked
+    /// against the configured bounds: times within 1 ms and the longest run, memory within
+    /// 16 MiB and the most; the file size is cut to the engine's; the output and open-file
+    /// bounds stay the engine's.
+    ///
+    /// [`EngineConfig::run_limits`]: crate::EngineConfig::run_limits
     pub limits: Option<RunLimits>,
     /// The compile step's limits ([`CodeRequest::compile_limits`]), checked against the
     /// configured compile limits.
     pub compile_limits: Option<RunLimits>,
+    /// The program's stderr goes to its stdout: one stream, in the order written.
+    pub stderr_to_stdout: bool,
+    /// How many times the program runs, each time in a fresh box; it stops at the first run
+    /// that does not end `ok`. 0 and 1 both mean once; more cannot take hooks
+    /// ([`Engine::submit_execution_with`]).
+    pub runs: u32,
 }
 
 /// What a caller of [`Engine::submit_execution_with`] attaches to its run while it goes on.
@@ -98,19 +113,23 @@ pub struct ExecutionRecord {
     pub exit_code: Option<i32>,
     pub stdout: String,
     pub stderr: String,
-    pub duration_ms: Option<u64>,
     pub timed_out: bool,
     /// The typed outcome, once the run has ended.
     pub outcome: Option<Verdict>,
     pub error: Option<String>,
     /// The snippet's `result`.
     pub output: Option<Value>,
-    /// The signal that ended the program, when one did.
+    /// The signal that ended the program, if one did.
     pub signal: Option<i32>,
-    /// CPU time of every process of the run (of the compile step, when that failed).
-    pub cpu_time_ms: Option<u64>,
-    /// Peak memory of the run's box, when the kernel reports it.
+    /// CPU time of every process of the run (of the compile step, when that failed), its wall
+    /// time and the box's peak memory (when the kernel reports it), once it has ended; with
+    /// `runs` > 1, the mean over the runs that ran.
+    pub cpu_time: Option<Duration>,
+    pub wall_time: Option<Duration>,
     pub peak_memory_bytes: Option<u64>,
+    /// When the run was queued, and when it ended.
+    pub created_at: SystemTime,
+    pub finished_at: Option<SystemTime>,
     /// The sandbox's short explanation of a timeout, memory limit, output limit or internal
     /// error.
     pub message: Option<String>,
@@ -130,6 +149,7 @@ impl Entry {
     /// Makes the record final and wakes everyone waiting for it.
     fn finish(&mut self) {
         self.finished = Some(Instant::now());
+        self.record.finished_at = Some(SystemTime::now());
         self.ended.send_replace(true);
     }
 }
@@ -296,32 +316,43 @@ impl Engine {
             let mut plan = self.registry().prepare(&req.language, &req.code, mode)?;
             plan.add_files(req.files.clone())?;
         }
-        let mut limits = self.config().run_limits;
-        if let Some(asked) = req.limits {
-            let (base, most) = (self.config().run_limits, self.config().max_run_time);
-            limits = self.config().checked_limits("limits", asked, base, most)?;
+        let hooked = hooks.output.is_some()
+            || hooks.cancel.is_some()
+            || hooks.stdin.is_some()
+            || hooks.started.is_some();
+        if hooked && req.runs > 1 {
+            return Err(EngineError::InvalidInput(format!(
+                "runs: a run with hooks runs once, got {}; ask for runs: 1",
+                req.runs
+            )));
         }
+        let config = self.config();
+        // One check against the configured bounds: a door's limits whole, or the defaults with
+        // `timeout` and `memory_limit_mb`.
+        let limits = match req.limits {
+            Some(asked) => {
+                config.checked_limits("limits", asked, config.run_limits, config.max_run_time)?
+            }
+            None => {
+                let mut limits = config.run_limits;
+                if let Some(t) = req.timeout {
+                    let t = config.run_time("timeout", t, crate::config::TimeUnit::Seconds)?;
+                    limits.wall_time = t;
+                    limits.cpu_time = t;
+                }
+                if let Some(mb) = req.memory_limit_mb {
+                    limits.memory_bytes = Some(config.memory_limit("memoryLimit", mb)?);
+                }
+                limits
+            }
+        };
         let compile_limits = match req.compile_limits {
             Some(asked) => {
-                let base = self.config().compile_limits;
-                let most = base.wall_time;
-                Some(
-                    self.config()
-                        .checked_limits("compileLimits", asked, base, most)?,
-                )
+                let base = config.compile_limits;
+                Some(config.checked_limits("compileLimits", asked, base, base.wall_time)?)
             }
             None => None,
         };
-        if let Some(t) = req.timeout {
-            let t = self
-                .config()
-                .run_time("timeout", t, crate::config::TimeUnit::Seconds)?;
-            limits.wall_time = t;
-            limits.cpu_time = t;
-        }
-        if let Some(mb) = req.memory_limit_mb {
-            limits.memory_bytes = Some(self.config().memory_limit("memoryLimit", mb)?);
-        }
         let id = uuid::Uuid::new_v4().to_string();
         {
             let mut records = self.executions.lock();
@@ -342,14 +373,16 @@ impl Engine {
                         exit_code: None,
                         stdout: String::new(),
                         stderr: String::new(),
-                        duration_ms: None,
                         timed_out: false,
                         outcome: None,
                         error: None,
                         output: None,
                         signal: None,
-                        cpu_time_ms: None,
+                        cpu_time: None,
+                        wall_time: None,
                         peak_memory_bytes: None,
+                        created_at: SystemTime::now(),
+                        finished_at: None,
                         message: None,
                         compile: None,
                     },
@@ -367,8 +400,11 @@ impl Engine {
             files: req.files,
             args: req.args,
             compile_limits,
+            stderr_to_stdout: req.stderr_to_stdout,
         };
-        let hooks = hooks.into_run_hooks();
+        let (files, runs) = (req.workspace_files, req.runs.max(1));
+        // The hooks go to the first (and, with hooks, only) run.
+        let mut hooks = Some(hooks.into_run_hooks());
         let engine = Arc::clone(self);
         let run_id = id.clone();
         let caller = caller.clone();
@@ -378,7 +414,22 @@ impl Engine {
             engine
                 .executions
                 .update(&run_id, |e| e.record.status = ExecutionState::Running);
-            let (result, bx) = engine.run_in_fresh_box(&caller, &code, hooks).await;
+            let mut costs = RunCosts::default();
+            let (result, bx) = loop {
+                let hooks = hooks.take().unwrap_or_else(|| RunHooks::streaming(None));
+                let (result, bx) = engine.run_in_fresh_box(&caller, &code, &files, hooks).await;
+                if let Ok(run) = &result {
+                    costs.add(&run.outcome);
+                }
+                let again = costs.runs < runs
+                    && matches!(&result, Ok(run) if run.outcome.status == Verdict::Ok);
+                if !again {
+                    break (result, bx);
+                }
+                if let Some(bx) = bx {
+                    engine.destroy_in_background(bx);
+                }
+            };
             let limits = engine.config().execution_records;
             engine.executions.finish(&run_id, limits, |r| match result {
                 Ok(run) => {
@@ -389,16 +440,17 @@ impl Engine {
                         ExecutionState::Completed
                     };
                     r.exit_code = o.exit_code;
+                    r.signal = o.signal;
                     r.stdout = String::from_utf8_lossy(&o.stdout).into_owned();
                     r.stderr = String::from_utf8_lossy(&o.stderr).into_owned();
-                    r.duration_ms = Some(o.wall_time.as_millis() as u64);
+                    let (cpu, wall, memory) = costs.mean();
+                    r.cpu_time = Some(cpu);
+                    r.wall_time = Some(wall);
+                    r.peak_memory_bytes = memory;
                     r.timed_out = o.timed_out();
                     r.outcome = Some(o.status);
                     r.error = run.error;
                     r.output = run.output;
-                    r.signal = o.signal;
-                    r.cpu_time_ms = Some(o.cpu_time.as_millis() as u64);
-                    r.peak_memory_bytes = o.peak_memory_bytes;
                     r.message = o.message.clone();
                     r.compile = run.compile;
                 }
@@ -485,6 +537,36 @@ impl Engine {
             }
         }
         self.execution_status(caller, id)
+    }
+}
+
+/// What the runs of one one-shot execution cost, summed.
+#[derive(Default)]
+struct RunCosts {
+    runs: u32,
+    cpu: Duration,
+    wall: Duration,
+    memory: Option<u64>,
+}
+
+impl RunCosts {
+    fn add(&mut self, outcome: &codebeaker_sandbox::RunOutcome) {
+        self.runs += 1;
+        self.cpu += outcome.cpu_time;
+        self.wall += outcome.wall_time;
+        if let Some(bytes) = outcome.peak_memory_bytes {
+            self.memory = Some(self.memory.unwrap_or(0).saturating_add(bytes));
+        }
+    }
+
+    /// Mean CPU time, wall time and peak memory over the runs.
+    fn mean(&self) -> (Duration, Duration, Option<u64>) {
+        let n = self.runs.max(1);
+        (
+            self.cpu / n,
+            self.wall / n,
+            self.memory.map(|m| m / u64::from(n)),
+        )
     }
 }
 

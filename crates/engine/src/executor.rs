@@ -76,9 +76,12 @@ pub struct CodeRequest {
     /// Files written beside the main file (see [`Plan::add_files`]): the program's other
     /// sources, headers and data. Those with the main file's extension are compiled with it.
     pub files: Vec<codebeaker_languages::PlanFile>,
-    /// Arguments given to the program after its own command line. A run with arguments never
-    /// goes to a warm worker (a worker runs the program with none).
+    /// Arguments after the program's own command line (the run goes cold: a warm worker takes
+    /// none).
     pub args: Vec<String>,
+    /// The program's stderr goes to its stdout, one stream in the order written (the run goes
+    /// cold).
+    pub stderr_to_stdout: bool,
     /// Limits of the compile step, when one runs (a compile-cache hit runs none); `None`: the
     /// engine's `compile_limits`.
     pub compile_limits: Option<RunLimits>,
@@ -274,22 +277,32 @@ impl Engine {
             }
             _ => out_abs.clone(),
         };
-        let mut step = plan.run_step(&src_abs, &artifact_dir);
-        step.argv.extend(req.args.iter().cloned());
-        let warm = match warm && req.args.is_empty() {
+        let step = plan.run_step(&src_abs, &artifact_dir);
+        // A warm worker runs the plan's own command line, with nothing added or redirected.
+        let plain = req.args.is_empty() && !req.stderr_to_stdout;
+        let warm = match warm && plain {
             true => self.warm_spec(plan, &src_abs, &artifact_dir).await,
             false => None,
         };
+        let mut argv = step.argv;
+        argv.extend(req.args.iter().cloned());
+        if req.stderr_to_stdout {
+            // The shell replaces itself with the program once fd 2 is fd 1: one stream.
+            let merge = ["/bin/sh", "-c", "exec \"$@\" 2>&1", "sh"];
+            argv.splice(0..0, merge.map(String::from));
+        }
         let snippet = req
             .input
             .as_ref()
             .map(|v| serde_json::to_vec(v).unwrap_or_default());
+        // A launcher says on descriptor 4 that the program did not compile.
+        let syntax_verdict = snippet.is_none() && plan.reports_syntax_errors();
         let cmd = RunSpec {
-            argv: step.argv,
+            argv,
             env: step.env,
             cwd: None,
             stdin: req.stdin.clone(),
-            capture_fd4: snippet.is_some(),
+            capture_fd4: snippet.is_some() || syntax_verdict,
             fd3_input: snippet,
             limits: req.limits,
             warm,
@@ -305,6 +318,15 @@ impl Engine {
         let rewrite = |text: &[u8]| {
             plan.rewrite_diagnostics(&String::from_utf8_lossy(text), &src_abs, &artifact_dir)
         };
+        if syntax_verdict
+            && outcome.status == Verdict::RuntimeError
+            && outcome.result.as_deref() == Some(b"syntax".as_slice())
+        {
+            outcome.status = Verdict::CompileError;
+        }
+        if syntax_verdict {
+            outcome.result = None;
+        }
         let mut output = None;
         if req.input.is_some() && outcome.status == Verdict::Ok {
             match outcome

@@ -87,8 +87,11 @@ pub fn initialize(engine: &Engine, server_name: &str, limits: Limits) -> Initial
         capabilities: Capabilities {
             streaming: true,
             languages: engine.languages(),
+            // Only what can succeed here: `install_packages` needs a network, and boxes have
+            // none (it is still answered, with an error that says so).
             commands: CommandType::ALL
                 .iter()
+                .filter(|c| **c != CommandType::InstallPackages)
                 .map(|c| c.as_str().to_string())
                 .collect(),
             limits,
@@ -186,7 +189,7 @@ pub fn execution_status(record: ExecutionRecord) -> ExecutionStatusResult {
         exit_code: record.exit_code,
         stdout: record.stdout,
         stderr: record.stderr,
-        duration_ms: record.duration_ms,
+        duration_ms: record.wall_time.map(millis),
         timeout: record.timed_out,
         outcome: record.outcome.map(run_status),
         error: record.error,

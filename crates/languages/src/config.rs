@@ -29,6 +29,7 @@ pub(crate) struct LanguageConfig {
     pub extensions: Option<Vec<String>>,
     pub main_file: Option<String>,
     pub main_file_pattern: Option<String>,
+    pub main_file_entry: Option<EntryConfig>,
     pub snippet: Option<String>,
     pub env: Option<BTreeMap<String, String>>,
     pub toolchains: Option<Vec<ToolchainConfig>>,
@@ -71,6 +72,16 @@ pub(crate) struct BuildCacheConfig {
     pub seed: String,
 }
 
+/// `main_file_entry = { declares = '...', before = '...' }`: when `main_file_pattern` does not
+/// match, the main file is named after the last `declares` capture that comes before the first
+/// `before` match (Java: the class that declares `main`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EntryConfig {
+    pub declares: String,
+    pub before: String,
+}
+
 /// `version = { argv = [...], regex = '...' }`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -89,6 +100,7 @@ impl LanguageConfig {
             extensions: over.extensions.or(self.extensions),
             main_file: over.main_file.or(self.main_file),
             main_file_pattern: over.main_file_pattern.or(self.main_file_pattern),
+            main_file_entry: over.main_file_entry.or(self.main_file_entry),
             snippet: over.snippet.or(self.snippet),
             env: over.env.or(self.env),
             toolchains: over.toolchains.or(self.toolchains),

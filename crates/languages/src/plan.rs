@@ -80,6 +80,8 @@ pub struct Plan {
     env: Vec<(String, Template)>,
     cache_key: Option<String>,
     wrapper: Option<SnippetWrapper>,
+    /// The main file is CodeBeaker's launcher for the program beside it (script mode).
+    launcher: bool,
     warm: Option<WarmWorker>,
     /// The compile step's reusable cache directory and the program that fills it.
     build_cache: Option<(String, String)>,
@@ -128,14 +130,24 @@ impl Language {
             Mode::Script => self.main_file_for(code),
             Mode::Snippet => self.main_file().to_string(),
         };
-        let mut files: Vec<PlanFile> = match wrapper {
+        let launched = match mode {
+            Mode::Script => self
+                .snippet_wrapper()
+                .and_then(|w| w.launch(code, &main_file)),
+            Mode::Snippet => None,
+        };
+        let launcher = launched.is_some();
+        let wrapped = match (wrapper, launched) {
+            (Some(wrapper), _) => Some(wrapper.wrap(code, &main_file)),
+            (None, launched) => launched,
+        };
+        let mut files: Vec<PlanFile> = match wrapped {
             None => vec![PlanFile {
                 name: main_file.clone(),
                 contents: code.as_bytes().to_vec(),
                 executable: false,
             }],
-            Some(wrapper) => wrapper
-                .wrap(code, &main_file)
+            Some(wrapped) => wrapped
                 .into_iter()
                 .map(|f| PlanFile {
                     name: f.name,
@@ -196,6 +208,7 @@ impl Language {
             env,
             cache_key,
             wrapper,
+            launcher,
             warm: spec.warm,
             build_cache: spec.build_cache.clone(),
         })
@@ -418,6 +431,13 @@ impl Plan {
         Some(Step { argv, env: run.env })
     }
 
+    /// Whether the run reports a program that does not compile: its launcher writes `syntax` on
+    /// descriptor 4 (which the engine captures) and the run is then a compile error, not a
+    /// runtime one.
+    pub fn reports_syntax_errors(&self) -> bool {
+        self.launcher
+    }
+
     /// The warm worker that can run this plan's run step, if its toolchain has one.
     pub fn warm(&self) -> Option<WarmWorker> {
         self.warm
@@ -533,6 +553,7 @@ impl Plan {
             env,
             cache_key: Some(cache_key),
             wrapper: None,
+            launcher: false,
             warm: None,
             build_cache: None,
         })

@@ -40,6 +40,8 @@ pub struct Language {
     extensions: Vec<String>,
     main_file: String,
     main_file_pattern: Option<Regex>,
+    /// `main_file_entry`: what declares a name, and what marks the entry point after it.
+    main_file_entry: Option<(Regex, Regex)>,
     snippet: Option<SnippetWrapper>,
     env: Vec<(String, Template)>,
     specs: Vec<ToolchainSpec>,
@@ -277,12 +279,23 @@ impl Language {
     }
 
     /// The main file name for `code`: `main_file_pattern`'s first capture plus the first
-    /// extension when the pattern matches (Java's public class), else `main_file`.
+    /// extension when the pattern matches (Java's public class); else the name `main_file_entry`
+    /// finds (Java's class that declares `main`); else `main_file`.
     pub(crate) fn main_file_for(&self, code: &str) -> String {
-        self.main_file_pattern
+        let named = self
+            .main_file_pattern
             .as_ref()
             .and_then(|pattern| pattern.captures(code))
             .and_then(|captures| captures.get(1))
+            .or_else(|| {
+                let (declares, before) = self.main_file_entry.as_ref()?;
+                let entry = before.find(code)?.start();
+                declares
+                    .captures_iter(&code[..entry])
+                    .filter_map(|c| c.get(1))
+                    .last()
+            });
+        named
             .map(|m| match self.extensions.first() {
                 Some(extension) => format!("{}.{extension}", m.as_str()),
                 None => m.as_str().to_string(),
@@ -336,6 +349,18 @@ impl Language {
             .map(|p| Regex::new(&p))
             .transpose()
             .map_err(|e| LanguageError::config(at(".main_file_pattern"), e.to_string()))?;
+        let main_file_entry = c
+            .main_file_entry
+            .map(|e| {
+                let declares = Regex::new(&e.declares).map_err(|e| {
+                    LanguageError::config(at(".main_file_entry.declares"), e.to_string())
+                })?;
+                let before = Regex::new(&e.before).map_err(|e| {
+                    LanguageError::config(at(".main_file_entry.before"), e.to_string())
+                })?;
+                Ok::<_, LanguageError>((declares, before))
+            })
+            .transpose()?;
         let snippet = match c.snippet.as_deref() {
             None | Some("none") => None,
             Some(wrapper) => Some(SnippetWrapper::from_name(wrapper).ok_or_else(|| {
@@ -373,6 +398,7 @@ impl Language {
             extensions,
             main_file,
             main_file_pattern,
+            main_file_entry,
             snippet,
             env,
             specs,

@@ -119,6 +119,33 @@ impl SnippetWrapper {
         }
     }
 
+    /// For script mode: the launcher that runs a whole program as if it were `main_file` in the
+    /// working directory (which is also first on its import path), with the program's code in a
+    /// file beside it; `None` for languages whose programs run as they are. A launcher writes
+    /// `syntax` on descriptor 4 when the program does not compile, and closes it before the
+    /// program starts.
+    pub(crate) fn launch(self, code: &str, main_file: &str) -> Option<Vec<WrappedFile>> {
+        let file = |name: &str, contents: String| WrappedFile {
+            name: name.to_string(),
+            contents,
+        };
+        match self {
+            SnippetWrapper::Python => Some(vec![
+                file(main_file, PYTHON_SCRIPT.to_string()),
+                file("program.py", code.to_string()),
+            ]),
+            SnippetWrapper::JavaScript => Some(vec![
+                file(main_file, JAVASCRIPT_SCRIPT.to_string()),
+                file("program.js", code.to_string()),
+            ]),
+            SnippetWrapper::Ruby => Some(vec![
+                file(main_file, RUBY_SCRIPT.to_string()),
+                file("program.rb", code.to_string()),
+            ]),
+            _ => None,
+        }
+    }
+
     /// True when a compiler's output says the snippet never declared `result` (compiled wrappers
     /// turn that into a compile error rather than a run-time message).
     pub(crate) fn result_missing_in(self, diagnostics: &str) -> bool {
@@ -130,8 +157,11 @@ impl SnippetWrapper {
 }
 
 const PYTHON_MAIN: &str = include_str!("../assets/python/main.py");
+const PYTHON_SCRIPT: &str = include_str!("../assets/python/script.py");
 const JAVASCRIPT_MAIN: &str = include_str!("../assets/javascript/main.js");
+const JAVASCRIPT_SCRIPT: &str = include_str!("../assets/javascript/script.js");
 const RUBY_MAIN: &str = include_str!("../assets/ruby/main.rb");
+const RUBY_SCRIPT: &str = include_str!("../assets/ruby/script.rb");
 const BASH_MAIN: &str = include_str!("../assets/bash/main.sh");
 
 /// Files a registry entry can reference as `builtin:NAME` in a toolchain's `files`.

@@ -582,7 +582,7 @@ fn decode_fields<T: DeserializeOwned>(
     kind: CommandType,
     fields: Value,
 ) -> Result<T, CommandDecodeError> {
-    serde_path_to_error::deserialize(fields).map_err(|error| {
+    crate::params::decode_nested("command", fields).map_err(|error| {
         let path = error.path().to_string();
         let inner = error.into_inner();
         if path == "." {

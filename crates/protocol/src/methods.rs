@@ -111,6 +111,10 @@ pub struct InitializeParams {
         skip_serializing_if = "Option::is_none"
     )]
     pub protocol_version: Option<String>,
+    /// Refuse, on this connection, params with fields the server does not know (`-32602` naming
+    /// them) instead of ignoring them with a `warnings` entry in the result.
+    #[serde(alias = "Strict", default, skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
 }
 
 /// The server's name and version.
@@ -531,6 +535,9 @@ pub struct ExecutionRunParams {
         skip_serializing_if = "Option::is_none"
     )]
     pub wait: Option<u64>,
+    /// The snippet's input: with it the code runs in snippet mode (`input_data`, `result`).
+    #[serde(default, alias = "Input", skip_serializing_if = "Option::is_none")]
+    pub input: Option<serde_json::Value>,
 }
 
 /// The longest `wait` (in milliseconds) `execution.run` and `execution.status` accept.

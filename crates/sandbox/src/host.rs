@@ -1105,6 +1105,15 @@ async fn exchange_run(
             let _ = reply.send(Err(ended()));
         }
     }
+    // Input that was sent but never taken from the channel (the run ended first) gets the same
+    // answer, and nothing more can be sent.
+    if let Some(mut rx) = stdin {
+        rx.close();
+        while let Ok(event) = rx.try_recv() {
+            let (StdinEvent::Data(_, reply) | StdinEvent::Close(reply)) = event;
+            let _ = reply.send(Err(ended()));
+        }
+    }
     // Requests the run ended before answering: each is answered by one `InitMsg::Error` now.
     let mut strays: Vec<Reply> = lock(&waiting).drain(..).collect();
     if cancel_sent && report.error.as_deref() != Some("cancelled") {

@@ -64,6 +64,8 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// The E2B-compatible API's settings: its templates.
     pub e2b: crate::e2b::E2bConfig,
+    /// The Judge0 API's settings: its limits' defaults and maxima.
+    pub judge0: crate::judge0::Judge0Config,
 }
 
 impl Default for ServerConfig {
@@ -85,6 +87,7 @@ impl Default for ServerConfig {
             max_connections_per_caller: 64,
             header_read_timeout: Duration::from_secs(10),
             e2b: crate::e2b::E2bConfig::default(),
+            judge0: crate::judge0::Judge0Config::default(),
         }
     }
 }
@@ -124,6 +127,7 @@ impl ServerConfig {
             return bad("header_read_timeout", "must be positive");
         }
         self.e2b.validate().map_err(ServerError::Config)?;
+        self.judge0.validate().map_err(ServerError::Config)?;
         if let Some(rate) = &self.rate_limit {
             rate.validate("rate_limit")?;
         }

@@ -11,6 +11,8 @@
 //!   `GET /api/languages`, `GET /api/languages/{name}`.
 //! - **The E2B-compatible API** ([`e2b`]): E2B's control plane and envd, so that E2B's SDKs run
 //!   unchanged against this server (`docs/e2b.md`).
+//! - **The Judge0 CE API** ([`judge0`]) under `/judge0`: submissions are one-shot runs, so that
+//!   Judge0's clients run unchanged against this server (`docs/judge0.md`).
 //! - **The Piston v2 API** (`piston`) at `/api/v2/` and `/api/v2/piston/`: `runtimes`,
 //!   `execute` and the interactive `connect`, for Piston's clients (`docs/piston.md`).
 //! - **Health and metrics**: `/health`, `/health/live`, `/health/ready`, and `/metrics`
@@ -52,6 +54,7 @@ mod convert;
 pub mod e2b;
 mod error;
 mod health;
+pub mod judge0;
 pub mod metrics;
 mod piston;
 mod rate_limit;

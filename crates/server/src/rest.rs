@@ -17,7 +17,7 @@ use serde_json::Value;
 use crate::audit;
 use crate::convert;
 use crate::error::{engine_error, HttpError};
-use crate::rpc::{language_label, one_shot_request, wait_for_execution, watch_one_shot};
+use crate::rpc::{language_label, one_shot_request, wait_for_execution, watch_one_shot, Decoder};
 use crate::state::AppState;
 
 /// Extra time `?wait=true` allows beyond the longest run, for queueing and compiling.
@@ -76,7 +76,8 @@ pub(crate) async fn submit(
     let params: Value =
         serde_json::from_slice(&body).map_err(|e| HttpError::new(ErrorObject::parse_error(e)))?;
     let method = Method::ExecutionRun.name();
-    let (request, body_wait) = one_shot_request(method, Some(params))?;
+    let mut decoder = Decoder::new(method, false);
+    let (request, body_wait) = one_shot_request(&mut decoder, Some(params))?;
     let language = language_label(&state, Some(&request.language));
     let execution_id = state
         .engine
@@ -100,7 +101,8 @@ pub(crate) async fn submit(
                 execution_id,
                 status: ExecutionStatus::Queued,
             };
-            return Ok((StatusCode::ACCEPTED, Json(accepted)).into_response());
+            let accepted = decoder.annotate(Ok(serde_json::to_value(accepted).unwrap_or_default()));
+            return Ok((StatusCode::ACCEPTED, Json(accepted?)).into_response());
         }
     }
     .map_err(|e| refused(&caller, "/api/execution", e))?;
@@ -109,11 +111,8 @@ pub(crate) async fn submit(
     } else {
         StatusCode::ACCEPTED
     };
-    Ok((
-        status,
-        Json(codebeaker_engine::wire::execution_status_json(record)),
-    )
-        .into_response())
+    let record = decoder.annotate(Ok(codebeaker_engine::wire::execution_status_json(record)))?;
+    Ok((status, Json(record)).into_response())
 }
 
 /// `GET /api/execution/{id}`: the record, as `execution.status` returns it.

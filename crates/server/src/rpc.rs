@@ -6,6 +6,7 @@
 //! before the response is returned.
 
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use codebeaker_engine::{Caller, OneShotRequest, SessionOptions};
@@ -16,7 +17,9 @@ use codebeaker_protocol::methods::{
     InitializeParams, InitializeResult, Method, NoParams, SessionCloseParams, SessionCloseResult,
     SessionCreateParams, SessionExecuteParams, SessionListResult,
 };
-use codebeaker_protocol::params::decode_params;
+use codebeaker_protocol::params::{
+    decode_params_reporting, unknown_field_warning, unknown_fields_error,
+};
 use futures_util::FutureExt;
 use serde::Serialize;
 use serde_json::Value;
@@ -36,11 +39,54 @@ type RpcResult = Result<Value, ErrorObject>;
 
 /// Handles one request: `None` for a notification (which is run all the same). Never panics
 /// outward: a panic becomes `-32603` with an error id.
+/// Decodes one request's params: the fields its params type does not know are kept for the
+/// result's `warnings`, or refused when the connection is strict.
+pub(crate) struct Decoder {
+    method: &'static str,
+    strict: bool,
+    warnings: Vec<String>,
+}
+
+impl Decoder {
+    pub(crate) fn new(method: &'static str, strict: bool) -> Decoder {
+        Decoder {
+            method,
+            strict,
+            warnings: Vec::new(),
+        }
+    }
+
+    pub(crate) fn decode<T: serde::de::DeserializeOwned>(
+        &mut self,
+        params: Option<Value>,
+    ) -> Result<T, ErrorObject> {
+        let (value, unknown) = decode_params_reporting(self.method, params)?;
+        if self.strict && !unknown.is_empty() {
+            return Err(unknown_fields_error(self.method, &unknown));
+        }
+        self.warnings
+            .extend(unknown.iter().map(|f| unknown_field_warning(f)));
+        Ok(value)
+    }
+
+    /// Adds the warnings to a result object as `warnings` (a result without any is unchanged).
+    pub(crate) fn annotate(self, result: RpcResult) -> RpcResult {
+        let mut value = result?;
+        if let (false, Value::Object(fields)) = (self.warnings.is_empty(), &mut value) {
+            fields.insert("warnings".into(), Value::from(self.warnings));
+        }
+        Ok(value)
+    }
+}
+
+/// Handles one request. `strict` is the connection's: `initialize` with `strict: true` sets it,
+/// and from then on params with unknown fields are refused.
 pub(crate) async fn handle_request(
     state: &AppState,
     caller: &Caller,
     request: Request,
     events: Option<&EventSink>,
+    strict: &AtomicBool,
 ) -> Option<Response> {
     let started = Instant::now();
     let method = Method::from_name(&request.method);
@@ -61,9 +107,19 @@ pub(crate) async fn handle_request(
         Ok(()) => match method {
             None => Err(ErrorObject::method_not_found(&request.method)),
             Some(method) => {
-                let call = dispatch(state, caller, method, id.clone(), request.params, events);
+                let mut decoder = Decoder::new(method.name(), strict.load(Ordering::Relaxed));
+                let call = dispatch(
+                    state,
+                    caller,
+                    method,
+                    id.clone(),
+                    request.params,
+                    events,
+                    &mut decoder,
+                    strict,
+                );
                 match AssertUnwindSafe(call).catch_unwind().await {
-                    Ok(result) => result,
+                    Ok(result) => decoder.annotate(result),
                     Err(_) => Err(internal_error(&format_args!(
                         "the handler of {label} panicked"
                     ))),
@@ -98,6 +154,7 @@ fn to_json<T: Serialize>(value: &T) -> RpcResult {
     serde_json::to_value(value).map_err(|e| internal_error(&e))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn dispatch(
     state: &AppState,
     caller: &Caller,
@@ -105,23 +162,27 @@ async fn dispatch(
     id: Option<Id>,
     params: Option<Value>,
     events: Option<&EventSink>,
+    decoder: &mut Decoder,
+    strict: &AtomicBool,
 ) -> RpcResult {
-    let name = method.name();
     match method {
         Method::Initialize => {
-            let _: InitializeParams = decode_params(name, params)?;
+            let params: InitializeParams = decoder.decode(params)?;
+            if let Some(on) = params.strict {
+                strict.store(on, Ordering::Relaxed);
+            }
             to_json(&initialize(state))
         }
         Method::LanguageList => {
-            let _: NoParams = decode_params(name, params)?;
+            let _: NoParams = decoder.decode(params)?;
             to_json(&codebeaker_engine::wire::language_list(&state.engine))
         }
-        Method::SessionCreate => session_create(state, caller, decode_params(name, params)?).await,
+        Method::SessionCreate => session_create(state, caller, decoder.decode(params)?).await,
         Method::SessionExecute => {
-            session_execute(state, caller, id, decode_params(name, params)?, events).await
+            session_execute(state, caller, id, decoder.decode(params)?, events).await
         }
         Method::SessionClose => {
-            let params: SessionCloseParams = decode_params(name, params)?;
+            let params: SessionCloseParams = decoder.decode(params)?;
             let id = &params.session_id;
             let ended = state
                 .engine
@@ -136,7 +197,7 @@ async fn dispatch(
             })
         }
         Method::SessionList => {
-            let _: NoParams = decode_params(name, params)?;
+            let _: NoParams = decoder.decode(params)?;
             let runtime = state.engine.isolation().backend;
             let sessions = state
                 .engine
@@ -147,7 +208,7 @@ async fn dispatch(
             to_json(&SessionListResult { sessions })
         }
         Method::ExecutionRun => {
-            let (request, wait) = one_shot_request(name, params)?;
+            let (request, wait) = one_shot_request(decoder, params)?;
             let language = language_label(state, Some(&request.language));
             let execution_id = state
                 .engine
@@ -167,7 +228,7 @@ async fn dispatch(
             }
         }
         Method::ExecutionStatus => {
-            let params: ExecutionStatusParams = decode_params(name, params)?;
+            let params: ExecutionStatusParams = decoder.decode(params)?;
             let wait = Duration::from_millis(params.wait.unwrap_or(0));
             let record = wait_for_execution(state, caller, &params.execution_id, wait).await?;
             Ok(codebeaker_engine::wire::execution_status_json(record))
@@ -400,11 +461,12 @@ pub(crate) fn watch_one_shot(
                 codebeaker_engine::wire::run_status,
             )
             .as_str();
-        let ran_for = record.duration_ms.map(Duration::from_millis);
+        let ran_for = record.wall_time;
         state
             .metrics
             .execution(RunKind::OneShot, language.clone(), status, ran_for);
-        audit::execution_finished(&caller, &id, &language, status, record.duration_ms);
+        let ms = ran_for.map(audit::millis);
+        audit::execution_finished(&caller, &id, &language, status, ms);
     });
 }
 
@@ -416,24 +478,14 @@ pub(crate) fn watch_one_shot(
 /// `packages` is refused (install packages in a session); `cpuLimit` is accepted and not applied
 /// (every box gets the server's CPU quota).
 pub(crate) fn one_shot_request(
-    method: &str,
+    decoder: &mut Decoder,
     params: Option<Value>,
 ) -> Result<(OneShotRequest, Option<Duration>), ErrorObject> {
-    let input = params.as_ref().and_then(|p| {
-        let object = match p {
-            Value::Array(items) if items.len() == 1 => items[0].as_object(),
-            other => other.as_object(),
-        }?;
-        ["input", "Input"]
-            .iter()
-            .find_map(|k| object.get(*k))
-            .filter(|v| !v.is_null())
-            .cloned()
-    });
-    let params: ExecutionRunParams = decode_params(method, params)?;
+    let method = decoder.method;
+    let params: ExecutionRunParams = decoder.decode(params)?;
     if !params.packages.is_empty() {
         return Err(ErrorObject::invalid_params(format!(
-            "invalid params for {method}: packages: one-shot runs cannot install packages; create a session and use the install_packages command"
+            "invalid params for {method}: packages: runs cannot install packages (boxes have no network); the packages the operator installs on the host are in every box (docs/languages.md, \"Packages\")"
         ))
         .with_data(serde_json::json!({ "field": "packages" })));
     }
@@ -447,10 +499,10 @@ pub(crate) fn one_shot_request(
         language: params.language,
         code: params.code,
         stdin: params.stdin,
-        input,
+        input: params.input,
         timeout: params.timeout.map(Duration::from_secs),
         memory_limit_mb: params.memory_limit,
-        ..OneShotRequest::default()
+        ..Default::default()
     };
     Ok((request, params.wait.map(Duration::from_millis)))
 }
@@ -491,7 +543,7 @@ mod tests {
     #[test]
     fn one_shot_params_keep_input_and_refuse_packages() {
         let (request, wait) = one_shot_request(
-            "execution.run",
+            &mut Decoder::new("execution.run", false),
             Some(serde_json::json!({"Language": "python", "Code": "print(1)", "input": {"value": 21}, "timeout": 5})),
         )
         .expect("valid params");
@@ -501,13 +553,13 @@ mod tests {
         assert_eq!(wait, None);
 
         let (_, wait) = one_shot_request(
-            "execution.run",
+            &mut Decoder::new("execution.run", false),
             Some(serde_json::json!({"language": "python", "code": "print(1)", "wait": 1500})),
         )
         .expect("valid params");
         assert_eq!(wait, Some(Duration::from_millis(1500)));
         let error = one_shot_request(
-            "execution.run",
+            &mut Decoder::new("execution.run", false),
             Some(serde_json::json!({"language": "python", "code": "print(1)", "wait": 60001})),
         )
         .expect_err("wait is bounded");
@@ -515,7 +567,7 @@ mod tests {
         assert!(error.message.contains("wait"), "{}", error.message);
 
         let error = one_shot_request(
-            "execution.run",
+            &mut Decoder::new("execution.run", false),
             Some(serde_json::json!({"language": "python", "code": "", "packages": ["requests"]})),
         )
         .expect_err("packages are refused");
@@ -523,7 +575,7 @@ mod tests {
         assert!(error.message.contains("packages"), "{}", error.message);
 
         let error = one_shot_request(
-            "execution.run",
+            &mut Decoder::new("execution.run", false),
             Some(serde_json::json!({"language": "python"})),
         )
         .expect_err("code is required");

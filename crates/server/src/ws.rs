@@ -26,6 +26,7 @@
 //! to the caller, who may come back on another connection.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -198,6 +199,7 @@ async fn serve_connection(
                 budget_units,
             },
             session_queues: HashMap::new(),
+            strict: Arc::new(AtomicBool::new(false)),
         };
         let end = connection.read_loop(stream).await;
         drop(connection);
@@ -234,6 +236,8 @@ struct Connection {
     unsent: Arc<watch::Sender<usize>>,
     /// Per session: a receiver that completes when the last request started for it is done.
     session_queues: HashMap<String, oneshot::Receiver<()>>,
+    /// Params with unknown fields are refused rather than warned about (`initialize`'s `strict`).
+    strict: Arc<AtomicBool>,
 }
 
 /// Counts a task as owing the connection a frame, from its start until its response is queued
@@ -457,6 +461,7 @@ impl Connection {
         let state = self.state.clone();
         let caller = self.caller.clone();
         let out = self.out.clone();
+        let strict = Arc::clone(&self.strict);
         let unsent = Unsent::new(&self.unsent);
         let task = async move {
             let _unsent = unsent;
@@ -471,7 +476,7 @@ impl Connection {
                 }
                 None => None,
             };
-            let response = rpc::handle_request(&state, &caller, request, Some(&out)).await;
+            let response = rpc::handle_request(&state, &caller, request, Some(&out), &strict).await;
             // The request is over before its response leaves: a client that sends its next
             // request on receiving this response must find its turn come. Its slot goes with
             // the response, and is given back as the writer takes it to the socket.

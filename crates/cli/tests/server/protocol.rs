@@ -26,6 +26,10 @@ fn initialize_reports_server_languages_commands_limits_and_isolation() {
         for command in ["execute", "write_file", "read_file", "shell", "apply_patch"] {
             assert!(commands.contains(&json!(command)), "{command}");
         }
+        assert!(
+            !commands.contains(&json!("install_packages")),
+            "install_packages cannot succeed in a box without network, so it is not advertised"
+        );
         assert_eq!(capabilities["limits"]["maxMessageBytes"], 16 * 1024 * 1024);
         assert!(capabilities["limits"]["maxSessions"].as_u64().is_some());
         assert_eq!(capabilities["isolation"]["backend"], "native");
@@ -227,5 +231,77 @@ fn unsupported_languages_and_unknown_sessions_have_their_codes() {
             .err("execution.status", json!({"executionId": "no-such-run"}))
             .await;
         assert_eq!(error["code"], -32001);
+    });
+}
+
+/// Unknown fields are not silently ignored: a result says which it ignored (`warnings`), and a
+/// connection that asked for `strict` gets them refused with `-32602` naming the field. The
+/// original client's fields (PascalCase, `Timeout`, `cpuLimit`) still pass without a warning.
+#[test]
+fn unknown_fields_are_warned_about_or_refused_when_strict() {
+    run(async {
+        let mut client = Client::connect(shared_server().await).await;
+        let ran = client
+            .ok(
+                "execution.run",
+                json!({"language": "python", "code": "print(1)", "timout": 1, "wait": 30000}),
+            )
+            .await;
+        let warnings = ran["warnings"].as_array().expect("warnings");
+        assert_eq!(warnings.len(), 1, "{ran}");
+        assert!(
+            warnings[0]
+                .as_str()
+                .unwrap_or_default()
+                .contains("`timout`"),
+            "{ran}"
+        );
+        let original = client
+            .ok(
+                "execution.run",
+                json!({"Language": "python", "Code": "print(1)", "Timeout": 5, "cpuLimit": 1}),
+            )
+            .await;
+        assert!(original.get("warnings").is_none(), "{original}");
+
+        // A command's own fields are checked too.
+        let session = client.create_session("python").await;
+        let ran = client
+            .call(
+                "session.execute",
+                json!({"sessionId": session, "command": {"type": "execute", "code": "print(2)", "timeoutt": 5}}),
+            )
+            .await;
+        let warnings = ran["result"]["warnings"].as_array().expect("warnings");
+        assert!(
+            warnings[0]
+                .as_str()
+                .unwrap_or_default()
+                .contains("`command.timeoutt`"),
+            "{ran}"
+        );
+        assert_eq!(
+            ran["result"]["result"]["stdout"], "2\n",
+            "the command still ran: {ran}"
+        );
+
+        // Strict: refused, naming the field, and nothing runs.
+        let mut strict = Client::connect(shared_server().await).await;
+        strict.ok("initialize", json!({"strict": true})).await;
+        let error = strict
+            .err(
+                "session.execute",
+                json!({"sessionId": session, "command": {"type": "write_file", "path": "x.txt", "content": "no", "mdoe": "Create"}}),
+            )
+            .await;
+        assert_eq!(error["code"], -32602, "{error}");
+        assert_eq!(error["data"]["field"], "command.mdoe", "{error}");
+        let read = client
+            .execute(&session, json!({"type": "read_file", "path": "x.txt"}))
+            .await;
+        assert_eq!(read["success"], false, "nothing was written: {read}");
+        let error = strict.err("language.list", json!({"verbose": true})).await;
+        assert_eq!(error["data"]["field"], "verbose", "{error}");
+        client.close_session(&session).await;
     });
 }

@@ -245,3 +245,166 @@ fn a_session_outlives_its_connection() {
         second.close_session(&session).await;
     });
 }
+
+/// A session's programs run as if they lived in the workspace: they import the files written
+/// there (Python, Node, Ruby; script and snippet mode, warm and cold alike), and nothing of the
+/// directory CodeBeaker keeps their code in shows in their argv, file names or tracebacks.
+#[test]
+fn programs_import_workspace_files_and_see_no_internal_path() {
+    run(async {
+        let mut client = Client::connect(shared_server().await).await;
+        let cases = [
+            (
+                "python",
+                "helper.py",
+                "def double(x):\n    return 2 * x\n",
+                "import sys, helper\nprint(helper.double(21), sys.argv[0], __file__, sys.path[0])\n",
+                "42 main.py /workspace/main.py /workspace\n",
+                "def f():\n    raise KeyError('k')\nf()\n",
+            ),
+            (
+                "javascript",
+                "helper.js",
+                "exports.double = (x) => 2 * x;\n",
+                "const h = require('./helper.js');\nconsole.log(h.double(21), process.argv[1], __filename, __dirname, require.main === module);\n",
+                "42 /workspace/main.js /workspace/main.js /workspace true\n",
+                "function f() { throw new Error('k'); }\nf();\n",
+            ),
+            (
+                "ruby",
+                "helper.rb",
+                "def double(x) = 2 * x\n",
+                "require_relative 'helper'\nputs [double(21), $0, __FILE__, __dir__].join(' ')\n",
+                "42 main.rb /workspace/main.rb /workspace\n",
+                "def f\n  raise 'k'\nend\nf\n",
+            ),
+        ];
+        for (language, helper, helper_code, program, expected, failing) in cases {
+            let created = client
+                .ok("session.create", json!({"language": language}))
+                .await;
+            let session = created["sessionId"]
+                .as_str()
+                .expect("sessionId")
+                .to_string();
+            let written = client
+                .execute(
+                    &session,
+                    json!({"type": "write_file", "path": helper, "content": helper_code}),
+                )
+                .await;
+            assert_eq!(written["success"], true, "{written}");
+            // Twice: the first run may start cold while the box's warm worker starts.
+            for round in 0..2 {
+                let ran = client
+                    .execute(&session, json!({"type": "execute", "code": program}))
+                    .await;
+                assert_eq!(ran["success"], true, "{language} round {round}: {ran}");
+                assert_eq!(
+                    ran["result"]["stdout"], expected,
+                    "{language} round {round}"
+                );
+            }
+            let failed = client
+                .execute(&session, json!({"type": "execute", "code": failing}))
+                .await;
+            let stderr = failed["result"]["stderr"].as_str().unwrap_or_default();
+            assert_eq!(
+                failed["result"]["status"], "runtime_error",
+                "{language}: {failed}"
+            );
+            assert!(
+                stderr.contains(&format!("/workspace/main.{}", &helper[helper.len() - 2..])),
+                "{language}: the traceback names the program in the workspace: {stderr}"
+            );
+            assert!(
+                !failed.to_string().contains(".codebeaker")
+                    && !failed.to_string().contains("program."),
+                "{language}: no internal path or launcher name shows: {failed}"
+            );
+            client
+                .ok("session.close", json!({"sessionId": session}))
+                .await;
+        }
+        // Snippets import from the workspace too.
+        let created = client
+            .ok("session.create", json!({"language": "python"}))
+            .await;
+        let session = created["sessionId"]
+            .as_str()
+            .expect("sessionId")
+            .to_string();
+        client
+            .execute(
+                &session,
+                json!({"type": "write_file", "path": "helper.py", "content": "def double(x):\n    return 2 * x\n"}),
+            )
+            .await;
+        let snippet = client
+            .execute(
+                &session,
+                json!({"type": "execute", "code": "import helper\nresult = helper.double(input_data)", "input": 21}),
+            )
+            .await;
+        assert_eq!(snippet["result"]["output"], 42, "{snippet}");
+        client
+            .ok("session.close", json!({"sessionId": session}))
+            .await;
+    });
+}
+
+/// A program that does not parse is a compile error, not a runtime error, in the interpreted
+/// languages that can tell, and its message points at the user's line.
+#[test]
+fn syntax_errors_are_compile_errors() {
+    run(async {
+        let mut client = Client::connect(shared_server().await).await;
+        for (language, code, says) in [
+            (
+                "python",
+                "print('ok')\nx = (\n",
+                "/workspace/main.py\", line 2",
+            ),
+            (
+                "javascript",
+                "console.log('ok');\nlet x = ;\n",
+                "/workspace/main.js:2",
+            ),
+            ("ruby", "puts 'ok'\ndef f(\n", "/workspace/main.rb:"),
+        ] {
+            let created = client
+                .ok("session.create", json!({"language": language}))
+                .await;
+            let session = created["sessionId"]
+                .as_str()
+                .expect("sessionId")
+                .to_string();
+            let ran = client
+                .execute(&session, json!({"type": "execute", "code": code}))
+                .await;
+            assert_eq!(
+                ran["result"]["status"], "compile_error",
+                "{language}: {ran}"
+            );
+            assert_eq!(
+                ran["result"]["stdout"], "",
+                "{language}: nothing of the program ran"
+            );
+            let error = ran["error"].as_str().unwrap_or_default();
+            assert!(error.contains(says), "{language}: {error}");
+            if language == "python" {
+                // A program that raises SyntaxError itself while it runs is a runtime error.
+                let ran = client
+                    .execute(
+                        &session,
+                        json!({"type": "execute", "code": "raise SyntaxError('mine')"}),
+                    )
+                    .await;
+                assert_eq!(ran["result"]["status"], "runtime_error", "{ran}");
+            }
+            client
+                .ok("session.close", json!({"sessionId": session}))
+                .await;
+        }
+    });
+}

@@ -70,7 +70,9 @@
   }
   const code = fs.readFileSync(path.join(__dirname, 'snippet.js'), 'utf8');
   globalThis.input_data = input;
-  globalThis.require = require;
+  // `require('./x')` in a snippet resolves in the working directory (the workspace), as in a
+  // program that lives there.
+  globalThis.require = require('module').createRequire(path.join(process.cwd(), 'snippet.js'));
 
   try {
     new vm.Script(code, { filename: 'snippet.js' }).runInThisContext();

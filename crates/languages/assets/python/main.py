@@ -20,6 +20,11 @@ def __cb_main():
 
     name = "<snippet>"
     here = os.path.dirname(os.path.abspath(__file__))
+    # The snippet imports from the working directory (the workspace), never from here.
+    if sys.path and sys.path[0] in ("", here):
+        sys.path[0] = os.getcwd()
+    else:
+        sys.path.insert(0, os.getcwd())
     with open(os.path.join(here, "snippet.py"), encoding="utf-8") as source:
         code = source.read()
     namespace = {"__name__": "__main__", "__builtins__": __builtins__, "input_data": input_data}

@@ -112,11 +112,18 @@ pub(crate) fn job(state: &AppState, body: &Value, interactive: bool) -> Result<J
             .ok_or_else(|| PistonError::bad_request("args must be an array of strings"))?,
         Some(_) => return Err(PistonError::bad_request("args must be an array of strings")),
     };
+    // Piston runs the program in the directory of its files: every other file is in the
+    // program's working directory (the workspace), and beside the main file for its compile.
+    let workspace_files = others
+        .iter()
+        .map(|f| (f.name.clone(), f.contents.clone()))
+        .collect();
     let request = OneShotRequest {
         language: runtime.registry_name.clone(),
         code,
         stdin: (!stdin.is_empty()).then_some(stdin),
         files: others,
+        workspace_files,
         args,
         limits: Some(limits.run),
         compile_limits: runtime.compiled.then_some(limits.compile),
