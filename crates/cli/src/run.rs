@@ -94,8 +94,7 @@ pub async fn main(args: RunArgs) -> Result<i32> {
             input,
             stdin,
             limits,
-            args: Vec::new(),
-            stderr_to_stdout: false,
+            ..CodeRequest::default()
         })
         .await;
     // Whatever the run did, every box it made is gone before the command ends.

@@ -70,6 +70,7 @@ mod build_products;
 mod host_facts;
 mod judge0;
 mod kernel_accounting;
+mod piston;
 mod server_bounds;
 mod survivors;
 mod warm_state;

@@ -23,8 +23,7 @@ async fn run_code(language: &str, code: &str, input: Option<Value>, stdin: &str)
             input,
             stdin: stdin.as_bytes().to_vec(),
             limits: engine.config().run_limits,
-            args: Vec::new(),
-            stderr_to_stdout: false,
+            ..CodeRequest::default()
         })
         .await
         .unwrap_or_else(|e| panic!("{language}: {e}"))
@@ -293,8 +292,7 @@ fn unknown_languages_and_missing_toolchains_are_clear_errors() {
                 input: None,
                 stdin: Vec::new(),
                 limits: engine.config().run_limits,
-                args: Vec::new(),
-                stderr_to_stdout: false,
+                ..CodeRequest::default()
             })
             .await
             .unwrap_err();
@@ -330,8 +328,7 @@ run = ["{tool:cobc}", "-x", "{source}"]
                 input: None,
                 stdin: Vec::new(),
                 limits: engine.config().run_limits,
-                args: Vec::new(),
-                stderr_to_stdout: false,
+                ..CodeRequest::default()
             })
             .await
             .unwrap_err();

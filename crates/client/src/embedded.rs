@@ -213,7 +213,7 @@ impl Backend for Embedded {
                 input: None,
                 timeout: params.timeout.map(Duration::from_secs),
                 memory_limit_mb: params.memory_limit,
-                ..Default::default()
+                ..OneShotRequest::default()
             };
             let id = self
                 .engine

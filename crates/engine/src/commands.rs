@@ -227,6 +227,7 @@ impl Engine {
             output,
             cancel: stopped,
             stdin: stdin.filter(|_| runs_program),
+            started: None,
         };
         let dispatched = tokio::select! {
             answer = self.dispatch(bx, &session.language, command, hooks) => answer,
@@ -324,8 +325,7 @@ impl Engine {
             input: c.input,
             stdin: c.stdin.unwrap_or_default().into_bytes(),
             limits: run_limits,
-            args: Vec::new(),
-            stderr_to_stdout: false,
+            ..CodeRequest::default()
         };
         match self.execute_hooked(bx, &req, hooks).await {
             Ok(execution) => Ok(execution_result(execution)),

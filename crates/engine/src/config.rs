@@ -209,6 +209,42 @@ impl EngineConfig {
     }
 }
 
+impl EngineConfig {
+    /// The limits a door asked for whole (named `field` in its request), on top of `base`: its
+    /// wall-clock and CPU times within 1 ms and `most`, and its memory (when it names one)
+    /// within 16 MiB and the configured most, and its file size cut to `base`'s. Every other
+    /// limit is `base`'s: a door cannot raise the output, file size or open-file bounds.
+    pub(crate) fn checked_limits(
+        &self,
+        field: &'static str,
+        asked: RunLimits,
+        base: RunLimits,
+        most: Duration,
+    ) -> Result<RunLimits, crate::EngineError> {
+        bounded_time(field, asked.wall_time, TimeUnit::Millis, most)?;
+        bounded_time(field, asked.cpu_time, TimeUnit::Millis, most)?;
+        if let Some(bytes) = asked.memory_bytes {
+            let least = 16 * MIB;
+            if !(least..=self.max_memory_bytes).contains(&bytes) {
+                return Err(crate::EngineError::OutOfRange {
+                    field,
+                    message: format!(
+                        "{field}: memory must be between {least} and {} bytes, got {bytes}",
+                        self.max_memory_bytes
+                    ),
+                });
+            }
+        }
+        Ok(RunLimits {
+            wall_time: asked.wall_time,
+            cpu_time: asked.cpu_time,
+            memory_bytes: asked.memory_bytes.or(base.memory_bytes),
+            file_size_bytes: asked.file_size_bytes.min(base.file_size_bytes),
+            ..base
+        })
+    }
+}
+
 /// `asked` (in `unit`, named `field`) within one `unit` and `max`.
 pub(crate) fn bounded_time(
     field: &'static str,

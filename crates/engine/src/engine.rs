@@ -231,7 +231,10 @@ impl Engine {
     /// Runs code once in a fresh box, then destroys the box; a compile it needs is charged to
     /// the anonymous caller.
     pub async fn run_once(&self, req: CodeRequest) -> Result<Execution, EngineError> {
-        let (result, bx) = self.run_in_fresh_box(&Caller::anonymous(), &req, &[]).await;
+        let hooks = crate::executor::RunHooks::streaming(None);
+        let (result, bx) = self
+            .run_in_fresh_box(&Caller::anonymous(), &req, &[], hooks)
+            .await;
         if let Some(bx) = bx {
             destroy_quietly(bx).await;
         }
@@ -246,6 +249,7 @@ impl Engine {
         caller: &Caller,
         req: &CodeRequest,
         files: &[(String, Vec<u8>)],
+        hooks: crate::executor::RunHooks,
     ) -> (Result<Execution, EngineError>, Option<SandboxBox>) {
         // Unknown languages fail before any box is made.
         if let Err(e) = self.registry.resolve(&req.language) {
@@ -271,8 +275,8 @@ impl Engine {
             }
         }
         let result = match pooled {
-            true => self.execute_for(caller, &bx, req).await,
-            false => self.execute_cold(caller, &bx, req).await,
+            true => self.execute_for(caller, &bx, req, hooks).await,
+            false => self.execute_cold(caller, &bx, req, hooks).await,
         };
         (result, Some(bx))
     }

@@ -55,6 +55,7 @@ impl From<LanguageError> for EngineError {
             | LanguageError::SnippetUnsupported { .. } => {
                 EngineError::LanguageUnavailable(e.to_string())
             }
+            LanguageError::InvalidSourceFile { .. } => EngineError::InvalidInput(e.to_string()),
             other => EngineError::Internal(other.to_string()),
         }
     }

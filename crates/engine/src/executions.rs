@@ -16,13 +16,15 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use codebeaker_sandbox::Verdict;
+use codebeaker_languages::PlanFile;
+use codebeaker_sandbox::{OutputChunk, RunLimits, StdinEvent, Verdict};
 use serde_json::Value;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::RecordLimits;
+use crate::executor::RunHooks;
 use crate::session::Caller;
-use crate::{CodeRequest, Engine, EngineError};
+use crate::{CodeRequest, CompileInfo, Engine, EngineError};
 
 /// A one-shot run as asked for.
 #[derive(Debug, Clone, Default)]
@@ -34,22 +36,61 @@ pub struct OneShotRequest {
     pub input: Option<Value>,
     pub timeout: Option<Duration>,
     pub memory_limit_mb: Option<u64>,
-    /// CPU time of the run when it differs from `timeout` (which then bounds the wall clock
-    /// only); at least a millisecond, at most the longest run.
-    pub cpu_time: Option<Duration>,
-    /// Largest file the program may write, in bytes; more than the engine's own limit is cut
-    /// to it.
-    pub file_size_bytes: Option<u64>,
-    /// Arguments after the program's own command line.
-    pub args: Vec<String>,
-    /// The program's stderr goes to its stdout: one stream, in the order written.
-    pub stderr_to_stdout: bool,
+    /// Files written beside the main file ([`CodeRequest::files`]), compiled with it when they
+    /// have its extension.
+    pub files: Vec<PlanFile>,
     /// Files written into the box's workspace (paths relative to it) before the program starts;
     /// the program's working directory is the workspace.
-    pub files: Vec<(String, Vec<u8>)>,
+    pub workspace_files: Vec<(String, Vec<u8>)>,
+    /// Arguments after the program's own command line ([`CodeRequest::args`]).
+    pub args: Vec<String>,
+    /// The run's limits whole, in place of the defaults, `timeout` and `memory_limit_mb`: for a
+    /// door that takes limits of its own (build it from [`EngineConfig::run_limits`]). Checked
+    /// against the configured bounds: times within 1 ms and the longest run, memory within
+    /// 16 MiB and the most; the file size is cut to the engine's; the output and open-file
+    /// bounds stay the engine's.
+    ///
+    /// [`EngineConfig::run_limits`]: crate::EngineConfig::run_limits
+    pub limits: Option<RunLimits>,
+    /// The compile step's limits ([`CodeRequest::compile_limits`]), checked against the
+    /// configured compile limits.
+    pub compile_limits: Option<RunLimits>,
+    /// The program's stderr goes to its stdout: one stream, in the order written.
+    pub stderr_to_stdout: bool,
     /// How many times the program runs, each time in a fresh box; it stops at the first run
-    /// that does not end `ok`. 0 and 1 both mean once.
+    /// that does not end `ok`. 0 and 1 both mean once; more cannot take hooks
+    /// ([`Engine::submit_execution_with`]).
     pub runs: u32,
+}
+
+/// What a caller of [`Engine::submit_execution_with`] attaches to its run while it goes on.
+/// Each part is optional; none is [`Engine::submit_execution`].
+#[derive(Debug, Default)]
+pub struct OneShotHooks {
+    /// Receives the program's stdout and stderr as they come, in the order the box read them
+    /// (the compile step's output is not streamed: a failed compile's is in the record).
+    pub output: Option<mpsc::UnboundedSender<OutputChunk>>,
+    /// A value sent on its sender stops the program (its run ends `killed`), also when sent
+    /// before the program starts; dropping the sender leaves the run alone.
+    pub cancel: Option<oneshot::Receiver<()>>,
+    /// Keeps the program's stdin open after the request's `stdin`, for these events, until
+    /// [`StdinEvent::Close`] or until every sender is dropped.
+    pub stdin: Option<mpsc::Receiver<StdinEvent>>,
+    /// Told when the program starts, after its compile step (with how compiling went, for a
+    /// compiled language); never told when the compile failed or the run could not start.
+    pub started: Option<oneshot::Sender<Option<CompileInfo>>>,
+}
+
+impl OneShotHooks {
+    fn into_run_hooks(self) -> RunHooks {
+        RunHooks {
+            output: self.output,
+            // A receiver whose sender is gone never fires.
+            cancel: self.cancel.unwrap_or_else(|| oneshot::channel().1),
+            stdin: self.stdin,
+            started: self.started,
+        }
+    }
 }
 
 /// Where a one-shot run is.
@@ -72,7 +113,6 @@ pub struct ExecutionRecord {
     pub exit_code: Option<i32>,
     pub stdout: String,
     pub stderr: String,
-    pub duration_ms: Option<u64>,
     pub timed_out: bool,
     /// The typed outcome, once the run has ended.
     pub outcome: Option<Verdict>,
@@ -81,14 +121,20 @@ pub struct ExecutionRecord {
     pub output: Option<Value>,
     /// The signal that ended the program, if one did.
     pub signal: Option<i32>,
-    /// CPU time, wall time and peak memory of the run, once it has ended (with `runs` > 1, the
-    /// mean over the runs that ran).
+    /// CPU time of every process of the run (of the compile step, when that failed), its wall
+    /// time and the box's peak memory (when the kernel reports it), once it has ended; with
+    /// `runs` > 1, the mean over the runs that ran.
     pub cpu_time: Option<Duration>,
     pub wall_time: Option<Duration>,
     pub peak_memory_bytes: Option<u64>,
     /// When the run was queued, and when it ended.
     pub created_at: SystemTime,
     pub finished_at: Option<SystemTime>,
+    /// The sandbox's short explanation of a timeout, memory limit, output limit or internal
+    /// error.
+    pub message: Option<String>,
+    /// How compiling went, for a compiled language (also when the compile failed).
+    pub compile: Option<CompileInfo>,
 }
 
 struct Entry {
@@ -249,26 +295,64 @@ impl Engine {
         caller: &Caller,
         req: OneShotRequest,
     ) -> Result<String, EngineError> {
+        self.submit_execution_with(caller, req, OneShotHooks::default())
+    }
+
+    /// Like [`submit_execution`](Self::submit_execution), with `hooks` attached to the run: its
+    /// output as it comes, a cancel, stdin fed while it runs, and word of its start.
+    pub fn submit_execution_with(
+        self: &Arc<Self>,
+        caller: &Caller,
+        req: OneShotRequest,
+        hooks: OneShotHooks,
+    ) -> Result<String, EngineError> {
         self.registry().resolve(&req.language)?;
-        let mut limits = self.config().run_limits;
-        if let Some(t) = req.timeout {
-            let t = self
-                .config()
-                .run_time("timeout", t, crate::config::TimeUnit::Seconds)?;
-            limits.wall_time = t;
-            limits.cpu_time = t;
+        if !req.files.is_empty() {
+            // Files a run could not write are refused now, not found out in the background.
+            let mode = match req.input {
+                Some(_) => codebeaker_languages::Mode::Snippet,
+                None => codebeaker_languages::Mode::Script,
+            };
+            let mut plan = self.registry().prepare(&req.language, &req.code, mode)?;
+            plan.add_files(req.files.clone())?;
         }
-        if let Some(mb) = req.memory_limit_mb {
-            limits.memory_bytes = Some(self.config().memory_limit("memoryLimit", mb)?);
+        let hooked = hooks.output.is_some()
+            || hooks.cancel.is_some()
+            || hooks.stdin.is_some()
+            || hooks.started.is_some();
+        if hooked && req.runs > 1 {
+            return Err(EngineError::InvalidInput(format!(
+                "runs: a run with hooks runs once, got {}; ask for runs: 1",
+                req.runs
+            )));
         }
-        if let Some(t) = req.cpu_time {
-            limits.cpu_time =
-                self.config()
-                    .run_time("cpuTime", t, crate::config::TimeUnit::Millis)?;
-        }
-        if let Some(bytes) = req.file_size_bytes {
-            limits.file_size_bytes = limits.file_size_bytes.min(bytes);
-        }
+        let config = self.config();
+        // One check against the configured bounds: a door's limits whole, or the defaults with
+        // `timeout` and `memory_limit_mb`.
+        let limits = match req.limits {
+            Some(asked) => {
+                config.checked_limits("limits", asked, config.run_limits, config.max_run_time)?
+            }
+            None => {
+                let mut limits = config.run_limits;
+                if let Some(t) = req.timeout {
+                    let t = config.run_time("timeout", t, crate::config::TimeUnit::Seconds)?;
+                    limits.wall_time = t;
+                    limits.cpu_time = t;
+                }
+                if let Some(mb) = req.memory_limit_mb {
+                    limits.memory_bytes = Some(config.memory_limit("memoryLimit", mb)?);
+                }
+                limits
+            }
+        };
+        let compile_limits = match req.compile_limits {
+            Some(asked) => {
+                let base = config.compile_limits;
+                Some(config.checked_limits("compileLimits", asked, base, base.wall_time)?)
+            }
+            None => None,
+        };
         let id = uuid::Uuid::new_v4().to_string();
         {
             let mut records = self.executions.lock();
@@ -289,7 +373,6 @@ impl Engine {
                         exit_code: None,
                         stdout: String::new(),
                         stderr: String::new(),
-                        duration_ms: None,
                         timed_out: false,
                         outcome: None,
                         error: None,
@@ -300,6 +383,8 @@ impl Engine {
                         peak_memory_bytes: None,
                         created_at: SystemTime::now(),
                         finished_at: None,
+                        message: None,
+                        compile: None,
                     },
                     finished: None,
                     ended: watch::channel(false).0,
@@ -312,10 +397,14 @@ impl Engine {
             input: req.input,
             stdin: req.stdin.unwrap_or_default().into_bytes(),
             limits,
+            files: req.files,
             args: req.args,
+            compile_limits,
             stderr_to_stdout: req.stderr_to_stdout,
         };
-        let (files, runs) = (req.files, req.runs.max(1));
+        let (files, runs) = (req.workspace_files, req.runs.max(1));
+        // The hooks go to the first (and, with hooks, only) run.
+        let mut hooks = Some(hooks.into_run_hooks());
         let engine = Arc::clone(self);
         let run_id = id.clone();
         let caller = caller.clone();
@@ -327,7 +416,8 @@ impl Engine {
                 .update(&run_id, |e| e.record.status = ExecutionState::Running);
             let mut costs = RunCosts::default();
             let (result, bx) = loop {
-                let (result, bx) = engine.run_in_fresh_box(&caller, &code, &files).await;
+                let hooks = hooks.take().unwrap_or_else(|| RunHooks::streaming(None));
+                let (result, bx) = engine.run_in_fresh_box(&caller, &code, &files, hooks).await;
                 if let Ok(run) = &result {
                     costs.add(&run.outcome);
                 }
@@ -354,7 +444,6 @@ impl Engine {
                     r.stdout = String::from_utf8_lossy(&o.stdout).into_owned();
                     r.stderr = String::from_utf8_lossy(&o.stderr).into_owned();
                     let (cpu, wall, memory) = costs.mean();
-                    r.duration_ms = Some(wall.as_millis() as u64);
                     r.cpu_time = Some(cpu);
                     r.wall_time = Some(wall);
                     r.peak_memory_bytes = memory;
@@ -362,6 +451,8 @@ impl Engine {
                     r.outcome = Some(o.status);
                     r.error = run.error;
                     r.output = run.output;
+                    r.message = o.message.clone();
+                    r.compile = run.compile;
                 }
                 Err(err) => {
                     r.status = ExecutionState::Failed;

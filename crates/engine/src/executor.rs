@@ -64,7 +64,7 @@ const BUILD_OUT: &str = "build/out";
 static RUN_SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// Code to run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct CodeRequest {
     /// Language name or alias.
     pub language: String,
@@ -73,12 +73,18 @@ pub struct CodeRequest {
     pub input: Option<serde_json::Value>,
     pub stdin: Vec<u8>,
     pub limits: RunLimits,
+    /// Files written beside the main file (see [`Plan::add_files`]): the program's other
+    /// sources, headers and data. Those with the main file's extension are compiled with it.
+    pub files: Vec<codebeaker_languages::PlanFile>,
     /// Arguments after the program's own command line (the run goes cold: a warm worker takes
     /// none).
     pub args: Vec<String>,
     /// The program's stderr goes to its stdout, one stream in the order written (the run goes
     /// cold).
     pub stderr_to_stdout: bool,
+    /// Limits of the compile step, when one runs (a compile-cache hit runs none); `None`: the
+    /// engine's `compile_limits`.
+    pub compile_limits: Option<RunLimits>,
 }
 
 /// How compiling went, for compiled languages.
@@ -118,22 +124,25 @@ fn to_abs(rel: &str) -> PathBuf {
 }
 
 /// What a caller attaches to a program while it runs: where its output goes as it comes, the
-/// receiver whose firing stops it, and, for a program started with its stdin open, the input
-/// sent to it while it runs (see `SandboxBox::run_with_stdin`).
+/// receiver whose firing stops it, for a program started with its stdin open, the input
+/// sent to it while it runs (see `SandboxBox::run_with_stdin`), and who is told when the
+/// program starts, after its compile step.
 pub(crate) struct RunHooks {
     pub output: Option<UnboundedSender<OutputChunk>>,
     pub cancel: oneshot::Receiver<()>,
     pub stdin: Option<mpsc::Receiver<StdinEvent>>,
+    pub started: Option<oneshot::Sender<Option<CompileInfo>>>,
 }
 
 impl RunHooks {
     /// Hooks that stream to `output` and never cancel (the cancel's sender is gone).
-    fn streaming(output: Option<UnboundedSender<OutputChunk>>) -> RunHooks {
+    pub(crate) fn streaming(output: Option<UnboundedSender<OutputChunk>>) -> RunHooks {
         let (_, cancel) = oneshot::channel();
         RunHooks {
             output,
             cancel,
             stdin: None,
+            started: None,
         }
     }
 }
@@ -177,15 +186,15 @@ impl Engine {
         self.execute_with(&caller, bx, req, hooks, true).await
     }
 
-    /// Like [`execute_in`](Self::execute_in) for `caller`'s one-shot box.
+    /// Like [`execute_hooked`](Self::execute_hooked) for `caller`'s one-shot box.
     pub(crate) async fn execute_for(
         &self,
         caller: &Caller,
         bx: &SandboxBox,
         req: &CodeRequest,
+        hooks: RunHooks,
     ) -> Result<Execution, EngineError> {
-        self.execute_with(caller, bx, req, RunHooks::streaming(None), true)
-            .await
+        self.execute_with(caller, bx, req, hooks, true).await
     }
 
     /// Like [`execute_for`](Self::execute_for), never through a warm worker: for a box that runs
@@ -195,9 +204,9 @@ impl Engine {
         caller: &Caller,
         bx: &SandboxBox,
         req: &CodeRequest,
+        hooks: RunHooks,
     ) -> Result<Execution, EngineError> {
-        self.execute_with(caller, bx, req, RunHooks::streaming(None), false)
-            .await
+        self.execute_with(caller, bx, req, hooks, false).await
     }
 
     async fn execute_with(
@@ -217,7 +226,10 @@ impl Engine {
         } else {
             Mode::Script
         };
-        let plan = language.prepare(toolchain, &req.code, mode)?;
+        let mut plan = language.prepare(toolchain, &req.code, mode)?;
+        if !req.files.is_empty() {
+            plan.add_files(req.files.clone())?;
+        }
         let n = RUN_SEQ.fetch_add(1, Ordering::Relaxed);
         let base = format!(".codebeaker/run-{n}");
         let result = self
@@ -254,7 +266,8 @@ impl Engine {
         let artifact_dir = match plan.cache_key() {
             Some(key) if plan.has_compile_step() => {
                 let owner = CacheOwner::Caller(caller.0.clone());
-                match self.compiled(&owner, plan, key).await? {
+                let limits = req.compile_limits.unwrap_or(self.config().compile_limits);
+                match self.compiled(&owner, plan, key, limits).await? {
                     Compiled::Ready { dir, info } => {
                         compile = Some(info);
                         self.in_box(&dir)
@@ -296,6 +309,9 @@ impl Engine {
             files,
             cleanup: Some((FileRoot::Tmp, base.to_string())),
         };
+        if let Some(started) = hooks.started {
+            let _ = started.send(compile);
+        }
         let mut outcome = bx
             .run_with_stdin(&cmd, hooks.output, hooks.cancel, hooks.stdin)
             .await?;
@@ -349,12 +365,13 @@ impl Engine {
     }
 
     /// Finds the program's artifacts in the cache (recording `owner`'s use), or compiles them in
-    /// a clean build box and stores them under `owner`.
+    /// a clean build box with `limits` and stores them under `owner`.
     async fn compiled(
         &self,
         owner: &CacheOwner,
         plan: &Plan,
         key: &str,
+        limits: RunLimits,
     ) -> Result<Compiled, EngineError> {
         let hit = |dir| Compiled::Ready {
             dir,
@@ -382,7 +399,7 @@ impl Engine {
             return Ok(hit(dir));
         }
         let started = Instant::now();
-        let built = self.build(plan).await?;
+        let built = self.build(plan, limits).await?;
         let info = CompileInfo {
             cache_hit: false,
             duration: started.elapsed(),
@@ -413,14 +430,18 @@ impl Engine {
 
     /// Compiles `plan` in a build box made for it, destroyed afterwards; `Err` inside is the
     /// compile's own failure, for the caller to see.
-    async fn build(&self, plan: &Plan) -> Result<Result<Artifacts, Box<Execution>>, EngineError> {
+    async fn build(
+        &self,
+        plan: &Plan,
+        limits: RunLimits,
+    ) -> Result<Result<Artifacts, Box<Execution>>, EngineError> {
         let seed = match plan.build_cache_dir() {
             Some(_) => self.build_cache(plan).await,
             None => None,
         };
         let bx = self.build_box().await?;
         let seed = seed.map(|dir| self.in_box(&dir));
-        let built = self.build_in(&bx, plan, seed.as_deref()).await;
+        let built = self.build_in(&bx, plan, seed.as_deref(), limits).await;
         self.destroy_in_background(bx);
         built.map_err(build_box_error)
     }
@@ -432,12 +453,13 @@ impl Engine {
             .map_err(build_box_error)
     }
 
-    /// Steps 1–4 of the module docs, in `bx`.
+    /// Steps 1–4 of the module docs, in `bx`, the compile step with `limits`.
     async fn build_in(
         &self,
         bx: &SandboxBox,
         plan: &Plan,
         seed: Option<&Path>,
+        limits: RunLimits,
     ) -> Result<Result<Artifacts, Box<Execution>>, EngineError> {
         let (src_abs, out_abs) = (to_abs(BUILD_SRC), to_abs(BUILD_OUT));
         if let (Some(dir), Some(seed)) = (plan.build_cache_dir(), seed) {
@@ -456,7 +478,7 @@ impl Engine {
             stdin: Vec::new(),
             fd3_input: None,
             capture_fd4: false,
-            limits: self.config().compile_limits,
+            limits,
             warm: None,
             files: source_files(plan, BUILD_SRC),
             cleanup: None,
@@ -590,7 +612,10 @@ impl Engine {
         let started = Instant::now();
         let bx = self.build_box().await?;
         let built = async {
-            match self.build_in(&bx, &seed_plan, None).await? {
+            match self
+                .build_in(&bx, &seed_plan, None, self.config().compile_limits)
+                .await?
+            {
                 Ok(_) => {}
                 Err(failed) => {
                     return Err(EngineError::Internal(format!(
@@ -672,7 +697,15 @@ impl Engine {
             .cache_key()
             .ok_or_else(|| EngineError::Internal("a native build without a cache key".into()))?
             .to_string();
-        match self.compiled(&CacheOwner::Pinned, &plan, &key).await? {
+        match self
+            .compiled(
+                &CacheOwner::Pinned,
+                &plan,
+                &key,
+                self.config().compile_limits,
+            )
+            .await?
+        {
             Compiled::Ready { dir, .. } => Ok(dir),
             Compiled::Failed(execution) => Err(EngineError::Internal(format!(
                 "compiling it failed: {}",

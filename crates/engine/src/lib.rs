@@ -18,8 +18,7 @@
 //!         input: Some(serde_json::json!({"value": 21})),
 //!         stdin: Vec::new(),
 //!         limits: engine.config().run_limits,
-//!         args: Vec::new(),
-//!         stderr_to_stdout: false,
+//!         ..CodeRequest::default()
 //!     })
 //!     .await?;
 //! assert_eq!(run.output, Some(serde_json::json!({"output": 42})));
@@ -45,7 +44,7 @@ pub use commands::{run_result, CommandOutcome};
 pub use config::{EngineConfig, FileLimits, RecordLimits, SessionSettings, TextLimits};
 pub use engine::{languages, Engine, EngineStats, BOX_CACHE};
 pub use error::EngineError;
-pub use executions::{ExecutionRecord, ExecutionState, OneShotRequest};
+pub use executions::{ExecutionRecord, ExecutionState, OneShotHooks, OneShotRequest};
 pub use executor::{CodeRequest, CompileInfo, Execution};
 pub use session::{
     Caller, EndReason, SessionEndSubscription, SessionEnded, SessionOptions, SessionSnapshot,

@@ -81,8 +81,7 @@ impl Engine {
                 input: None,
                 stdin: Vec::new(),
                 limits: self.config().run_limits,
-                args: Vec::new(),
-                stderr_to_stdout: false,
+                ..CodeRequest::default()
             };
             match self.execute_in(bx, &request).await {
                 Ok(run) if run.success() => {}

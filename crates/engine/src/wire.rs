@@ -189,7 +189,7 @@ pub fn execution_status(record: ExecutionRecord) -> ExecutionStatusResult {
         exit_code: record.exit_code,
         stdout: record.stdout,
         stderr: record.stderr,
-        duration_ms: record.duration_ms,
+        duration_ms: record.wall_time.map(millis),
         timeout: record.timed_out,
         outcome: record.outcome.map(run_status),
         error: record.error,

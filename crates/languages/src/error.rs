@@ -61,6 +61,16 @@ pub enum LanguageError {
     #[error("invalid artifact file name '{0}': must be a relative path without '..'")]
     InvalidFileName(String),
 
+    /// A file given to go beside a program's main file ([`crate::Plan::add_files`]) cannot be
+    /// written there; `reason` says why.
+    #[error("file {name:?} cannot be written beside the program: {reason}")]
+    InvalidSourceFile {
+        /// The name as the caller gave it.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// An I/O operation on the compile cache failed.
     #[error("compile cache: {action} {path}: {source}")]
     Cache {

@@ -167,16 +167,7 @@ impl Language {
             });
         }
 
-        let extension = main_file.rsplit_once('.').map(|(_, e)| e.to_string());
-        let sources: Vec<String> = files
-            .iter()
-            .map(|f| f.name.clone())
-            .filter(|name| match (&extension, name.rsplit_once('.')) {
-                (Some(main_ext), Some((_, ext))) => ext == main_ext,
-                (None, None) => name == &main_file,
-                _ => false,
-            })
-            .collect();
+        let sources = sources_of(&files, &main_file);
 
         let mut env: Vec<(String, Template)> = Vec::new();
         let no_tools = |_: &str| false;
@@ -222,6 +213,62 @@ impl Language {
             build_cache: spec.build_cache.clone(),
         })
     }
+}
+
+/// The files among `files` that the compile step's `{sources}` names: those with the main
+/// file's extension (the main file alone when it has none).
+fn sources_of(files: &[PlanFile], main_file: &str) -> Vec<String> {
+    let extension = main_file.rsplit_once('.').map(|(_, e)| e);
+    files
+        .iter()
+        .map(|f| f.name.clone())
+        .filter(|name| match (extension, name.rsplit_once('.')) {
+            (Some(main_ext), Some((_, ext))) => ext == main_ext,
+            (None, None) => name == main_file,
+            _ => false,
+        })
+        .collect()
+}
+
+/// Longest name of a file written beside a program, and of each of its path components.
+const MAX_SOURCE_NAME: usize = 1024;
+const MAX_SOURCE_COMPONENT: usize = 255;
+
+/// Why `name` cannot name a file under a program's source directory, if it cannot: it must be a
+/// relative path of plain components (no `.`, `..`, empty parts or NUL), short enough for any
+/// filesystem.
+fn source_name_problem(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("the name is empty".into());
+    }
+    if name.len() > MAX_SOURCE_NAME {
+        return Some(format!("the name is longer than {MAX_SOURCE_NAME} bytes"));
+    }
+    if name.contains('\0') {
+        return Some("the name contains a NUL character".into());
+    }
+    if name.starts_with('/') {
+        return Some("the name must be relative to the program's directory".into());
+    }
+    for part in name.split('/') {
+        match part {
+            "" => {
+                return Some("the name has an empty path component (`//` or a trailing `/`)".into())
+            }
+            "." | ".." => {
+                return Some(format!(
+                    "the name has a `{part}` component; files stay in the program's directory"
+                ))
+            }
+            long if long.len() > MAX_SOURCE_COMPONENT => {
+                return Some(format!(
+                    "a path component is longer than {MAX_SOURCE_COMPONENT} bytes"
+                ))
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Hex SHA-256 over everything that determines a compile step's output. Directories are not
@@ -282,6 +329,47 @@ impl Plan {
     /// Files to write into the source directory.
     pub fn files(&self) -> &[PlanFile] {
         &self.files
+    }
+
+    /// Adds files beside the plan's own, in the same source directory: a program's other
+    /// sources, headers and data. Those with the main file's extension are compiled with it
+    /// (`{sources}`), and the compile cache key covers every file. A name must be relative and
+    /// stay in the directory (subdirectories are made), and must not be one the plan writes
+    /// itself (its main file, a snippet wrapper's files, the toolchain's own files).
+    pub fn add_files(&mut self, extra: Vec<PlanFile>) -> Result<(), LanguageError> {
+        for file in extra {
+            let problem = source_name_problem(&file.name).or_else(|| {
+                self.files.iter().any(|f| f.name == file.name).then(|| {
+                    if file.name == self.main_file {
+                        format!(
+                            "it is the name of the program's main file ({})",
+                            self.main_file
+                        )
+                    } else {
+                        "a file of that name is already written there".to_string()
+                    }
+                })
+            });
+            if let Some(reason) = problem {
+                return Err(LanguageError::InvalidSourceFile {
+                    name: file.name,
+                    reason,
+                });
+            }
+            self.files.push(file);
+        }
+        self.sources = sources_of(&self.files, &self.main_file);
+        if let Some(compile) = &self.compile {
+            self.cache_key = Some(cache_key(
+                &self.language,
+                &self.variant,
+                &self.version,
+                compile,
+                self.wrapper.map_or("script", |w| w.version()),
+                &self.files,
+            ));
+        }
+        Ok(())
     }
 
     /// Name of the main file among [`Plan::files`] (`main.go`, `Solution.java`, ...).

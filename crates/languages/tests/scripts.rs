@@ -175,3 +175,47 @@ fn typescript_runs_when_tsc_is_installed() {
     );
     assert_eq!(outcome.run().stdout, "42\n");
 }
+
+#[test]
+fn files_beside_the_main_one_are_compiled_with_it_and_keyed() {
+    use codebeaker_languages::PlanFile;
+    let file = |name: &str, text: &str| PlanFile {
+        name: name.into(),
+        contents: text.as_bytes().to_vec(),
+        executable: false,
+    };
+    let main = "#include \"greet.h\"\nint main(void) { greet(\"Beaker\"); return 0; }\n";
+    let mut plan = common::plan("c", main, Mode::Script);
+    let alone = plan.cache_key().expect("compiled").to_string();
+    plan.add_files(vec![
+        file("greet.h", "void greet(const char *name);\n"),
+        file(
+            "lib/greet.c",
+            "#include <stdio.h>\nvoid greet(const char *name) { printf(\"Hello, %s!\\n\", name); }\n",
+        ),
+    ])
+    .expect("the files are accepted");
+    assert_ne!(
+        plan.cache_key(),
+        Some(alone.as_str()),
+        "the key covers them"
+    );
+    let outcome = common::execute(&plan, "", "");
+    let run = outcome.run();
+    assert!(run.status.success(), "{}\n{}", run.status, run.stderr);
+    assert_eq!(run.stdout, "Hello, Beaker!\n");
+
+    for (name, why) in [
+        ("../escape.c", "`..`"),
+        ("/etc/passwd", "relative"),
+        ("a//b.c", "empty path component"),
+        ("", "empty"),
+        ("main.c", "main file"),
+    ] {
+        let mut plan = common::plan("c", main, Mode::Script);
+        let error = plan
+            .add_files(vec![file(name, "x")])
+            .expect_err(&format!("{name:?} must be refused"));
+        assert!(error.to_string().contains(why), "{name:?}: {error}");
+    }
+}

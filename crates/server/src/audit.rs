@@ -110,7 +110,8 @@ pub(crate) fn flush_refusals() {
     });
 }
 
-fn millis(d: Duration) -> u64 {
+/// `d` in whole milliseconds, for logs and wire fields.
+pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 

@@ -13,6 +13,8 @@
 //!   unchanged against this server (`docs/e2b.md`).
 //! - **The Judge0 CE API** ([`judge0`]) under `/judge0`: submissions are one-shot runs, so that
 //!   Judge0's clients run unchanged against this server (`docs/judge0.md`).
+//! - **The Piston v2 API** (`piston`) at `/api/v2/` and `/api/v2/piston/`: `runtimes`,
+//!   `execute` and the interactive `connect`, for Piston's clients (`docs/piston.md`).
 //! - **Health and metrics**: `/health`, `/health/live`, `/health/ready`, and `/metrics`
 //!   (Prometheus text, from a recorder each server owns).
 //! - **Bearer-token auth** (optional): a token names a caller, and a caller sees only its own
@@ -54,6 +56,7 @@ mod error;
 mod health;
 pub mod judge0;
 pub mod metrics;
+mod piston;
 mod rate_limit;
 mod rest;
 mod rpc;

@@ -461,11 +461,12 @@ pub(crate) fn watch_one_shot(
                 codebeaker_engine::wire::run_status,
             )
             .as_str();
-        let ran_for = record.duration_ms.map(Duration::from_millis);
+        let ran_for = record.wall_time;
         state
             .metrics
             .execution(RunKind::OneShot, language.clone(), status, ran_for);
-        audit::execution_finished(&caller, &id, &language, status, record.duration_ms);
+        let ms = ran_for.map(audit::millis);
+        audit::execution_finished(&caller, &id, &language, status, ms);
     });
 }
 

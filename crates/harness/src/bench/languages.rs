@@ -134,8 +134,7 @@ pub async fn run(iterations: usize, json: bool) -> Result<i32, HarnessError> {
             input: Some(serde_json::from_slice(INPUT).unwrap_or_default()),
             stdin: Vec::new(),
             limits: engine.config().run_limits,
-            args: Vec::new(),
-            stderr_to_stdout: false,
+            ..CodeRequest::default()
         };
         // Warm the toolchain's own caches in the box (Go's build cache lives in the box's /tmp).
         engine

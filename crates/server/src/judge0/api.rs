@@ -56,12 +56,13 @@ async fn parse_all(
     base64: bool,
 ) -> Result<Vec<Result<Parsed, FieldErrors>>, Refusal> {
     let config = door.config.clone();
+    let base = door.state.engine().config().run_limits;
     let languages = Arc::clone(&door.languages);
     let caller = caller.clone();
     tokio::task::spawn_blocking(move || {
         bodies
             .iter()
-            .map(|body| submission::parse(body, base64, &config, &languages, &caller))
+            .map(|body| submission::parse(body, base64, base, &config, &languages, &caller))
             .collect()
     })
     .await

@@ -183,7 +183,6 @@ mod tests {
             exit_code: exit,
             stdout: out.into(),
             stderr: String::new(),
-            duration_ms: Some(1),
             timed_out: outcome == Verdict::Timeout,
             outcome: Some(outcome),
             error: None,
@@ -194,6 +193,8 @@ mod tests {
             peak_memory_bytes: None,
             created_at: SystemTime::now(),
             finished_at: Some(SystemTime::now()),
+            message: None,
+            compile: None,
         }
     }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine as _;
 use codebeaker_engine::{Caller, ExecutionRecord, OneShotRequest};
-use codebeaker_sandbox::Verdict;
+use codebeaker_sandbox::{RunLimits, Verdict, MIB};
 use serde_json::{json, Map, Value};
 
 use super::config::Judge0Config;
@@ -179,10 +179,12 @@ pub(crate) struct Parsed {
 
 /// Validates one submission (`body`, a JSON object) as Judge0's model does. `base64`: the
 /// request's `base64_encoded=true` (then `source_code`, `stdin` and `expected_output` are
-/// base64). Decodes and unpacks `additional_files`; call it off the async runtime.
+/// base64). The run's limits are `base` (the engine's) with the submission's. Decodes and
+/// unpacks `additional_files`; call it off the async runtime.
 pub(crate) fn parse(
     body: &Value,
     base64: bool,
+    base: RunLimits,
     config: &Judge0Config,
     languages: &BTreeMap<u32, Judge0Language>,
     caller: &Caller,
@@ -355,17 +357,21 @@ pub(crate) fn parse(
         language: s.language.language.clone(),
         code: s.source_code.clone(),
         stdin: s.stdin.clone(),
-        input: None,
-        timeout: Some(seconds(s.wall_time_limit)),
-        memory_limit_mb: Some(s.memory_limit.div_ceil(1024).max(MIN_BOX_MEMORY_MB)),
-        // The program is stopped at its limit plus the extra time; over the limit is a
-        // time limit all the same (`status::verdict`).
-        cpu_time: Some(seconds(s.cpu_time_limit + s.cpu_extra_time).max(Duration::from_millis(1))),
-        file_size_bytes: Some(s.max_file_size.saturating_mul(1024)),
+        limits: Some(RunLimits {
+            wall_time: seconds(s.wall_time_limit),
+            // The program is stopped at its limit plus the extra time; over the limit is a
+            // time limit all the same (`status::verdict`).
+            cpu_time: seconds(s.cpu_time_limit + s.cpu_extra_time).max(Duration::from_millis(1)),
+            memory_bytes: Some(s.memory_limit.div_ceil(1024).max(MIN_BOX_MEMORY_MB) * MIB),
+            // More than the engine's own limit is cut to it.
+            file_size_bytes: s.max_file_size.saturating_mul(1024),
+            ..base
+        }),
         args,
         stderr_to_stdout: s.redirect_stderr_to_stdout,
-        files: workspace_files,
+        workspace_files,
         runs: u32::try_from(s.number_of_runs).unwrap_or(1),
+        ..OneShotRequest::default()
     };
     Ok(Parsed {
         submission,
@@ -647,6 +653,7 @@ mod tests {
         parse(
             &body,
             base64,
+            RunLimits::default(),
             &Judge0Config::default(),
             &languages(),
             &Caller::anonymous(),
@@ -662,10 +669,11 @@ mod tests {
             (r.language.as_str(), r.code.as_str()),
             ("python", "print(1)")
         );
-        assert_eq!(r.timeout, Some(Duration::from_secs(10)));
-        assert_eq!(r.cpu_time, Some(Duration::from_secs(6)));
-        assert_eq!(r.memory_limit_mb, Some(125));
-        assert_eq!(r.file_size_bytes, Some(1024 * 1024));
+        let limits = r.limits.expect("the door's limits");
+        assert_eq!(limits.wall_time, Duration::from_secs(10));
+        assert_eq!(limits.cpu_time, Duration::from_secs(6));
+        assert_eq!(limits.memory_bytes, Some(125 * MIB));
+        assert_eq!(limits.file_size_bytes, 1024 * 1024);
         assert_eq!(r.runs, 1);
     }
 
