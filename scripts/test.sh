@@ -19,6 +19,8 @@ need ruby ruby
 need gcc gcc
 need g++ g++
 need javac default-jdk-headless
+# Contexts' rich results: a matplotlib figure comes back as a PNG.
+[[ -d /usr/lib/python3/dist-packages/matplotlib ]] || missing+=(python3-matplotlib)
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   apt-get update -qq

@@ -278,6 +278,7 @@ impl Engine {
             warm,
             files,
             cleanup: Some((FileRoot::Tmp, base.to_string())),
+            cell: None,
         };
         let mut outcome = bx
             .run_with_stdin(&cmd, hooks.output, hooks.cancel, hooks.stdin)
@@ -434,6 +435,7 @@ impl Engine {
             warm: None,
             files: source_files(plan, BUILD_SRC),
             cleanup: None,
+            cell: None,
         };
         let outcome = bx.run(&cmd).await?;
         if outcome.status != Verdict::Ok {

@@ -1,0 +1,4 @@
+//! Contexts: long-lived kernels in a session's box whose cells share one namespace, through
+//! the sandbox, the engine, JSON-RPC and E2B's code interpreter.
+
+mod kernels;
