@@ -2,3 +2,4 @@
 //! the sandbox, the engine, JSON-RPC and E2B's code interpreter.
 
 mod kernels;
+mod python;
