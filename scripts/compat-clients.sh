@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs the pinned client SDKs that the compatibility tests drive against `codebeaker serve`:
-# E2B's Python SDK in a virtualenv at target/compat/venv and its JavaScript SDK in
+# E2B's Python SDK and its code interpreter SDK in a virtualenv at target/compat/venv and its JavaScript SDK in
 # target/compat/js. Quick when they are already there (the pins are checked, nothing is fetched).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 E2B_PY=2.63.0
 E2B_JS=2.51.0
+# The code interpreter's Python SDK: the newest release that takes e2b 2.63.0 (it asks >=2.55.1,<3).
+E2B_CI_PY=2.11.5
 
 root=target/compat
 venv=$root/venv
@@ -23,10 +25,13 @@ if ((${#missing[@]})); then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
-if ! "$venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('e2b') != '$E2B_PY')" 2>/dev/null; then
-  echo "installing e2b==$E2B_PY (Python) into $venv"
-  "$python" -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check "e2b==$E2B_PY"
+pinned() { # pinned <distribution> <version>: whether the venv has exactly that version
+  "$venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('$1') != '$2')" 2>/dev/null
+}
+if ! pinned e2b "$E2B_PY" || ! pinned e2b-code-interpreter "$E2B_CI_PY"; then
+  echo "installing e2b==$E2B_PY and e2b-code-interpreter==$E2B_CI_PY (Python) into $venv"
+  [[ -x $venv/bin/pip ]] || "$python" -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check "e2b==$E2B_PY" "e2b-code-interpreter==$E2B_CI_PY"
 fi
 
 if ! [[ -f $js/node_modules/e2b/package.json ]] ||
