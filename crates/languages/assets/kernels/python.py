@@ -37,7 +37,11 @@ import json
 import linecache
 import os
 import resource
+import select
+import shlex
 import signal
+import subprocess
+import tempfile
 import socket
 import traceback
 import types
@@ -53,9 +57,14 @@ _null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
 _in_cell = False
 
 
+_relay = None
+
+
 def _on_sigint(_signum, _frame):
     # Only a cell is interrupted; a late interrupt between cells is dropped.
-    if _in_cell:
+    if _relay is not None:
+        _relay.interrupt()
+    elif _in_cell:
         raise KeyboardInterrupt
 
 
@@ -334,6 +343,105 @@ def _serve(cells):
                                   "maxrss": after.ru_maxrss * 1024}).encode())
 
 
+# The relay: JavaScript and Bash contexts keep their state in one Node.js or Bash process that
+# this kernel starts in a process group of its own. Cells go to it over a pipe (Node: a JSON line;
+# Bash: a line that sources the cell's file and writes its status); its stdout and stderr are
+# forwarded to the cell's while the cell runs, and whatever it writes between cells is dropped
+# when the next cell starts. An interrupt goes to its whole group (Bash is told to `return` from
+# the cell on SIGINT; Node stops the cell's script). When the process dies, so does this kernel:
+# the context's state is gone, and the init says so.
+class RelayCells:
+    def __init__(self, language, argv):
+        self.language = language
+        self.count = 0
+        cells_r, self.cells_w = os.pipe()
+        self.results_r, results_w = os.pipe()
+        if language == "bash":
+            self.dir = tempfile.mkdtemp(prefix=".codebeaker-bash-")
+            argv = argv + [f"/dev/fd/{cells_r}"]
+        else:
+            argv = argv + [str(cells_r), str(results_w)]
+        self.results_fd = results_w
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            pass_fds=(cells_r, results_w), start_new_session=True)
+        os.close(cells_r)
+        os.close(results_w)
+        self.out = self.proc.stdout.fileno()
+        self.err = self.proc.stderr.fileno()
+        for fd in (self.out, self.err, self.results_r):
+            os.set_blocking(fd, False)
+        if language == "bash":
+            self._send("trap 'return 130 2>/dev/null' INT\n")
+
+    def interrupt(self):
+        try:
+            os.killpg(self.proc.pid, signal.SIGINT)
+        except OSError:
+            pass
+
+    def _send(self, text):
+        _write_all(self.cells_w, text.encode())
+
+    def _gone(self):
+        os._exit(1)
+
+    def _drain(self, forward):
+        for fd, target in ((self.out, 1), (self.err, 2)):
+            while True:
+                try:
+                    data = os.read(fd, 1 << 16)
+                except BlockingIOError:
+                    break
+                if not data:
+                    self._gone()
+                if forward:
+                    _write_all(target, data)
+
+    def run(self, source):
+        self.count += 1
+        self._drain(False)
+        if self.language == "bash":
+            path = os.path.join(self.dir, f"cell-{self.count}.sh")
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(source)
+            self._send(f". {shlex.quote(path)}; printf '%s\\n' \"$?\" >&{self.results_fd}\n")
+        else:
+            self._send(json.dumps({"code": source}) + "\n")
+        answer = b""
+        while not answer.endswith(b"\n"):
+            try:
+                ready, _, _ = select.select([self.out, self.err, self.results_r], [], [])
+            except InterruptedError:
+                continue
+            for fd in ready:
+                try:
+                    data = os.read(fd, 1 << 16)
+                except BlockingIOError:
+                    continue
+                if not data:
+                    self._gone()
+                if fd == self.results_r:
+                    answer += data
+                else:
+                    _write_all(1 if fd == self.out else 2, data)
+        self._drain(True)
+        if self.language == "bash":
+            os.unlink(path)
+            status = int(answer.strip() or b"0")
+            if status == 130:
+                _cell.error = {"name": "KeyboardInterrupt", "value": "interrupted",
+                               "traceback": ""}
+            return
+        reply = json.loads(answer)
+        _cell.results.extend(reply.get("results") or [])
+        _cell.error = reply.get("error")
+
+
 for _stream in (sys.stdout, sys.stderr):
     _stream.reconfigure(line_buffering=True, errors="backslashreplace")
-_serve(PythonCells())
+if len(sys.argv) > 3 and sys.argv[1] == "--relay":
+    _relay = RelayCells(sys.argv[2], sys.argv[3:])
+    _serve(_relay)
+else:
+    _serve(PythonCells())
