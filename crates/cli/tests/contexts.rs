@@ -5,3 +5,4 @@ mod client;
 mod kernels;
 mod python;
 mod relay;
+mod repl;
