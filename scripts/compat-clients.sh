@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the pinned client SDKs that the compatibility tests drive against `codebeaker serve`:
-# the Python clients (E2B's and Judge0's SDKs, and the Piston client ultra-piston) of
-# scripts/compat/requirements.txt in a virtualenv at target/compat/venv and the JavaScript ones
-# (E2B's SDK) of scripts/compat/package.json (with its lock file) in target/compat/js.
+# the Python clients (E2B's SDK and its code interpreter SDK, Judge0's SDK, and the Piston client
+# ultra-piston) of scripts/compat/requirements.txt in a virtualenv at target/compat/venv, and the
+# JavaScript ones (E2B's SDK) of scripts/compat/package.json (with its lock file) in
+# target/compat/js.
 # Every dependency is pinned, so a run installs exactly what was tested. Quick when they are
 # already there: each side keeps a copy of the files it was installed from and is installed
 # again only when they changed.

@@ -21,6 +21,8 @@ need gcc gcc
 need g++ g++
 need javac default-jdk-headless
 need /usr/lib/python3/dist-packages/numpy python3-numpy # a host package that boxes must see
+# Contexts' rich results: a matplotlib figure comes back as a PNG.
+need /usr/lib/python3/dist-packages/matplotlib python3-matplotlib
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   apt-get update -qq

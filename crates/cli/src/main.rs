@@ -19,6 +19,7 @@ mod doctor;
 mod languages;
 mod load;
 mod parse;
+mod repl;
 mod run;
 mod serve;
 
@@ -50,6 +51,8 @@ enum Commands {
     Serve(serve::ServeArgs),
     /// Run one program over many JSON inputs (JSON lines), through a server or in-process.
     Batch(batch::BatchArgs),
+    /// An interactive context (Python, JavaScript or Bash) whose cells keep their state.
+    Repl(repl::ReplArgs),
     /// Load a server with many clients, attack programs mixed in, and check that nothing leaked.
     Load(load::LoadArgs),
 }
@@ -83,6 +86,7 @@ fn main() {
             Commands::Serve(a) => serve::main(a).await,
             Commands::Batch(a) => batch::main(a).await,
             Commands::Load(a) => load::main(a).await,
+            Commands::Repl(a) => repl::main(a).await,
         };
         exit_code(result)
     });

@@ -182,6 +182,64 @@ fn python_flow(flow: &str) {
     );
 }
 
+/// A flow of `interpreter_flows.py` (the code interpreter SDK), which must pass all its checks.
+fn interpreter_flow(flow: &str) -> String {
+    let python = python();
+    let installed = std::process::Command::new(&python)
+        .args(["-c", "import e2b_code_interpreter"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        installed,
+        "E2B's code interpreter SDK is not installed in {python}: run scripts/compat-clients.sh first"
+    );
+    let script = tests_dir().join("interpreter_flows.py");
+    let stdout = run_program(&python, &[&script.display().to_string(), flow], ALICE_KEY);
+    assert!(
+        stdout.contains(&format!("flow {flow}: all checks passed")),
+        "{stdout}"
+    );
+    stdout
+}
+
+#[test]
+fn interpreter_sdk_statefulness() {
+    interpreter_flow("statefulness");
+}
+
+#[test]
+fn interpreter_sdk_errors_and_interrupts() {
+    interpreter_flow("errors");
+}
+
+#[test]
+fn interpreter_sdk_contexts() {
+    interpreter_flow("contexts");
+}
+
+#[test]
+fn interpreter_sdk_streaming_callbacks() {
+    interpreter_flow("streaming");
+}
+
+#[test]
+fn interpreter_sdk_charts() {
+    interpreter_flow("charts");
+}
+
+#[test]
+fn interpreter_sdk_javascript_and_bash() {
+    interpreter_flow("languages");
+}
+
+/// A trivial cell through the code interpreter SDK, median and p99 (reported, never asserted).
+#[test]
+#[ignore = "a benchmark: run with --ignored and read its output"]
+fn interpreter_sdk_bench() {
+    let stdout = interpreter_flow("bench");
+    println!("{stdout}");
+}
+
 #[test]
 fn python_sdk_commands() {
     python_flow("commands");

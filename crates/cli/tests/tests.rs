@@ -10,6 +10,7 @@ mod common;
 
 mod attacks;
 mod client;
+mod contexts;
 mod e2b;
 mod faults;
 mod judge0;

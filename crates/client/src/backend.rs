@@ -13,6 +13,10 @@ use codebeaker_protocol::commands::{
     ListFilesResult, ReadFileCommand, ReadFileResult, RunResult, ShellCommand, WriteFileCommand,
     WriteFileResult, WriteMode,
 };
+use codebeaker_protocol::contexts::{
+    ContextCloseResult, ContextCreateParams, ContextInfo, ContextListResult, ContextParams,
+    ContextRunParams, ContextRunResult,
+};
 use codebeaker_protocol::methods::{
     ExecutionEvent, ExecutionRunParams, ExecutionRunResult, ExecutionStatus, ExecutionStatusResult,
     InitializeResult, LanguageListResult, SessionCloseResult, SessionCreateParams,
@@ -115,6 +119,53 @@ pub trait Backend: Send + Sync + 'static {
         self.execution_status(execution_id)
     }
 
+    /// `context.create`: a stateful code context in a session (Python, JavaScript or Bash).
+    /// Backends without contexts answer [`ClientError::Config`].
+    fn context_create(
+        &self,
+        params: ContextCreateParams,
+    ) -> BoxFuture<'_, Result<ContextInfo, ClientError>> {
+        let _ = params;
+        Box::pin(async move { Err(no_contexts(self)) })
+    }
+
+    /// `context.run`: one cell; with `options.events`, its `execution.*` events as it runs.
+    fn context_run(
+        &self,
+        params: ContextRunParams,
+        options: CallOptions,
+    ) -> BoxFuture<'_, Result<ContextRunResult, ClientError>> {
+        let _ = (params, options);
+        Box::pin(async move { Err(no_contexts(self)) })
+    }
+
+    /// `context.list`: a session's contexts.
+    fn context_list<'a>(
+        &'a self,
+        session_id: &'a str,
+    ) -> BoxFuture<'a, Result<ContextListResult, ClientError>> {
+        let _ = session_id;
+        Box::pin(async move { Err(no_contexts(self)) })
+    }
+
+    /// `context.restart`: a new kernel, the state cleared.
+    fn context_restart(
+        &self,
+        params: ContextParams,
+    ) -> BoxFuture<'_, Result<ContextInfo, ClientError>> {
+        let _ = params;
+        Box::pin(async move { Err(no_contexts(self)) })
+    }
+
+    /// `context.close`: the context and everything it started end.
+    fn context_close(
+        &self,
+        params: ContextParams,
+    ) -> BoxFuture<'_, Result<ContextCloseResult, ClientError>> {
+        let _ = params;
+        Box::pin(async move { Err(no_contexts(self)) })
+    }
+
     /// `execution.run` with `wait`: queues the run and answers as soon as it has ended, or when
     /// `wait` (at most [`MAX_WAIT_MS`] milliseconds) is over, with its record as
     /// `execution.status` reports it (then still `queued` or `running`). One round trip for a
@@ -139,6 +190,13 @@ pub trait Backend: Send + Sync + 'static {
 }
 
 /// The record of a run that was only queued so far (`execution.run` without `wait`).
+fn no_contexts<B: Backend + ?Sized>(backend: &B) -> ClientError {
+    ClientError::Config(format!(
+        "{} does not offer contexts (context.*)",
+        backend.endpoint()
+    ))
+}
+
 pub(crate) fn not_finished(queued: ExecutionRunResult) -> ExecutionStatusResult {
     ExecutionStatusResult {
         execution_id: queued.execution_id,

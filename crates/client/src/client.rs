@@ -892,6 +892,59 @@ impl Backend for Client {
         Box::pin(async move { self.method(Method::SessionList, &NoParams {}).await })
     }
 
+    fn context_create(
+        &self,
+        params: codebeaker_protocol::contexts::ContextCreateParams,
+    ) -> BoxFuture<'_, Result<codebeaker_protocol::contexts::ContextInfo, ClientError>> {
+        Box::pin(async move { self.method(Method::ContextCreate, &params).await })
+    }
+
+    fn context_run(
+        &self,
+        mut params: codebeaker_protocol::contexts::ContextRunParams,
+        options: CallOptions,
+    ) -> BoxFuture<'_, Result<codebeaker_protocol::contexts::ContextRunResult, ClientError>> {
+        Box::pin(async move {
+            let method = Method::ContextRun.name();
+            if options.events.is_some() {
+                params.stream = Some(true);
+            }
+            let params = serde_json::to_value(&params).map_err(|e| {
+                ClientError::Config(format!("the params of {method} cannot be serialized: {e}"))
+            })?;
+            let value = self
+                .call_value(method, Some(params), options.timeout, options.events)
+                .await?;
+            serde_json::from_value(value).map_err(|e| ClientError::invalid_response(method, e))
+        })
+    }
+
+    fn context_list<'a>(
+        &'a self,
+        session_id: &'a str,
+    ) -> BoxFuture<'a, Result<codebeaker_protocol::contexts::ContextListResult, ClientError>> {
+        Box::pin(async move {
+            let params = codebeaker_protocol::contexts::ContextListParams {
+                session_id: session_id.to_string(),
+            };
+            self.method(Method::ContextList, &params).await
+        })
+    }
+
+    fn context_restart(
+        &self,
+        params: codebeaker_protocol::contexts::ContextParams,
+    ) -> BoxFuture<'_, Result<codebeaker_protocol::contexts::ContextInfo, ClientError>> {
+        Box::pin(async move { self.method(Method::ContextRestart, &params).await })
+    }
+
+    fn context_close(
+        &self,
+        params: codebeaker_protocol::contexts::ContextParams,
+    ) -> BoxFuture<'_, Result<codebeaker_protocol::contexts::ContextCloseResult, ClientError>> {
+        Box::pin(async move { self.method(Method::ContextClose, &params).await })
+    }
+
     fn execution_run(
         &self,
         params: ExecutionRunParams,

@@ -9,6 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use codebeaker_engine::{Caller, Engine, EngineError, OneShotRequest, SessionOptions};
+use codebeaker_protocol::contexts::{
+    ContextCloseResult, ContextCreateParams, ContextInfo, ContextListResult, ContextParams,
+    ContextRunParams, ContextRunResult,
+};
 use codebeaker_protocol::jsonrpc::{ErrorCode, ErrorObject};
 use codebeaker_protocol::methods::{
     ExecutionEvent, ExecutionRunParams, ExecutionRunResult, ExecutionStatus, ExecutionStatusResult,
@@ -175,6 +179,118 @@ impl Backend for Embedded {
                 .map_err(|e| engine_error(Method::SessionClose, e))?;
             Ok(SessionCloseResult {
                 session_id: session_id.to_string(),
+                closed: true,
+            })
+        })
+    }
+
+    fn context_create(
+        &self,
+        params: ContextCreateParams,
+    ) -> BoxFuture<'_, Result<ContextInfo, ClientError>> {
+        Box::pin(async move {
+            let opts = codebeaker_engine::ContextOptions {
+                language: params.language,
+                cwd: params.cwd,
+                env: params.env,
+            };
+            self.engine
+                .create_context(&self.caller, &params.session_id, opts)
+                .await
+                .map(|c| c.info())
+                .map_err(|e| engine_error(Method::ContextCreate, e))
+        })
+    }
+
+    fn context_run(
+        &self,
+        params: ContextRunParams,
+        options: CallOptions,
+    ) -> BoxFuture<'_, Result<ContextRunResult, ClientError>> {
+        Box::pin(async move {
+            let req = codebeaker_engine::CellRequest {
+                code: params.code,
+                env: params.env,
+                timeout: params.timeout_ms.map(std::time::Duration::from_millis),
+                memory_limit_mb: params.memory_limit,
+            };
+            let (_, never) = tokio::sync::oneshot::channel();
+            let (session, context) = (&params.session_id, &params.context_id);
+            let run = async {
+                match options.events {
+                    None => {
+                        self.engine
+                            .run_cell(&self.caller, session, context, req, None, never)
+                            .await
+                    }
+                    Some(events) => {
+                        let emit = |event: ExecutionEvent| {
+                            let _ = events.send(event);
+                            std::future::ready(())
+                        };
+                        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
+                        let id = Some(codebeaker_protocol::jsonrpc::Id::from(id));
+                        self.engine
+                            .run_cell_streamed(&self.caller, session, context, req, id, never, emit)
+                            .await
+                    }
+                }
+            };
+            let outcome =
+                match options.timeout {
+                    Some(limit) => tokio::time::timeout(limit, run).await.map_err(|_| {
+                        ClientError::Timeout {
+                            method: Method::ContextRun.name().into(),
+                            timeout: limit,
+                        }
+                    })?,
+                    None => run.await,
+                };
+            outcome
+                .map(|o| o.result())
+                .map_err(|e| engine_error(Method::ContextRun, e))
+        })
+    }
+
+    fn context_list<'a>(
+        &'a self,
+        session_id: &'a str,
+    ) -> BoxFuture<'a, Result<ContextListResult, ClientError>> {
+        Box::pin(async move {
+            let contexts = self
+                .engine
+                .list_contexts(&self.caller, session_id)
+                .map_err(|e| engine_error(Method::ContextList, e))?;
+            Ok(ContextListResult {
+                contexts: contexts.iter().map(|c| c.info()).collect(),
+            })
+        })
+    }
+
+    fn context_restart(
+        &self,
+        params: ContextParams,
+    ) -> BoxFuture<'_, Result<ContextInfo, ClientError>> {
+        Box::pin(async move {
+            self.engine
+                .restart_context(&self.caller, &params.session_id, &params.context_id)
+                .await
+                .map(|c| c.info())
+                .map_err(|e| engine_error(Method::ContextRestart, e))
+        })
+    }
+
+    fn context_close(
+        &self,
+        params: ContextParams,
+    ) -> BoxFuture<'_, Result<ContextCloseResult, ClientError>> {
+        Box::pin(async move {
+            self.engine
+                .close_context(&self.caller, &params.session_id, &params.context_id)
+                .await
+                .map_err(|e| engine_error(Method::ContextClose, e))?;
+            Ok(ContextCloseResult {
+                context_id: params.context_id,
                 closed: true,
             })
         })

@@ -93,7 +93,7 @@ fn rfc3339(secs: i64) -> Option<String> {
 /// Output bytes as protocol text: UTF-8 as is, anything else as base64 with its encoding named.
 /// Fires `stop` when either cancel fires, and never when both senders are gone; never ends, so
 /// that it lives exactly as long as the command it is raced against.
-async fn forward_cancel(
+pub(crate) async fn forward_cancel(
     from_session: oneshot::Receiver<()>,
     from_caller: oneshot::Receiver<()>,
     stop: oneshot::Sender<()>,

@@ -308,6 +308,7 @@ impl Engine {
             warm,
             files,
             cleanup: Some((FileRoot::Tmp, base.to_string())),
+            cell: None,
         };
         if let Some(started) = hooks.started {
             let _ = started.send(compile);
@@ -482,6 +483,7 @@ impl Engine {
             warm: None,
             files: source_files(plan, BUILD_SRC),
             cleanup: None,
+            cell: None,
         };
         let outcome = bx.run(&cmd).await?;
         if outcome.status != Verdict::Ok {

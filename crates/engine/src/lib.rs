@@ -29,6 +29,7 @@
 
 mod commands;
 mod config;
+mod contexts;
 mod engine;
 mod error;
 mod executions;
@@ -42,6 +43,9 @@ pub mod wire;
 
 pub use commands::{run_result, CommandOutcome};
 pub use config::{EngineConfig, FileLimits, RecordLimits, SessionSettings, TextLimits};
+pub use contexts::{
+    CellOutcome, CellRequest, ContextOptions, ContextSnapshot, MAX_CONTEXTS_PER_SESSION,
+};
 pub use engine::{languages, Engine, EngineStats, BOX_CACHE};
 pub use error::EngineError;
 pub use executions::{ExecutionRecord, ExecutionState, OneShotHooks, OneShotRequest};

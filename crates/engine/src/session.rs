@@ -78,6 +78,8 @@ pub(crate) struct Session {
     idle_timeout: Duration,
     max_lifetime: Duration,
     limits: BoxLimits,
+    /// The session's contexts (their kernels live in the box; see `contexts.rs`).
+    pub(crate) contexts: Mutex<crate::contexts::ContextTable>,
 }
 
 impl Session {
@@ -386,6 +388,7 @@ impl Engine {
             idle_timeout,
             max_lifetime,
             limits,
+            contexts: Mutex::default(),
         });
         let snapshot = session.snapshot();
         self.sessions.lock().insert(session.id.clone(), session);

@@ -24,9 +24,9 @@ use crate::{Caller, CommandOutcome, Engine, EngineError};
 pub const MAX_NOTIFICATION_BYTES: usize = 64 * 1024;
 
 /// Which request an event belongs to.
-struct Target {
-    request_id: Option<Id>,
-    session_id: String,
+pub(crate) struct Target {
+    pub request_id: Option<Id>,
+    pub session_id: String,
 }
 
 impl Engine {
@@ -59,45 +59,10 @@ impl Engine {
             command: command.command_type().as_str().to_string(),
         }))
         .await;
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let (done, mut finished) = oneshot::channel::<()>();
-        let running = async {
-            let result = self
-                .execute_command(caller, session_id, command, Some(tx))
-                .await;
-            let _ = done.send(());
-            result
-        };
-        let forwarding = async {
-            let mut output = OutputForwarder::default();
-            loop {
-                tokio::select! {
-                    biased;
-                    Some(chunk) = rx.recv() => {
-                        let mut chunks = vec![chunk];
-                        while let Ok(more) = rx.try_recv() {
-                            chunks.push(more);
-                        }
-                        for event in output.push(&target, chunks) {
-                            emit(event).await;
-                        }
-                    }
-                    // The end of the command, not the end of the channel, ends the stream: the
-                    // sender may outlive the call.
-                    _ = &mut finished => break,
-                }
-            }
-            let mut rest = Vec::new();
-            while let Ok(chunk) = rx.try_recv() {
-                rest.push(chunk);
-            }
-            let mut tail = output.push(&target, rest);
-            tail.extend(output.finish(&target));
-            for event in tail {
-                emit(event).await;
-            }
-        };
-        let (result, ()) = tokio::join!(running, forwarding);
+        let result = forward_output(&target, &emit, |tx| {
+            self.execute_command(caller, session_id, command, Some(tx))
+        })
+        .await;
         let (success, status, duration) = match &result {
             Ok(outcome) => (
                 outcome.success,
@@ -116,6 +81,60 @@ impl Engine {
         .await;
         result
     }
+}
+
+/// Runs what `run` starts with the output sender it is given, and meanwhile turns the chunks it
+/// sends into `execution.output` events through `emit`, in order; returns once both are done.
+///
+/// The run and the forwarding go side by side, so a slow `emit` (a client slow to read its
+/// notifications) never stops the run from being driven. The end of the run, not the end of
+/// the channel, ends the stream: the sender may outlive the run.
+pub(crate) async fn forward_output<T, R, E, F>(
+    target: &Target,
+    emit: &E,
+    run: impl FnOnce(mpsc::UnboundedSender<OutputChunk>) -> R,
+) -> T
+where
+    R: Future<Output = T>,
+    E: Fn(ExecutionEvent) -> F,
+    F: Future<Output = ()>,
+{
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (done, mut finished) = oneshot::channel::<()>();
+    let running = async {
+        let result = run(tx).await;
+        let _ = done.send(());
+        result
+    };
+    let forwarding = async {
+        let mut output = OutputForwarder::default();
+        loop {
+            tokio::select! {
+                biased;
+                Some(chunk) = rx.recv() => {
+                    let mut chunks = vec![chunk];
+                    while let Ok(more) = rx.try_recv() {
+                        chunks.push(more);
+                    }
+                    for event in output.push(target, chunks) {
+                        emit(event).await;
+                    }
+                }
+                _ = &mut finished => break,
+            }
+        }
+        let mut rest = Vec::new();
+        while let Ok(chunk) = rx.try_recv() {
+            rest.push(chunk);
+        }
+        let mut tail = output.push(target, rest);
+        tail.extend(output.finish(target));
+        for event in tail {
+            emit(event).await;
+        }
+    };
+    let (result, ()) = tokio::join!(running, forwarding);
+    result
 }
 
 /// Turns output chunks into `execution.output` events: consecutive chunks of one stream are

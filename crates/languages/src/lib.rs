@@ -24,6 +24,8 @@
 //! - **Warm workers** ([`WarmWorker`]): pre-started interpreters (Python, Node.js) that fork a
 //!   fresh child per run; a toolchain names one with `warm = "NAME"`. Node's fork server is a small
 //!   Node-API addon whose build is itself a [`Plan`] ([`WarmWorker::host_plan`]).
+//! - **Context kernels** ([`ContextKernel`]): the long-lived interpreters (Python, and Node.js
+//!   and Bash behind a Python relay) that run a context's cells in one namespace.
 //! - **Compile cache** ([`CompileCache`]): content-addressed by [`Plan::cache_key`], atomic
 //!   inserts, per-key locks so a program compiles once, and a byte budget per owner
 //!   ([`CacheOwner`]): each caller evicts only its own least recently used entries, and the
@@ -48,6 +50,7 @@
 mod cache;
 mod config;
 mod error;
+mod kernels;
 mod plan;
 mod registry;
 mod template;
@@ -57,6 +60,7 @@ mod wrappers;
 
 pub use cache::{CacheLock, CacheOwner, CompileCache};
 pub use error::LanguageError;
+pub use kernels::ContextKernel;
 pub use plan::{Mode, Plan, PlanFile, Step, DEFAULT_PATH};
 pub use registry::{Language, Registry, BUILTIN_REGISTRY};
 pub use toolchain::{on_host, Toolchain};

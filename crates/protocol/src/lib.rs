@@ -12,6 +12,7 @@
 //!   message, a batch array, or several messages separated by `\n`) into requests and ready-made
 //!   error responses; [`jsonrpc::FrameKind::encode`] turns the responses back into text frames.
 //! - [`methods`]: every method's name, params and result, and the streaming notifications.
+//! - [`contexts`]: the `context.*` methods' params and results (stateful code contexts).
 //! - [`commands`]: the commands `session.execute` carries (`write_file`, `shell`, ...) and their
 //!   results, including the typed [`commands::RunResult`] of a program run.
 //! - [`params`]: decoding a request's params into a method's type, with `-32602` errors that say
@@ -52,6 +53,7 @@
 #![warn(missing_docs)]
 
 pub mod commands;
+pub mod contexts;
 pub mod jsonrpc;
 pub mod methods;
 pub mod params;

@@ -32,11 +32,21 @@ pub enum Method {
     ExecutionRun,
     /// `execution.status`: the state and result of a one-shot run.
     ExecutionStatus,
+    /// `context.create`: a stateful code context in a session (see [`crate::contexts`]).
+    ContextCreate,
+    /// `context.run`: run one cell in a context.
+    ContextRun,
+    /// `context.list`: a session's contexts.
+    ContextList,
+    /// `context.restart`: clear a context's state (a new kernel).
+    ContextRestart,
+    /// `context.close`: end a context and everything it started.
+    ContextClose,
 }
 
 impl Method {
     /// Every method.
-    pub const ALL: [Method; 8] = [
+    pub const ALL: [Method; 13] = [
         Method::Initialize,
         Method::LanguageList,
         Method::SessionCreate,
@@ -45,6 +55,11 @@ impl Method {
         Method::SessionList,
         Method::ExecutionRun,
         Method::ExecutionStatus,
+        Method::ContextCreate,
+        Method::ContextRun,
+        Method::ContextList,
+        Method::ContextRestart,
+        Method::ContextClose,
     ];
 
     /// The method's name on the wire.
@@ -58,6 +73,11 @@ impl Method {
             Method::SessionList => "session.list",
             Method::ExecutionRun => "execution.run",
             Method::ExecutionStatus => "execution.status",
+            Method::ContextCreate => "context.create",
+            Method::ContextRun => "context.run",
+            Method::ContextList => "context.list",
+            Method::ContextRestart => "context.restart",
+            Method::ContextClose => "context.close",
         }
     }
 

@@ -120,6 +120,18 @@ pub enum HostMsg {
     KeepWorkers {
         keys: Vec<String>,
     },
+    /// Start the kernel of context `id` (a long-lived interpreter that runs the context's
+    /// cells), ending the one it had first when there is one: answered `Done` once the kernel is
+    /// ready, or `Error`.
+    StartContext {
+        id: String,
+        spec: KernelSpec,
+    },
+    /// End context `id`'s kernel and everything it started, and forget the context: answered
+    /// `Removed(true)` when it was there.
+    CloseContext {
+        id: String,
+    },
     /// Stop the run in progress (sent only while a run goes on).
     Cancel,
     /// More input for the stdin of the run in progress, one started with
@@ -203,6 +215,35 @@ pub struct RunRequest {
     pub files: Vec<WriteFile>,
     /// A directory removed (recursively) once the run has ended.
     pub cleanup: Option<(FileRoot, String)>,
+    /// Run as a cell of this context (see [`HostMsg::StartContext`]): its kernel runs the code
+    /// offered on fd 3 and writes the cell's result to fd 4; `argv` and `warm` are not used.
+    pub cell: Option<String>,
+}
+
+/// How to start a context's kernel: a program that serves cells on fd 3 (the protocol is in
+/// the init's `kernels` module and in the kernels' own sources).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelSpec {
+    pub argv: Vec<String>,
+    /// The kernel's whole environment.
+    pub env: Vec<(String, String)>,
+    /// Its working directory inside the box.
+    pub cwd: String,
+    /// The limits the kernel runs under (its rlimits; its CPU time is not limited, each cell
+    /// has a wall-clock deadline instead).
+    pub limits: RunLimits,
+}
+
+/// What a cell's report says about its context's kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CellReport {
+    /// How many times the context's kernel has been started: 1 for its first kernel, and one
+    /// more for each restart (asked for, or after the kernel was lost).
+    pub generation: u64,
+    /// The context's state from before the cell is gone: its kernel was lost (killed by a
+    /// limit, crashed, or ended by a sweep of the box) and was started afresh for this cell, or
+    /// it was lost during this cell.
+    pub state_lost: bool,
 }
 
 /// A pre-started worker that runs programs for one language (see the init's `warm` module).
@@ -247,6 +288,8 @@ pub struct RunReport {
     pub max_rss_bytes: u64,
     /// Why the process could not be started, with [`Exit::NotStarted`].
     pub error: Option<String>,
+    /// For a cell ([`RunRequest::cell`]): its kernel's generation and whether state was lost.
+    pub cell: Option<CellReport>,
 }
 
 /// Messages from the init (and, once, from the setup process) to the host.

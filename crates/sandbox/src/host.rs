@@ -34,8 +34,8 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use crate::census::{owner_pid, process_alive};
 use crate::cgroup::{BoxCgroup, CgroupLimits, CgroupManager, CgroupVersion};
 use crate::channel::{
-    self, Bind, BoxSetup, Entry, Exit, FileRoot, HostMsg, InitMsg, RunReport, RunRequest, Stream,
-    WarmSpec, WriteFile,
+    self, Bind, BoxSetup, Entry, Exit, FileRoot, HostMsg, InitMsg, KernelSpec, RunReport,
+    RunRequest, Stream, WarmSpec, WriteFile,
 };
 use crate::limits::{BoxLimits, RunLimits};
 use crate::outcome::{RunOutcome, Verdict};
@@ -48,6 +48,10 @@ pub(crate) const CGROUP_PARENT: &str = "codebeaker";
 
 /// Extra time the host gives a run past its wall-clock limit before it declares the box broken.
 const HOST_GRACE: Duration = Duration::from_secs(5);
+
+/// How long the init may take to start or end a context's kernel (it waits up to 20 s for a
+/// kernel to be ready, and up to 5 s for a keeper to end) before the box is declared broken.
+const CONTEXT_START_GRACE: Duration = Duration::from_secs(40);
 
 /// How long box creation may take before it is declared failed.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -501,6 +505,10 @@ pub struct RunSpec {
     pub files: Vec<(FileRoot, String, Vec<u8>, bool)>,
     /// A directory removed from the box (recursively) once the run has ended.
     pub cleanup: Option<(FileRoot, String)>,
+    /// Run as a cell of this context ([`SandboxBox::start_context`]): the context's kernel runs
+    /// the code in `fd3_input` and the cell's result comes back in [`RunOutcome::result`]; `env`
+    /// is the cell's own (over the kernel's); `argv`, `cwd`, `warm` and `files` are not used.
+    pub cell: Option<String>,
 }
 
 impl RunSpec {
@@ -516,6 +524,7 @@ impl RunSpec {
             warm: None,
             files: Vec::new(),
             cleanup: None,
+            cell: None,
         }
     }
 }
@@ -675,7 +684,10 @@ impl SandboxBox {
         });
         let req = RunRequest {
             argv: cmd.argv.clone(),
-            env: program_env(&cmd.env),
+            env: match cmd.cell {
+                Some(_) => cmd.env.clone(),
+                None => program_env(&cmd.env),
+            },
             cwd: cmd.cwd.clone().unwrap_or_else(|| "/workspace".into()),
             stdin: cmd.stdin.clone(),
             stdin_open: stdin.is_some(),
@@ -695,8 +707,14 @@ impl SandboxBox {
                 })
                 .collect(),
             cleanup: cmd.cleanup.clone(),
+            cell: cmd.cell.clone(),
         };
-        let deadline = cmd.limits.wall_time + HOST_GRACE;
+        // A cell may first wait for its context's kernel to start again.
+        let grace = match cmd.cell {
+            Some(_) => CONTEXT_START_GRACE,
+            None => HOST_GRACE,
+        };
+        let deadline = cmd.limits.wall_time + grace;
         let result = tokio::time::timeout(
             deadline,
             exchange_run(&mut conn.stream, &req, output.as_ref(), cancel, stdin),
@@ -828,6 +846,32 @@ impl SandboxBox {
         }
     }
 
+    /// Starts the kernel of context `id` in the box, ending the one it had first (a restart),
+    /// and waits until it is ready: `spec`'s environment is added to the defaults every program
+    /// gets. Its cells are runs with [`RunSpec::cell`].
+    pub async fn start_context(&self, id: &str, spec: &KernelSpec) -> Result<(), SandboxError> {
+        let mut spec = spec.clone();
+        spec.env = program_env(&spec.env);
+        let msg = HostMsg::StartContext {
+            id: id.to_string(),
+            spec,
+        };
+        match self.request_within(&msg, CONTEXT_START_GRACE).await? {
+            InitMsg::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Ends context `id`'s kernel and everything it started; false when the box had no such
+    /// context.
+    pub async fn close_context(&self, id: &str) -> Result<bool, SandboxError> {
+        let msg = HostMsg::CloseContext { id: id.to_string() };
+        match self.request_within(&msg, CONTEXT_START_GRACE).await? {
+            InitMsg::Removed(removed) => Ok(removed),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Stops every warm worker of the box except those of `specs` (their memory is the box's):
     /// for a box started with every language's workers that now serves one language.
     pub async fn keep_workers(&self, specs: &[WarmSpec]) -> Result<(), SandboxError> {
@@ -920,6 +964,15 @@ impl SandboxBox {
     }
 
     async fn request(&self, msg: &HostMsg) -> Result<InitMsg, SandboxError> {
+        self.request_within(msg, HOST_GRACE).await
+    }
+
+    /// A request the init answers within `grace`, or the box is declared broken.
+    async fn request_within(
+        &self,
+        msg: &HostMsg,
+        grace: Duration,
+    ) -> Result<InitMsg, SandboxError> {
         let mut conn = self.conn.lock().await;
         if conn.broken {
             return Err(SandboxError::BoxGone);
@@ -933,7 +986,7 @@ impl SandboxBox {
                 .map_err(|_| SandboxError::BoxGone)?
                 .ok_or(SandboxError::BoxGone)
         };
-        let outcome = tokio::time::timeout(HOST_GRACE, exchange).await;
+        let outcome = tokio::time::timeout(grace, exchange).await;
         match conn.settle(outcome)? {
             InitMsg::Error(msg) => Err(SandboxError::Request(msg)),
             reply => Ok(reply),
@@ -1246,5 +1299,6 @@ fn outcome_from(report: RunReport, oom: bool, peak: Option<u64>, limits: &RunLim
         cpu_time: cpu,
         peak_memory_bytes: peak,
         message,
+        cell: report.cell,
     }
 }

@@ -32,7 +32,7 @@ pub mod limits;
 pub mod outcome;
 pub mod seccomp;
 
-pub use channel::{Bind, Entry, EntryKind, FileRoot, Stream, WarmSpec};
+pub use channel::{Bind, CellReport, Entry, EntryKind, FileRoot, KernelSpec, Stream, WarmSpec};
 pub use host::{
     id_span, BoxSpec, Isolation, OutputChunk, RunSpec, Sandbox, SandboxBox, SandboxConfig,
     SandboxError, StdinEvent, ID_SLOTS, INIT_ARG,

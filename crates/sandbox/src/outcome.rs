@@ -71,6 +71,9 @@ pub struct RunOutcome {
     pub peak_memory_bytes: Option<u64>,
     /// A short explanation for `internal_error`, `timeout`, `memory_limit` and `output_limit`.
     pub message: Option<String>,
+    /// For a cell of a context: its kernel's generation and whether the context's state was
+    /// lost.
+    pub cell: Option<crate::channel::CellReport>,
 }
 
 impl RunOutcome {
@@ -88,6 +91,7 @@ impl RunOutcome {
             cpu_time: Duration::ZERO,
             peak_memory_bytes: None,
             message: Some(message.into()),
+            cell: None,
         }
     }
 

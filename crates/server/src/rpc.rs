@@ -9,8 +9,12 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use codebeaker_engine::{Caller, OneShotRequest, SessionOptions};
+use codebeaker_engine::{Caller, CellRequest, ContextOptions, OneShotRequest, SessionOptions};
 use codebeaker_protocol::commands::{Command, CommandType, RunStatus as WireStatus};
+use codebeaker_protocol::contexts::{
+    ContextCloseResult, ContextCreateParams, ContextListParams, ContextListResult, ContextParams,
+    ContextRunParams,
+};
 use codebeaker_protocol::jsonrpc::{ErrorObject, Id, Request, Response};
 use codebeaker_protocol::methods::{
     ExecutionEvent, ExecutionRunParams, ExecutionRunResult, ExecutionStatus, ExecutionStatusParams,
@@ -93,9 +97,20 @@ pub(crate) async fn handle_request(
     let label = method.map_or("unknown", Method::name);
     let id = request.id.clone();
     // What a refusal is about, for the audit log (read leniently: the params are decoded later).
-    let session_id = matches!(method, Some(Method::SessionExecute | Method::SessionClose))
-        .then(|| session_id_of(request.params.as_ref()).map(str::to_owned))
-        .flatten();
+    let session_id = matches!(
+        method,
+        Some(
+            Method::SessionExecute
+                | Method::SessionClose
+                | Method::ContextCreate
+                | Method::ContextRun
+                | Method::ContextList
+                | Method::ContextRestart
+                | Method::ContextClose
+        )
+    )
+    .then(|| session_id_of(request.params.as_ref()).map(str::to_owned))
+    .flatten();
     let command = matches!(method, Some(Method::SessionExecute))
         .then(|| command_type_of(request.params.as_ref()))
         .flatten();
@@ -226,6 +241,54 @@ async fn dispatch(
                     Ok(codebeaker_engine::wire::execution_status_json(record))
                 }
             }
+        }
+        Method::ContextCreate => {
+            let params: ContextCreateParams = decode_params(name, params)?;
+            let opts = ContextOptions {
+                language: params.language,
+                cwd: params.cwd,
+                env: params.env,
+            };
+            let context = state
+                .engine
+                .create_context(caller, &params.session_id, opts)
+                .await
+                .map_err(engine_error)?;
+            to_json(&context.info())
+        }
+        Method::ContextRun => {
+            context_run(state, caller, id, decode_params(name, params)?, events).await
+        }
+        Method::ContextList => {
+            let params: ContextListParams = decode_params(name, params)?;
+            let contexts = state
+                .engine
+                .list_contexts(caller, &params.session_id)
+                .map_err(engine_error)?;
+            to_json(&ContextListResult {
+                contexts: contexts.iter().map(|c| c.info()).collect(),
+            })
+        }
+        Method::ContextRestart => {
+            let params: ContextParams = decode_params(name, params)?;
+            let context = state
+                .engine
+                .restart_context(caller, &params.session_id, &params.context_id)
+                .await
+                .map_err(engine_error)?;
+            to_json(&context.info())
+        }
+        Method::ContextClose => {
+            let params: ContextParams = decode_params(name, params)?;
+            state
+                .engine
+                .close_context(caller, &params.session_id, &params.context_id)
+                .await
+                .map_err(engine_error)?;
+            to_json(&ContextCloseResult {
+                context_id: params.context_id,
+                closed: true,
+            })
         }
         Method::ExecutionStatus => {
             let params: ExecutionStatusParams = decoder.decode(params)?;
@@ -401,6 +464,85 @@ async fn session_execute(
         }
     }
     to_json(&codebeaker_engine::wire::execute_result(outcome?))
+}
+
+/// `context.run`: one cell, its output streamed as `execution.*` notifications when asked, and
+/// counted and written to the audit log like a command (`cell`).
+async fn context_run(
+    state: &AppState,
+    caller: &Caller,
+    id: Option<Id>,
+    params: ContextRunParams,
+    events: Option<&EventSink>,
+) -> RpcResult {
+    let stream = params.stream.unwrap_or(false);
+    let ContextRunParams {
+        session_id,
+        context_id,
+        code,
+        env,
+        timeout_ms,
+        memory_limit,
+        ..
+    } = params;
+    let req = CellRequest {
+        code,
+        env,
+        timeout: timeout_ms.map(Duration::from_millis),
+        memory_limit_mb: memory_limit,
+    };
+    let started = Instant::now();
+    // A receiver whose sender is gone never fires.
+    let (_, never) = tokio::sync::oneshot::channel();
+    let outcome = match events.filter(|_| stream) {
+        None => {
+            state
+                .engine
+                .run_cell(caller, &session_id, &context_id, req, None, never)
+                .await
+        }
+        Some(events) => {
+            let emit = |event: ExecutionEvent| events.send_text(event.to_notification().to_json());
+            state
+                .engine
+                .run_cell_streamed(caller, &session_id, &context_id, req, id, never, emit)
+                .await
+        }
+    }
+    .map_err(engine_error);
+    cell_accounted(state, caller, &session_id, started.elapsed(), &outcome);
+    to_json(&outcome?.result())
+}
+
+/// Counts a cell and writes it to the audit log as the command `cell` (a refusal, such as an
+/// unknown session, is logged by `handle_request`).
+pub(crate) fn cell_accounted(
+    state: &AppState,
+    caller: &Caller,
+    session_id: &str,
+    elapsed: Duration,
+    outcome: &Result<codebeaker_engine::CellOutcome, ErrorObject>,
+) {
+    let status = outcome.as_ref().ok().map(|o| wire_status(o.status));
+    match outcome {
+        Err(error) if audit::refusal_reason(error.code, Method::ContextRun.name()).is_some() => {}
+        _ => {
+            state.metrics.command("cell");
+            let record = audit::CommandRecord {
+                session_id,
+                command: "cell",
+                success: outcome.as_ref().is_ok_and(|o| o.success()),
+                duration: outcome.as_ref().map_or(elapsed, |o| o.duration),
+                status: status.map(|s| s.as_str()),
+                error: outcome.as_ref().err(),
+            };
+            audit::command(caller, record);
+        }
+    }
+}
+
+fn wire_status(status: codebeaker_sandbox::Verdict) -> WireStatus {
+    codebeaker_engine::wire::run_status(status)
 }
 
 /// A language as a metric label: the registry's name for it, or `unknown` (labels take no

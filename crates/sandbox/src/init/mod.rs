@@ -20,13 +20,15 @@
 //! The *box init* is PID 1 of the box. It becomes root of its user namespace, sets the namespace's
 //! own low limits (`NAMESPACE_LIMITS`), builds the root filesystem (`root.rs`), brings up loopback,
 //! says `Ready`, and then serves the host one request at a time: runs (`run.rs`, the steps between fork and
-//! exec in `child.rs`) and file operations (`files.rs`). When the host's end of the socket closes the init exits, and the kernel kills
+//! exec in `child.rs`), contexts' kernels and their cells (`kernels.rs`) and file operations
+//! (`files.rs`). When the host's end of the socket closes the init exits, and the kernel kills
 //! everything left in the box with it.
 
 mod child;
 mod context;
 mod files;
 mod groups;
+mod kernels;
 mod root;
 mod run;
 mod warm;
@@ -347,6 +349,7 @@ fn box_init(
         groups,
     };
     let mut workers = warm::Workers::default();
+    let mut kernels = kernels::Kernels::default();
     // Allocated and written now, while the box has memory: file reads use only this buffer.
     let mut read_buf = vec![1u8; channel::FILE_CHUNK];
     loop {
@@ -356,11 +359,13 @@ fn box_init(
             Ok(None) | Err(_) => std::process::exit(0),
         };
         let reply = match msg {
-            HostMsg::Run(req) => match run::run(&ctx, &mut workers, &req, &mut sock) {
-                Ok(report) => InitMsg::Finished(report),
-                Err(run::RunError::HostGone) => std::process::exit(0),
-                Err(run::RunError::Failed(msg)) => InitMsg::Error(msg),
-            },
+            HostMsg::Run(req) => {
+                match run::run(&ctx, &mut workers, &mut kernels, &req, &mut sock) {
+                    Ok(report) => InitMsg::Finished(report),
+                    Err(run::RunError::HostGone) => std::process::exit(0),
+                    Err(run::RunError::Failed(msg)) => InitMsg::Error(msg),
+                }
+            }
             HostMsg::WriteFile(w) => match files::write(&w) {
                 Ok(()) => InitMsg::Done,
                 Err(msg) => InitMsg::Error(msg),
@@ -426,6 +431,13 @@ fn box_init(
                 workers.keep_only(&keys);
                 InitMsg::Done
             }
+            HostMsg::StartContext { id, spec } => {
+                match kernels.start(&ctx, &mut workers, &id, spec) {
+                    Ok(()) => InitMsg::Done,
+                    Err(e) => InitMsg::Error(e),
+                }
+            }
+            HostMsg::CloseContext { id } => InitMsg::Removed(kernels.close(&mut workers, &id)),
             HostMsg::Shutdown => std::process::exit(0),
             HostMsg::Setup(_) | HostMsg::Cancel | HostMsg::Stdin(_) | HostMsg::CloseStdin => {
                 InitMsg::Error("unexpected request".into())

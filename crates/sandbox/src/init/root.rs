@@ -47,6 +47,8 @@ const ETC_ENTRIES: &[&str] = &[
     "os-release",
     "debian_version",
     "inputrc",
+    // Debian's matplotlib reads its defaults here, and refuses to import without them.
+    "matplotlibrc",
 ];
 
 type R<T> = Result<T, String>;

@@ -21,6 +21,7 @@ use std::time::Instant;
 use super::child::{self, CStrArray, ChildPlan, Ids, Rlimit};
 use super::context::Context;
 use super::groups::{self, RunGroups};
+use super::kernels::{self, CellEnd, CellFds, Kernels};
 use super::warm::{self, Workers};
 use super::SANDBOX_UID;
 use crate::channel::{
@@ -41,6 +42,8 @@ enum Main {
         worker: libc::pid_t,
         ctl: RawFd,
     },
+    /// A cell, run by a context's kernel (see [`super::kernels`]).
+    Cell(CellFds),
 }
 
 pub enum RunError {
@@ -67,7 +70,7 @@ fn set_nonblocking(fd: RawFd) {
 }
 
 /// Finds `program` on the run's own `PATH` (inside the box's view).
-fn resolve_program(program: &str, env: &[(String, String)]) -> Option<String> {
+pub(crate) fn resolve_program(program: &str, env: &[(String, String)]) -> Option<String> {
     if program.contains('/') {
         return Some(program.to_string());
     }
@@ -113,6 +116,7 @@ fn sigchld_fd() -> Result<OwnedFd, RunError> {
 pub fn run(
     ctx: &Context,
     workers: &mut Workers,
+    kernels: &mut Kernels,
     req: &RunRequest,
     sock: &mut UnixStream,
 ) -> Result<RunReport, RunError> {
@@ -123,7 +127,7 @@ pub fn run(
             break;
         }
     }
-    let report = result.and_then(|()| run_program(ctx, workers, req, sock));
+    let report = result.and_then(|()| run_program(ctx, workers, kernels, req, sock));
     if let Some((root, dir)) = &req.cleanup {
         let _ = super::files::remove(*root, dir, true);
     }
@@ -133,24 +137,19 @@ pub fn run(
 fn run_program(
     ctx: &Context,
     workers: &mut Workers,
+    kernels: &mut Kernels,
     req: &RunRequest,
     sock: &mut UnixStream,
 ) -> Result<RunReport, RunError> {
-    let Some(program) = req.argv.first() else {
-        return Err(RunError::Failed("empty command".into()));
+    let program = match &req.cell {
+        Some(_) => None,
+        None => Some(prepare_program(req)?),
     };
-    let Some(path) = resolve_program(program, &req.env) else {
-        return Ok(not_started(format!("{program}: command not found")));
+    let (path, argv, envp, cwd) = match program {
+        Some(Ok(prepared)) => prepared,
+        Some(Err(message)) => return Ok(not_started(message)),
+        None => Default::default(),
     };
-    let path = CString::new(path)
-        .map_err(|_| RunError::Failed("program path contains a NUL byte".into()))?;
-    let argv = cstrings(req.argv.iter().cloned())?;
-    let envp = cstrings(req.env.iter().map(|(k, v)| format!("{k}={v}")))?;
-    let cwd = CString::new(req.cwd.clone())
-        .map_err(|_| RunError::Failed("cwd contains a NUL byte".into()))?;
-    if let Err(e) = super::files::check_workdir(&req.cwd) {
-        return Ok(not_started(e));
-    }
     let sigfd = sigchld_fd()?;
     let (stdin_r, stdin_w) = pipe()?;
     let (stdout_r, stdout_w) = pipe()?;
@@ -169,23 +168,39 @@ fn run_program(
         fd3.as_ref().map(|(r, _)| r.as_raw_fd()),
         fd4.as_ref().map(|(_, w)| w.as_raw_fd()),
     ];
-    let warm_main = req.warm.as_ref().and_then(|spec| {
-        let request = warm::request(&req.argv, &req.cwd, &req.env, &rlimits);
+    let mut cell = None;
+    if let Some(context) = &req.cell {
+        let request = serde_json::json!({
+            "env": req.env.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+        });
         let fds = targets.map(|t| t.unwrap_or(null));
-        let child = workers.start(ctx, spec, &request, fds)?;
-        if let Some(groups) = &ctx.groups {
-            groups.move_to_run(child);
+        match kernels.cell(ctx, workers, context, &request, fds) {
+            Ok(started) => cell = Some((context.as_str(), started)),
+            Err(message) => return Err(RunError::Failed(message)),
         }
-        let worker = workers.get(&spec.key)?;
-        Some(Main::Warm {
-            child,
-            worker: worker.pid,
-            ctl: worker.ctl_fd(),
-        })
-    });
-    let main = match warm_main {
-        Some(main) => main,
-        None => {
+    }
+    let warm_main = req
+        .warm
+        .as_ref()
+        .filter(|_| cell.is_none())
+        .and_then(|spec| {
+            let request = warm::request(&req.argv, &req.cwd, &req.env, &rlimits);
+            let fds = targets.map(|t| t.unwrap_or(null));
+            let child = workers.start(ctx, spec, &request, fds)?;
+            if let Some(groups) = &ctx.groups {
+                groups.move_to_run(child);
+            }
+            let worker = workers.get(&spec.key)?;
+            Some(Main::Warm {
+                child,
+                worker: worker.pid,
+                ctl: worker.ctl_fd(),
+            })
+        });
+    let main = match (warm_main, &cell) {
+        (_, Some((_, started))) => Main::Cell(started.fds),
+        (Some(main), None) => main,
+        (None, None) => {
             let plan = ChildPlan {
                 group: ctx.run_group(),
                 ids: &PROGRAM_IDS,
@@ -244,9 +259,14 @@ fn run_program(
         },
         main,
         workers,
+        kernels,
         ctx.groups.as_ref(),
         start + req.limits.wall_time,
     )?;
+    let cell = cell.map(|(context, started)| {
+        let end = outcome.cell_end.unwrap_or(CellEnd::Unresponsive);
+        kernels.after_cell(workers, context, started.report, end)
+    });
     let wall = start.elapsed();
     let after = children_rusage();
     let cpu_nanos = (after.0.saturating_sub(rusage_before.0)) as u64 + outcome.worker_cpu_ns;
@@ -262,7 +282,31 @@ fn run_program(
         cpu_nanos,
         max_rss_bytes: after.1.max(outcome.worker_maxrss),
         error: outcome.cancelled.then(|| "cancelled".to_string()),
+        cell,
     })
+}
+
+/// What a program needs to start: its resolved path, argv, environment and working directory
+/// as C strings; or why it cannot start (the run's report then says so).
+type Prepared = (CString, Vec<CString>, Vec<CString>, CString);
+
+fn prepare_program(req: &RunRequest) -> Result<Result<Prepared, String>, RunError> {
+    let Some(program) = req.argv.first() else {
+        return Err(RunError::Failed("empty command".into()));
+    };
+    let Some(path) = resolve_program(program, &req.env) else {
+        return Ok(Err(format!("{program}: command not found")));
+    };
+    let path = CString::new(path)
+        .map_err(|_| RunError::Failed("program path contains a NUL byte".into()))?;
+    let argv = cstrings(req.argv.iter().cloned())?;
+    let envp = cstrings(req.env.iter().map(|(k, v)| format!("{k}={v}")))?;
+    let cwd = CString::new(req.cwd.clone())
+        .map_err(|_| RunError::Failed("cwd contains a NUL byte".into()))?;
+    if let Err(e) = super::files::check_workdir(&req.cwd) {
+        return Ok(Err(e));
+    }
+    Ok(Ok((path, argv, envp, cwd)))
 }
 
 fn not_started(message: String) -> RunReport {
@@ -278,6 +322,7 @@ fn not_started(message: String) -> RunReport {
         cpu_nanos: 0,
         max_rss_bytes: 0,
         error: Some(message),
+        cell: None,
     }
 }
 
@@ -485,6 +530,8 @@ struct Supervised {
     /// CPU time and peak RSS of a warm run's main process, as its worker reported them.
     worker_cpu_ns: u64,
     worker_maxrss: u64,
+    /// How a cell's kernel came out of it.
+    cell_end: Option<CellEnd>,
 }
 
 enum ReadResult {
@@ -539,7 +586,7 @@ fn write_chunk(fd: &OwnedFd, rest: &[u8]) -> Option<usize> {
 
 /// Kills every process of the box but the init, repeatedly, until none is left, and returns the
 /// main process's status if it was reaped here.
-fn kill_and_reap_all(main: libc::pid_t) -> Option<i32> {
+pub(crate) fn kill_and_reap_all(main: libc::pid_t) -> Option<i32> {
     let mut main_status = None;
     loop {
         // SAFETY: kill(-1) from PID 1 signals every other process of the PID namespace.
@@ -605,8 +652,10 @@ enum Slot {
     Stdin,
     /// The snippet input pipe (descriptor 3), while input is left to write.
     Fd3,
-    /// A warm run's worker control socket: the run's exit report.
+    /// A warm run's worker control socket, or a cell's kernel's: the run's exit report.
     Worker,
+    /// A cell's keeper's report pipe: readable once the kernel is gone.
+    Kernel,
 }
 
 /// The poll set of [`supervise`]: one `pollfd` per [`Slot`], `-1` (ignored by `poll`) for a slot
@@ -614,7 +663,7 @@ enum Slot {
 struct PollSet([libc::pollfd; PollSet::SLOTS]);
 
 impl PollSet {
-    const SLOTS: usize = Slot::Worker as usize + 1;
+    const SLOTS: usize = Slot::Kernel as usize + 1;
 
     fn new() -> PollSet {
         PollSet(
@@ -658,20 +707,46 @@ fn raw(pipe: &Option<OwnedFd>) -> Option<RawFd> {
     pipe.as_ref().map(AsRawFd::as_raw_fd)
 }
 
+/// A cell's interrupt: the kernel is asked once to end the cell (the keeper sends it
+/// `SIGINT`), and has until `grace` to do so.
+struct Interrupt {
+    keeper: RawFd,
+    grace: Option<Instant>,
+}
+
+impl Interrupt {
+    fn now(&mut self) {
+        if self.grace.is_none() {
+            kernels::pidfd_signal(self.keeper, libc::SIGUSR1);
+            self.grace = Some(Instant::now() + kernels::INTERRUPT_GRACE);
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn supervise(
     io: &mut RunIo<'_>,
     mut pipes: Pipes<'_>,
     main: Main,
     workers: &mut Workers,
+    kernels: &mut Kernels,
     groups: Option<&RunGroups>,
     deadline: Instant,
 ) -> Result<Supervised, RunError> {
     // The pid the init itself may reap as the run's main process: its own child, or a warm
-    // run's child once its worker is gone (orphans are re-parented to the init).
-    let (main_pid, warm) = match main {
-        Main::Direct(pid) => (pid, None),
-        Main::Warm { child, worker, ctl } => (child, Some((worker, ctl))),
+    // run's child once its worker is gone (orphans are re-parented to the init). A cell's
+    // kernel is its keeper's child: never reaped here (0 is never a reaped pid).
+    let (main_pid, warm, cell) = match main {
+        Main::Direct(pid) => (pid, None, None),
+        Main::Warm { child, worker, ctl } => (child, Some((worker, ctl)), None),
+        Main::Cell(fds) => (0, None, Some(fds)),
     };
+    // A limit or a cancel does not stop a cell at once: it interrupts its kernel first.
+    let mut interrupt = cell.map(|fds| Interrupt {
+        keeper: fds.keeper,
+        grace: None,
+    });
+    let mut cell_end = None;
     let mut worker_exit: Option<warm::WorkerExit> = None;
     let mut worker_lost = false;
     for fd in [&pipes.stdout, &pipes.stderr, &pipes.fd4]
@@ -718,13 +793,24 @@ fn supervise(
         poll.watch(Slot::Stdin, stdin, libc::POLLOUT);
         let fd3 = pipes.fd3.as_ref().map(|p| p.0.as_raw_fd());
         poll.watch(Slot::Fd3, fd3, libc::POLLOUT);
-        poll.watch(Slot::Worker, warm.map(|(_, ctl)| ctl), libc::POLLIN);
+        let ctl = warm.map(|(_, ctl)| ctl).or(cell.map(|c| c.ctl));
+        poll.watch(Slot::Worker, ctl, libc::POLLIN);
+        poll.watch(Slot::Kernel, cell.map(|c| c.status), libc::POLLIN);
         let now = Instant::now();
-        if now >= deadline {
+        if now >= deadline && !wall_timeout {
             wall_timeout = true;
+            match interrupt.as_mut() {
+                Some(interrupt) => interrupt.now(),
+                None => break,
+            }
+        }
+        let grace = interrupt.as_ref().and_then(|i| i.grace);
+        if grace.is_some_and(|grace| now >= grace) {
+            cell_end = Some(CellEnd::Unresponsive);
             break;
         }
-        let timeout_ms = (deadline - now).as_millis().clamp(1, i32::MAX as u128) as i32;
+        let until = grace.unwrap_or(deadline).max(now);
+        let timeout_ms = (until - now).as_millis().clamp(1, i32::MAX as u128) as i32;
         let n = poll.wait(timeout_ms);
         if n < 0 {
             if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
@@ -770,7 +856,10 @@ fn supervise(
             match channel::recv::<HostMsg>(io.sock) {
                 Ok(Some(HostMsg::Cancel)) => {
                     cancelled = true;
-                    stop = true;
+                    match interrupt.as_mut() {
+                        Some(interrupt) => interrupt.now(),
+                        None => stop = true,
+                    }
                 }
                 Ok(Some(HostMsg::Stdin(data))) => {
                     let refused = match pipes.stdin.as_mut() {
@@ -817,23 +906,60 @@ fn supervise(
             }
             let Some(fd) = pipe.as_ref() else { continue };
             match read_some(fd, &mut buf) {
-                ReadResult::Data(n) => match stream {
-                    Some(s) => {
-                        if !io.take_output(s, &buf[..n])? {
-                            stop = true;
+                ReadResult::Data(n) => {
+                    let within = match stream {
+                        Some(s) => io.take_output(s, &buf[..n])?,
+                        None => {
+                            if (io.fd4.len() as u64) <= MAX_FD4_BYTES {
+                                io.fd4.extend_from_slice(&buf[..n]);
+                            }
+                            if io.fd4.len() as u64 > MAX_FD4_BYTES {
+                                io.output_limit = true;
+                            }
+                            !io.output_limit
+                        }
+                    };
+                    if !within {
+                        match interrupt.as_mut() {
+                            Some(interrupt) => interrupt.now(),
+                            None => stop = true,
                         }
                     }
-                    None => {
-                        io.fd4.extend_from_slice(&buf[..n]);
-                        if io.fd4.len() as u64 > MAX_FD4_BYTES {
-                            io.output_limit = true;
-                            stop = true;
-                        }
-                    }
-                },
+                }
                 ReadResult::Eof => *pipe = None,
                 ReadResult::WouldBlock => {}
             }
+        }
+        if poll.ready(Slot::Kernel) {
+            // The kernel is gone: its keeper reports how it ended (nothing when the keeper itself
+            // was killed).
+            let mut bytes = [0u8; 4];
+            let fd = cell.map_or(-1, |c| c.status);
+            // SAFETY: reading into a buffer we own.
+            let n = unsafe { libc::read(fd, bytes.as_mut_ptr().cast(), 4) };
+            main_status = Some(if n == 4 {
+                i32::from_le_bytes(bytes)
+            } else {
+                libc::SIGKILL
+            });
+            cell_end = Some(CellEnd::Died);
+            stop = true;
+        } else if poll.ready(Slot::Worker) && cell.is_some() {
+            let ctl = cell.map_or(-1, |c| c.ctl);
+            match warm::recv_json(ctl, None)
+                .ok()
+                .as_ref()
+                .and_then(warm::parse_exit)
+            {
+                Some(exit) => {
+                    main_status = Some(exit.status);
+                    worker_exit = Some(exit);
+                    cell_end = Some(CellEnd::Answered);
+                }
+                // A kernel that says anything else is not trusted with another cell.
+                None => cell_end = Some(CellEnd::Unresponsive),
+            }
+            stop = true;
         }
         if poll.ready(Slot::Worker) && !worker_lost {
             if let Some((_, ctl)) = warm {
@@ -865,12 +991,20 @@ fn supervise(
     // but the workers in the workers' group keeps them. Anything else (a limit hit, a group that
     // would not empty, a worker's stray child) is ended with kill(-1), which from PID 1 reaches
     // every other process of the box, workers included: they are started again when next needed.
-    let clean = main_status.is_some() && ends_empty(groups, &workers.pids());
+    // Processes that outlive a run by design: the workers, and (seen only by a box without
+    // cgroups, whose census counts every process) every context's processes.
+    let mut keep = workers.pids();
+    if groups.is_none() {
+        keep.extend(kernels.tree_pids());
+    }
+    // A cell's kernel that did not answer is ended with its context (`after_cell`), not here.
+    let clean = (main_status.is_some() || cell.is_some()) && ends_empty(groups, &keep);
     if !clean {
         if let Some(status) = kill_and_reap_all(main_pid) {
             main_status = Some(status);
         }
         workers.forget_all();
+        kernels.forget_all();
     } else if worker_lost {
         if let Some((worker, _)) = warm {
             workers.discard_pid(worker);
@@ -914,5 +1048,6 @@ fn supervise(
         cancelled,
         worker_cpu_ns: worker_exit.as_ref().map_or(0, |e| e.cpu_ns),
         worker_maxrss: worker_exit.as_ref().map_or(0, |e| e.maxrss),
+        cell_end,
     })
 }

@@ -87,7 +87,11 @@ impl E2b {
             .to_string();
         let found = lock(&self.sandboxes).get(&id).cloned();
         let sandbox = if self.state.auth.enabled() {
-            let token = headers.get("x-access-token").and_then(|v| v.to_str().ok());
+            // envd's token, or the same one as the traffic token that the code interpreter SDK
+            // sends on `/contexts`.
+            let token = ["x-access-token", "e2b-traffic-access-token"]
+                .into_iter()
+                .find_map(|name| headers.get(name).and_then(|v| v.to_str().ok()));
             let has_key = headers.contains_key("x-api-key");
             if token.is_none() && !has_key {
                 let error = codebeaker_protocol::jsonrpc::ErrorObject::unauthorized(

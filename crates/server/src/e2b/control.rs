@@ -237,6 +237,8 @@ fn created_json(sandbox: &Sandbox) -> Value {
         "clientID": CLIENT_ID,
         "envdVersion": ENVD_VERSION,
         "envdAccessToken": sandbox.access_token,
+        // The code interpreter SDK sends it (not the envd token) on `/contexts`.
+        "trafficAccessToken": sandbox.access_token,
         "domain": null,
     })
 }

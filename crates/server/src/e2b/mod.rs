@@ -10,6 +10,8 @@
 //! - **envd** (`process`, `filesystem`, `files`): the Connect protocol (`connect`) and
 //!   `/files`, routed by the `E2b-Sandbox-Id` header, with the `X-Access-Token` the create
 //!   answer handed out; `GET /health` with that header is the sandbox's health;
+//! - the **code interpreter** (`interpreter`): `POST /execute` and `/contexts`, the sandbox's
+//!   port 49999, over the engine's contexts;
 //! - **templates** ([`templates`]): box profiles named by `templateID`.
 //!
 //! Who a request speaks for is `access`'s; the shapes of errors are `errors`'. This file holds
@@ -26,6 +28,7 @@ mod control;
 mod errors;
 mod files;
 mod filesystem;
+mod interpreter;
 mod process;
 pub mod templates;
 
@@ -119,6 +122,8 @@ pub(crate) struct E2b {
     sandboxes: Table,
     processes: Mutex<HashMap<u32, RunningProcess>>,
     next_pid: AtomicU32,
+    /// The code interpreter's default contexts.
+    interpreter: interpreter::Defaults,
     /// Forgets the sandboxes whose sessions the engine ended (idle, box died, shutdown).
     _ends: SessionEndSubscription,
 }
@@ -142,6 +147,7 @@ impl E2b {
             sandboxes,
             processes: Mutex::new(HashMap::new()),
             next_pid: AtomicU32::new(1000),
+            interpreter: interpreter::Defaults::default(),
             _ends: ends,
         })
     }
@@ -187,6 +193,7 @@ impl E2b {
     /// streams.
     pub(crate) fn forget(&self, id: &str) {
         lock(&self.sandboxes).remove(id);
+        self.interpreter.forget(id);
         lock(&self.processes).retain(|_, p| {
             if p.sandbox_id == id {
                 p.killed.notify_one();
@@ -400,6 +407,14 @@ pub(crate) fn mount(router: Router<AppState>, state: &AppState) -> Router<AppSta
         .route("/files", get(files::download).post(files::upload))
         .route("/process.Process/{method}", post(process::call))
         .route("/filesystem.Filesystem/{method}", post(filesystem::call))
+        // The code interpreter (the sandbox's port 49999).
+        .route("/execute", post(interpreter::execute))
+        .route(
+            "/contexts",
+            post(interpreter::create).get(interpreter::list),
+        )
+        .route("/contexts/{id}", delete(interpreter::remove))
+        .route("/contexts/{id}/restart", post(interpreter::restart))
         .with_state(Arc::clone(&e2b));
     router
         .merge(routes)
