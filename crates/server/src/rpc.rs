@@ -243,7 +243,7 @@ async fn dispatch(
             }
         }
         Method::ContextCreate => {
-            let params: ContextCreateParams = decode_params(name, params)?;
+            let params: ContextCreateParams = decoder.decode(params)?;
             let opts = ContextOptions {
                 language: params.language,
                 cwd: params.cwd,
@@ -256,11 +256,9 @@ async fn dispatch(
                 .map_err(engine_error)?;
             to_json(&context.info())
         }
-        Method::ContextRun => {
-            context_run(state, caller, id, decode_params(name, params)?, events).await
-        }
+        Method::ContextRun => context_run(state, caller, id, decoder.decode(params)?, events).await,
         Method::ContextList => {
-            let params: ContextListParams = decode_params(name, params)?;
+            let params: ContextListParams = decoder.decode(params)?;
             let contexts = state
                 .engine
                 .list_contexts(caller, &params.session_id)
@@ -270,7 +268,7 @@ async fn dispatch(
             })
         }
         Method::ContextRestart => {
-            let params: ContextParams = decode_params(name, params)?;
+            let params: ContextParams = decoder.decode(params)?;
             let context = state
                 .engine
                 .restart_context(caller, &params.session_id, &params.context_id)
@@ -279,7 +277,7 @@ async fn dispatch(
             to_json(&context.info())
         }
         Method::ContextClose => {
-            let params: ContextParams = decode_params(name, params)?;
+            let params: ContextParams = decoder.decode(params)?;
             state
                 .engine
                 .close_context(caller, &params.session_id, &params.context_id)
