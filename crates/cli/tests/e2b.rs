@@ -7,7 +7,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::{Arc, OnceLock};
 
 use crate::common::http::{send as http_to, Answer, Captured};
@@ -25,8 +24,6 @@ const MALLORY_KEY: &str = "e2b_ba0000000000000000000000000000000000000b";
 /// A caller whose token allows one session at a time.
 const CAROL_KEY: &str = "e2b_ca201000000000000000000000000000000000c";
 
-/// How long one SDK program may run before the test fails instead of hanging.
-const PROGRAM_TIMEOUT: Duration = Duration::from_secs(240);
 /// How long one HTTP exchange may take.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -98,11 +95,6 @@ fn block_on<F: std::future::Future>(test: F) -> F::Output {
     runtime().block_on(test)
 }
 
-/// Where `scripts/compat-clients.sh` installs the SDKs.
-fn compat_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/compat")
-}
-
 fn tests_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/e2b")
 }
@@ -114,7 +106,7 @@ fn run_program(program: &str, args: &[&str], key: &str) -> String {
     // The program's sandboxes are boxes of this process, like any test's.
     let _shared = common::shared();
     let url = format!("http://{addr}");
-    let js = compat_dir().join("js");
+    let js = common::compat::dir().join("js");
     let mut command = std::process::Command::new(program);
     command
         .args(args)
@@ -123,48 +115,20 @@ fn run_program(program: &str, args: &[&str], key: &str) -> String {
         .env("E2B_API_KEY", key)
         .env("E2B_JS_PREFIX", &js)
         .env_remove("E2B_DOMAIN")
-        .env_remove("E2B_ACCESS_TOKEN")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let output = runtime().block_on(async {
-        let child = tokio::process::Command::from(command)
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
-        tokio::time::timeout(PROGRAM_TIMEOUT, child.wait_with_output())
-            .await
-            .unwrap_or_else(|_| panic!("{program} {args:?} ran longer than {PROGRAM_TIMEOUT:?}"))
-            .expect("wait for the program")
-    });
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "{program} {args:?} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
-        output.status
-    );
-    stdout
+        .env_remove("E2B_ACCESS_TOKEN");
+    common::compat::run(command)
 }
 
 /// The Python interpreter of the SDK's virtualenv; fails (does not skip) when it is missing.
 fn python() -> String {
-    let python = compat_dir().join("venv/bin/python");
-    let installed = std::process::Command::new(&python)
-        .args(["-c", "import e2b"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        installed,
-        "E2B's Python SDK is not installed at {}: run scripts/compat-clients.sh first",
-        python.display()
-    );
-    python.display().to_string()
+    common::compat::python("e2b", "E2B's Python SDK")
+        .display()
+        .to_string()
 }
 
 /// `node`, with the JavaScript SDK installed; fails (does not skip) when it is missing.
 fn node() -> String {
-    let sdk = compat_dir().join("js/node_modules/e2b/package.json");
+    let sdk = common::compat::dir().join("js/node_modules/e2b/package.json");
     assert!(
         sdk.is_file(),
         "E2B's JavaScript SDK is not installed at {}: run scripts/compat-clients.sh first",

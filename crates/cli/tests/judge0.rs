@@ -9,7 +9,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -25,9 +24,6 @@ pub const ALICE: &str = "judge0-alice-token";
 pub const MALLORY: &str = "judge0-mallory-token";
 /// A caller whose token allows two requests, then one every ten seconds.
 pub const CAROL: &str = "judge0-carol-token";
-
-/// How long one SDK program may run before the test fails instead of hanging.
-const PROGRAM_TIMEOUT: Duration = Duration::from_secs(240);
 
 /// The server with auth on for `alice`, `mallory` and the rate-limited `carol`, over the shared
 /// engine, serving for the whole test run.
@@ -87,25 +83,6 @@ fn block_on<F: std::future::Future>(test: F) -> F::Output {
     runtime().block_on(test)
 }
 
-fn compat_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/compat")
-}
-
-/// The Python of the SDKs' virtualenv; fails (does not skip) when the SDK is missing.
-fn python() -> String {
-    let python = compat_dir().join("venv/bin/python");
-    let installed = std::process::Command::new(&python)
-        .args(["-c", "import judge0"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        installed,
-        "Judge0's Python SDK is not installed at {}: run scripts/compat-clients.sh first",
-        python.display()
-    );
-    python.display().to_string()
-}
-
 /// `tests/judge0/<script> args` with the SDK pointed at the server as alice; panics with its
 /// output unless it exits 0. Returns its stdout.
 fn run_program(script: &str, args: &[&str]) -> String {
@@ -114,33 +91,14 @@ fn run_program(script: &str, args: &[&str]) -> String {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/judge0")
         .join(script);
-    let mut command = std::process::Command::new(python());
+    let mut command =
+        std::process::Command::new(common::compat::python("judge0", "Judge0's Python SDK"));
     command
         .arg(&script)
         .args(args)
         .env("JUDGE0_ENDPOINT", format!("http://{addr}/judge0"))
-        .env("JUDGE0_TOKEN", ALICE)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let output = runtime().block_on(async {
-        let child = tokio::process::Command::from(command)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start the SDK program");
-        tokio::time::timeout(PROGRAM_TIMEOUT, child.wait_with_output())
-            .await
-            .unwrap_or_else(|_| panic!("{script:?} {args:?} ran longer than {PROGRAM_TIMEOUT:?}"))
-            .expect("wait for the program")
-    });
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "{script:?} {args:?} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
+        .env("JUDGE0_TOKEN", ALICE);
+    common::compat::run(command)
 }
 
 fn sdk_flow(flow: &str) {

@@ -139,20 +139,9 @@ fn the_rust_client_runs_python_and_c_and_sees_their_errors() {
     });
 }
 
-/// Where `scripts/compat-clients.sh` installs the Python clients.
+/// The Python of the clients' virtualenv, with the Piston client ultra-piston.
 fn venv_python() -> PathBuf {
-    let python =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/compat/venv/bin/python");
-    let installed = std::process::Command::new(&python)
-        .args(["-c", "import ultra_piston"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        installed,
-        "the Piston client ultra-piston is not installed at {}: run scripts/compat-clients.sh first",
-        python.display()
-    );
-    python
+    common::compat::python("ultra_piston", "the Piston client ultra-piston")
 }
 
 #[test]

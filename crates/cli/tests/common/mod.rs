@@ -20,6 +20,7 @@
 //! [`run`], [`run_within`], or by hand when it starts `codebeaker` processes itself).
 
 pub mod client;
+pub mod compat;
 pub mod host;
 pub mod http;
 
