@@ -214,6 +214,7 @@ pub struct LimitsSection {
     pub open_files: u64,
     pub memory_mb: u64,
     pub max_memory_mb: u64,
+    pub max_stdin_bytes: u64,
     pub max_processes: u64,
     pub cpu_millis: u64,
     pub workspace_bytes: u64,
@@ -327,6 +328,7 @@ impl Default for Config {
                 open_files: engine.run_limits.open_files,
                 memory_mb: engine.box_limits.memory_bytes / MIB,
                 max_memory_mb: engine.max_memory_bytes / MIB,
+                max_stdin_bytes: engine.max_stdin_bytes,
                 max_processes: engine.box_limits.max_processes,
                 cpu_millis: engine.box_limits.cpu_millis,
                 workspace_bytes: engine.box_limits.workspace_bytes,
@@ -523,6 +525,7 @@ impl Config {
             ));
         }
         positive("limits.output_bytes", l.output_bytes)?;
+        positive("limits.max_stdin_bytes", l.max_stdin_bytes)?;
         positive("limits.open_files", l.open_files)?;
         positive("limits.max_processes", l.max_processes)?;
         positive("limits.cpu_millis", l.cpu_millis)?;
@@ -624,6 +627,7 @@ impl Config {
         config.compile_limits.cpu_time = compile_time;
         config.max_run_time = Duration::from_secs_f64(l.max_run_timeout_secs);
         config.max_memory_bytes = l.max_memory_mb.saturating_mul(MIB);
+        config.max_stdin_bytes = l.max_stdin_bytes;
         config.files = FileLimits {
             max_write_bytes: l.max_write_bytes,
             max_read_bytes: l.max_read_bytes,

@@ -864,3 +864,96 @@ fn directory_operations_never_follow_symlinks() {
         destroy_and_check(sb, bx).await;
     });
 }
+
+#[test]
+fn a_stdin_larger_than_the_box_memory_is_fed_as_the_program_reads() {
+    run(async {
+        let sb = sandbox();
+        let limits = BoxLimits {
+            memory_bytes: 48 * MIB,
+            ..BoxLimits::default()
+        };
+        let bx = new_box(sb, limits).await;
+        // 96 MiB of stdin into a box of 48 MiB: all of it reaches a program that reads it in
+        // pieces, byte for byte and in order.
+        let input: Vec<u8> = (0..96 * MIB as usize).map(|i| (i % 251) as u8).collect();
+        let expected: String = {
+            use sha2::Digest;
+            sha2::Sha256::digest(&input)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect()
+        };
+        let mut cmd = py(concat!(
+            "import hashlib, sys\n",
+            "h = hashlib.sha256()\nn = 0\n",
+            "while b := sys.stdin.buffer.read(1 << 16):\n",
+            "    h.update(b)\n",
+            "    n += len(b)\n",
+            "print(n, h.hexdigest())\n",
+        ));
+        cmd.stdin = input;
+        cmd.limits.wall_time = Duration::from_secs(60);
+        cmd.limits.cpu_time = Duration::from_secs(60);
+        let out = bx.run(&cmd).await.expect("run");
+        assert_eq!(out.status, Verdict::Ok, "{out:?}");
+        assert_eq!(text(&out.stdout), format!("{} {expected}\n", 96 * MIB));
+
+        // A program that reads none of a large stdin just ends, and the box goes on.
+        let mut cmd = sh("echo ignored");
+        cmd.stdin = vec![b'x'; 24 * MIB as usize];
+        let out = bx.run(&cmd).await.expect("run");
+        assert_eq!(out.status, Verdict::Ok, "{out:?}");
+        assert_eq!(text(&out.stdout), "ignored\n");
+
+        // The rest of a large stdin comes before the input sent while the program runs.
+        let mut cmd = sh("wc -c");
+        cmd.stdin = vec![b'y'; 3 * MIB as usize];
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let (_cancel, cancelled) = tokio::sync::oneshot::channel();
+        let (out, ()) = tokio::join!(bx.run_with_stdin(&cmd, None, cancelled, Some(rx)), async {
+            send_stdin(&tx, Some(b"tail")).await.expect("taken");
+            send_stdin(&tx, None).await.expect("closed");
+        });
+        let out = out.expect("run");
+        assert_eq!(out.status, Verdict::Ok, "{out:?}");
+        assert_eq!(text(&out.stdout).trim(), (3 * MIB + 4).to_string());
+        assert_eq!(leftover_processes(&bx).await, "");
+        destroy_and_check(sb, bx).await;
+    });
+}
+
+#[test]
+fn cli_run_feeds_a_large_stdin_and_refuses_one_past_the_bound() {
+    // The commands start sandboxes of their own.
+    let _shared = crate::common::shared();
+    let dir = tempfile::tempdir().unwrap();
+    // 40 MiB on stdin with a 16 MiB memory limit: the box is fed as the program reads.
+    let big = dir.path().join("big");
+    std::fs::write(&big, vec![b'z'; 40 << 20]).unwrap();
+    let out = std::process::Command::new(crate::common::BIN)
+        .args(["run", "--lang", "bash", "-c", "wc -c", "--memory", "16M"])
+        .arg(format!("--stdin=@{}", big.display()))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(text(&out.stdout).trim(), (40u64 << 20).to_string());
+    // Past the bound (64 MiB by default) the run is refused before any box is made, and the
+    // error says what the bound is and what to do.
+    let huge = dir.path().join("huge");
+    std::fs::write(&huge, vec![b'z'; (64 << 20) + 1]).unwrap();
+    let out = std::process::Command::new(crate::common::BIN)
+        .args(["run", "--lang", "bash", "-c", "wc -c"])
+        .arg(format!("--stdin=@{}", huge.display()))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{stderr}");
+    assert!(
+        stderr.contains("stdin is 67108865 bytes")
+            && stderr.contains("limits.max_stdin_bytes")
+            && stderr.contains("file in the workspace"),
+        "{stderr}"
+    );
+}

@@ -323,7 +323,7 @@ impl Engine {
             language: c.language.unwrap_or_else(|| session_language.to_string()),
             code: c.code,
             input: c.input,
-            stdin: c.stdin.unwrap_or_default().into_bytes(),
+            stdin: self.config().checked_stdin("stdin", c.stdin)?,
             limits: run_limits,
             ..CodeRequest::default()
         };
@@ -359,7 +359,7 @@ impl Engine {
         let mut cmd = RunSpec::new(std::iter::once(c.command).chain(c.args));
         cmd.env = c.env.into_iter().collect();
         cmd.cwd = cwd;
-        cmd.stdin = c.stdin.unwrap_or_default().into_bytes();
+        cmd.stdin = self.config().checked_stdin("stdin", c.stdin)?;
         cmd.limits = self.config().run_limits;
         if let Some(ms) = c.timeout_ms {
             let asked = Duration::from_millis(ms);

@@ -18,6 +18,10 @@ pub struct EngineConfig {
     pub max_run_time: Duration,
     /// Highest memory limit a request may ask for.
     pub max_memory_bytes: u64,
+    /// Largest stdin one run may be given. The box is fed it as its program reads (its init
+    /// holds a few MiB at most, whatever the size), so this bounds what the engine holds for a
+    /// run, not what a box can take.
+    pub max_stdin_bytes: u64,
     /// Directory of the content-addressed compile cache (bound read-only into every box).
     pub cache_dir: PathBuf,
     /// Bytes of compile-cache entries each caller keeps (see `CompileCache`).
@@ -154,6 +158,7 @@ impl Default for EngineConfig {
             },
             max_run_time: Duration::from_secs(300),
             max_memory_bytes: 4096 * MIB,
+            max_stdin_bytes: 64 * MIB,
             cache_dir: PathBuf::from("/var/cache/codebeaker/compile"),
             cache_max_bytes: 1024 * MIB,
             languages_override: None,
@@ -210,6 +215,36 @@ impl EngineConfig {
 }
 
 impl EngineConfig {
+    /// A run's stdin (named `field` in the request) within the configured most.
+    pub(crate) fn checked_stdin(
+        &self,
+        field: &'static str,
+        stdin: Option<String>,
+    ) -> Result<Vec<u8>, crate::EngineError> {
+        let stdin = stdin.unwrap_or_default().into_bytes();
+        self.check_stdin(field, stdin.len())?;
+        Ok(stdin)
+    }
+
+    /// Refuses a stdin of `len` bytes (named `field` in the request) past the configured most.
+    pub(crate) fn check_stdin(
+        &self,
+        field: &'static str,
+        len: usize,
+    ) -> Result<(), crate::EngineError> {
+        let most = self.max_stdin_bytes;
+        if len as u64 > most {
+            return Err(crate::EngineError::OutOfRange {
+                field,
+                message: format!(
+                    "{field} is {len} bytes, more than the {most} bytes a run may be given \
+                     (limits.max_stdin_bytes); give large input as a file in the workspace instead"
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// The limits a door asked for whole (named `field` in its request), on top of `base`: its
     /// wall-clock and CPU times within 1 ms and `most`, and its memory (when it names one)
     /// within 16 MiB and the configured most, and its file size cut to `base`'s. Every other

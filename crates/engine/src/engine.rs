@@ -231,6 +231,7 @@ impl Engine {
     /// Runs code once in a fresh box, then destroys the box; a compile it needs is charged to
     /// the anonymous caller.
     pub async fn run_once(&self, req: CodeRequest) -> Result<Execution, EngineError> {
+        self.config().check_stdin("stdin", req.stdin.len())?;
         let hooks = crate::executor::RunHooks::streaming(None);
         let (result, bx) = self
             .run_in_fresh_box(&Caller::anonymous(), &req, &[], hooks)

@@ -22,6 +22,12 @@ pub const FILE_CHUNK: usize = 64 * 1024;
 /// stdin cannot make the init buffer without limit.
 pub const MAX_PENDING_STDIN: usize = 4 * 1024 * 1024;
 
+/// Most of a run's stdin that goes in its [`RunRequest`]; the rest follows in
+/// [`HostMsg::StdinFeed`] pieces of at most this size, each sent once the one before was taken.
+/// So the init, which lives inside the box's memory limit, never holds more of a stdin than
+/// this plus [`MAX_PENDING_STDIN`], however large the stdin is.
+pub const STDIN_PIECE: usize = 1024 * 1024;
+
 /// A read-only bind mount of a host path into the box.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Bind {
@@ -137,6 +143,12 @@ pub enum HostMsg {
     /// More input for the stdin of the run in progress, one started with
     /// [`RunRequest::stdin_open`]; answered during the run by one [`InitMsg::StdinTaken`].
     Stdin(Vec<u8>),
+    /// Like [`HostMsg::Stdin`], but taken when there is room instead of refused: the answer
+    /// ([`InitMsg::StdinTaken`]) comes once the program has read enough of what it was given
+    /// for this piece to fit under [`MAX_PENDING_STDIN`], or with a refusal when the program
+    /// closed its stdin or the run ended first. The host sends one at a time (a second one before
+    /// the first is answered is refused); it is how the rest of a large stdin is fed.
+    StdinFeed(Vec<u8>),
     /// Close the stdin of the run in progress once what it was given is written; answered
     /// during the run by one [`InitMsg::StdinTaken`].
     CloseStdin,
@@ -319,8 +331,8 @@ pub enum InitMsg {
         entries: Vec<Entry>,
         truncated: bool,
     },
-    /// The answer, during a run, to a [`HostMsg::Stdin`] or [`HostMsg::CloseStdin`]: `None`
-    /// when taken, or why it was refused. The same request after the run is answered by `Error`.
+    /// The answer, during a run, to a [`HostMsg::Stdin`], [`HostMsg::StdinFeed`] or
+    /// [`HostMsg::CloseStdin`]: `None` when taken, or why it was refused. The same request after the run is answered by `Error`.
     StdinTaken(Option<String>),
     /// A request failed; the box is still usable.
     Error(String),

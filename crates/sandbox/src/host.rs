@@ -35,7 +35,7 @@ use crate::census::{owner_pid, process_alive};
 use crate::cgroup::{BoxCgroup, CgroupLimits, CgroupManager, CgroupVersion};
 use crate::channel::{
     self, Bind, BoxSetup, Entry, Exit, FileRoot, HostMsg, InitMsg, KernelSpec, RunReport,
-    RunRequest, Stream, WarmSpec, WriteFile,
+    RunRequest, Stream, WarmSpec, WriteFile, STDIN_PIECE,
 };
 use crate::limits::{BoxLimits, RunLimits};
 use crate::outcome::{RunOutcome, Verdict};
@@ -682,6 +682,8 @@ impl SandboxBox {
             cg.reset_peak();
             cg.stats()
         });
+        // The request carries the first piece of stdin; the rest is fed as the program reads.
+        let (head, feed) = cmd.stdin.split_at(cmd.stdin.len().min(STDIN_PIECE));
         let req = RunRequest {
             argv: cmd.argv.clone(),
             env: match cmd.cell {
@@ -689,8 +691,8 @@ impl SandboxBox {
                 None => program_env(&cmd.env),
             },
             cwd: cmd.cwd.clone().unwrap_or_else(|| "/workspace".into()),
-            stdin: cmd.stdin.clone(),
-            stdin_open: stdin.is_some(),
+            stdin: head.to_vec(),
+            stdin_open: stdin.is_some() || !feed.is_empty(),
             fd3_input: cmd.fd3_input.clone(),
             capture_fd4: cmd.capture_fd4,
             limits: cmd.limits,
@@ -717,7 +719,7 @@ impl SandboxBox {
         let deadline = cmd.limits.wall_time + grace;
         let result = tokio::time::timeout(
             deadline,
-            exchange_run(&mut conn.stream, &req, output.as_ref(), cancel, stdin),
+            exchange_run(&mut conn.stream, &req, feed, output.as_ref(), cancel, stdin),
         )
         .await;
         let report = match conn.settle(result) {
@@ -1059,9 +1061,15 @@ fn unexpected(msg: InitMsg) -> SandboxError {
 /// went out) goes back to its sender. The init reads these only while the program runs; one that
 /// reached it after the run had ended is answered later, by one `InitMsg::Error` each, which are
 /// read and dropped here so that the next request gets its own answer.
+///
+/// `feed` is the rest of a stdin too large for the request: it goes out first, one
+/// `HostMsg::StdinFeed` piece at a time, each once the one before was taken, and then the
+/// caller's `stdin` events (or, without them, `HostMsg::CloseStdin`). A refused piece (the program
+/// closed its stdin, or ended) ends the feed; the run goes on.
 async fn exchange_run(
     stream: &mut UnixStream,
     req: &RunRequest,
+    mut feed: &[u8],
     output: Option<&mpsc::UnboundedSender<OutputChunk>>,
     cancel: oneshot::Receiver<()>,
     mut stdin: Option<mpsc::Receiver<StdinEvent>>,
@@ -1079,6 +1087,9 @@ async fn exchange_run(
     let mut idle = Some(writer);
     let mut sending: Option<Sending<'_>> = None;
     let mut cancel_sent = false;
+    // The answer to the piece of `feed` that went out last, while it is awaited.
+    let mut fed: Option<oneshot::Receiver<Result<(), SandboxError>>> = None;
+    let mut feeding = !feed.is_empty();
     let report = {
         let receive = receive_report(&mut reader, output, &waiting);
         tokio::pin!(receive);
@@ -1091,6 +1102,13 @@ async fn exchange_run(
         tokio::pin!(cancelled);
         let mut cancel_queued = false;
         loop {
+            if feeding && fed.is_none() && queue.is_empty() {
+                let (piece, rest) = feed.split_at(feed.len().min(STDIN_PIECE));
+                feed = rest;
+                let (tx, rx) = oneshot::channel();
+                fed = Some(rx);
+                queue.push_back((HostMsg::StdinFeed(piece.to_vec()), Some(Some(tx))));
+            }
             if sending.is_none() && idle.is_some() && !queue.is_empty() {
                 if let (Some((msg, reply)), Some(mut w)) = (queue.pop_front(), idle.take()) {
                     match reply {
@@ -1115,11 +1133,18 @@ async fn exchange_run(
                     None => std::future::pending().await,
                 }
             };
+            let piece_taken = async {
+                match fed.as_mut() {
+                    Some(rx) => rx.await.is_ok_and(|taken| taken.is_ok()),
+                    None => std::future::pending().await,
+                }
+            };
             let step = tokio::select! {
                 report = &mut receive => Step::Report(report),
                 (w, written) = sent => Step::Sent(w, written),
                 () = &mut cancelled, if !cancel_queued => Step::Cancel,
-                event = next_stdin, if queue.is_empty() => Step::Stdin(event),
+                taken = piece_taken => Step::Fed(taken),
+                event = next_stdin, if queue.is_empty() && !feeding => Step::Stdin(event),
             };
             match step {
                 Step::Report(report) => break report,
@@ -1137,6 +1162,16 @@ async fn exchange_run(
                 }
                 Step::Stdin(Some(StdinEvent::Close(reply))) => {
                     queue.push_back((HostMsg::CloseStdin, Some(Some(reply))));
+                }
+                Step::Fed(taken) => {
+                    fed = None;
+                    if !taken || feed.is_empty() {
+                        feeding = false;
+                        // Without a caller's input to follow, the program's stdin ends here.
+                        if stdin.is_none() {
+                            queue.push_back((HostMsg::CloseStdin, Some(None)));
+                        }
+                    }
                 }
                 Step::Stdin(None) => {
                     // No one can send more input: the program's stdin ends here.
@@ -1195,6 +1230,8 @@ enum Step<'a> {
     Report(Result<RunReport, SandboxError>),
     Sent(WriteHalf<'a>, io::Result<()>),
     Cancel,
+    /// The last piece of the feed was answered: taken (`true`) or refused.
+    Fed(bool),
     Stdin(Option<StdinEvent>),
 }
 

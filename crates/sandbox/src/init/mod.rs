@@ -439,9 +439,11 @@ fn box_init(
             }
             HostMsg::CloseContext { id } => InitMsg::Removed(kernels.close(&mut workers, &id)),
             HostMsg::Shutdown => std::process::exit(0),
-            HostMsg::Setup(_) | HostMsg::Cancel | HostMsg::Stdin(_) | HostMsg::CloseStdin => {
-                InitMsg::Error("unexpected request".into())
-            }
+            HostMsg::Setup(_)
+            | HostMsg::Cancel
+            | HostMsg::Stdin(_)
+            | HostMsg::StdinFeed(_)
+            | HostMsg::CloseStdin => InitMsg::Error("unexpected request".into()),
         };
         if channel::send(&mut sock, &reply).is_err() {
             std::process::exit(0);

@@ -503,13 +503,20 @@ impl StdinPipe {
         self.done < self.pending.len()
     }
 
+    /// Whether `len` more bytes fit under [`MAX_PENDING_STDIN`] unread ones (any piece fits
+    /// once everything before it was read).
+    fn has_room(&self, len: usize) -> bool {
+        let unread = self.pending.len() - self.done;
+        unread == 0 || unread + len <= MAX_PENDING_STDIN
+    }
+
     /// Takes a piece of input from the host, refused past [`MAX_PENDING_STDIN`] unread bytes.
     fn take(&mut self, data: Vec<u8>) -> Option<String> {
         if !self.open {
             return Some("the command's stdin is closed".into());
         }
         let unread = self.pending.len() - self.done;
-        if unread + data.len() > MAX_PENDING_STDIN {
+        if !self.has_room(data.len()) {
             return Some(format!(
                 "the command has not read {unread} bytes of its stdin yet, and {} more would \
                  exceed the {MAX_PENDING_STDIN} bytes held for it: send again once it reads",
@@ -772,6 +779,8 @@ fn supervise(
     let mut wall_timeout = false;
     // Whether the host may send stdin during this run (answered either way while it runs).
     let req_stdin_open = pipes.stdin.as_ref().is_some_and(|p| p.open);
+    // A [`HostMsg::StdinFeed`] piece waiting for room in the stdin pipe's buffer.
+    let mut held_feed: Option<Vec<u8>> = None;
     let mut cancelled = false;
     let mut host_gone = false;
     let mut stop = false;
@@ -869,6 +878,25 @@ fn supervise(
                     };
                     channel::send(io.sock, &InitMsg::StdinTaken(refused))
                         .map_err(|_| RunError::HostGone)?;
+                }
+                Ok(Some(HostMsg::StdinFeed(data))) => {
+                    // Taken now when it fits, else held and answered once it does (below).
+                    let refused = match pipes.stdin.as_mut() {
+                        _ if held_feed.is_some() => {
+                            Some("a piece of stdin is already waiting for room".to_string())
+                        }
+                        Some(pipe) if pipe.open && !pipe.has_room(data.len()) => {
+                            held_feed = Some(data);
+                            None
+                        }
+                        Some(pipe) => pipe.take(data),
+                        None if req_stdin_open => Some("the command's stdin is closed".to_string()),
+                        None => Some("the command was not started with stdin open".to_string()),
+                    };
+                    if held_feed.is_none() || refused.is_some() {
+                        channel::send(io.sock, &InitMsg::StdinTaken(refused))
+                            .map_err(|_| RunError::HostGone)?;
+                    }
                 }
                 Ok(Some(HostMsg::CloseStdin)) => {
                     let refused = if !req_stdin_open {
@@ -981,12 +1009,35 @@ fn supervise(
         if poll.ready(Slot::Stdin) && pipes.stdin.as_mut().is_some_and(StdinPipe::write_some) {
             pipes.stdin = None;
         }
+        // A held piece of stdin goes in once the program has read enough, or is refused once
+        // the program closed its stdin.
+        if let Some(data) = held_feed.take() {
+            match pipes.stdin.as_mut() {
+                Some(pipe) if !pipe.has_room(data.len()) => held_feed = Some(data),
+                Some(pipe) => {
+                    let refused = pipe.take(data);
+                    channel::send(io.sock, &InitMsg::StdinTaken(refused))
+                        .map_err(|_| RunError::HostGone)?;
+                }
+                None => {
+                    let why = "the program closed its stdin before reading all of it";
+                    channel::send(io.sock, &InitMsg::StdinTaken(Some(why.into())))
+                        .map_err(|_| RunError::HostGone)?;
+                }
+            }
+        }
         if poll.ready(Slot::Fd3) && pipes.fd3.as_mut().is_some_and(write_some) {
             pipes.fd3 = None;
         }
     }
     pipes.stdin = None;
     pipes.fd3 = None;
+    // The answer a held piece of stdin waits for comes before the run's report.
+    if held_feed.is_some() {
+        let why = "the command ended before reading all of its stdin";
+        channel::send(io.sock, &InitMsg::StdinTaken(Some(why.into())))
+            .map_err(|_| RunError::HostGone)?;
+    }
     // Whatever the run started dies with its group. A run that ended by itself and left nothing
     // but the workers in the workers' group keeps them. Anything else (a limit hit, a group that
     // would not empty, a worker's stray child) is ended with kill(-1), which from PID 1 reaches
