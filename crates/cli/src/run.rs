@@ -1,7 +1,6 @@
 //! `codebeaker run`: one program in a fresh box, its exit code mirrored.
 
 use anyhow::{bail, Context, Result};
-use base64::Engine as _;
 use clap::Args;
 use codebeaker_engine::{CodeRequest, Engine, EngineConfig};
 use codebeaker_sandbox::{RunOutcome, Verdict};
@@ -102,16 +101,15 @@ pub async fn main(args: RunArgs) -> Result<i32> {
     let run = run?;
     let outcome = &run.outcome;
     if args.json {
-        let mut json = outcome_json(outcome);
+        // The run result every API answers with, and what only this command knows.
+        let mut result = codebeaker_engine::run_result(outcome, run.output.clone());
+        if let Some(c) = &run.compile {
+            result.compile_cache_hit = Some(c.cache_hit);
+            result.compile_ms = Some(c.duration.as_millis() as u64);
+        }
+        let mut json = serde_json::to_value(result)?;
         json["language"] = run.language.clone().into();
         json["error"] = run.error.clone().into();
-        if let Some(output) = &run.output {
-            json["output"] = output.clone();
-        }
-        if let Some(c) = run.compile {
-            json["compileCacheHit"] = c.cache_hit.into();
-            json["compileMs"] = (c.duration.as_millis() as u64).into();
-        }
         outln!("{}", serde_json::to_string_pretty(&json)?)?;
     } else if outcome.status == Verdict::CompileError {
         // The outcome's output is the compiler's, and the error already holds all of it (with
@@ -152,40 +150,4 @@ pub fn exit_code(o: &RunOutcome) -> i32 {
         Verdict::CompileError => 1,
         _ => o.exit_code.unwrap_or_else(|| 128 + o.signal.unwrap_or(0)),
     }
-}
-
-/// Output bytes as JSON: a string when they are UTF-8, else base64 with an `…Encoding` field.
-fn bytes_field(map: &mut serde_json::Map<String, serde_json::Value>, name: &str, bytes: &[u8]) {
-    match std::str::from_utf8(bytes) {
-        Ok(s) => {
-            map.insert(name.into(), s.into());
-        }
-        Err(_) => {
-            map.insert(
-                name.into(),
-                base64::engine::general_purpose::STANDARD
-                    .encode(bytes)
-                    .into(),
-            );
-            map.insert(format!("{name}Encoding"), "base64".into());
-        }
-    }
-}
-
-/// The typed outcome in the wire protocol's field names.
-pub fn outcome_json(o: &RunOutcome) -> serde_json::Value {
-    let mut map = serde_json::Map::new();
-    map.insert("status".into(), o.status.as_str().into());
-    map.insert("exitCode".into(), o.exit_code.into());
-    map.insert("signal".into(), o.signal.into());
-    bytes_field(&mut map, "stdout", &o.stdout);
-    bytes_field(&mut map, "stderr", &o.stderr);
-    map.insert("truncated".into(), o.truncated.into());
-    map.insert("timedOut".into(), o.timed_out().into());
-    map.insert("oomKilled".into(), o.oom_killed().into());
-    map.insert("durationMs".into(), (o.wall_time.as_millis() as u64).into());
-    map.insert("cpuTimeMs".into(), (o.cpu_time.as_millis() as u64).into());
-    map.insert("peakMemoryBytes".into(), o.peak_memory_bytes.into());
-    map.insert("message".into(), o.message.clone().into());
-    serde_json::Value::Object(map)
 }

@@ -206,7 +206,7 @@ pub(crate) fn not_finished(queued: ExecutionRunResult) -> ExecutionStatusResult 
         stderr: String::new(),
         duration_ms: None,
         timeout: false,
-        outcome: None,
+        result: None,
         error: None,
     }
 }

@@ -34,7 +34,10 @@ pub struct OneShotRequest {
     pub stdin: Option<String>,
     /// Present: snippet mode.
     pub input: Option<Value>,
+    /// The time limit as `timeout` (whole seconds, the original .NET field) gives it.
     pub timeout: Option<Duration>,
+    /// The time limit as `timeoutMs` gives it; wins over `timeout`.
+    pub timeout_ms: Option<Duration>,
     pub memory_limit_mb: Option<u64>,
     /// Files written beside the main file ([`CodeRequest::files`]), compiled with it when they
     /// have its extension.
@@ -114,6 +117,8 @@ pub struct ExecutionRecord {
     pub stdout: String,
     pub stderr: String,
     pub timed_out: bool,
+    /// Output was cut at the output limit.
+    pub truncated: bool,
     /// The typed outcome, once the run has ended.
     pub outcome: Option<Verdict>,
     pub error: Option<String>,
@@ -335,8 +340,13 @@ impl Engine {
             }
             None => {
                 let mut limits = config.run_limits;
-                if let Some(t) = req.timeout {
-                    let t = config.run_time("timeout", t, crate::config::TimeUnit::Seconds)?;
+                use crate::config::TimeUnit;
+                let asked = match (req.timeout_ms, req.timeout) {
+                    (Some(t), _) => Some(config.run_time("timeoutMs", t, TimeUnit::Millis)?),
+                    (None, Some(t)) => Some(config.run_time("timeout", t, TimeUnit::Seconds)?),
+                    (None, None) => None,
+                };
+                if let Some(t) = asked {
                     limits.wall_time = t;
                     limits.cpu_time = t;
                 }
@@ -353,6 +363,7 @@ impl Engine {
             }
             None => None,
         };
+        let stdin = config.checked_stdin("stdin", req.stdin)?;
         let id = uuid::Uuid::new_v4().to_string();
         {
             let mut records = self.executions.lock();
@@ -374,6 +385,7 @@ impl Engine {
                         stdout: String::new(),
                         stderr: String::new(),
                         timed_out: false,
+                        truncated: false,
                         outcome: None,
                         error: None,
                         output: None,
@@ -395,7 +407,7 @@ impl Engine {
             language: req.language,
             code: req.code,
             input: req.input,
-            stdin: req.stdin.unwrap_or_default().into_bytes(),
+            stdin,
             limits,
             files: req.files,
             args: req.args,
@@ -448,6 +460,7 @@ impl Engine {
                     r.wall_time = Some(wall);
                     r.peak_memory_bytes = memory;
                     r.timed_out = o.timed_out();
+                    r.truncated = o.truncated;
                     r.outcome = Some(o.status);
                     r.error = run.error;
                     r.output = run.output;

@@ -3,8 +3,8 @@
 
 use std::time::{Duration, SystemTime};
 
-use codebeaker_protocol::commands::CommandType;
 use codebeaker_protocol::commands::RunStatus as WireStatus;
+use codebeaker_protocol::commands::{CommandType, RunResult};
 use codebeaker_protocol::jsonrpc::{ErrorCode, ErrorObject};
 use codebeaker_protocol::methods::{
     Capabilities, ExecutionStatus, ExecutionStatusResult, InitializeResult, IsolationInfo,
@@ -175,35 +175,53 @@ pub fn session_info(s: &SessionSnapshot, runtime: &str) -> SessionInfo {
     }
 }
 
-/// `execution.status`'s result. `completed` means the program ran to its end (its `outcome`
+/// `execution.status`'s result. `completed` means the program ran to its end (its `result`
 /// says how, and may be a failure); `failed` means CodeBeaker could not run it.
 pub fn execution_status(record: ExecutionRecord) -> ExecutionStatusResult {
+    let status = match record.status {
+        ExecutionState::Queued => ExecutionStatus::Queued,
+        ExecutionState::Running => ExecutionStatus::Running,
+        ExecutionState::Completed => ExecutionStatus::Completed,
+        ExecutionState::Failed => ExecutionStatus::Failed,
+    };
+    let result = match (status, record.outcome) {
+        (ExecutionStatus::Completed, Some(verdict)) => Some(RunResult {
+            stdout: record.stdout.clone(),
+            stderr: record.stderr.clone(),
+            stdout_encoding: None,
+            stderr_encoding: None,
+            exit_code: record.exit_code,
+            signal: record.signal,
+            status: run_status(verdict),
+            timed_out: record.timed_out,
+            oom_killed: verdict == Verdict::MemoryLimit,
+            truncated: record.truncated,
+            duration_ms: record.wall_time.map_or(0, millis),
+            cpu_time_ms: record.cpu_time.map_or(0, millis),
+            peak_memory_bytes: record.peak_memory_bytes,
+            output: record.output.clone(),
+            message: record.message.clone(),
+            compile_ms: record.compile.as_ref().map(|c| millis(c.duration)),
+            compile_cache_hit: record.compile.as_ref().map(|c| c.cache_hit),
+        }),
+        _ => None,
+    };
     ExecutionStatusResult {
-        status: match record.status {
-            ExecutionState::Queued => ExecutionStatus::Queued,
-            ExecutionState::Running => ExecutionStatus::Running,
-            ExecutionState::Completed => ExecutionStatus::Completed,
-            ExecutionState::Failed => ExecutionStatus::Failed,
-        },
+        status,
         execution_id: record.id,
         exit_code: record.exit_code,
         stdout: record.stdout,
         stderr: record.stderr,
         duration_ms: record.wall_time.map(millis),
         timeout: record.timed_out,
-        outcome: record.outcome.map(run_status),
+        result,
         error: record.error,
     }
 }
 
-/// [`execution_status`] as JSON, with the snippet's `output` when there is one.
-pub fn execution_status_json(mut record: ExecutionRecord) -> Value {
-    let output = record.output.take();
-    let mut value = serde_json::to_value(execution_status(record)).unwrap_or(Value::Null);
-    if let (Some(output), Value::Object(map)) = (output, &mut value) {
-        map.insert("output".into(), output);
-    }
-    value
+/// [`execution_status`] as JSON.
+pub fn execution_status_json(record: ExecutionRecord) -> Value {
+    serde_json::to_value(execution_status(record)).unwrap_or(Value::Null)
 }
 
 /// The JSON-RPC error for an engine error. `internal` builds the error for failures of

@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::commands::{Command, RunStatus};
+use crate::commands::{Command, RunResult, RunStatus};
 use crate::jsonrpc::{Id, Notification};
 use crate::serde_util::{json_kind, loose_str_enum, null_as_default};
 
@@ -520,9 +520,17 @@ pub struct ExecutionRunParams {
     /// Text fed to standard input.
     #[serde(alias = "Stdin", skip_serializing_if = "Option::is_none")]
     pub stdin: Option<String>,
-    /// Time limit in seconds.
+    /// Time limit in seconds (the original .NET field); `timeoutMs` wins when both are given.
     #[serde(alias = "Timeout", skip_serializing_if = "Option::is_none")]
     pub timeout: Option<u64>,
+    /// Time limit in milliseconds, as `execute` takes it.
+    #[serde(
+        default,
+        alias = "TimeoutMs",
+        alias = "timeout_ms",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub timeout_ms: Option<u64>,
     /// Memory limit in MB.
     #[serde(
         alias = "MemoryLimit",
@@ -629,8 +637,11 @@ pub struct ExecutionStatusParams {
     pub wait: Option<u64>,
 }
 
-/// Result of `execution.status`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Result of `execution.status`: where the run is, in the original .NET server's fields
+/// (`executionId`, `status`, `exitCode`, `stdout`, `stderr`, `durationMs`, `timeout`), and once
+/// it has completed, its [`RunResult`] (`result`): the very type `execute` answers with, so that
+/// a one-shot and a session run are read the same way.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ExecutionStatusResult {
     /// The run's id.
@@ -645,11 +656,12 @@ pub struct ExecutionStatusResult {
     pub stderr: String,
     /// Wall-clock time in milliseconds once completed, else `null`.
     pub duration_ms: Option<u64>,
-    /// The run hit its time limit.
+    /// The run hit its time limit (the .NET name of `result.timedOut`).
     pub timeout: bool,
-    /// How the run ended, once completed; omitted before.
+    /// How the run ended, once completed (`status` completed); omitted before, and when
+    /// CodeBeaker could not run it (`status` failed: `error` says why).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub outcome: Option<RunStatus>,
+    pub result: Option<RunResult>,
     /// Why the run failed or what the outcome means; omitted when there is nothing to add.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

@@ -371,12 +371,33 @@ fn execution_run_and_status_results() {
         stderr: String::new(),
         duration_ms: Some(40),
         timeout: false,
-        outcome: Some(RunStatus::Ok),
+        result: Some(RunResult {
+            stdout: "1\n".into(),
+            stderr: String::new(),
+            stdout_encoding: None,
+            stderr_encoding: None,
+            exit_code: Some(0),
+            signal: None,
+            status: RunStatus::Ok,
+            timed_out: false,
+            oom_killed: false,
+            truncated: false,
+            duration_ms: 40,
+            cpu_time_ms: 30,
+            peak_memory_bytes: Some(1 << 20),
+            output: None,
+            message: None,
+            compile_ms: None,
+            compile_cache_hit: None,
+        }),
         error: None,
     };
+    // The original .NET fields, and the run result `execute` answers with.
     assert_eq!(
         to_json(&done),
-        json!({"executionId":"e1","status":"completed","exitCode":0,"stdout":"1\n","stderr":"","durationMs":40,"timeout":false,"outcome":"ok"})
+        json!({"executionId":"e1","status":"completed","exitCode":0,"stdout":"1\n","stderr":"","durationMs":40,"timeout":false,
+               "result":{"stdout":"1\n","stderr":"","exitCode":0,"signal":null,"status":"ok","timedOut":false,"oomKilled":false,
+                         "truncated":false,"durationMs":40,"cpuTimeMs":30,"peakMemoryBytes":1048576}})
     );
     let queued = ExecutionStatusResult {
         execution_id: "e2".into(),
@@ -386,7 +407,7 @@ fn execution_run_and_status_results() {
         stderr: String::new(),
         duration_ms: None,
         timeout: false,
-        outcome: None,
+        result: None,
         error: None,
     };
     assert_eq!(

@@ -641,6 +641,7 @@ pub(crate) fn one_shot_request(
         stdin: params.stdin,
         input: params.input,
         timeout: params.timeout.map(Duration::from_secs),
+        timeout_ms: params.timeout_ms.map(Duration::from_millis),
         memory_limit_mb: params.memory_limit,
         ..Default::default()
     };

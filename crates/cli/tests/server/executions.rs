@@ -121,7 +121,7 @@ fn execution_status_with_wait_answers_when_the_run_ends() {
         assert_eq!(finished["status"], "completed", "{finished}");
         assert_eq!(finished["stdout"], "waited for\n");
         assert_eq!(finished["exitCode"], 0);
-        assert_eq!(finished["outcome"], "ok");
+        assert_eq!(finished["result"]["status"], "ok");
         assert!(finished["durationMs"].is_u64(), "{finished}");
         // Waiting on a finished run answers with the same record; `Wait` and `null` work too.
         for params in [
@@ -156,7 +156,7 @@ fn execution_status_with_a_short_wait_reports_a_run_still_going() {
         );
         assert!(going["durationMs"].is_null(), "{going}");
         assert!(going["exitCode"].is_null(), "{going}");
-        assert!(going.get("outcome").is_none(), "{going}");
+        assert!(going.get("result").is_none(), "{going}");
         // Then wait for the end, as long as it takes.
         let mut finished = going;
         for _ in 0..10 {
@@ -186,8 +186,8 @@ fn execution_run_with_wait_answers_with_the_finished_record() {
             )
             .await;
         assert_eq!(finished["status"], "completed", "{finished}");
-        assert_eq!(finished["output"], json!({"output": 42}));
-        assert_eq!(finished["outcome"], "ok");
+        assert_eq!(finished["result"]["output"], json!({"output": 42}));
+        assert_eq!(finished["result"]["status"], "ok");
         let id = finished["executionId"].as_str().expect("executionId");
         let status = client
             .ok("execution.status", json!({"executionId": id}))
@@ -271,5 +271,75 @@ fn a_bad_wait_is_refused_with_invalid_params() {
             )
             .await;
         assert_eq!(error["code"], -32001);
+    });
+}
+
+/// A one-shot's `result`, a session `execute`'s result and `codebeaker run --json` are one type:
+/// the same fields with the same names and, for the same program, the same values.
+#[test]
+fn one_shots_sessions_and_the_cli_answer_with_one_run_result() {
+    run(async {
+        let mut client = Client::connect(shared_server().await).await;
+        let code = "import sys\nprint('out')\nprint('err', file=sys.stderr)\nsys.exit(3)";
+        let one_shot = client
+            .ok(
+                "execution.run",
+                json!({"language": "python", "code": code, "wait": 60000}),
+            )
+            .await;
+        assert_eq!(one_shot["status"], "completed", "{one_shot}");
+        let one_shot = one_shot["result"].clone();
+        let session = client.create_session("python").await;
+        let executed = client
+            .execute(&session, json!({"type": "execute", "code": code}))
+            .await;
+        let executed = executed["result"].clone();
+        client.close_session(&session).await;
+        let cli = std::process::Command::new(crate::common::BIN)
+            .args(["run", "--lang", "python", "--json", "-c", code])
+            .output()
+            .unwrap();
+        let cli: Value = serde_json::from_slice(&cli.stdout).expect("run --json prints JSON");
+        let keys = |v: &Value| -> Vec<String> {
+            let mut keys: Vec<String> = v.as_object().expect("an object").keys().cloned().collect();
+            keys.retain(|k| k != "language" && k != "error");
+            keys.sort();
+            keys
+        };
+        assert_eq!(keys(&one_shot), keys(&executed), "{one_shot}\n{executed}");
+        assert_eq!(keys(&cli), keys(&executed), "{cli}\n{executed}");
+        for field in [
+            "stdout",
+            "stderr",
+            "exitCode",
+            "signal",
+            "status",
+            "timedOut",
+            "oomKilled",
+            "truncated",
+        ] {
+            assert_eq!(
+                one_shot[field], executed[field],
+                "{field}: {one_shot}\n{executed}"
+            );
+            assert_eq!(cli[field], executed[field], "{field}: {cli}\n{executed}");
+        }
+        assert_eq!(executed["status"], "runtime_error");
+        assert_eq!(executed["exitCode"], 3);
+        for result in [&one_shot, &executed, &cli] {
+            assert!(result["cpuTimeMs"].is_u64(), "{result}");
+            assert!(result["durationMs"].is_u64(), "{result}");
+        }
+
+        // A limit in milliseconds, as `execute` takes it, and the typed timeout in the result.
+        let timed_out = client
+            .ok(
+                "execution.run",
+                json!({"language": "python", "code": "while True: pass", "timeoutMs": 500, "wait": 60000}),
+            )
+            .await;
+        assert_eq!(timed_out["timeout"], true, "{timed_out}");
+        assert_eq!(timed_out["result"]["status"], "timeout", "{timed_out}");
+        assert_eq!(timed_out["result"]["timedOut"], true, "{timed_out}");
     });
 }

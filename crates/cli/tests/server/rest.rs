@@ -42,8 +42,8 @@ fn rest_executions_and_languages() {
         assert_eq!(waited.status, 200, "{}", waited.body);
         let waited = waited.json();
         assert_eq!(waited["status"], "completed", "{waited}");
-        assert_eq!(waited["output"], json!({"output": 42}));
-        assert_eq!(waited["outcome"], "ok");
+        assert_eq!(waited["result"]["output"], json!({"output": 42}));
+        assert_eq!(waited["result"]["status"], "ok");
 
         let failed = http(
             addr,
@@ -56,7 +56,7 @@ fn rest_executions_and_languages() {
         .json();
         assert_eq!(failed["status"], "completed", "it ran: {failed}");
         assert_eq!(failed["exitCode"], 3);
-        assert_eq!(failed["outcome"], "runtime_error");
+        assert_eq!(failed["result"]["status"], "runtime_error");
 
         let body_wait = http(
             addr,

@@ -184,6 +184,7 @@ mod tests {
             stdout: out.into(),
             stderr: String::new(),
             timed_out: outcome == Verdict::Timeout,
+            truncated: false,
             outcome: Some(outcome),
             error: None,
             output: None,

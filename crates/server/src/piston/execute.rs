@@ -351,6 +351,7 @@ mod tests {
             stdout: String::new(),
             stderr: String::new(),
             timed_out: outcome == Verdict::Timeout,
+            truncated: false,
             outcome: Some(outcome),
             error: None,
             output: None,
