@@ -279,8 +279,7 @@ impl Link {
                 }
                 return;
             }
-            Some(Id::Number(n)) => n.as_u64(),
-            Some(Id::String(s)) => s.trim().parse::<u64>().ok(),
+            Some(id) => id.as_u64(),
         };
         let pending = id.and_then(|id| self.remove(id));
         let Some(pending) = pending else {
@@ -310,11 +309,7 @@ impl Link {
             ExecutionEvent::Output(e) => &e.request_id,
             ExecutionEvent::Completed(e) => &e.request_id,
         };
-        let id = match request_id {
-            Some(Id::Number(n)) => n.as_u64(),
-            Some(Id::String(s)) => s.trim().parse::<u64>().ok(),
-            None | Some(Id::Null) => None,
-        };
+        let id = request_id.as_ref().and_then(Id::as_u64);
         let guard = self.lock();
         let events = id
             .and_then(|id| guard.as_ref().and_then(|map| map.get(&id)))

@@ -60,8 +60,9 @@ impl<'de> Deserialize<'de> for Version {
 /// A request id: a number or a string, echoed back exactly as received.
 ///
 /// Numbers keep their JSON form: `1` stays `1` and `"1"` stays `"1"`. Integers (up to 64 bits)
-/// round-trip digit for digit; a fractional or exponent id (JSON-RPC discourages both) comes back
-/// as the same floating-point value, for example `1e3` as `1000.0`.
+/// round-trip digit for digit; a request's id that a 64-bit integer cannot hold (a fraction, an
+/// exponent, more digits: JSON-RPC discourages them) is kept as the text it came as
+/// ([`Id::Exact`]), so `1e3` comes back `1e3`, never `1000.0`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Id {
@@ -72,9 +73,31 @@ pub enum Id {
     /// `"id": null`: JSON-RPC 2.0 discourages it, but a request that has it is still answered
     /// (with `"id": null`); only a request without `id` is a notification.
     Null,
+    /// A numeric id as the JSON text it came as (`1e3`, `1.50`, `123456789012345678901`), echoed
+    /// as that text; made by [`parse_frame`] for numbers [`Id::Number`] would not give back
+    /// digit for digit.
+    #[serde(skip_deserializing, serialize_with = "raw_number")]
+    Exact(String),
+}
+
+/// Writes [`Id::Exact`]'s text as the JSON number it is.
+fn raw_number<S: Serializer>(text: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    serde_json::value::RawValue::from_string(text.to_owned())
+        .map_err(serde::ser::Error::custom)?
+        .serialize(serializer)
 }
 
 impl Id {
+    /// The id as a whole number, when it is one (also a string of digits, as some clients send
+    /// the numbers they count their requests with).
+    pub fn as_u64(&self) -> Option<u64> {
+        match self {
+            Id::Number(n) => n.as_u64(),
+            Id::String(s) | Id::Exact(s) => s.trim().parse().ok(),
+            Id::Null => None,
+        }
+    }
+
     /// Reads an id from a JSON value: `None` for any type an id cannot have (boolean, array,
     /// object).
     fn from_json(value: &Value) -> Option<Id> {
@@ -93,6 +116,7 @@ impl fmt::Display for Id {
             Id::Number(n) => write!(f, "{n}"),
             Id::String(s) => write!(f, "{s:?}"),
             Id::Null => f.write_str("null"),
+            Id::Exact(text) => f.write_str(text),
         }
     }
 }
@@ -660,16 +684,49 @@ fn parse_error(detail: impl fmt::Display) -> Incoming {
     Incoming::Invalid(Response::error(None, ErrorObject::parse_error(detail)))
 }
 
-fn classify(value: Value) -> Incoming {
+/// Checks one message; `raw` is its JSON text, read again only for an id [`Id::Number`] would
+/// not echo digit for digit.
+fn classify(value: Value, raw: Option<&str>) -> Incoming {
+    let exact = raw.and_then(|raw| exact_id(&value, raw));
     match Request::from_value(value) {
-        Ok(request) => Incoming::Request(request),
-        Err(invalid) => Incoming::Invalid(invalid.into_response()),
+        Ok(mut request) => {
+            if exact.is_some() {
+                request.id = exact;
+            }
+            Incoming::Request(request)
+        }
+        Err(mut invalid) => {
+            if invalid.id.is_some() && exact.is_some() {
+                invalid.id = exact;
+            }
+            Incoming::Invalid(invalid.into_response())
+        }
     }
+}
+
+/// Whether a message's `id` is a number a 64-bit integer cannot hold.
+fn needs_exact_id(value: &Value) -> bool {
+    matches!(value.get("id"), Some(Value::Number(n)) if n.is_f64())
+}
+
+/// The id of a message whose `id` is a number a 64-bit integer cannot hold, as the text it came
+/// as (`raw` is the message's JSON text).
+fn exact_id(value: &Value, raw: &str) -> Option<Id> {
+    if !needs_exact_id(value) {
+        return None;
+    }
+    #[derive(Deserialize)]
+    struct Probe<'a> {
+        #[serde(borrow)]
+        id: &'a serde_json::value::RawValue,
+    }
+    let probe: Probe<'_> = serde_json::from_str(raw).ok()?;
+    Some(Id::Exact(probe.id.get().to_owned()))
 }
 
 /// Splits a frame's text into JSON values. A stretch that does not parse becomes one `Err` and
 /// reading resumes at the next line that starts a JSON object or array.
-fn split_values(text: &str, max: usize) -> Vec<Result<Value, serde_json::Error>> {
+fn split_values(text: &str, max: usize) -> Vec<Result<(Value, &str), serde_json::Error>> {
     let mut items = Vec::new();
     let mut rest = text.strip_prefix('\u{feff}').unwrap_or(text);
     loop {
@@ -680,8 +737,8 @@ fn split_values(text: &str, max: usize) -> Vec<Result<Value, serde_json::Error>>
         let mut stream = serde_json::Deserializer::from_str(rest).into_iter::<Value>();
         match stream.next() {
             Some(Ok(value)) => {
-                items.push(Ok(value));
                 let consumed = stream.byte_offset();
+                items.push(Ok((value, rest.get(..consumed).unwrap_or(""))));
                 rest = rest.get(consumed..).unwrap_or("");
             }
             Some(Err(error)) => {
@@ -783,13 +840,13 @@ pub fn parse_frame_bounded(text: &str, max_messages: usize) -> Frame {
         let mut messages: Vec<Incoming> = items
             .into_iter()
             .map(|item| match item {
-                Ok(Value::Array(_)) => Incoming::Invalid(Response::error(
+                Ok((Value::Array(_), _)) => Incoming::Invalid(Response::error(
                     None,
                     ErrorObject::invalid_request(
                         "a batch array cannot share a frame with other messages; send it in a frame of its own",
                     ),
                 )),
-                Ok(value) => classify(value),
+                Ok((value, raw)) => classify(value, Some(raw)),
                 Err(error) => parse_error(error),
             })
             .collect();
@@ -804,17 +861,29 @@ pub fn parse_frame_bounded(text: &str, max_messages: usize) -> Frame {
     match items.pop() {
         None => Frame::single(parse_error("the frame holds no JSON message")),
         Some(Err(error)) => Frame::single(parse_error(error)),
-        Some(Ok(Value::Array(elements))) if elements.is_empty() => {
+        Some(Ok((Value::Array(elements), _))) if elements.is_empty() => {
             Frame::single(Incoming::Invalid(Response::error(
                 None,
                 ErrorObject::invalid_request("empty batch"),
             )))
         }
-        Some(Ok(Value::Array(elements))) => Frame {
-            kind: FrameKind::Batch,
-            messages: elements.into_iter().map(classify).collect(),
-        },
-        Some(Ok(value)) => Frame::single(classify(value)),
+        Some(Ok((Value::Array(elements), raw))) => {
+            // The elements' own text, read only when one has an id that needs it.
+            let raws: Vec<&serde_json::value::RawValue> = match elements.iter().any(needs_exact_id)
+            {
+                true => serde_json::from_str(raw).unwrap_or_default(),
+                false => Vec::new(),
+            };
+            Frame {
+                kind: FrameKind::Batch,
+                messages: elements
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, value)| classify(value, raws.get(i).map(|r| r.get())))
+                    .collect(),
+            }
+        }
+        Some(Ok((value, raw))) => Frame::single(classify(value, Some(raw))),
     }
 }
 

@@ -69,6 +69,11 @@ fn fractional_negative_and_large_ids_keep_their_value() {
         ("0", "0"),
         ("18446744073709551615", "18446744073709551615"),
         ("-9223372036854775808", "-9223372036854775808"),
+        // Past 64-bit integers: the text as it came, never a float's rendering of it.
+        ("1e3", "1e3"),
+        ("1.50", "1.50"),
+        ("18446744073709551616", "18446744073709551616"),
+        ("-2E-7", "-2E-7"),
     ] {
         let request = accepted(&format!(
             r#"{{"jsonrpc":"2.0","id":{text},"method":"initialize"}}"#

@@ -57,6 +57,11 @@ impl Client {
 
     /// The next text frame, as JSON.
     pub async fn recv(&mut self) -> Value {
+        serde_json::from_str(&self.recv_text().await).expect("the frame is JSON")
+    }
+
+    /// The next text frame as it came.
+    pub async fn recv_text(&mut self) -> String {
         loop {
             let frame = tokio::time::timeout(FRAME_TIMEOUT, self.ws.next())
                 .await
@@ -64,9 +69,7 @@ impl Client {
                 .expect("the connection is open")
                 .expect("a valid frame");
             match frame {
-                Message::Text(text) => {
-                    return serde_json::from_str(text.as_str()).expect("the frame is JSON")
-                }
+                Message::Text(text) => return text.as_str().to_owned(),
                 Message::Ping(_) | Message::Pong(_) => continue,
                 other => panic!("unexpected frame {other:?}"),
             }

@@ -83,6 +83,41 @@ fn ids_are_echoed_as_numbers_and_as_strings() {
     });
 }
 
+/// An id a 64-bit integer cannot hold (an exponent, a fraction, more digits) comes back as the
+/// text it was sent as, alone, in a batch, and in the error to an invalid request.
+#[test]
+fn numeric_ids_are_echoed_as_the_text_they_came_as() {
+    run(async {
+        let mut client = Client::connect(shared_server().await).await;
+        for id in ["1e3", "1.50", "123456789012345678901234567890", "-2E-7"] {
+            client
+                .send_text(&format!(
+                    r#"{{"jsonrpc":"2.0","id":{id},"method":"session.list"}}"#
+                ))
+                .await;
+            let text = client.recv_text().await;
+            assert!(text.contains(&format!(r#""id":{id}"#)), "{id}: {text}");
+            assert!(text.contains(r#""result""#), "{id}: {text}");
+        }
+        client
+            .send_text(r#"[{"jsonrpc":"2.0","id":2.5e1,"method":"session.list"},{"jsonrpc":"2.0","id":7,"method":"session.list"}]"#)
+            .await;
+        let text = client.recv_text().await;
+        assert!(
+            text.contains(r#""id":2.5e1"#) && text.contains(r#""id":7"#),
+            "{text}"
+        );
+        client
+            .send_text(r#"{"jsonrpc":"2.0","id":1e3,"params":{}}"#)
+            .await;
+        let text = client.recv_text().await;
+        assert!(
+            text.contains(r#""id":1e3"#) && text.contains("-32600"),
+            "{text}"
+        );
+    });
+}
+
 #[test]
 fn a_notification_gets_no_response() {
     run(async {
