@@ -1480,7 +1480,10 @@ fn bench_python_sdk_beside_json_rpc() {
 fn the_audit_log_names_the_caller_of_e2b_work_and_refusals() {
     // Captured by a subscriber of this thread, so this test runs its own server on a
     // current-thread runtime: every task of the server runs here.
-    let _shared = common::shared();
+    // It runs alone: tracing caches each event site's interest across threads, and other tests
+    // hitting the same sites while this thread's subscriber comes and goes could leave an event
+    // cached as wanted by no one, and dropped here.
+    let _alone = common::exclusive();
     let engine = Arc::clone(common::engine());
     let captured = Captured::default();
     let writer = captured.clone();

@@ -450,7 +450,10 @@ fn a_session_past_its_maximum_lifetime_is_closed_and_its_box_freed() {
 fn the_audit_log_names_the_caller_for_sessions_commands_and_refusals() {
     // The events are captured by a subscriber of this thread (the global one may be taken), so
     // this test runs its own server on a current-thread runtime: every task runs here.
-    let _shared = common::shared();
+    // It runs alone: tracing caches each event site's interest across threads, and other tests
+    // hitting the same sites while this thread's subscriber comes and goes could leave an event
+    // cached as wanted by no one, and dropped here.
+    let _alone = common::exclusive();
     let engine = engine();
     let captured = Captured::default();
     let writer = captured.clone();
