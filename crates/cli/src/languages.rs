@@ -13,8 +13,13 @@ pub struct LanguagesArgs {
 }
 
 pub async fn main(args: LanguagesArgs) -> Result<i32> {
-    // Discovery only: no box is made, so this needs no root.
-    let languages = codebeaker_engine::languages(&EngineConfig::default())?;
+    // Discovery only: no box is made, so this needs no root. Every probe runs (what is there
+    // now), and its answer is kept for the commands that follow.
+    let config = EngineConfig {
+        fresh_probes: true,
+        ..EngineConfig::default()
+    };
+    let languages = codebeaker_engine::languages(&config)?;
     if args.json {
         outln!(
             "{}",

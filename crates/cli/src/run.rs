@@ -65,22 +65,28 @@ pub async fn main(args: RunArgs) -> Result<i32> {
         Some(s) => parse::text_or_file(s)?,
         None => Vec::new(),
     };
-    let engine = Engine::new(EngineConfig::default())?;
+    // The language first, from the registry's names alone: the engine then looks for that one
+    // toolchain only, and the others are never probed.
+    let registry = codebeaker_languages::Registry::builtin()?;
     let language = match (&args.lang, &args.file) {
         (Some(lang), _) => lang.clone(),
-        (None, Some(file)) => match engine.registry().detect_extension(file) {
+        (None, Some(file)) => match registry.detect_extension(file) {
             Some(l) => l.name().to_string(),
             None => bail!(
                 "cannot tell the language of {} from its extension; give --lang ({})",
                 file.display(),
-                engine.registry().names().collect::<Vec<_>>().join(", ")
+                registry.names().collect::<Vec<_>>().join(", ")
             ),
         },
         (None, None) => bail!(
             "give --lang with -c ({})",
-            engine.registry().names().collect::<Vec<_>>().join(", ")
+            registry.names().collect::<Vec<_>>().join(", ")
         ),
     };
+    let engine = Engine::new(EngineConfig {
+        only_languages: Some(vec![language.clone()]),
+        ..EngineConfig::default()
+    })?;
     let mut limits = engine.config().run_limits;
     limits.wall_time = args.timeout;
     limits.cpu_time = args.timeout;

@@ -28,6 +28,15 @@ pub struct EngineConfig {
     pub cache_max_bytes: u64,
     /// TOML that extends or overrides the built-in language registry.
     pub languages_override: Option<String>,
+    /// The only languages whose toolchains are looked for (names or aliases); `None`: all. A
+    /// command that runs one language sets it, so that it does not probe the other toolchains.
+    pub only_languages: Option<Vec<String>>,
+    /// The file where the toolchains' version probes are kept between runs (a probe runs again
+    /// when an executable it concerns changes); `None` probes every time.
+    pub probe_cache_file: Option<PathBuf>,
+    /// Run every version probe, whatever the probe file says, and keep the new answers
+    /// (`codebeaker doctor` and `languages` do, to report what is there now).
+    pub fresh_probes: bool,
     pub sessions: SessionSettings,
     pub files: FileLimits,
     /// Bounds of the `diff` and `apply_patch` commands, which run on the server.
@@ -162,6 +171,9 @@ impl Default for EngineConfig {
             cache_dir: PathBuf::from("/var/cache/codebeaker/compile"),
             cache_max_bytes: 1024 * MIB,
             languages_override: None,
+            only_languages: None,
+            probe_cache_file: Some(PathBuf::from("/var/cache/codebeaker/toolchains.json")),
+            fresh_probes: false,
             sessions: SessionSettings::default(),
             files: FileLimits::default(),
             text: TextLimits::default(),

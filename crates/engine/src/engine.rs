@@ -313,10 +313,17 @@ pub(crate) async fn destroy_quietly(bx: SandboxBox) {
 
 /// The registry the configuration names: the built-in one, with its overrides if any.
 fn registry_of(config: &EngineConfig) -> Result<Registry, EngineError> {
-    Ok(match &config.languages_override {
+    let mut registry = match &config.languages_override {
         Some(toml) => Registry::with_overrides(toml)?,
         None => Registry::builtin()?,
-    })
+    };
+    if let Some(only) = &config.only_languages {
+        registry.look_only_for(only)?;
+    }
+    if let Some(file) = &config.probe_cache_file {
+        registry.keep_probes_in(file, !config.fresh_probes);
+    }
+    Ok(registry)
 }
 
 /// Plans of an empty script, by language, for the available languages with a warm worker (none

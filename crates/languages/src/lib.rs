@@ -52,6 +52,7 @@ mod config;
 mod error;
 mod kernels;
 mod plan;
+mod probes;
 mod registry;
 mod template;
 mod toolchain;

@@ -29,6 +29,11 @@ pub struct Registry {
     /// Lower-case extension (without dot) -> canonical name.
     extensions: BTreeMap<String, String>,
     toolchains: OnceLock<BTreeMap<String, Toolchain>>,
+    /// The only languages whose toolchains are looked for; `None`: every language.
+    only: Option<std::collections::BTreeSet<String>>,
+    /// Where the version probes' answers are kept ([`crate::probes`]), and whether they are
+    /// reused; `None`: nowhere.
+    probe_file: Option<(std::path::PathBuf, bool)>,
 }
 
 /// One language: how to recognise it and how to turn code into a [`Plan`].
@@ -101,6 +106,8 @@ impl Registry {
             names: BTreeMap::new(),
             extensions: BTreeMap::new(),
             toolchains: OnceLock::new(),
+            only: None,
+            probe_file: None,
         };
         for (name, (language, source)) in merged {
             if language.enabled == Some(false) {
@@ -164,15 +171,57 @@ impl Registry {
         self.languages.keys().map(String::as_str)
     }
 
+    /// Looks for the toolchains of these languages only (names or aliases): a command that runs
+    /// one language does not probe the others, which [`discover`](Self::discover) then reports
+    /// unavailable, "not looked for". Call it before the first discovery.
+    pub fn look_only_for<S: AsRef<str>>(&mut self, names: &[S]) -> Result<(), LanguageError> {
+        let names = names
+            .iter()
+            .map(|n| Ok(self.resolve(n.as_ref())?.name.clone()))
+            .collect::<Result<_, LanguageError>>()?;
+        self.only = Some(names);
+        Ok(())
+    }
+
+    /// Keeps the version probes' answers in the file `path`: with `reuse`, a discovery skips a
+    /// probe while the executables it concerns are unchanged (see the `probes` module); without,
+    /// every probe runs and its answer replaces the kept one (what `codebeaker doctor` wants).
+    /// Call it before the first discovery.
+    pub fn keep_probes_in(&mut self, path: impl Into<std::path::PathBuf>, reuse: bool) {
+        self.probe_file = Some((path.into(), reuse));
+    }
+
     /// Discovers every language's toolchain (once; later calls return the cached result).
     /// Probes run in parallel, one thread per language.
     pub fn discover(&self) -> &BTreeMap<String, Toolchain> {
         self.toolchains.get_or_init(|| {
-            std::thread::scope(|scope| {
+            let probes = match &self.probe_file {
+                Some((path, reuse)) => crate::probes::ProbeCache::open(Some(path), *reuse),
+                None => crate::probes::ProbeCache::default(),
+            };
+            let wanted = self
+                .only
+                .as_ref()
+                .map(|only| only.iter().cloned().collect::<Vec<_>>().join(", "));
+            let found = std::thread::scope(|scope| {
+                let probes = &probes;
+                let wanted = wanted.as_deref();
                 let handles: Vec<_> = self
                     .languages
                     .values()
-                    .map(|language| (language, scope.spawn(move || Toolchain::discover(language))))
+                    .map(|language| {
+                        let looked_for = self
+                            .only
+                            .as_ref()
+                            .is_none_or(|o| o.contains(&language.name));
+                        let probe = move || match (looked_for, wanted) {
+                            (false, Some(wanted)) => {
+                                crate::toolchain::not_looked_for(language, wanted)
+                            }
+                            _ => Toolchain::discover_with(language, probes),
+                        };
+                        (language, scope.spawn(probe))
+                    })
                     .collect();
                 handles
                     .into_iter()
@@ -191,7 +240,9 @@ impl Registry {
                         (language.name.clone(), toolchain)
                     })
                     .collect()
-            })
+            });
+            probes.save();
+            found
         })
     }
 

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use regex::Regex;
 use serde::Serialize;
 
+use crate::probes::ProbeCache;
 use crate::registry::{Language, ToolchainSpec};
 use crate::template::Context;
 
@@ -57,9 +58,15 @@ impl Toolchain {
     /// Discovers the toolchain of `language`: the first registry entry whose tools are all found
     /// and whose version probe succeeds wins.
     pub fn discover(language: &Language) -> Toolchain {
+        Self::discover_with(language, &ProbeCache::default())
+    }
+
+    /// [`discover`](Self::discover), taking a version probe's answer from `probes` while the
+    /// executables it concerns are unchanged, and keeping the answers of the probes it runs.
+    pub(crate) fn discover_with(language: &Language, probes: &ProbeCache) -> Toolchain {
         let mut failures = Vec::new();
         for (index, spec) in language.specs().iter().enumerate() {
-            match discover_spec(spec) {
+            match discover_spec(spec, probes) {
                 Ok((executables, version)) => {
                     let mounts = mounts_for(&executables, &spec.mounts);
                     let relocated = relocations(language.name(), &mounts);
@@ -226,7 +233,29 @@ fn unavailable_reason(language: &str, failures: &[(&ToolchainSpec, Failure)]) ->
     )
 }
 
-fn discover_spec(spec: &ToolchainSpec) -> Result<(BTreeMap<String, PathBuf>, String), Failure> {
+/// A toolchain that was not looked for: the command that made the registry uses other languages
+/// only ([`Registry::look_only_for`](crate::Registry::look_only_for)).
+pub(crate) fn not_looked_for(language: &Language, wanted: &str) -> Toolchain {
+    Toolchain {
+        language: language.name().to_string(),
+        variant: None,
+        available: false,
+        version: None,
+        reason: Some(format!(
+            "{}'s toolchain was not looked for: this command uses only {wanted}",
+            language.name()
+        )),
+        executables: BTreeMap::new(),
+        mounts: Vec::new(),
+        relocated: BTreeMap::new(),
+        spec_index: None,
+    }
+}
+
+fn discover_spec(
+    spec: &ToolchainSpec,
+    probes: &ProbeCache,
+) -> Result<(BTreeMap<String, PathBuf>, String), Failure> {
     let mut executables = BTreeMap::new();
     for (tool, candidates) in &spec.tools {
         let mut looked = Vec::new();
@@ -252,7 +281,17 @@ fn discover_spec(spec: &ToolchainSpec) -> Result<(BTreeMap<String, PathBuf>, Str
         ..Context::default()
     };
     let argv: Vec<String> = spec.version_argv.iter().map(|t| t.render(&ctx)).collect();
-    let output = run_probe(&argv).map_err(Failure::Probe)?;
+    let key = ProbeCache::key(&argv, &executables);
+    let output = match key.as_deref().and_then(|k| probes.get(k)) {
+        Some(output) => output,
+        None => {
+            let output = run_probe(&argv).map_err(Failure::Probe)?;
+            if let Some(key) = key {
+                probes.put(key, output.clone());
+            }
+            output
+        }
+    };
     let version = spec
         .version_regex
         .captures(&output)

@@ -309,3 +309,82 @@ fn configuration_examples_in_the_docs_load() {
         assert!(registry.resolve("perl").is_ok() || registry.resolve("pascal").is_ok());
     }
 }
+
+/// A registry whose `counted` language's version probe appends a line to `marker` each time it
+/// runs, beside the built-in languages.
+fn counting_registry(marker: &std::path::Path) -> Registry {
+    Registry::with_overrides(&format!(
+        r#"
+[languages.counted]
+extensions = ["counted"]
+
+[[languages.counted.toolchains]]
+name = "sh"
+package = "dash"
+tools = {{ sh = ["/bin/sh"] }}
+version = {{ argv = ["{{tool:sh}}", "-c", "echo probed >> {marker}; echo counted 1.2.3"], regex = 'counted (\S+)' }}
+run = ["{{tool:sh}}", "{{source}}"]
+"#,
+        marker = marker.display()
+    ))
+    .expect("override")
+}
+
+fn probes_run(marker: &std::path::Path) -> usize {
+    std::fs::read_to_string(marker).map_or(0, |t| t.lines().count())
+}
+
+#[test]
+fn a_registry_told_its_languages_probes_no_other_toolchain() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("probes");
+    let mut registry = counting_registry(&marker);
+    registry.look_only_for(&["py"]).expect("python is known");
+    let toolchains = registry.discover();
+    assert!(toolchains["python"].available, "{:?}", toolchains["python"]);
+    assert_eq!(probes_run(&marker), 0, "the other language was probed");
+    let counted = &toolchains["counted"];
+    assert!(!counted.available);
+    assert!(
+        counted
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("not looked for") && r.contains("python")),
+        "{counted:?}"
+    );
+    let error = counting_registry(&marker)
+        .look_only_for(&["cobol"])
+        .expect_err("an unknown language");
+    assert!(error.to_string().contains("cobol"), "{error}");
+}
+
+#[test]
+fn version_probes_are_kept_until_an_executable_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("probes");
+    let file = dir.path().join("toolchains.json");
+    let discover = |reuse: bool| {
+        let mut registry = counting_registry(&marker);
+        registry.keep_probes_in(&file, reuse);
+        let toolchain = registry.discover()["counted"].clone();
+        assert!(toolchain.available, "{toolchain:?}");
+        assert_eq!(toolchain.version.as_deref(), Some("1.2.3"));
+    };
+    discover(true);
+    assert_eq!(probes_run(&marker), 1);
+    // A second command: the kept answer, no probe.
+    discover(true);
+    assert_eq!(probes_run(&marker), 1, "the kept answer was not used");
+    // Fresh probes (doctor, languages) run whatever is kept.
+    discover(false);
+    assert_eq!(probes_run(&marker), 2);
+    // A kept answer names the executables it was probed with: another one is probed again.
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, text.replace("/bin/sh", "/bin/other-sh")).unwrap();
+    discover(true);
+    assert_eq!(
+        probes_run(&marker),
+        3,
+        "an answer for another executable was reused"
+    );
+}
