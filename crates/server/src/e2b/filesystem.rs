@@ -175,7 +175,10 @@ async fn list_dir(
     depth: u32,
 ) -> Result<Value, EnvdError> {
     match list(e2b, sandbox, path, depth).await? {
-        Ok(entries) => {
+        Ok(mut entries) => {
+            // envd walks the tree depth-first (a directory's contents right after it, each
+            // directory's entries by name); the engine lists breadth-first.
+            entries.sort_by(|a, b| a.path.split('/').cmp(b.path.split('/')));
             let entries: Vec<Value> = entries.iter().map(entry_info).collect();
             Ok(json!({ "entries": entries }))
         }
