@@ -224,6 +224,12 @@ fn python_sdk_async() {
     python_flow("async");
 }
 
+/// A subset of the SDK's own test suite: the calls of its command, file and sandbox cases.
+#[test]
+fn python_sdk_own_test_cases() {
+    python_flow("sdk_cases");
+}
+
 #[test]
 fn python_sdk_two_sandboxes_are_isolated() {
     python_flow("isolation");
