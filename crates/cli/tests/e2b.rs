@@ -1351,7 +1351,7 @@ async fn rpc(
 }
 
 #[test]
-#[ignore = "a benchmark: cargo test -p codebeaker --test e2b bench -- --ignored --nocapture"]
+#[ignore = "a benchmark: cargo test --release -p codebeaker --test tests e2b::bench -- --ignored --nocapture"]
 fn bench_python_sdk_beside_json_rpc() {
     const CYCLES: usize = 100;
     const RUNS: usize = 300;
