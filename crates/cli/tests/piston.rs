@@ -732,6 +732,21 @@ fn connect_feeds_stdin_while_the_program_runs_and_ends_its_input() {
 }
 
 #[test]
+fn connect_keeps_a_character_split_across_output_chunks_whole() {
+    run_within(LIMIT, async {
+        let addr = common::server().await;
+        let mut socket = connect(addr, "/api/v2/connect").await;
+        // The two bytes of `é` in two writes, with a pause between them so that they reach the
+        // door as two chunks.
+        let code = "import sys, time\nsys.stdout.buffer.write(b'a\\xc3'); sys.stdout.flush(); time.sleep(0.3)\nsys.stdout.buffer.write(b'\\xa9b\\n'); sys.stdout.flush()\n";
+        say(&mut socket, json!({"type": "init", "language": "python", "version": "*", "files": [{"content": code}]})).await;
+        let (seen, code) = until_closed(&mut socket).await;
+        assert_eq!(code, 4999, "{seen:?}");
+        assert_eq!(stdout_of(&seen), "a\u{e9}b\n", "{seen:?}");
+    });
+}
+
+#[test]
 fn connect_signal_stops_the_program() {
     run_within(LIMIT, async {
         let addr = common::server().await;
