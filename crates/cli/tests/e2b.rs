@@ -201,7 +201,16 @@ fn interpreter_sdk_javascript_and_bash() {
 #[ignore = "a benchmark: run with --ignored and read its output"]
 fn interpreter_sdk_bench() {
     let stdout = interpreter_flow("bench");
-    println!("{stdout}");
+    let mut times: Vec<f64> = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("bench-cell-ms "))
+        .and_then(|list| serde_json::from_str(list).ok())
+        .unwrap_or_else(|| panic!("no cell times in:\n{stdout}"));
+    let (median, p99) = common::median_p99(&mut times);
+    println!(
+        "bench sdk-cell: median {median:.2} ms, p99 {p99:.2} ms ({} cells)",
+        times.len()
+    );
 }
 
 #[test]
@@ -1312,13 +1321,6 @@ fn attack_other_caller_cannot_run_or_read() {
 // ---------------------------------------------------------------------------------------------
 // The benchmark of docs/e2b.md (one run, by hand).
 
-/// Median and 99th percentile of `samples` (milliseconds).
-fn median_p99(samples: &mut [f64]) -> (f64, f64) {
-    samples.sort_by(f64::total_cmp);
-    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
-    (at(0.5), at(0.99))
-}
-
 /// One JSON-RPC request on `ws` and its response's `result`.
 async fn rpc(
     ws: &mut tokio_tungstenite::WebSocketStream<
@@ -1462,7 +1464,7 @@ fn bench_python_sdk_beside_json_rpc() {
         (cycle, run)
     });
     let row = |what: &str, samples: &mut [f64]| {
-        let (median, p99) = median_p99(samples);
+        let (median, p99) = common::median_p99(samples);
         println!("| {what} | {} | {median:.1} | {p99:.1} |", samples.len());
     };
     println!("| calls | n | median ms | p99 ms |");

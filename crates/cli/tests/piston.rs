@@ -896,13 +896,6 @@ fn connect_closes_with_pistons_codes() {
 // ---------------------------------------------------------------------------------------------
 // The benchmark of docs/piston.md (one run, by hand).
 
-/// Median and 99th percentile of `samples` (milliseconds).
-fn median_p99(samples: &mut [f64]) -> (f64, f64) {
-    samples.sort_by(f64::total_cmp);
-    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
-    (at(0.5), at(0.99))
-}
-
 /// One JSON-RPC request on `socket` and its response's `result`.
 async fn rpc(socket: &mut Socket, id: u64, method: &str, params: Value) -> Value {
     let request = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
@@ -956,8 +949,8 @@ fn bench_execute_beside_json_rpc() {
                 json_rpc.push(started.elapsed().as_secs_f64() * 1000.0);
                 assert_eq!(ran["stdout"], *expected, "{ran}");
             }
-            let (pm, pp) = median_p99(&mut piston);
-            let (jm, jp) = median_p99(&mut json_rpc);
+            let (pm, pp) = common::median_p99(&mut piston);
+            let (jm, jp) = common::median_p99(&mut json_rpc);
             println!(
                 "{language} hello, {RUNS} runs: Piston execute median {pm:.1} ms p99 {pp:.1} ms; JSON-RPC execution.run median {jm:.1} ms p99 {jp:.1} ms"
             );
