@@ -29,16 +29,7 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A server over the shared engine, serving for the whole test run.
 fn serve(config: ServerConfig) -> SocketAddr {
-    let engine = Arc::clone(common::engine());
-    runtime().block_on(async {
-        let handle = Server::bind(config, engine)
-            .await
-            .expect("bind an ephemeral port")
-            .spawn();
-        let addr = handle.local_addr();
-        std::mem::forget(handle);
-        addr
-    })
+    runtime().block_on(common::serve_forever(Arc::clone(common::engine()), config))
 }
 
 /// The server with auth on for `alice` and `mallory`, and a template of its own.
@@ -1491,16 +1482,7 @@ fn the_audit_log_names_the_caller_of_e2b_work_and_refusals() {
     let _shared = common::shared();
     let engine = Arc::clone(common::engine());
     let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
-            "{}=info",
-            codebeaker_server::AUDIT_TARGET
-        )))
-        .with_writer(move || writer.clone())
-        .finish();
+    let subscriber = captured.audit_subscriber();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -453,16 +453,7 @@ fn the_audit_log_names_the_caller_for_sessions_commands_and_refusals() {
     let _shared = common::shared();
     let engine = engine();
     let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
-            "{}=info",
-            codebeaker_server::AUDIT_TARGET
-        )))
-        .with_writer(move || writer.clone())
-        .finish();
+    let subscriber = captured.audit_subscriber();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
