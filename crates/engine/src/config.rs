@@ -24,7 +24,7 @@ pub struct EngineConfig {
     pub cache_max_bytes: u64,
     /// TOML that extends or overrides the built-in language registry.
     pub languages_override: Option<String>,
-    pub sessions: SessionSettings,
+    pub sessions: SessionLimits,
     pub files: FileLimits,
     /// Bounds of the `diff` and `apply_patch` commands, which run on the server.
     pub text: TextLimits,
@@ -44,7 +44,7 @@ pub struct EngineConfig {
 
 /// Session bounds and timeouts.
 #[derive(Debug, Clone)]
-pub struct SessionSettings {
+pub struct SessionLimits {
     pub max_sessions: usize,
     pub max_sessions_per_caller: usize,
     /// Default idle timeout (the original .NET CodeBeaker's 30 minutes).
@@ -59,9 +59,9 @@ pub struct SessionSettings {
     pub reap_interval: Duration,
 }
 
-impl Default for SessionSettings {
+impl Default for SessionLimits {
     fn default() -> Self {
-        SessionSettings {
+        SessionLimits {
             max_sessions: 512,
             max_sessions_per_caller: 64,
             idle_timeout: Duration::from_secs(30 * 60),
@@ -157,7 +157,7 @@ impl Default for EngineConfig {
             cache_dir: PathBuf::from("/var/cache/codebeaker/compile"),
             cache_max_bytes: 1024 * MIB,
             languages_override: None,
-            sessions: SessionSettings::default(),
+            sessions: SessionLimits::default(),
             files: FileLimits::default(),
             text: TextLimits::default(),
             max_queued_executions: 1000,

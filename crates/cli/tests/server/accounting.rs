@@ -367,10 +367,10 @@ fn the_seeds_dotnet_client_flow_step_by_step() {
 fn a_session_past_its_maximum_lifetime_is_closed_and_its_box_freed() {
     run(async {
         let config = EngineConfig {
-            sessions: SessionSettings {
+            sessions: SessionLimits {
                 max_lifetime: Duration::from_secs(1),
                 reap_interval: Duration::from_millis(100),
-                ..SessionSettings::default()
+                ..SessionLimits::default()
             },
             ..common::engine_config(0)
         };
