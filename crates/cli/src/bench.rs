@@ -17,8 +17,9 @@ pub struct BenchArgs {
     #[arg(long)]
     json: bool,
     /// What to measure: `sandbox` (boxes against bare processes and bubblewrap), `languages`
-    /// (the seed's snippets: first run, cache hit, and the bare toolchain) or `warm` (the
-    /// per-request paths over WebSocket and in-process, against Docker when a daemon runs).
+    /// (the original .NET CodeBeaker's snippets: first run, cache hit, and the bare toolchain)
+    /// or `warm` (the per-request paths over WebSocket and in-process, against Docker when a
+    /// daemon runs).
     #[arg(long, default_value = "sandbox", value_parser = Suite::NAMES)]
     suite: String,
     /// With `--suite warm`: how many idle Python sessions to hold for the memory figure.

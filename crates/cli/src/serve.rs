@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use codebeaker_engine::{
-    Engine, EngineConfig, FileLimits, RecordLimits, SessionSettings, TextLimits,
+    Engine, EngineConfig, FileLimits, RecordLimits, SessionLimits, TextLimits,
 };
 use codebeaker_sandbox::{BoxLimits, MIB};
 use codebeaker_server::{
@@ -647,7 +647,7 @@ impl Config {
         };
         config.warm_workers = self.languages.warm_workers;
 
-        config.sessions = SessionSettings {
+        config.sessions = SessionLimits {
             max_sessions: as_usize(n.max_total),
             max_sessions_per_caller: as_usize(n.max_per_caller),
             idle_timeout: minutes(n.idle_timeout_minutes),

@@ -68,6 +68,7 @@ mod sessions;
 // The tenant-isolation cases, one module per class of attack; each uses [`two_callers`].
 mod build_products;
 mod contexts;
+mod e2b;
 mod host_facts;
 mod judge0;
 mod kernel_accounting;

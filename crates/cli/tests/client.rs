@@ -1,7 +1,7 @@
 //! The client end to end: a real server on an ephemeral port over a real engine (real boxes), the
-//! seed's eight integration tests over WebSocket and again in embedded mode, and the failures the
-//! seed's client had: reconnection, pool pressure across languages, timed-out programs, batches,
-//! multibyte output larger than a frame.
+//! original .NET CodeBeaker's eight integration tests over WebSocket and again in embedded mode,
+//! and the failures its client had: reconnection, pool pressure across languages, timed-out
+//! programs, batches, multibyte output larger than a frame.
 //!
 //! Every test runs on the shared runtime over the shared engine (boxes are tied to the runtime
 //! that made them); servers are the tests' own, since they stop and restart them. Nothing here asserts timings; every test is bounded by a generous timeout so
@@ -44,9 +44,9 @@ fn url(addr: SocketAddr) -> String {
     format!("ws://{addr}/ws/jsonrpc")
 }
 
-/// The options of the seed's integration tests: pool size 5, idle 30 min, max lifetime 120 min,
-/// timeout 30 s, automatic cleanup off.
-fn seed_options(websocket_url: String) -> CodeBeakerOptions {
+/// The options of the original .NET CodeBeaker's integration tests: pool size 5, idle 30 min,
+/// max lifetime 120 min, timeout 30 s, automatic cleanup off.
+fn dotnet_options(websocket_url: String) -> CodeBeakerOptions {
     CodeBeakerOptions {
         websocket_url,
         session_pool_size: 5,
@@ -88,7 +88,7 @@ where
 }
 
 // ---------------------------------------------------------------------------------------------
-// The seed's eight integration tests, with their programs and assertions.
+// The original .NET CodeBeaker's eight integration tests, with their programs and assertions.
 
 fn assert_output_42(result: &codebeaker_client::RuntimeResult) {
     assert!(result.success, "{:?}", result.error);
@@ -219,14 +219,14 @@ async fn execute_async_unsupported_language_should_return_error(runtime: Runtime
     );
 }
 
-macro_rules! seed_tests {
+macro_rules! dotnet_tests {
     ($($name:ident),* $(,)?) => {
         mod over_websocket {
             use super::*;
             $(
                 #[test]
                 fn $name() {
-                    run_within(TEST_TIMEOUT, over_websocket(seed_options, super::$name));
+                    run_within(TEST_TIMEOUT, over_websocket(dotnet_options, super::$name));
                 }
             )*
         }
@@ -237,7 +237,7 @@ macro_rules! seed_tests {
                 fn $name() {
                     run_within(TEST_TIMEOUT, embedded(
                         stringify!($name),
-                        seed_options(String::new()),
+                        dotnet_options(String::new()),
                         super::$name,
                     ));
                 }
@@ -246,7 +246,7 @@ macro_rules! seed_tests {
     };
 }
 
-seed_tests!(
+dotnet_tests!(
     execute_async_python_code_should_return_correct_result,
     execute_async_javascript_code_should_return_correct_result,
     execute_async_go_code_should_return_correct_result,
@@ -258,7 +258,7 @@ seed_tests!(
 );
 
 // ---------------------------------------------------------------------------------------------
-// Beyond the seed.
+// Beyond the original .NET CodeBeaker's tests.
 
 /// The server goes away mid-run and comes back on the same port: the call in flight fails at
 /// once with `ConnectionLost` (not at its 60-second timeout), and later calls succeed on the
@@ -360,7 +360,7 @@ fn the_runtime_service_recovers_after_a_restart() {
     run_within(TEST_TIMEOUT, async {
         let server = start_server("127.0.0.1:0".parse().expect("address")).await;
         let addr = server.local_addr();
-        let options = seed_options(url(addr));
+        let options = dotnet_options(url(addr));
         let client = Arc::new(
             Client::connect(options.client_config())
                 .await
@@ -408,7 +408,7 @@ fn a_pool_of_two_serves_fifty_concurrent_calls_across_three_languages() {
             |url| CodeBeakerOptions {
                 session_pool_size: 2,
                 acquire_timeout_ms: 240_000,
-                ..seed_options(url)
+                ..dotnet_options(url)
             },
             |runtime| async move {
                 let peak = Arc::new(AtomicUsize::new(0));
@@ -473,7 +473,7 @@ fn a_pool_of_two_serves_fifty_concurrent_calls_across_three_languages() {
 fn a_timed_out_program_is_killed_and_its_session_discarded() {
     run_within(
         TEST_TIMEOUT,
-        over_websocket(seed_options, |runtime| async move {
+        over_websocket(dotnet_options, |runtime| async move {
             let started = Instant::now();
             let result = runtime
                 .execute("while True:\n    pass", "python", json!({}), Some(500))
@@ -535,7 +535,7 @@ fn a_batch_of_200_items_reports_40_failures_in_input_order() {
         over_websocket(
             |url| CodeBeakerOptions {
                 session_pool_size: 8,
-                ..seed_options(url)
+                ..dotnet_options(url)
             },
             |runtime| async move {
                 let items = numbered_items(200);
@@ -669,7 +669,7 @@ fn stop_on_first_error_skips_the_rest_and_drops_nothing() {
 fn multibyte_output_larger_than_a_frame_arrives_intact() {
     run_within(
         TEST_TIMEOUT,
-        over_websocket(seed_options, |runtime| async move {
+        over_websocket(dotnet_options, |runtime| async move {
             let unit = "é✓日本";
             let repeat = 200 * 1024 / unit.len() + 1;
             let expected = unit.repeat(repeat);

@@ -1,7 +1,7 @@
 //! The E2B-compatible API, end to end: E2B's own Python and JavaScript SDKs (the pinned versions
 //! `scripts/compat-clients.sh` installs under `target/compat/`) against a real server on an
-//! ephemeral port, over real boxes; then two callers, with auth on, attacking each other's
-//! sandboxes over raw HTTP.
+//! ephemeral port, over real boxes, and raw HTTP for what the SDKs would never send. Two callers
+//! attacking each other's sandboxes are in `attacks::e2b`.
 //!
 //! Alone, as root: `cargo test -p codebeaker --test tests e2b::`.
 
@@ -19,8 +19,8 @@ use codebeaker_server::{AuthConfig, Server, ServerConfig, TokenConfig};
 use serde_json::{json, Value};
 
 /// The API keys of the two callers (in the `e2b_<hex>` shape the SDKs insist on).
-const ALICE_KEY: &str = "e2b_a11ce0000000000000000000000000000000000a";
-const MALLORY_KEY: &str = "e2b_ba0000000000000000000000000000000000000b";
+pub(crate) const ALICE_KEY: &str = "e2b_a11ce0000000000000000000000000000000000a";
+pub(crate) const MALLORY_KEY: &str = "e2b_ba0000000000000000000000000000000000000b";
 /// A caller whose token allows one session at a time.
 const CAROL_KEY: &str = "e2b_ca201000000000000000000000000000000000c";
 
@@ -29,20 +29,11 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A server over the shared engine, serving for the whole test run.
 fn serve(config: ServerConfig) -> SocketAddr {
-    let engine = Arc::clone(common::engine());
-    runtime().block_on(async {
-        let handle = Server::bind(config, engine)
-            .await
-            .expect("bind an ephemeral port")
-            .spawn();
-        let addr = handle.local_addr();
-        std::mem::forget(handle);
-        addr
-    })
+    runtime().block_on(common::serve_forever(Arc::clone(common::engine()), config))
 }
 
 /// The server with auth on for `alice` and `mallory`, and a template of its own.
-fn server() -> SocketAddr {
+pub(crate) fn server() -> SocketAddr {
     static ADDR: OnceLock<SocketAddr> = OnceLock::new();
     *ADDR.get_or_init(|| {
         let token = |token: &str, caller: &str| TokenConfig {
@@ -89,7 +80,7 @@ fn server() -> SocketAddr {
 }
 
 /// Runs `test` on the runtime, with the server up (started outside the runtime: it blocks on it).
-fn block_on<F: std::future::Future>(test: F) -> F::Output {
+pub(crate) fn block_on<F: std::future::Future>(test: F) -> F::Output {
     server();
     let _shared = common::shared();
     runtime().block_on(test)
@@ -201,7 +192,16 @@ fn interpreter_sdk_javascript_and_bash() {
 #[ignore = "a benchmark: run with --ignored and read its output"]
 fn interpreter_sdk_bench() {
     let stdout = interpreter_flow("bench");
-    println!("{stdout}");
+    let mut times: Vec<f64> = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("bench-cell-ms "))
+        .and_then(|list| serde_json::from_str(list).ok())
+        .unwrap_or_else(|| panic!("no cell times in:\n{stdout}"));
+    let (median, p99) = common::median_p99(&mut times);
+    println!(
+        "bench sdk-cell: median {median:.2} ms, p99 {p99:.2} ms ({} cells)",
+        times.len()
+    );
 }
 
 #[test]
@@ -224,6 +224,12 @@ fn python_sdk_async() {
     python_flow("async");
 }
 
+/// A subset of the SDK's own test suite: the calls of its command, file and sandbox cases.
+#[test]
+fn python_sdk_own_test_cases() {
+    python_flow("sdk_cases");
+}
+
 #[test]
 fn python_sdk_two_sandboxes_are_isolated() {
     python_flow("isolation");
@@ -242,12 +248,17 @@ fn javascript_sdk_core_flow() {
 // ---------------------------------------------------------------------------------------------
 // Raw HTTP, for what the SDKs would never send.
 
-async fn http(method: &str, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Answer {
+pub(crate) async fn http(
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Answer {
     http_to(server(), method, path, headers, body).await
 }
 
 /// A sandbox of the caller with `key`: its id and envd access token.
-async fn create(key: &str) -> (String, String) {
+pub(crate) async fn create(key: &str) -> (String, String) {
     let answer = http(
         "POST",
         "/v2/sandboxes",
@@ -277,7 +288,7 @@ fn envelope(message: &Value) -> Vec<u8> {
 }
 
 /// The messages of a Connect stream's answer.
-fn envelopes(mut body: &[u8]) -> Vec<(u8, Value)> {
+pub(crate) fn envelopes(mut body: &[u8]) -> Vec<(u8, Value)> {
     let mut out = Vec::new();
     while body.len() >= 5 {
         let length = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
@@ -290,7 +301,7 @@ fn envelopes(mut body: &[u8]) -> Vec<(u8, Value)> {
 }
 
 /// `process.Process/Start` of `cmd` in `sandbox` with `headers` for credentials.
-async fn start(sandbox: &str, credentials: &[(&str, &str)], cmd: &str) -> Answer {
+pub(crate) async fn start(sandbox: &str, credentials: &[(&str, &str)], cmd: &str) -> Answer {
     let request = json!({"process": {"cmd": "/bin/bash", "args": ["-l", "-c", cmd]}});
     start_request(sandbox, credentials, &request).await
 }
@@ -312,7 +323,7 @@ async fn start_request(sandbox: &str, credentials: &[(&str, &str)], request: &Va
     .await
 }
 
-fn assert_gone(answer: &Answer, what: &str) {
+pub(crate) fn assert_gone(answer: &Answer, what: &str) {
     assert_eq!(answer.status, 502, "{what}: {}", answer.text());
     let body = answer.json();
     assert_eq!(body["code"], 502, "{what}: {body}");
@@ -1051,51 +1062,8 @@ fn auth_off_accepts_any_key_and_the_rate_limit_applies() {
     });
 }
 
-#[test]
-fn attack_no_key_is_refused() {
-    block_on(async {
-        let create = http(
-            "POST",
-            "/v2/sandboxes",
-            &[("content-type", "application/json")],
-            json!({"templateID": "base"}).to_string().into_bytes(),
-        )
-        .await;
-        assert_eq!(create.status, 401, "{}", create.text());
-        assert_eq!(create.json()["code"], 401);
-        let wrong = http(
-            "GET",
-            "/v2/sandboxes",
-            &[("x-api-key", "e2b_0000")],
-            Vec::new(),
-        )
-        .await;
-        assert_eq!(wrong.status, 401, "{}", wrong.text());
-
-        let (id, _) = create_for_alice().await;
-        let bare = start(&id, &[], "echo hi").await;
-        assert_eq!(
-            bare.status,
-            401,
-            "envd without credentials: {}",
-            bare.text()
-        );
-        let forged = start(
-            &id,
-            &[("x-access-token", "0123456789abcdef0123456789abcdef")],
-            "echo hi",
-        )
-        .await;
-        assert_gone(&forged, "envd with a forged access token");
-        kill(ALICE_KEY, &id).await;
-    });
-}
-
-async fn create_for_alice() -> (String, String) {
-    create(ALICE_KEY).await
-}
-
-async fn kill(key: &str, id: &str) -> u16 {
+/// Kills sandbox `id` as the caller with `key`; the status.
+pub(crate) async fn kill(key: &str, id: &str) -> u16 {
     http(
         "DELETE",
         &format!("/sandboxes/{id}"),
@@ -1106,212 +1074,8 @@ async fn kill(key: &str, id: &str) -> u16 {
     .status
 }
 
-#[test]
-fn attack_other_callers_sandbox_is_invisible() {
-    block_on(async {
-        let (victim, _) = create(ALICE_KEY).await;
-        let mallory = [("x-api-key", MALLORY_KEY)];
-        let info = http("GET", &format!("/sandboxes/{victim}"), &mallory, Vec::new()).await;
-        assert_eq!(
-            info.status,
-            404,
-            "mallory reads alice's sandbox: {}",
-            info.text()
-        );
-        for path in ["/v2/sandboxes", "/sandboxes"] {
-            let listed = http("GET", path, &mallory, Vec::new()).await;
-            assert_eq!(listed.status, 200);
-            assert!(
-                !listed.text().contains(&victim),
-                "mallory's {path} lists alice's sandbox: {}",
-                listed.text()
-            );
-        }
-        let connect = http(
-            "POST",
-            &format!("/v2/sandboxes/{victim}/connect"),
-            &[
-                ("x-api-key", MALLORY_KEY),
-                ("content-type", "application/json"),
-            ],
-            json!({"timeout": 60}).to_string().into_bytes(),
-        )
-        .await;
-        assert_eq!(
-            connect.status,
-            404,
-            "mallory connects to alice's sandbox: {}",
-            connect.text()
-        );
-        assert!(!connect.text().contains("envdAccessToken"));
-        let timeout = http(
-            "POST",
-            &format!("/sandboxes/{victim}/timeout"),
-            &[
-                ("x-api-key", MALLORY_KEY),
-                ("content-type", "application/json"),
-            ],
-            json!({"timeout": 1}).to_string().into_bytes(),
-        )
-        .await;
-        assert_eq!(
-            timeout.status,
-            404,
-            "mallory shortens alice's sandbox: {}",
-            timeout.text()
-        );
-        // Alice still sees it, so the 404s above were about mallory.
-        let own = http(
-            "GET",
-            &format!("/sandboxes/{victim}"),
-            &[("x-api-key", ALICE_KEY)],
-            Vec::new(),
-        )
-        .await;
-        assert_eq!(own.status, 200, "{}", own.text());
-        assert_eq!(own.json()["sandboxID"], victim.as_str());
-        assert_eq!(kill(ALICE_KEY, &victim).await, 204);
-    });
-}
-
-#[test]
-fn attack_other_caller_cannot_kill() {
-    block_on(async {
-        let (victim, token) = create(ALICE_KEY).await;
-        assert_eq!(
-            kill(MALLORY_KEY, &victim).await,
-            404,
-            "mallory kills alice's sandbox"
-        );
-        let v2 = http(
-            "DELETE",
-            &format!("/v2/sandboxes/{victim}"),
-            &[("x-api-key", MALLORY_KEY)],
-            Vec::new(),
-        )
-        .await;
-        assert_eq!(v2.status, 404);
-        let health = http(
-            "GET",
-            "/health",
-            &[("e2b-sandbox-id", &victim), ("x-access-token", &token)],
-            Vec::new(),
-        )
-        .await;
-        assert_eq!(
-            health.status,
-            204,
-            "alice's sandbox survived: {}",
-            health.text()
-        );
-        assert_eq!(kill(ALICE_KEY, &victim).await, 204);
-        let after = http(
-            "GET",
-            "/health",
-            &[("e2b-sandbox-id", &victim), ("x-access-token", &token)],
-            Vec::new(),
-        )
-        .await;
-        assert_gone(&after, "alice's killed sandbox");
-    });
-}
-
-#[test]
-fn attack_other_caller_cannot_run_or_read() {
-    block_on(async {
-        let (victim, victim_token) = create(ALICE_KEY).await;
-        let (own, own_token) = create(MALLORY_KEY).await;
-        let planted = http(
-            "POST",
-            "/files?path=secret.txt",
-            &[
-                ("e2b-sandbox-id", &victim),
-                ("x-access-token", &victim_token),
-                ("content-type", "application/octet-stream"),
-            ],
-            b"alice's secret".to_vec(),
-        )
-        .await;
-        assert_eq!(planted.status, 200, "{}", planted.text());
-
-        // Mallory's own token works on mallory's sandbox: the refusals below are about alice's.
-        let mine = start(&own, &[("x-access-token", &own_token)], "echo mine").await;
-        assert_eq!(mine.status, 200, "{}", mine.text());
-        assert!(envelopes(&mine.body).len() >= 3);
-
-        let with_own_token =
-            start(&victim, &[("x-access-token", &own_token)], "cat secret.txt").await;
-        assert_gone(&with_own_token, "mallory's token on alice's sandbox");
-        let with_key = start(&victim, &[("x-api-key", MALLORY_KEY)], "cat secret.txt").await;
-        assert_gone(&with_key, "mallory's API key on alice's sandbox");
-        for credentials in [
-            ("x-access-token", own_token.as_str()),
-            ("x-api-key", MALLORY_KEY),
-        ] {
-            let read = http(
-                "GET",
-                "/files?path=secret.txt",
-                &[("e2b-sandbox-id", &victim), credentials],
-                Vec::new(),
-            )
-            .await;
-            assert_gone(&read, "mallory reads alice's file");
-            assert!(!read.text().contains("secret"), "{}", read.text());
-            let stat = http(
-                "POST",
-                "/filesystem.Filesystem/ListDir",
-                &[
-                    ("e2b-sandbox-id", &victim),
-                    ("content-type", "application/json"),
-                    credentials,
-                ],
-                json!({"path": "."}).to_string().into_bytes(),
-            )
-            .await;
-            assert_gone(&stat, "mallory lists alice's workspace");
-        }
-        // The file is still alice's alone, and unchanged.
-        let read = http(
-            "GET",
-            "/files?path=secret.txt",
-            &[
-                ("e2b-sandbox-id", &victim),
-                ("x-access-token", &victim_token),
-            ],
-            Vec::new(),
-        )
-        .await;
-        assert_eq!(read.status, 200);
-        assert_eq!(read.body, b"alice's secret");
-        let seen_by_mallory = start(
-            &own,
-            &[("x-access-token", &own_token)],
-            "cat secret.txt 2>&1; true",
-        )
-        .await;
-        let text: String = envelopes(&seen_by_mallory.body)
-            .iter()
-            .filter_map(|(_, m)| m["event"]["data"]["stdout"].as_str().map(str::to_string))
-            .collect();
-        assert!(!text.is_empty(), "cat said something");
-        assert_ne!(
-            text, "YWxpY2UncyBzZWNyZXQ=",
-            "mallory's box holds alice's file"
-        );
-        assert_eq!(kill(ALICE_KEY, &victim).await, 204);
-        assert_eq!(kill(MALLORY_KEY, &own).await, 204);
-    });
-}
-
 // ---------------------------------------------------------------------------------------------
 // The benchmark of docs/e2b.md (one run, by hand).
-
-/// Median and 99th percentile of `samples` (milliseconds).
-fn median_p99(samples: &mut [f64]) -> (f64, f64) {
-    samples.sort_by(f64::total_cmp);
-    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
-    (at(0.5), at(0.99))
-}
 
 /// One JSON-RPC request on `ws` and its response's `result`.
 async fn rpc(
@@ -1345,7 +1109,7 @@ async fn rpc(
 }
 
 #[test]
-#[ignore = "a benchmark: cargo test -p codebeaker --test e2b bench -- --ignored --nocapture"]
+#[ignore = "a benchmark: cargo test --release -p codebeaker --test tests e2b::bench -- --ignored --nocapture"]
 fn bench_python_sdk_beside_json_rpc() {
     const CYCLES: usize = 100;
     const RUNS: usize = 300;
@@ -1456,7 +1220,7 @@ fn bench_python_sdk_beside_json_rpc() {
         (cycle, run)
     });
     let row = |what: &str, samples: &mut [f64]| {
-        let (median, p99) = median_p99(samples);
+        let (median, p99) = common::median_p99(samples);
         println!("| {what} | {} | {median:.1} | {p99:.1} |", samples.len());
     };
     println!("| calls | n | median ms | p99 ms |");
@@ -1486,16 +1250,7 @@ fn the_audit_log_names_the_caller_of_e2b_work_and_refusals() {
     let _alone = common::exclusive();
     let engine = Arc::clone(common::engine());
     let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
-            "{}=info",
-            codebeaker_server::AUDIT_TARGET
-        )))
-        .with_writer(move || writer.clone())
-        .finish();
+    let subscriber = captured.audit_subscriber();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

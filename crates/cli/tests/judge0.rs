@@ -554,12 +554,6 @@ fn batches_are_bounded_and_keep_their_order() {
 // ---------------------------------------------------------------------------------------------
 // The benchmark.
 
-fn median_p99(samples: &mut [f64]) -> (f64, f64) {
-    samples.sort_by(f64::total_cmp);
-    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
-    (at(0.5), at(0.99))
-}
-
 #[test]
 #[ignore = "a benchmark: cargo test -p codebeaker --test tests judge0::bench -- --ignored --nocapture"]
 fn bench_wait_true_beside_execution_run() {
@@ -609,7 +603,7 @@ fn bench_wait_true_beside_execution_run() {
             ),
             ("JSON-RPC execution.run with wait (Python hello)", &mut rpc),
         ] {
-            let (median, p99) = median_p99(samples);
+            let (median, p99) = common::median_p99(samples);
             println!("| {what} | {} | {median:.1} | {p99:.1} |", samples.len());
         }
     });

@@ -1,6 +1,6 @@
-//! Every language through the real engine in real boxes: the seed's snippet ABI, script mode,
-//! runtime and compile errors with the user's line numbers, the compile cache, and the errors a
-//! user gets for unknown languages and missing toolchains.
+//! Every language through the real engine in real boxes: the original .NET CodeBeaker's snippet
+//! ABI, script mode, runtime and compile errors with the user's line numbers, the compile cache,
+//! and the errors a user gets for unknown languages and missing toolchains.
 
 use codebeaker_engine::{CodeRequest, EngineError, Execution};
 use codebeaker_sandbox::Verdict;
@@ -45,7 +45,7 @@ fn assert_ok(e: &Execution) {
 }
 
 #[test]
-fn the_seeds_four_programs_give_42() {
+fn the_original_four_programs_give_42() {
     run(async {
         let programs = [
         ("python", "result = {'output': input_data['value'] * 2}"),
@@ -129,7 +129,7 @@ fn json_round_trips_exactly() {
             assert_ok(&e);
             assert_eq!(e.output.as_ref(), Some(&input), "{language}");
         }
-        // JavaScript numbers are doubles, and so are Go's (the seed's Go snippet asserts
+        // JavaScript numbers are doubles, and so are Go's (the original Go snippet asserts
         // `.(float64)`): everything up to 2^53 round-trips.
         let mut small = input.clone();
         small["big"] = json!(9007199254740991i64);

@@ -732,6 +732,21 @@ fn connect_feeds_stdin_while_the_program_runs_and_ends_its_input() {
 }
 
 #[test]
+fn connect_keeps_a_character_split_across_output_chunks_whole() {
+    run_within(LIMIT, async {
+        let addr = common::server().await;
+        let mut socket = connect(addr, "/api/v2/connect").await;
+        // The two bytes of `é` in two writes, with a pause between them so that they reach the
+        // door as two chunks.
+        let code = "import sys, time\nsys.stdout.buffer.write(b'a\\xc3'); sys.stdout.flush(); time.sleep(0.3)\nsys.stdout.buffer.write(b'\\xa9b\\n'); sys.stdout.flush()\n";
+        say(&mut socket, json!({"type": "init", "language": "python", "version": "*", "files": [{"content": code}]})).await;
+        let (seen, code) = until_closed(&mut socket).await;
+        assert_eq!(code, 4999, "{seen:?}");
+        assert_eq!(stdout_of(&seen), "a\u{e9}b\n", "{seen:?}");
+    });
+}
+
+#[test]
 fn connect_signal_stops_the_program() {
     run_within(LIMIT, async {
         let addr = common::server().await;
@@ -881,13 +896,6 @@ fn connect_closes_with_pistons_codes() {
 // ---------------------------------------------------------------------------------------------
 // The benchmark of docs/piston.md (one run, by hand).
 
-/// Median and 99th percentile of `samples` (milliseconds).
-fn median_p99(samples: &mut [f64]) -> (f64, f64) {
-    samples.sort_by(f64::total_cmp);
-    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
-    (at(0.5), at(0.99))
-}
-
 /// One JSON-RPC request on `socket` and its response's `result`.
 async fn rpc(socket: &mut Socket, id: u64, method: &str, params: Value) -> Value {
     let request = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
@@ -941,8 +949,8 @@ fn bench_execute_beside_json_rpc() {
                 json_rpc.push(started.elapsed().as_secs_f64() * 1000.0);
                 assert_eq!(ran["stdout"], *expected, "{ran}");
             }
-            let (pm, pp) = median_p99(&mut piston);
-            let (jm, jp) = median_p99(&mut json_rpc);
+            let (pm, pp) = common::median_p99(&mut piston);
+            let (jm, jp) = common::median_p99(&mut json_rpc);
             println!(
                 "{language} hello, {RUNS} runs: Piston execute median {pm:.1} ms p99 {pp:.1} ms; JSON-RPC execution.run median {jm:.1} ms p99 {jp:.1} ms"
             );

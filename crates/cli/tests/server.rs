@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use codebeaker_engine::{Engine, EngineConfig, SessionSettings};
+use codebeaker_engine::{Engine, EngineConfig, SessionLimits};
 use codebeaker_server::{
     AuthConfig, CallerQuota, RateLimitConfig, Server, ServerConfig, ServerHandle, TokenConfig,
 };

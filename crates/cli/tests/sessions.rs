@@ -9,10 +9,10 @@ use std::time::Duration;
 use crate::common::{caller, command, engine, engine_config, open_session, run};
 
 #[test]
-fn the_seeds_runtime_flow_in_a_session() {
+fn the_original_clients_runtime_flow_in_a_session() {
     run(async {
         let engine = engine();
-        let me = caller("seed");
+        let me = caller("dotnet");
         let id = open_session(engine, &me, "python").await;
         let (ok, result, _) = command(engine, &me, &id, json!({"type": "write_file", "path": "/workspace/input.json", "content": "{}", "mode": "Create"})).await;
         assert!(ok);

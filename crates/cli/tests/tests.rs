@@ -1,8 +1,9 @@
-//! The end-to-end tests of CodeBeaker, one binary with a module per area: the native sandbox
-//! and its warm path, languages, sessions and the Node warm path through the engine, the server,
-//! the client, embedded mode against the server (parity), the E2B door with E2B's own SDKs, the Judge0 door with Judge0's SDK, the Piston door with Piston's clients, faults, and the attack suite. Every module uses the one [`common`]: the shared
-//! runtime, engine and server, the WebSocket client, and the census of what boxes leave on the
-//! host.
+//! The end-to-end tests of CodeBeaker, one binary with a module per area: the native sandbox and
+//! its warm path, languages, sessions and the Node warm path through the engine, contexts, the
+//! server, the client, embedded mode against the server (parity), the E2B door with E2B's own SDKs,
+//! the Judge0 door with Judge0's SDK, the Piston door with Piston's clients, faults, and the attack
+//! suite. Every module uses the one [`common`]: the shared runtime, engine and server, the
+//! WebSocket client, and the census of what boxes leave on the host.
 //!
 //! Run one area with its module path, e.g. `cargo test -p codebeaker --test tests sandbox::`.
 

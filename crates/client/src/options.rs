@@ -29,9 +29,9 @@ pub const DEFAULT_WEBSOCKET_URL: &str = "ws://localhost:5000/ws/jsonrpc";
 /// assert_eq!(defaults.websocket_url, "ws://localhost:5000/ws/jsonrpc");
 /// assert_eq!(defaults.session_pool_size, 10);
 ///
-/// let seed = CodeBeakerOptions::from_json_str(r#"{"CodeBeaker": {"WebSocketUrl": "ws://10.0.0.5:5000/ws/jsonrpc", "SessionPoolSize": 4}}"#).unwrap();
-/// assert_eq!(seed.session_pool_size, 4);
-/// assert_eq!(seed.default_timeout_ms, 30000);
+/// let options = CodeBeakerOptions::from_json_str(r#"{"CodeBeaker": {"WebSocketUrl": "ws://10.0.0.5:5000/ws/jsonrpc", "SessionPoolSize": 4}}"#).unwrap();
+/// assert_eq!(options.session_pool_size, 4);
+/// assert_eq!(options.default_timeout_ms, 30000);
 ///
 /// let toml = CodeBeakerOptions::from_toml_str("session_pool_size = 2\nenable_auto_cleanup = false\n").unwrap();
 /// assert!(!toml.enable_auto_cleanup);
@@ -278,7 +278,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_are_the_seeds() {
+    fn defaults_are_the_original_clients() {
         let o = CodeBeakerOptions::default();
         assert_eq!(o.websocket_url, "ws://localhost:5000/ws/jsonrpc");
         assert_eq!(o.session_pool_size, 10);
@@ -294,7 +294,7 @@ mod tests {
     }
 
     #[test]
-    fn the_seeds_appsettings_file_reads() {
+    fn the_original_appsettings_file_reads() {
         let text = r#"{
           "CodeBeaker": {
             "WebSocketUrl": "ws://localhost:5000/ws/jsonrpc",

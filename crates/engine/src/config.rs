@@ -37,7 +37,7 @@ pub struct EngineConfig {
     /// Run every version probe, whatever the probe file says, and keep the new answers
     /// (`codebeaker doctor` and `languages` do, to report what is there now).
     pub fresh_probes: bool,
-    pub sessions: SessionSettings,
+    pub sessions: SessionLimits,
     pub files: FileLimits,
     /// Bounds of the `diff` and `apply_patch` commands, which run on the server.
     pub text: TextLimits,
@@ -57,7 +57,7 @@ pub struct EngineConfig {
 
 /// Session bounds and timeouts.
 #[derive(Debug, Clone)]
-pub struct SessionSettings {
+pub struct SessionLimits {
     pub max_sessions: usize,
     pub max_sessions_per_caller: usize,
     /// Default idle timeout (the original .NET CodeBeaker's 30 minutes).
@@ -72,9 +72,9 @@ pub struct SessionSettings {
     pub reap_interval: Duration,
 }
 
-impl Default for SessionSettings {
+impl Default for SessionLimits {
     fn default() -> Self {
-        SessionSettings {
+        SessionLimits {
             max_sessions: 512,
             max_sessions_per_caller: 64,
             idle_timeout: Duration::from_secs(30 * 60),
@@ -174,7 +174,7 @@ impl Default for EngineConfig {
             only_languages: None,
             probe_cache_file: Some(PathBuf::from("/var/cache/codebeaker/toolchains.json")),
             fresh_probes: false,
-            sessions: SessionSettings::default(),
+            sessions: SessionLimits::default(),
             files: FileLimits::default(),
             text: TextLimits::default(),
             max_queued_executions: 1000,

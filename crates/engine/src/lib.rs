@@ -42,7 +42,7 @@ pub mod stream;
 pub mod wire;
 
 pub use commands::{run_result, CommandOutcome};
-pub use config::{EngineConfig, FileLimits, RecordLimits, SessionSettings, TextLimits};
+pub use config::{EngineConfig, FileLimits, RecordLimits, SessionLimits, TextLimits};
 pub use contexts::{
     CellOutcome, CellRequest, ContextOptions, ContextSnapshot, MAX_CONTEXTS_PER_SESSION,
 };

@@ -212,13 +212,18 @@ impl OutputForwarder {
 
 /// Decodes a byte stream as UTF-8 chunk by chunk, holding back a character split across chunks
 /// until its remaining bytes arrive. Bytes that are not UTF-8 become U+FFFD.
-#[derive(Default)]
-struct Utf8Carry {
+///
+/// The one decoder of streamed output: every door that sends a run's output as text as it comes
+/// keeps one per stream.
+#[derive(Debug, Default)]
+pub struct Utf8Carry {
     pending: Vec<u8>,
 }
 
 impl Utf8Carry {
-    fn push(&mut self, bytes: &[u8]) -> String {
+    /// The text of `bytes` after what was held back, holding back a character cut off at
+    /// their end.
+    pub fn push(&mut self, bytes: &[u8]) -> String {
         self.pending.extend_from_slice(bytes);
         let cut = incomplete_tail_start(&self.pending);
         let text = String::from_utf8_lossy(&self.pending[..cut]).into_owned();
@@ -226,7 +231,8 @@ impl Utf8Carry {
         text
     }
 
-    fn finish(&mut self) -> String {
+    /// What is still held back, at the end of the stream (a cut-off character becomes U+FFFD).
+    pub fn finish(&mut self) -> String {
         let text = String::from_utf8_lossy(&self.pending).into_owned();
         self.pending.clear();
         text

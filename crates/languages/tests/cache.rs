@@ -1,7 +1,7 @@
 //! The compile cache: atomic inserts, per-key locks, per-owner budgets and LRU eviction, pinned
 //! entries, permissions.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

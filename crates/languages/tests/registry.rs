@@ -1,6 +1,6 @@
 //! Registry, discovery and plan behaviour that needs the real machine (toolchains on disk).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;

@@ -1,6 +1,6 @@
 //! Script mode (stdin in, stdout out) per language, and errors that point at the user's lines.
 
-mod common;
+use crate::common;
 
 use codebeaker_languages::Mode;
 

@@ -1,6 +1,6 @@
 //! The original .NET CodeBeaker's snippet programs: input `{"value":21}` must give exactly `{"output":42}`.
 
-mod common;
+use crate::common;
 
 use serde_json::json;
 

@@ -1,6 +1,6 @@
 //! Snippet ABI behaviour per language, end to end with the real toolchains (no sandbox).
 
-mod common;
+use crate::common;
 
 use serde_json::{json, Value};
 

@@ -2,7 +2,7 @@
 //! among them) and whatever JSON it is given, the value it leaves in `result` comes back exactly,
 //! and nothing the wrapper uses leaks into or collides with the user's code.
 
-mod common;
+use crate::common;
 
 use proptest::prelude::*;
 use serde_json::Value;

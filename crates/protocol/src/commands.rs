@@ -851,7 +851,8 @@ pub struct FileEntry {
 pub struct ListFilesResult {
     /// The directory as given.
     pub path: String,
-    /// The entries, sorted by path.
+    /// The entries, breadth-first: the directory's own entries by name, then those of each
+    /// subdirectory in turn.
     pub entries: Vec<FileEntry>,
     /// The listing stopped at the server's limit on entries.
     #[serde(default, skip_serializing_if = "is_false")]

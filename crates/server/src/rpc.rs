@@ -320,25 +320,7 @@ async fn session_create(
         }
     }
     // The caller's own session quota (the engine enforces its per-caller and total bounds).
-    let quota = state
-        .config
-        .caller_quotas
-        .get(&caller.0)
-        .and_then(|q| q.max_sessions);
-    let _slot = match quota {
-        None => None,
-        Some(max) => Some(
-            state
-                .sessions
-                .reserve(caller, max, || state.engine.list_sessions(caller).len())
-                .ok_or_else(|| {
-                    ErrorObject::limit_reached(format!(
-                        "caller `{}` may hold at most {max} session(s) at once (the max_sessions of its token); close one first",
-                        caller.0
-                    ))
-                })?,
-        ),
-    };
+    let _slot = state.reserve_session(caller, "session(s)", "close one first")?;
     let minutes = |m: u64| Duration::from_secs(m.saturating_mul(60));
     let asked_language = params.language.clone();
     let options = SessionOptions {

@@ -10,12 +10,13 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use codebeaker_engine::{Caller, EndReason, Engine, SessionEndSubscription};
+use codebeaker_protocol::jsonrpc::ErrorObject;
 use tokio::sync::watch;
 
 use crate::auth::Auth;
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiter;
-use crate::sessions::SessionTracker;
+use crate::sessions::{CreateSlot, SessionTracker};
 use crate::{ServerConfig, ServerError};
 
 /// How long a readiness answer is reused before boxes are tried again.
@@ -131,6 +132,31 @@ impl AppState {
     /// The engine this server fronts.
     pub fn engine(&self) -> &Arc<Engine> {
         &self.0.engine
+    }
+
+    /// Takes a place in `caller`'s own session quota (the `max_sessions` of its token) while a
+    /// session is made for it, counting its open sessions and its creations under way: `None`
+    /// when its token sets no quota, a `limit_reached` error when the quota is full. `held`
+    /// names what the caller holds and `remedy` how to make room, in the words of its door.
+    pub(crate) fn reserve_session(
+        &self,
+        caller: &Caller,
+        held: &str,
+        remedy: &str,
+    ) -> Result<Option<CreateSlot>, ErrorObject> {
+        let quota = self.config.caller_quotas.get(&caller.0);
+        let Some(max) = quota.and_then(|q| q.max_sessions) else {
+            return Ok(None);
+        };
+        self.sessions
+            .reserve(caller, max, || self.engine.list_sessions(caller).len())
+            .map(Some)
+            .ok_or_else(|| {
+                ErrorObject::limit_reached(format!(
+                    "caller `{}` may hold at most {max} {held} at once (the max_sessions of its token); {remedy}",
+                    caller.0
+                ))
+            })
     }
 
     /// Tells every open WebSocket connection to close, and readiness to fail.

@@ -98,6 +98,20 @@ impl std::io::Write for Captured {
 }
 
 impl Captured {
+    /// A subscriber that writes the server's audit events here, as flattened JSON lines.
+    pub fn audit_subscriber(&self) -> impl tracing::Subscriber + Send + Sync + 'static {
+        let writer = self.clone();
+        tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
+                "{}=info",
+                codebeaker_server::AUDIT_TARGET
+            )))
+            .with_writer(move || writer.clone())
+            .finish()
+    }
+
     /// The events written so far, one JSON value per line.
     pub fn events(&self) -> Vec<Value> {
         let bytes = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone();

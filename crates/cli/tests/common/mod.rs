@@ -29,6 +29,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
+use codebeaker_client::batch::percentile;
 use codebeaker_engine::{Caller, Engine, EngineConfig, SessionOptions};
 use codebeaker_protocol::commands::Command;
 use codebeaker_sandbox::{Sandbox, SandboxConfig};
@@ -218,6 +219,13 @@ pub async fn server() -> SocketAddr {
     *ADDR
         .get_or_init(|| serve_forever(Arc::clone(engine()), local_config()))
         .await
+}
+
+/// Median and 99th percentile of `samples`, sorted in place, by the workspace's one percentile
+/// ([`codebeaker_client::batch::percentile`]), for the benchmarks.
+pub fn median_p99(samples: &mut [f64]) -> (f64, f64) {
+    samples.sort_by(f64::total_cmp);
+    (percentile(samples, 50.0), percentile(samples, 99.0))
 }
 
 /// Bytes a box wrote, as text.

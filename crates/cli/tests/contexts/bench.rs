@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use codebeaker_client::batch::percentile;
 use serde_json::json;
 
 use crate::common::host::{box_file, box_name};
@@ -14,8 +15,8 @@ const ROUNDS: usize = 300;
 fn summary(name: &str, mut times: Vec<Duration>) {
     times.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let median = times[times.len() / 2];
-    let p99 = times[(times.len() * 99 / 100).min(times.len() - 1)];
+    let median = percentile(&times, 50.0);
+    let p99 = percentile(&times, 99.0);
     println!(
         "bench {name}: median {:.2} ms, p99 {:.2} ms ({} rounds)",
         ms(median),

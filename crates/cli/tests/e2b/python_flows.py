@@ -6,12 +6,21 @@ the traceback names it.
 """
 
 import asyncio
+import datetime
 import io
 import os
 import sys
 import time
 
-from e2b import AsyncSandbox, CommandExitException, FileType, Sandbox, TimeoutException
+from e2b import (
+    AsyncSandbox,
+    CommandExitException,
+    FileNotFoundException,
+    FileType,
+    Sandbox,
+    SandboxQuery,
+    TimeoutException,
+)
 from e2b.exceptions import NotFoundException, SandboxException
 
 
@@ -277,11 +286,208 @@ def asynchronous():
     asyncio.run(flow())
 
 
+def sdk_cases():
+    """The calls of a subset of the SDK's own test suite (`packages/python-sdk/tests/sync` in
+    e2b-dev/E2B: `sandbox_sync/commands/`, `sandbox_sync/files/` and the sandbox cases), each
+    check named after the case it covers. E2B's home is `/home/user`; ours is the workspace, so
+    paths are checked against `pwd` instead."""
+    sandbox = Sandbox.create(envs={"FOO": "from the sandbox"})
+    try:
+        home = sandbox.commands.run("pwd").stdout.strip()
+
+        # commands/test_run.py
+        for name, text in [("plain", "Hello, World!"), ("special characters", "!@#$%^&*()_+"),
+                           ("multiline", "Hello,\nWorld!")]:
+            cmd = sandbox.commands.run(f'echo "{text}"')
+            check(f"test_run ({name})", (cmd.exit_code, cmd.stdout) == (0, text + "\n"), cmd.stdout)
+        broken = sandbox.commands.run('printf "' + "a" * 8191 + '\\xe2"')
+        check("test_run_with_broken_utf8", broken.stdout == "a" * 8191 + "\ufffd", broken.stdout[-3:])
+        check("test_run_with_timeout", sandbox.commands.run("echo in time", timeout=10).exit_code == 0)
+        try:
+            sandbox.commands.run("sleep 10", timeout=2)
+            check("test_run_with_too_short_timeout", False)
+        except TimeoutException:
+            check("test_run_with_too_short_timeout", True)
+        iterated = sandbox.commands.run("sleep 10", timeout=2, background=True)
+        try:
+            for _ in iterated:
+                pass
+            check("test_run_with_too_short_timeout_iterating", False)
+        except TimeoutException:
+            check("test_run_with_too_short_timeout_iterating", True)
+
+        # commands/test_env_vars.py
+        own = sandbox.commands.run("echo $FOO", envs={"FOO": "bar"}).stdout.strip()
+        check("test_command_envs", own == "bar", own)
+        kept = sandbox.commands.run("echo $FOO").stdout.strip()
+        check("test_sandbox_envs", kept == "from the sandbox", kept)
+
+        # commands/test_cmd_kill.py (the pid is the door's, not a process id in the box, so the
+        # kill is checked through commands.list rather than `kill -0`)
+        sleeping = sandbox.commands.run("sleep 10", background=True)
+        check("test_kill_process", sandbox.commands.kill(sleeping.pid) is True)
+        deadline = time.monotonic() + 5
+        while sleeping.pid in [p.pid for p in sandbox.commands.list()] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        listed = [p.pid for p in sandbox.commands.list()]
+        check("test_kill_process (gone from the list at once)", sleeping.pid not in listed, listed)
+        check("test_kill_non_existing_process", sandbox.commands.kill(999999) is False)
+
+        # commands/test_send_stdin.py
+        for name, text in [("text", "Hello, World!"), ("special characters", "!@#$%^&*()_+"),
+                           ("multiline", "Hello,\nWorld!")]:
+            cat = sandbox.commands.run("cat", background=True, stdin=True)
+            sandbox.commands.send_stdin(cat.pid, text)
+            echoed = ""
+            for stdout, _, _ in cat:
+                echoed += stdout or ""
+                if len(echoed) >= len(text):
+                    break
+            check(f"test_send_stdin ({name})", echoed == text, echoed)
+            cat.kill()
+
+        # files/test_write.py
+        check("test_write_file (no files)", sandbox.files.write_files([]) == [])
+        one = sandbox.files.write_files([{"path": "one_test_file.txt", "data": "This is a test file."}])
+        check("test_write_file (one file)", len(one) == 1 and one[0].path == f"{home}/one_test_file.txt", one)
+        check("test_write_file (it exists)", sandbox.files.exists(one[0].path) is True)
+        check("test_write_file (its content)", sandbox.files.read(one[0].path) == "This is a test file.")
+        many = [{"path": f"test_write_{i}.txt", "data": f"This is a test file {i}."} for i in range(10)]
+        infos = sandbox.files.write_files(many)
+        check("test_write_file (ten files)", [i.path for i in infos] == [f"{home}/{f['path']}" for f in many], infos)
+        contents = [sandbox.files.read(i.path) for i in infos]
+        check("test_write_file (their contents)", contents == [f["data"] for f in many], contents)
+        sandbox.files.write_files([{"path": "test_overwrite.txt", "data": "Initial content."}])
+        sandbox.files.write_files([{"path": "test_overwrite.txt", "data": "New content."}])
+        check("test_overwrite_file", sandbox.files.read("test_overwrite.txt") == "New content.")
+        sandbox.files.write_files([{"path": "non_existing_dir/test_write.txt", "data": "This should succeed too."}])
+        check("test_write_to_non_existing_directory",
+              sandbox.files.read("non_existing_dir/test_write.txt") == "This should succeed too.")
+
+        # files/test_read.py
+        sandbox.files.write("test_read.txt", "Hello, world!")
+        check("test_read_file", sandbox.files.read("test_read.txt") == "Hello, world!")
+        for exception in (FileNotFoundException, NotFoundException):
+            try:
+                sandbox.files.read("non_existing_file.txt")
+                check(f"test_read_non_existing_file ({exception.__name__})", False)
+            except exception:
+                check(f"test_read_non_existing_file ({exception.__name__})", True)
+        sandbox.commands.run("touch empty_file.txt")
+        check("test_read_empty_file", sandbox.files.read("empty_file.txt") == "")
+        streamed = "Streamed read content. " * 10_000
+        sandbox.files.write("test_read_stream.txt", streamed)
+        for gzip in (False, True):
+            got = b"".join(sandbox.files.read("test_read_stream.txt", format="stream", gzip=gzip)).decode()
+            check(f"test_read_file_as_stream (gzip={gzip})", got == streamed, len(got))
+        try:
+            b"".join(sandbox.files.read("non_existing_file.txt", format="stream"))
+            check("test_read_non_existing_file_as_stream", False)
+        except FileNotFoundException:
+            check("test_read_non_existing_file_as_stream", True)
+
+        # files/test_exists.py, test_make_dir.py, test_remove.py, test_rename.py
+        sandbox.files.write_files([{"path": "test_exists.txt", "data": "test"}])
+        check("test_exists", sandbox.files.exists("test_exists.txt") is True)
+        check("test_make_directory", sandbox.files.make_dir("test_directory") is True
+              and sandbox.files.exists("test_directory") is True)
+        check("test_make_directory_already_exists", sandbox.files.make_dir("test_directory") is False)
+        sandbox.files.make_dir("test_directory/nested_directory")
+        check("test_make_nested_directory", sandbox.files.exists("test_directory/nested_directory") is True)
+        sandbox.files.write("test_remove.txt", "This file will be removed.")
+        sandbox.files.remove("test_remove.txt")
+        check("test_remove_file", sandbox.files.exists("test_remove.txt") is False)
+        sandbox.files.remove("non_existing_file.txt")
+        check("test_remove_non_existing_file (no error)", True)
+        sandbox.files.write_files([{"path": "test_rename_old.txt", "data": "This file will be renamed."}])
+        renamed = sandbox.files.rename("test_rename_old.txt", "test_rename_new.txt")
+        check("test_rename_file", renamed.path == f"{home}/test_rename_new.txt", renamed.path)
+        check("test_rename_file (old gone, new there)", not sandbox.files.exists("test_rename_old.txt")
+              and sandbox.files.read("test_rename_new.txt") == "This file will be renamed.")
+        try:
+            sandbox.files.rename("non_existing_file.txt", "new_non_existing_file.txt")
+            check("test_rename_non_existing_file", False)
+        except NotFoundException:
+            check("test_rename_non_existing_file", True)
+
+        # files/test_files_list.py
+        parent = "test_directory_list"
+        for sub in ["subdir1/subdir1_1", "subdir1/subdir1_2", "subdir2/subdir2_1", "subdir2/subdir2_2"]:
+            sandbox.files.make_dir(f"{parent}/{sub}")
+        sandbox.files.write(f"{parent}/file1.txt", "Hello, world!")
+        shallow = ["file1.txt", "subdir1", "subdir2"]
+        deep = ["file1.txt", "subdir1", "subdir1/subdir1_1", "subdir1/subdir1_2", "subdir2",
+                "subdir2/subdir2_1", "subdir2/subdir2_2"]
+        for depth, expected in [(None, shallow), (1, shallow), (2, deep), (3, deep)]:
+            entries = sandbox.files.list(parent) if depth is None else sandbox.files.list(parent, depth=depth)
+            paths = [e.path for e in entries]
+            check(f"test_list_directory (depth {depth})", paths == [f"{home}/{parent}/{p}" for p in expected], paths)
+            names = [e.name for e in entries]
+            check(f"test_list_directory (depth {depth}, names)", names == [p.split("/")[-1] for p in expected], names)
+            types = [e.type for e in entries]
+            check(f"test_list_directory (depth {depth}, types)",
+                  types == [FileType.FILE] + [FileType.DIR] * (len(expected) - 1), types)
+        try:
+            sandbox.files.list(parent, depth=-1)
+            check("test_list_directory_error_cases", False)
+        except Exception as e:
+            check("test_list_directory_error_cases", "depth should be at least 1" in str(e), str(e))
+
+        # files/test_info.py (mode, permissions, owner and group are not reported: see docs/e2b.md)
+        sandbox.files.write("test_file.txt", "test")
+        info = sandbox.files.get_info("test_file.txt")
+        check("test_get_info_of_file", (info.name, info.type, info.path, info.size)
+              == ("test_file.txt", FileType.FILE, f"{home}/test_file.txt", 4), info)
+        check("test_get_info_of_file (modified time)", info.modified_time is not None)
+        sandbox.files.make_dir("test_dir")
+        info = sandbox.files.get_info("test_dir")
+        check("test_get_info_of_directory", (info.name, info.type, info.path)
+              == ("test_dir", FileType.DIR, f"{home}/test_dir"), info)
+        for name in ("test_does_not_exist.txt", "test_does_not_exist_dir"):
+            try:
+                sandbox.files.get_info(name)
+                check(f"test_get_info_of_nonexistent ({name})", False)
+            except NotFoundException:
+                check(f"test_get_info_of_nonexistent ({name})", True)
+    finally:
+        sandbox.kill()
+
+    # sandbox_sync/test_create.py, test_timeout.py, test_kill.py,
+    # commands/test_sandbox_killed_during_run.py
+    tagged = Sandbox.create(timeout=5, metadata={"test-key": "test-value"})
+    check("test_start", tagged.is_running() is True and tagged._envd_version is not None)
+    found = Sandbox.list(query=SandboxQuery(metadata={"test-key": "test-value"})).next_items()
+    mine = [s for s in found if s.sandbox_id == tagged.sandbox_id]
+    check("test_metadata", len(mine) == 1 and mine[0].metadata == {"test-key": "test-value"}, found)
+    check("test_get_timeout", isinstance(tagged.get_info().started_at, datetime.datetime))
+    tagged.set_timeout(5)
+    time.sleep(1)
+    tagged.set_timeout(10)
+    time.sleep(6)
+    check("test_shorten_then_lengthen_timeout", tagged.is_running() is True)
+    tagged.kill()
+    listed = [s.sandbox_id for s in Sandbox.list().next_items()]
+    check("test_kill", tagged.sandbox_id not in listed, listed)
+    shortened = Sandbox.create()
+    shortened.set_timeout(5)
+    time.sleep(6)
+    check("test_shorten_timeout", shortened.is_running(request_timeout=5) is False)
+    busy = Sandbox.create()
+    cmd = busy.commands.run("sleep 60", background=True)
+    busy.kill()
+    try:
+        cmd.wait()
+        check("test_kill_sandbox_while_command_is_running", False)
+    except SandboxException as e:
+        check("test_kill_sandbox_while_command_is_running", "was killed" in str(e), str(e))
+
+
 FLOWS = {
     "async": asynchronous,
     "commands": commands,
     "files": files,
     "lifecycle": lifecycle,
+    "sdk_cases": sdk_cases,
     "isolation": isolation,
 }
 

@@ -1,5 +1,5 @@
 //! What the server counts and records: metrics that move with traffic, per-caller quotas, the
-//! seed's .NET client flow, sessions past their lifetime, and the audit log.
+//! original .NET client's flow, sessions past their lifetime, and the audit log.
 
 use super::*;
 use crate::common::http::Captured;
@@ -285,8 +285,8 @@ fn a_callers_own_session_quota_and_rate_limit_leave_other_callers_alone() {
 }
 
 #[test]
-fn the_seeds_dotnet_client_flow_step_by_step() {
-    // The frames as the seed's CodeBeakerClient sends them: one message per text frame, ended
+fn the_original_dotnet_client_flow_step_by_step() {
+    // The frames as the original .NET CodeBeakerClient sends them: one message per text frame, ended
     // by `\n`, integer ids, camelCase params, `commandName` for the shell command.
     const WRAPPER: &str = "import json\n\nwith open('/workspace/input.json', 'r') as f:\n    input_data = json.load(f)\n\n# User code\nresult = {'output': input_data['value'] * 2}\n\nwith open('/workspace/output.json', 'w') as f:\n    json.dump(result, f)\n";
     run(async {
@@ -367,10 +367,10 @@ fn the_seeds_dotnet_client_flow_step_by_step() {
 fn a_session_past_its_maximum_lifetime_is_closed_and_its_box_freed() {
     run(async {
         let config = EngineConfig {
-            sessions: SessionSettings {
+            sessions: SessionLimits {
                 max_lifetime: Duration::from_secs(1),
                 reap_interval: Duration::from_millis(100),
-                ..SessionSettings::default()
+                ..SessionLimits::default()
             },
             ..common::engine_config(0)
         };
@@ -456,16 +456,7 @@ fn the_audit_log_names_the_caller_for_sessions_commands_and_refusals() {
     let _alone = common::exclusive();
     let engine = engine();
     let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
-            "{}=info",
-            codebeaker_server::AUDIT_TARGET
-        )))
-        .with_writer(move || writer.clone())
-        .finish();
+    let subscriber = captured.audit_subscriber();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

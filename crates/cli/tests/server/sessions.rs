@@ -1,10 +1,10 @@
-//! Sessions and commands over the WebSocket: the seed's session flow, command failures as
+//! Sessions and commands over the WebSocket: the original .NET client's session flow, command failures as
 //! results, streaming notifications, and sessions outliving their connection.
 
 use super::*;
 
 #[test]
-fn the_seeds_session_flow_writes_runs_and_closes() {
+fn the_original_clients_session_flow_writes_runs_and_closes() {
     run(async {
         let mut client = Client::connect(shared_server().await).await;
         let created = client

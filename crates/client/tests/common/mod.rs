@@ -1,8 +1,6 @@
 //! A fake backend with controllable delays and failures, for testing the pool and the runtime
 //! service without a sandbox. Real sessions are tested end to end in `crates/cli/tests/client.rs`.
 
-#![allow(dead_code)]
-
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;

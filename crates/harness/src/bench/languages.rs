@@ -1,7 +1,7 @@
-//! The languages suite (`codebeaker bench --suite languages`): the seed's snippet per language,
-//! timed in one run as a first run (compile included), a second run (compile cache hit), the
-//! cached program started directly in the same box, and the bare toolchain doing the same outside
-//! any box.
+//! The languages suite (`codebeaker bench --suite languages`): the original .NET CodeBeaker's
+//! snippet per language, timed in one run as a first run (compile included), a second run
+//! (compile cache hit), the cached program started directly in the same box, and the bare
+//! toolchain doing the same outside any box.
 
 use codebeaker_client::batch::percentile;
 use codebeaker_engine::{CodeRequest, Engine, EngineConfig};
@@ -119,7 +119,7 @@ struct Row {
     cases: Vec<(&'static str, Vec<Duration>)>,
 }
 
-/// Times every language's seed snippet `iterations` times per case (first runs at most five
+/// Times every language's snippet `iterations` times per case (first runs at most five
 /// times), and prints the report.
 pub async fn run(iterations: usize, json: bool) -> Result<i32, HarnessError> {
     let engine = Engine::new(EngineConfig::default())?;
@@ -275,7 +275,9 @@ fn report(rows: &[Row], json: bool) -> Result<i32, HarnessError> {
         );
         return Ok(0);
     }
-    println!("seed snippet per language, medians in ms (input {{\"value\":21}})");
+    println!(
+        "the original .NET CodeBeaker's snippet per language, medians in ms (input {{\"value\":21}})"
+    );
     println!(
         "{:<11} {:>10} {:>10} {:>12} {:>11} {:>11} {:>14}",
         "language",

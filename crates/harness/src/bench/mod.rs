@@ -3,8 +3,8 @@
 //! asserted: machines are noisy.
 //!
 //! - [`sandbox`]: box creation and sandboxed runs against a bare process and bubblewrap.
-//! - [`languages`]: the seed's snippet per language, first run and cache hit, against the bare
-//!   toolchain.
+//! - [`languages`]: the original .NET CodeBeaker's snippet per language, first run and cache
+//!   hit, against the bare toolchain.
 //! - [`warm`]: the per-request paths of a platform, through the real client over WebSocket and
 //!   in-process, against Docker when its daemon runs.
 
@@ -19,7 +19,7 @@ use crate::HarnessError;
 pub enum Suite {
     /// Boxes against bare processes and bubblewrap.
     Sandbox,
-    /// The seed's snippets: first run, cache hit, and the bare toolchain.
+    /// The original .NET CodeBeaker's snippets: first run, cache hit, and the bare toolchain.
     Languages,
     /// The per-request paths over WebSocket and in-process, against Docker.
     Warm,

@@ -162,8 +162,8 @@ fn bare_python(code: &str) -> Result<Duration, HarnessError> {
     Ok(start.elapsed())
 }
 
-/// Docker baselines: `docker run --rm` and `docker exec` of the seed's Python program, with an
-/// image imported from this host's Python (no registry needed).
+/// Docker baselines: `docker run --rm` and `docker exec` of the original .NET CodeBeaker's
+/// Python snippet program, with an image imported from this host's Python (no registry needed).
 fn docker_rows(n: usize) -> Vec<Row> {
     let ok = std::process::Command::new("docker")
         .args(["info"])
@@ -253,8 +253,8 @@ fn docker_rows(n: usize) -> Vec<Row> {
             .stderr(Stdio::null())
             .status();
         Ok(vec![
-            row("docker run (python seed)", run),
-            row("docker exec (python seed)", exec),
+            row("docker run (python snippet)", run),
+            row("docker exec (python snippet)", exec),
         ])
     })();
     result.unwrap_or_else(|e| vec![skipped("docker", format!("skipped: {}", e.chain()))])
@@ -341,7 +341,7 @@ pub async fn run(
 
     if want("bare") {
         rows.push(row(
-            "bare python3 (seed program)",
+            "bare python3 (snippet program)",
             (0..n)
                 .map(|_| bare_python(PY_SEED))
                 .collect::<Result<_, HarnessError>>()?,

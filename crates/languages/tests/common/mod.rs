@@ -1,8 +1,6 @@
 //! Runs plans without a sandbox, for tests: compile step then run step in a temporary
 //! directory, with the snippet ABI's fd 3 (input) and fd 4 (result) wired to pipes.
 
-#![allow(dead_code)]
-
 use std::fs;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};

@@ -128,26 +128,11 @@ pub(crate) async fn create(
     };
     let state = &e2b.state;
     // The caller's own session quota, as `session.create` counts it.
-    let quota = state
-        .config
-        .caller_quotas
-        .get(&caller.0)
-        .and_then(|q| q.max_sessions);
-    let _slot = match quota {
-        None => None,
-        Some(max) => {
-            let slot = state
-                .sessions
-                .reserve(&caller, max, || state.engine.list_sessions(&caller).len());
-            if slot.is_none() {
-                let error = ErrorObject::limit_reached(format!(
-                    "caller `{}` may hold at most {max} sandbox(es) at once (the max_sessions of its token); kill one first",
-                    caller.0
-                ));
-                audit::refused(&caller, route, &error, audit::Subject::default());
-                return Err(api_error(&error));
-            }
-            slot
+    let _slot = match state.reserve_session(&caller, "sandbox(es)", "kill one first") {
+        Ok(slot) => slot,
+        Err(error) => {
+            audit::refused(&caller, route, &error, audit::Subject::default());
+            return Err(api_error(&error));
         }
     };
     let sessions = &state.engine.config().sessions;

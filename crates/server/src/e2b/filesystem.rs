@@ -175,7 +175,10 @@ async fn list_dir(
     depth: u32,
 ) -> Result<Value, EnvdError> {
     match list(e2b, sandbox, path, depth).await? {
-        Ok(entries) => {
+        Ok(mut entries) => {
+            // envd walks the tree depth-first (a directory's contents right after it, each
+            // directory's entries by name); the engine lists breadth-first.
+            entries.sort_by(|a, b| a.path.split('/').cmp(b.path.split('/')));
             let entries: Vec<Value> = entries.iter().map(entry_info).collect();
             Ok(json!({ "entries": entries }))
         }
@@ -239,7 +242,8 @@ async fn rename(
     Ok(json!({ "entry": stat(e2b, sandbox, &to).await? }))
 }
 
-/// `Remove`: a file, or a directory with everything in it.
+/// `Remove`: a file, or a directory with everything in it. As envd's, it removes what is there
+/// the way `rm -rf` does: a path that does not exist is no error.
 async fn remove(e2b: &E2b, sandbox: &Sandbox, path: &str) -> Result<Value, EnvdError> {
     let command = Command::DeleteFile(DeleteFileCommand {
         path: path.to_string(),
@@ -247,7 +251,10 @@ async fn remove(e2b: &E2b, sandbox: &Sandbox, path: &str) -> Result<Value, EnvdE
     });
     let outcome = e2b.run(sandbox, command, None).await?;
     if !outcome.success {
-        return Err(refusal(outcome.error.as_deref().unwrap_or("remove failed")).into());
+        let error = refusal(outcome.error.as_deref().unwrap_or("remove failed"));
+        if error.code != Code::NotFound {
+            return Err(error.into());
+        }
     }
     Ok(json!({}))
 }

@@ -58,8 +58,8 @@ pub use templates::{E2bConfig, TemplateConfig};
 /// The envd version this server reports. The SDKs gate features on it: 0.1.4 recursive watch,
 /// 0.3.0 the stdin flag of `Start`, 0.4.0 no default user, 0.5.2 closing stdin, 0.5.7
 /// octet-stream and gzip uploads. The requests of each are understood; what the engine cannot
-/// do (the stdin of a running command, watching) is answered `unimplemented` with the reason
-/// rather than hidden behind a lower version.
+/// do (watching a directory, recursively or not; `StreamInput`) is answered `unimplemented` with
+/// the reason rather than hidden behind a lower version.
 pub const ENVD_VERSION: &str = "0.5.7";
 
 /// The `clientID` of every sandbox (E2B names the cluster node; there is one here).

@@ -24,6 +24,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use codebeaker_engine::stream::Utf8Carry;
 use codebeaker_engine::{Caller, CompileInfo, ExecutionRecord, OneShotHooks};
 use codebeaker_sandbox::{OutputChunk, StdinEvent, Stream};
 use futures_util::stream::{SplitSink, SplitStream};
@@ -188,6 +189,7 @@ async fn session(
     let mut started: Option<oneshot::Receiver<Option<CompileInfo>>> = None;
     let mut output: Option<mpsc::UnboundedReceiver<OutputChunk>> = None;
     let mut finished: Option<Finished> = None;
+    let mut text = OutputText::default();
     loop {
         let mut out = Vec::new();
         tokio::select! {
@@ -211,8 +213,11 @@ async fn session(
                     None => std::future::pending().await,
                 }
             }, if output.is_some() => match chunk {
-                Some(chunk) => out.push(data_message(&chunk)),
-                None => output = None,
+                Some(chunk) => out.extend(text.message(&chunk)),
+                None => {
+                    output = None;
+                    out.extend(text.finish());
+                }
             },
             message = stream.next() => {
                 let text = match message {
@@ -255,9 +260,10 @@ async fn session(
                 }
                 if let Some(rx) = output.as_mut() {
                     while let Ok(chunk) = rx.try_recv() {
-                        out.push(data_message(&chunk));
+                        out.extend(text.message(&chunk));
                     }
                 }
+                out.extend(text.finish());
                 out.extend(ended_messages(run, &record));
                 for message in out {
                     if !send(sink, Message::Text(message.to_string().into()), timeout).await {
@@ -405,15 +411,46 @@ fn feed(run: &Running, event: StdinEvent) {
     }
 }
 
-fn data_message(chunk: &OutputChunk) -> Value {
-    let stream = match chunk.stream {
+/// The program's output as `data` messages, decoded per stream by the engine's [`Utf8Carry`], so
+/// that a character split across chunks goes out whole.
+#[derive(Default)]
+struct OutputText {
+    stdout: Utf8Carry,
+    stderr: Utf8Carry,
+}
+
+impl OutputText {
+    /// The message of `chunk`, unless all it holds is the start of a character.
+    fn message(&mut self, chunk: &OutputChunk) -> Option<Value> {
+        let text = match chunk.stream {
+            Stream::Stdout => self.stdout.push(&chunk.data),
+            Stream::Stderr => self.stderr.push(&chunk.data),
+        };
+        (!text.is_empty()).then(|| data_message(chunk.stream, text))
+    }
+
+    /// The messages of what each stream still holds back, at the end of the output.
+    fn finish(&mut self) -> Vec<Value> {
+        [
+            (Stream::Stdout, self.stdout.finish()),
+            (Stream::Stderr, self.stderr.finish()),
+        ]
+        .into_iter()
+        .filter(|(_, text)| !text.is_empty())
+        .map(|(stream, text)| data_message(stream, text))
+        .collect()
+    }
+}
+
+fn data_message(stream: Stream, data: String) -> Value {
+    let stream = match stream {
         Stream::Stdout => "stdout",
         Stream::Stderr => "stderr",
     };
     json!({
         "type": "data",
         "stream": stream,
-        "data": String::from_utf8_lossy(&chunk.data),
+        "data": data,
     })
 }
 
