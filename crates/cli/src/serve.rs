@@ -72,6 +72,8 @@ pub struct Config {
     pub e2b: codebeaker_server::e2b::E2bConfig,
     /// The Judge0 API: its limits' defaults and maxima (`[judge0]`).
     pub judge0: codebeaker_server::judge0::Judge0Config,
+    /// The MCP door: sandboxes per client, the HTTP session timeout, allowed hosts (`[mcp]`).
+    pub mcp: codebeaker_server::mcp::McpConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -356,6 +358,7 @@ impl Default for Config {
             },
             e2b: server.e2b.clone(),
             judge0: server.judge0.clone(),
+            mcp: server.mcp.clone(),
         }
     }
 }
@@ -586,6 +589,7 @@ impl Config {
             header_read_timeout: Duration::from_secs(s.header_read_timeout_secs),
             e2b: self.e2b.clone(),
             judge0: self.judge0.clone(),
+            mcp: self.mcp.clone(),
         }
     }
 

@@ -71,6 +71,7 @@ mod contexts;
 mod host_facts;
 mod judge0;
 mod kernel_accounting;
+mod mcp;
 mod piston;
 mod server_bounds;
 mod survivors;

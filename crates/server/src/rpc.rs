@@ -319,28 +319,7 @@ async fn session_create(
             );
         }
     }
-    // The caller's own session quota (the engine enforces its per-caller and total bounds).
-    let quota = state
-        .config
-        .caller_quotas
-        .get(&caller.0)
-        .and_then(|q| q.max_sessions);
-    let _slot = match quota {
-        None => None,
-        Some(max) => Some(
-            state
-                .sessions
-                .reserve(caller, max, || state.engine.list_sessions(caller).len())
-                .ok_or_else(|| {
-                    ErrorObject::limit_reached(format!(
-                        "caller `{}` may hold at most {max} session(s) at once (the max_sessions of its token); close one first",
-                        caller.0
-                    ))
-                })?,
-        ),
-    };
     let minutes = |m: u64| Duration::from_secs(m.saturating_mul(60));
-    let asked_language = params.language.clone();
     let options = SessionOptions {
         language: params.language,
         idle_timeout: params.idle_timeout_minutes.map(minutes),
@@ -348,27 +327,13 @@ async fn session_create(
         memory_limit_mb: params.memory_limit_mb,
         cpu_shares: params.cpu_shares,
     };
-    let started = Instant::now();
-    let created = state.engine.create_session(caller, options).await;
-    let elapsed = started.elapsed();
-    let snapshot = match created {
-        Ok(snapshot) => snapshot,
-        Err(e) => {
-            let error = engine_error(e);
-            if audit::refusal_reason(error.code, Method::SessionCreate.name()).is_none() {
-                audit::session_create_failed(caller, &asked_language, &error, elapsed);
-            }
-            return Err(error);
-        }
+    // Refusals are written to the audit log by `handle_request`.
+    let opening = crate::sessions::Opening {
+        route: None,
+        noun: "session(s)",
+        make_room: "close one first",
     };
-    state.metrics.session_created(elapsed);
-    audit::session_created(
-        caller,
-        &snapshot.id,
-        &snapshot.container_id,
-        &snapshot.language,
-        elapsed,
-    );
+    let snapshot = crate::sessions::open_session(state, caller, options, opening).await?;
     to_json(&codebeaker_engine::wire::session_created(
         &snapshot,
         backend,
