@@ -6,9 +6,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
-use codebeaker_engine::{Caller, Engine};
+use codebeaker_engine::Caller;
 use codebeaker_server::AppState;
 
 use crate::serve::Config;
@@ -23,16 +23,7 @@ pub struct McpArgs {
 
 pub async fn main(args: McpArgs) -> Result<i32> {
     let (config, _) = Config::load(args.config.as_deref(), None)?;
-    let engine_config = config.engine_config()?;
-    // Toolchain probes and host checks block; keep them off the async workers.
-    let engine = tokio::task::spawn_blocking(move || Engine::new(engine_config))
-        .await
-        .context("starting the engine")?
-        .context("starting the engine")?;
-    let engine = Arc::new(engine);
-    if engine.isolation().degraded {
-        tracing::warn!(notes = ?engine.isolation().notes, "isolation is degraded");
-    }
+    let engine = crate::serve::start_engine(&config).await?;
     let reaper = engine.spawn_reaper();
     let state = AppState::new(config.server_config(), Arc::clone(&engine))?;
     let serving = codebeaker_server::mcp::serve_stdio(state, Caller::anonymous());

@@ -716,17 +716,7 @@ pub async fn main(args: ServeArgs) -> Result<i32> {
         return Ok(0);
     }
     let server_config = config.server_config();
-    let engine_config = config.engine_config()?;
-    // Toolchain probes and host checks block; keep them off the async workers.
-    let engine = tokio::task::spawn_blocking(move || Engine::new(engine_config))
-        .await
-        .context("starting the engine")?
-        .context("starting the engine")?;
-    let engine = Arc::new(engine);
-    let isolation = engine.isolation();
-    if isolation.degraded {
-        tracing::warn!(notes = ?isolation.notes, "isolation is degraded");
-    }
+    let engine = start_engine(&config).await?;
     let reaper = engine.spawn_reaper();
     let server = Server::bind(server_config, engine.clone()).await?;
     let addr = server.local_addr();
@@ -746,6 +736,21 @@ pub async fn main(args: ServeArgs) -> Result<i32> {
     served?;
     tracing::info!("stopped");
     Ok(0)
+}
+
+/// The engine of `config`, started off the async workers (toolchain probes and host checks
+/// block); a degraded isolation is logged.
+pub async fn start_engine(config: &Config) -> Result<Arc<Engine>> {
+    let engine_config = config.engine_config()?;
+    let engine = tokio::task::spawn_blocking(move || Engine::new(engine_config))
+        .await
+        .context("starting the engine")?
+        .context("starting the engine")?;
+    let isolation = engine.isolation();
+    if isolation.degraded {
+        tracing::warn!(notes = ?isolation.notes, "isolation is degraded");
+    }
+    Ok(Arc::new(engine))
 }
 
 /// The configuration with token secrets replaced, for printing.

@@ -477,6 +477,38 @@ async fn context_run(
     to_json(&outcome?.result())
 }
 
+/// Counts a command that ran in a session (or that the engine failed to run, with its error)
+/// and writes it to the audit log, for the doors whose commands are not `session.execute`s.
+pub(crate) fn command_accounted(
+    state: &AppState,
+    caller: &Caller,
+    session_id: &str,
+    kind: &'static str,
+    outcome: Result<&codebeaker_engine::CommandOutcome, &ErrorObject>,
+    elapsed: Duration,
+) {
+    state.metrics.command(kind);
+    let record = match outcome {
+        Ok(outcome) => audit::CommandRecord {
+            session_id,
+            command: kind,
+            success: outcome.success,
+            duration: outcome.duration,
+            status: outcome.run().map(|r| r.status.as_str()),
+            error: None,
+        },
+        Err(error) => audit::CommandRecord {
+            session_id,
+            command: kind,
+            success: false,
+            duration: elapsed,
+            status: None,
+            error: Some(error),
+        },
+    };
+    audit::command(caller, record);
+}
+
 /// Counts a cell and writes it to the audit log as the command `cell` (a refusal, such as an
 /// unknown session, is logged by `handle_request`).
 pub(crate) fn cell_accounted(

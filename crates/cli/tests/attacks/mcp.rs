@@ -38,14 +38,7 @@ async fn post(token: Option<&str>, session: Option<&str>, message: Value) -> com
 
 /// A new MCP session of the caller of `token`: its id.
 async fn initialize(token: &str) -> String {
-    let answer = post(
-        Some(token),
-        None,
-        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-11-25", "capabilities": {},
-            "clientInfo": {"name": "attack", "version": "0"}}}),
-    )
-    .await;
+    let answer = post(Some(token), None, initialize_message()).await;
     assert_eq!(answer.status, 200, "{}", answer.text());
     let id = answer
         .headers
@@ -61,6 +54,12 @@ async fn initialize(token: &str) -> String {
     .await;
     assert_eq!(initialized.status, 202, "{}", initialized.text());
     id
+}
+
+fn initialize_message() -> Value {
+    json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "attack", "version": "0"}}})
 }
 
 fn tools_list() -> Value {
@@ -144,14 +143,7 @@ fn no_token_or_a_wrong_one_is_refused() {
     server();
     attack(async {
         for token in [None, Some("not-a-token")] {
-            let answer = post(
-                token,
-                None,
-                json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-                    "protocolVersion": "2025-11-25", "capabilities": {},
-                    "clientInfo": {"name": "attack", "version": "0"}}}),
-            )
-            .await;
+            let answer = post(token, None, initialize_message()).await;
             assert_eq!(answer.status, 401, "{token:?}: {}", answer.text());
             assert!(answer.headers.get("mcp-session-id").is_none());
         }

@@ -123,3 +123,38 @@ pub async fn serve_stdio(state: AppState, caller: Caller) -> Result<(), ServerEr
         Err(e) => Err(ServerError::Serve(std::io::Error::other(e.to_string()))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_out_of_range_are_refused_by_name() {
+        assert_eq!(McpConfig::default().validate(), Ok(()));
+        let none = McpConfig {
+            max_sandboxes_per_client: 0,
+            ..McpConfig::default()
+        };
+        assert!(none
+            .validate()
+            .is_err_and(|e| e.contains("max_sandboxes_per_client")));
+        let never = McpConfig {
+            session_idle_timeout: Duration::ZERO,
+            ..McpConfig::default()
+        };
+        assert!(never
+            .validate()
+            .is_err_and(|e| e.contains("session_idle_timeout_secs")));
+    }
+
+    #[test]
+    fn the_section_reads_seconds_and_refuses_unknown_keys() {
+        let config: McpConfig =
+            toml::from_str("max_sandboxes_per_client = 2\nsession_idle_timeout_secs = 90\n")
+                .expect("valid");
+        assert_eq!(config.max_sandboxes_per_client, 2);
+        assert_eq!(config.session_idle_timeout, Duration::from_secs(90));
+        assert_eq!(config.allowed_hosts, McpConfig::default().allowed_hosts);
+        assert!(toml::from_str::<McpConfig>("max_sandboxes = 2\n").is_err());
+    }
+}

@@ -37,7 +37,9 @@ use serde_json::{json, Value};
 use super::sandboxes::{self, Sandbox, Sandboxes};
 use crate::audit;
 use crate::error::engine_error;
-use crate::rpc::{cell_accounted, language_label, wait_for_execution, watch_one_shot};
+use crate::rpc::{
+    cell_accounted, command_accounted, language_label, wait_for_execution, watch_one_shot,
+};
 use crate::sessions::{open_session, Opening};
 use crate::state::AppState;
 
@@ -604,6 +606,7 @@ impl Tools {
         };
         let kind = command.command_type().as_str();
         let state = &self.state;
+        let started = Instant::now();
         let outcome = state
             .engine
             .execute_command(caller, &sandbox.id, command, None)
@@ -616,32 +619,18 @@ impl Tools {
             }
             Err(error) => {
                 let error = engine_error(error);
-                state.metrics.command(kind);
-                audit::command(
-                    caller,
-                    audit::CommandRecord {
-                        session_id: &sandbox.id,
-                        command: kind,
-                        success: false,
-                        duration: Duration::ZERO,
-                        status: None,
-                        error: Some(&error),
-                    },
-                );
+                let elapsed = started.elapsed();
+                command_accounted(state, caller, &sandbox.id, kind, Err(&error), elapsed);
                 return Ok(error_result(error.message));
             }
         };
-        state.metrics.command(kind);
-        audit::command(
+        command_accounted(
+            state,
             caller,
-            audit::CommandRecord {
-                session_id: &sandbox.id,
-                command: kind,
-                success: outcome.success,
-                duration: outcome.duration,
-                status: outcome.run().map(|r| r.status.as_str()),
-                error: None,
-            },
+            &sandbox.id,
+            kind,
+            Ok(&outcome),
+            started.elapsed(),
         );
         Ok(command_result(&outcome))
     }
@@ -1062,5 +1051,115 @@ fn mcp_label(tool: &str) -> &'static str {
         "sandbox_list_dir" => "mcp.sandbox_list_dir",
         "sandbox_close" => "mcp.sandbox_close",
         _ => "mcp.unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use codebeaker_protocol::contexts::{CellError, CellResult};
+    use std::collections::BTreeMap;
+
+    fn cell(results: Vec<CellResult>, error: Option<CellError>) -> CellOutcome {
+        CellOutcome {
+            status: if error.is_some() {
+                Verdict::RuntimeError
+            } else {
+                Verdict::Ok
+            },
+            stdout: b"printed\n".to_vec(),
+            stderr: Vec::new(),
+            results,
+            error,
+            execution_count: 1,
+            state_lost: false,
+            generation: 1,
+            truncated: false,
+            message: None,
+            duration: Duration::from_millis(1),
+        }
+    }
+
+    fn text(result: &CallToolResult) -> String {
+        serde_json::to_value(result).expect("json")["content"][0]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    #[test]
+    fn every_tool_is_listed_once_with_an_object_schema() {
+        let tools = tool_list();
+        let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
+        assert_eq!(names, TOOL_NAMES);
+        for tool in &tools {
+            assert_eq!(tool.input_schema["type"], "object", "{}", tool.name);
+            for (field, spec) in tool.input_schema["properties"]
+                .as_object()
+                .expect("properties")
+            {
+                assert!(spec["description"].is_string(), "{}.{field}", tool.name);
+            }
+        }
+    }
+
+    #[test]
+    fn long_text_is_cut_at_a_character_boundary_with_a_note() {
+        assert_eq!(clip("short", 10), "short");
+        let long = "é".repeat(10);
+        let cut = clip(&long, 5);
+        assert!(cut.starts_with("éé\n"), "{cut}");
+        assert!(cut.contains("16 more bytes not shown"), "{cut}");
+    }
+
+    #[test]
+    fn a_cell_returns_its_output_result_and_images() {
+        let data = BTreeMap::from([
+            ("text/plain".to_string(), json!("<Figure>")),
+            ("image/png".to_string(), json!("iVBORw0KGgo=")),
+        ]);
+        let main = CellResult {
+            data: BTreeMap::from([("text/plain".to_string(), json!("42"))]),
+            is_main_result: true,
+        };
+        let figure = CellResult {
+            data,
+            is_main_result: false,
+        };
+        let result = cell_result(&cell(vec![figure, main], None));
+        assert_ne!(result.is_error, Some(true));
+        let value = serde_json::to_value(&result).expect("json");
+        let shown = text(&result);
+        assert!(shown.contains("--- stdout\nprinted\n"), "{shown}");
+        assert!(shown.contains("--- result\n42\n"), "{shown}");
+        assert_eq!(value["content"][1]["type"], "image");
+        assert_eq!(value["content"][1]["mimeType"], "image/png");
+        assert_eq!(value["content"][1]["data"], "iVBORw0KGgo=");
+    }
+
+    #[test]
+    fn an_exception_is_an_error_result_that_says_what_to_do() {
+        let error = CellError {
+            name: "NameError".into(),
+            value: "name 'y' is not defined".into(),
+            traceback: "Traceback ...".into(),
+        };
+        let result = cell_result(&cell(Vec::new(), Some(error)));
+        assert_eq!(result.is_error, Some(true));
+        let shown = text(&result);
+        assert!(
+            shown.contains("NameError: name 'y' is not defined"),
+            "{shown}"
+        );
+        assert!(shown.contains("fix the code"), "{shown}");
+    }
+
+    #[test]
+    fn a_timeout_names_its_limit_and_the_way_out() {
+        let advice = advice(Verdict::Timeout, Some(Duration::from_millis(1500)), None);
+        assert!(
+            advice.contains("1500 ms") && advice.contains("timeout_ms"),
+            "{advice}"
+        );
     }
 }
