@@ -18,6 +18,7 @@ mod bench;
 mod doctor;
 mod languages;
 mod load;
+mod mcp;
 mod parse;
 mod repl;
 mod run;
@@ -53,6 +54,9 @@ enum Commands {
     Batch(batch::BatchArgs),
     /// An interactive context (Python, JavaScript or Bash) whose cells keep their state.
     Repl(repl::ReplArgs),
+    /// Serve MCP (the Model Context Protocol) over stdin/stdout with an engine in this process,
+    /// for an AI agent's MCP client to start.
+    Mcp(mcp::McpArgs),
     /// Load a server with many clients, attack programs mixed in, and check that nothing leaked.
     Load(load::LoadArgs),
 }
@@ -87,6 +91,7 @@ fn main() {
             Commands::Batch(a) => batch::main(a).await,
             Commands::Load(a) => load::main(a).await,
             Commands::Repl(a) => repl::main(a).await,
+            Commands::Mcp(a) => mcp::main(a).await,
         };
         exit_code(result)
     });

@@ -72,6 +72,8 @@ pub struct Config {
     pub e2b: codebeaker_server::e2b::E2bConfig,
     /// The Judge0 API: its limits' defaults and maxima (`[judge0]`).
     pub judge0: codebeaker_server::judge0::Judge0Config,
+    /// The MCP door: sandboxes per client, the HTTP session timeout, allowed hosts (`[mcp]`).
+    pub mcp: codebeaker_server::mcp::McpConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -358,6 +360,7 @@ impl Default for Config {
             },
             e2b: server.e2b.clone(),
             judge0: server.judge0.clone(),
+            mcp: server.mcp.clone(),
         }
     }
 }
@@ -589,6 +592,7 @@ impl Config {
             header_read_timeout: Duration::from_secs(s.header_read_timeout_secs),
             e2b: self.e2b.clone(),
             judge0: self.judge0.clone(),
+            mcp: self.mcp.clone(),
         }
     }
 
@@ -716,17 +720,7 @@ pub async fn main(args: ServeArgs) -> Result<i32> {
         return Ok(0);
     }
     let server_config = config.server_config();
-    let engine_config = config.engine_config()?;
-    // Toolchain probes and host checks block; keep them off the async workers.
-    let engine = tokio::task::spawn_blocking(move || Engine::new(engine_config))
-        .await
-        .context("starting the engine")?
-        .context("starting the engine")?;
-    let engine = Arc::new(engine);
-    let isolation = engine.isolation();
-    if isolation.degraded {
-        tracing::warn!(notes = ?isolation.notes, "isolation is degraded");
-    }
+    let engine = start_engine(&config).await?;
     let reaper = engine.spawn_reaper();
     let server = Server::bind(server_config, engine.clone()).await?;
     let addr = server.local_addr();
@@ -746,6 +740,21 @@ pub async fn main(args: ServeArgs) -> Result<i32> {
     served?;
     tracing::info!("stopped");
     Ok(0)
+}
+
+/// The engine of `config`, started off the async workers (toolchain probes and host checks
+/// block); a degraded isolation is logged.
+pub async fn start_engine(config: &Config) -> Result<Arc<Engine>> {
+    let engine_config = config.engine_config()?;
+    let engine = tokio::task::spawn_blocking(move || Engine::new(engine_config))
+        .await
+        .context("starting the engine")?
+        .context("starting the engine")?;
+    let isolation = engine.isolation();
+    if isolation.degraded {
+        tracing::warn!(notes = ?isolation.notes, "isolation is degraded");
+    }
+    Ok(Arc::new(engine))
 }
 
 /// The configuration with token secrets replaced, for printing.

@@ -72,6 +72,7 @@ mod e2b;
 mod host_facts;
 mod judge0;
 mod kernel_accounting;
+mod mcp;
 mod piston;
 mod server_bounds;
 mod survivors;

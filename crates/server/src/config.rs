@@ -66,6 +66,8 @@ pub struct ServerConfig {
     pub e2b: crate::e2b::E2bConfig,
     /// The Judge0 API's settings: its limits' defaults and maxima.
     pub judge0: crate::judge0::Judge0Config,
+    /// The MCP door's settings: sandboxes per client, the HTTP session timeout, allowed hosts.
+    pub mcp: crate::mcp::McpConfig,
 }
 
 impl Default for ServerConfig {
@@ -88,6 +90,7 @@ impl Default for ServerConfig {
             header_read_timeout: Duration::from_secs(10),
             e2b: crate::e2b::E2bConfig::default(),
             judge0: crate::judge0::Judge0Config::default(),
+            mcp: crate::mcp::McpConfig::default(),
         }
     }
 }
@@ -128,6 +131,7 @@ impl ServerConfig {
         }
         self.e2b.validate().map_err(ServerError::Config)?;
         self.judge0.validate().map_err(ServerError::Config)?;
+        self.mcp.validate().map_err(ServerError::Config)?;
         if let Some(rate) = &self.rate_limit {
             rate.validate("rate_limit")?;
         }

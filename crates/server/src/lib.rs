@@ -15,6 +15,9 @@
 //!   Judge0's clients run unchanged against this server (`docs/judge0.md`).
 //! - **The Piston v2 API** (`piston`) at `/api/v2/` and `/api/v2/piston/`: `runtimes`,
 //!   `execute` and the interactive `connect`, for Piston's clients (`docs/piston.md`).
+//! - **MCP** ([`mcp`]): the Model Context Protocol's streamable HTTP transport at `/mcp`, and the
+//!   same tools over stdio for `codebeaker mcp` ([`mcp::serve_stdio`]), so that AI agents run
+//!   code in sandboxes (`docs/mcp.md`).
 //! - **Health and metrics**: `/health`, `/health/live`, `/health/ready`, and `/metrics`
 //!   (Prometheus text, from a recorder each server owns).
 //! - **Bearer-token auth** (optional): a token names a caller, and a caller sees only its own
@@ -55,6 +58,7 @@ pub mod e2b;
 mod error;
 mod health;
 pub mod judge0;
+pub mod mcp;
 pub mod metrics;
 mod piston;
 mod rate_limit;

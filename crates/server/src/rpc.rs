@@ -319,10 +319,7 @@ async fn session_create(
             );
         }
     }
-    // The caller's own session quota (the engine enforces its per-caller and total bounds).
-    let _slot = state.reserve_session(caller, "session(s)", "close one first")?;
     let minutes = |m: u64| Duration::from_secs(m.saturating_mul(60));
-    let asked_language = params.language.clone();
     let options = SessionOptions {
         language: params.language,
         idle_timeout: params.idle_timeout_minutes.map(minutes),
@@ -330,27 +327,13 @@ async fn session_create(
         memory_limit_mb: params.memory_limit_mb,
         cpu_shares: params.cpu_shares,
     };
-    let started = Instant::now();
-    let created = state.engine.create_session(caller, options).await;
-    let elapsed = started.elapsed();
-    let snapshot = match created {
-        Ok(snapshot) => snapshot,
-        Err(e) => {
-            let error = engine_error(e);
-            if audit::refusal_reason(error.code, Method::SessionCreate.name()).is_none() {
-                audit::session_create_failed(caller, &asked_language, &error, elapsed);
-            }
-            return Err(error);
-        }
+    // Refusals are written to the audit log by `handle_request`.
+    let opening = crate::sessions::Opening {
+        route: None,
+        noun: "session(s)",
+        make_room: "close one first",
     };
-    state.metrics.session_created(elapsed);
-    audit::session_created(
-        caller,
-        &snapshot.id,
-        &snapshot.container_id,
-        &snapshot.language,
-        elapsed,
-    );
+    let snapshot = crate::sessions::open_session(state, caller, options, opening).await?;
     to_json(&codebeaker_engine::wire::session_created(
         &snapshot,
         backend,
@@ -492,6 +475,38 @@ async fn context_run(
     .map_err(engine_error);
     cell_accounted(state, caller, &session_id, started.elapsed(), &outcome);
     to_json(&outcome?.result())
+}
+
+/// Counts a command that ran in a session (or that the engine failed to run, with its error)
+/// and writes it to the audit log, for the doors whose commands are not `session.execute`s.
+pub(crate) fn command_accounted(
+    state: &AppState,
+    caller: &Caller,
+    session_id: &str,
+    kind: &'static str,
+    outcome: Result<&codebeaker_engine::CommandOutcome, &ErrorObject>,
+    elapsed: Duration,
+) {
+    state.metrics.command(kind);
+    let record = match outcome {
+        Ok(outcome) => audit::CommandRecord {
+            session_id,
+            command: kind,
+            success: outcome.success,
+            duration: outcome.duration,
+            status: outcome.run().map(|r| r.status.as_str()),
+            error: None,
+        },
+        Err(error) => audit::CommandRecord {
+            session_id,
+            command: kind,
+            success: false,
+            duration: elapsed,
+            status: None,
+            error: Some(error),
+        },
+    };
+    audit::command(caller, record);
 }
 
 /// Counts a cell and writes it to the audit log as the command `cell` (a refusal, such as an

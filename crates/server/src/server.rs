@@ -42,6 +42,7 @@ pub const CLOSE_MARGIN: Duration = Duration::from_secs(2);
 /// | `/sandboxes`, `/v2/sandboxes`, `/files`, `/process.Process/*`, `/filesystem.Filesystem/*` | `X-API-Key`, `X-Access-Token` | the E2B-compatible API ([`crate::e2b`]) |
 /// | `/judge0/*` | `X-Auth-Token` or bearer, rate limited | the Judge0 CE API ([`crate::judge0`]) |
 /// | `/api/v2/*`, `/api/v2/piston/*` | `Authorization` (a bare token or `Bearer`), rate limited | the Piston v2 API |
+/// | `POST`/`GET`/`DELETE /mcp` | yes (header), rate limited per tool call | MCP's streamable HTTP transport ([`crate::mcp`]) |
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/api/execution", post(rest::submit))
@@ -61,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .merge(protected);
     let own = crate::judge0::mount(own, &state);
     let own = crate::piston::mount(own);
+    let own = crate::mcp::mount(own, &state);
     crate::e2b::mount(own, &state)
         .route_layer(from_fn_with_state(state.clone(), count_http))
         .fallback(rest::not_found)

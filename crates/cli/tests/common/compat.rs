@@ -56,3 +56,98 @@ pub fn run(mut command: Command) -> String {
     );
     stdout
 }
+
+/// A client program that talks with the test while it runs: the test reads the lines it prints
+/// and answers on its stdin (for the checks only the test can make between its steps).
+pub struct Conversation {
+    shown: String,
+    child: tokio::process::Child,
+    stdin: Option<tokio::process::ChildStdin>,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    stderr: tokio::task::JoinHandle<String>,
+}
+
+impl Conversation {
+    /// Starts the program set up in `command` (on the shared runtime).
+    pub fn start(command: Command) -> Conversation {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+        let shown = format!("{command:?}");
+        let mut command = tokio::process::Command::from(command);
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let _runtime = super::runtime().enter();
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {shown}: {e}"));
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().expect("stdout");
+        let mut stderr = child.stderr.take().expect("stderr");
+        let stderr = tokio::spawn(async move {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text).await;
+            text
+        });
+        Conversation {
+            shown,
+            child,
+            stdin,
+            lines: tokio::io::BufReader::new(stdout).lines(),
+            stderr,
+        }
+    }
+
+    /// The next line the program prints; fails the test when it ends or takes too long.
+    pub async fn line(&mut self) -> String {
+        match tokio::time::timeout(PROGRAM_TIMEOUT, self.lines.next_line()).await {
+            Ok(Ok(Some(line))) => line,
+            Ok(_) => {
+                let status = self.child.wait().await;
+                let stderr = (&mut self.stderr).await.unwrap_or_default();
+                panic!(
+                    "{} ended ({status:?}) before saying more:\n{stderr}",
+                    self.shown
+                )
+            }
+            Err(_) => panic!("{} said nothing for {PROGRAM_TIMEOUT:?}", self.shown),
+        }
+    }
+
+    /// Writes `line` to the program's stdin.
+    pub async fn say(&mut self, line: &str) {
+        use tokio::io::AsyncWriteExt;
+        let stdin = self.stdin.as_mut().expect("stdin is open");
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .expect("write to the program");
+        stdin.flush().await.expect("flush");
+    }
+
+    /// Waits for the program to exit 0 within [`PROGRAM_TIMEOUT`]; returns the rest of its
+    /// stdout.
+    pub async fn finish(mut self) -> String {
+        self.stdin.take();
+        let mut rest = String::new();
+        let read = async {
+            while let Ok(Some(line)) = self.lines.next_line().await {
+                rest.push_str(&line);
+                rest.push('\n');
+            }
+            self.child.wait().await
+        };
+        let status = tokio::time::timeout(PROGRAM_TIMEOUT, read)
+            .await
+            .unwrap_or_else(|_| panic!("{} ran longer than {PROGRAM_TIMEOUT:?}", self.shown))
+            .expect("wait for the program");
+        let stderr = (&mut self.stderr).await.unwrap_or_default();
+        assert!(
+            status.success(),
+            "{} failed ({status}):\n--- stdout\n{rest}\n--- stderr\n{stderr}",
+            self.shown
+        );
+        rest
+    }
+}

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -24,7 +24,6 @@ use serde_json::{json, Value};
 
 use super::{ApiError, E2b, Sandbox, CLIENT_ID, ENVD_VERSION};
 use crate::audit;
-use crate::error::engine_error;
 
 /// A sandbox's lifetime when create does not say (E2B's default).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -127,14 +126,6 @@ pub(crate) async fn create(
         ));
     };
     let state = &e2b.state;
-    // The caller's own session quota, as `session.create` counts it.
-    let _slot = match state.reserve_session(&caller, "sandbox(es)", "kill one first") {
-        Ok(slot) => slot,
-        Err(error) => {
-            audit::refused(&caller, route, &error, audit::Subject::default());
-            return Err(api_error(&error));
-        }
-    };
     let sessions = &state.engine.config().sessions;
     if request.timeout == Some(0) {
         return Err(ApiError::new(
@@ -154,28 +145,14 @@ pub(crate) async fn create(
         memory_limit_mb: template.memory_mb,
         cpu_shares: template.cpu_count.map(|n| u64::from(n) * 1024),
     };
-    let started = Instant::now();
-    let created = state.engine.create_session(&caller, options).await;
-    let elapsed = started.elapsed();
-    let snapshot = match created {
-        Ok(snapshot) => snapshot,
-        Err(e) => {
-            let error = engine_error(e);
-            match audit::refusal_reason(error.code, "session.create") {
-                Some(_) => audit::refused(&caller, route, &error, audit::Subject::default()),
-                None => audit::session_create_failed(&caller, template.language(), &error, elapsed),
-            }
-            return Err(api_error(&error));
-        }
+    let opening = crate::sessions::Opening {
+        route: Some(route),
+        noun: "sandbox(es)",
+        make_room: "kill one first",
     };
-    state.metrics.session_created(elapsed);
-    audit::session_created(
-        &caller,
-        &snapshot.id,
-        &snapshot.container_id,
-        &snapshot.language,
-        elapsed,
-    );
+    let snapshot = crate::sessions::open_session(state, &caller, options, opening)
+        .await
+        .map_err(|error| api_error(&error))?;
     let now = SystemTime::now();
     let sandbox = Sandbox {
         id: snapshot.id.clone(),

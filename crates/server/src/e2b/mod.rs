@@ -348,32 +348,27 @@ impl E2b {
             }
             Err(e) => {
                 let error = engine_error(e);
-                self.state.metrics.command(kind);
-                audit::command(
+                let elapsed = started.elapsed();
+                let state = &self.state;
+                crate::rpc::command_accounted(
+                    state,
                     &sandbox.caller,
-                    audit::CommandRecord {
-                        session_id: &sandbox.id,
-                        command: kind,
-                        success: false,
-                        duration: started.elapsed(),
-                        status: None,
-                        error: Some(&error),
-                    },
+                    &sandbox.id,
+                    kind,
+                    Err(&error),
+                    elapsed,
                 );
                 return Err(EnvdError::Connect(errors::rpc_error(&error)));
             }
         };
-        self.state.metrics.command(kind);
-        audit::command(
+        let elapsed = started.elapsed();
+        crate::rpc::command_accounted(
+            &self.state,
             &sandbox.caller,
-            audit::CommandRecord {
-                session_id: &sandbox.id,
-                command: kind,
-                success: outcome.success,
-                duration: outcome.duration,
-                status: outcome.run().map(|r| r.status.as_str()),
-                error: None,
-            },
+            &sandbox.id,
+            kind,
+            Ok(&outcome),
+            elapsed,
         );
         Ok(outcome)
     }
