@@ -928,17 +928,33 @@ fn cli_run_feeds_a_large_stdin_and_refuses_one_past_the_bound() {
     // The commands start sandboxes of their own.
     let _shared = crate::common::shared();
     let dir = tempfile::tempdir().unwrap();
-    // 40 MiB on stdin with a 16 MiB memory limit: the box is fed as the program reads.
+    // 60 MiB on stdin with a 32 MiB memory limit (the box's own processes need some of it on
+    // cgroup v2, which counts more kernel memory): the box is fed as the program reads.
     let big = dir.path().join("big");
-    std::fs::write(&big, vec![b'z'; 40 << 20]).unwrap();
+    std::fs::write(&big, vec![b'z'; 60 << 20]).unwrap();
     let out = std::process::Command::new(crate::common::BIN)
-        .args(["run", "--lang", "bash", "-c", "wc -c", "--memory", "16M"])
+        .args([
+            "run",
+            "--lang",
+            "bash",
+            "-c",
+            "wc -c",
+            "--memory",
+            "32M",
+            "--timeout",
+            "120s",
+        ])
         .arg(format!("--stdin=@{}", big.display()))
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert_eq!(text(&out.stdout).trim(), (40u64 << 20).to_string());
+    assert!(
+        out.status.success(),
+        "{:?}: {stderr}{}",
+        out.status,
+        text(&out.stdout)
+    );
+    assert_eq!(text(&out.stdout).trim(), (60u64 << 20).to_string());
     // Past the bound (64 MiB by default) the run is refused before any box is made, and the
     // error says what the bound is and what to do.
     let huge = dir.path().join("huge");
