@@ -80,6 +80,19 @@ for bin in "$sandbox_tests" "$e2e_tests"; do
   [[ -n $bin && $bin != *$'\n'* && -x $bin ]] || { echo "v2 leg: a test binary was not built ($bin)"; exit 1; }
 done
 
+# container.sh <rw|ro> <group> <command...>: runs <command> as a container runtime lays a container
+# out, as the only process of <group> (a new group), which is the root of its own cgroup
+# namespace, with cgroup2 mounted <rw|ro> in its own mount namespace.
+cat >"$work/container.sh" <<'EOF'
+#!/bin/sh
+mode=$1 group=$2
+shift 2
+mkdir "$group" && echo $$ >"$group/cgroup.procs" || exit 1
+exec unshare --cgroup --mount sh -c 'umount /sys/fs/cgroup && mount -t cgroup2 -o "$0" cgroup2 /sys/fs/cgroup && exec "$@"' "$mode" "$@"
+EOF
+chmod +x "$work/container.sh"
+
+cb=$repo/target/debug/codebeaker
 cat >"$work/guest.sh" <<EOF
 #!/bin/sh
 mount -t proc proc /proc
@@ -92,11 +105,23 @@ export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/r
 ip link set lo up
 cd $repo
 echo "V2-INFO kernel \$(uname -r), cgroup2 controllers: \$(cat /sys/fs/cgroup/cgroup.controllers)"
-step() { name=\$1; shift; "\$@" >/tmp/out 2>&1; rc=\$?; grep -E '^test .*FAILED|panicked|^test result' /tmp/out | sed 's/^/  /'; echo "V2-RESULT \$name rc=\$rc"; }
+step() {
+  name=\$1; shift; "\$@" >/tmp/out 2>&1; rc=\$?
+  grep -E '^test .*FAILED|panicked|^test result' /tmp/out | sed 's/^/  /'
+  [ \$rc = 0 ] || tail -n 15 /tmp/out | sed 's/^/  | /'
+  echo "V2-RESULT \$name rc=\$rc"
+}
 step doctor sh -c 'target/debug/codebeaker doctor >/tmp/doctor; s=\$?; cat /tmp/doctor; [ \$s = 0 ] && grep -q "cgroup v2" /tmp/doctor'
 step sandbox-crate $sandbox_tests --test-threads 2
 step containment $e2e_tests --test-threads 2 sandbox::
 step attacks $e2e_tests --test-threads 2 attacks::survivors:: attacks::kernel_accounting:: attacks::warm_state:: attacks::lifetimes::processes_cannot_outlive
+# The container layouts (docs/operations.md, "Where CodeBeaker runs"); the root delegates the box
+# controllers to the containers' groups, as a runtime's parent group does.
+echo '+memory +pids +cpu' >/sys/fs/cgroup/cgroup.subtree_control
+step container-moves-itself sh -c "$work/container.sh rw /sys/fs/cgroup/ctr-1 $cb --log info doctor >/tmp/c 2>&1; s=\\\$?; cat /tmp/c; [ \\\$s = 0 ] && grep -q 'container mode' /tmp/c && [ -d /sys/fs/cgroup/ctr-1/codebeaker-server ]"
+step container-limits-hold sh -c "$work/container.sh rw /sys/fs/cgroup/ctr-2 $cb run --lang python --memory 64M -c 'x = bytearray(256 << 20)'; s=\\\$?; echo exit \\\$s; [ \\\$s = 137 ]"
+step container-mode-off sh -c "CODEBEAKER_SANDBOX__MOVE_TO_LEAF=false timeout 120 $work/container.sh rw /sys/fs/cgroup/ctr-3 $cb serve --listen 127.0.0.1:0 >/tmp/c 2>&1; s=\\\$?; cat /tmp/c; [ \\\$s != 0 ] && [ \\\$s != 124 ] && grep -q EBUSY /tmp/c"
+step container-read-only sh -c "$work/container.sh ro /sys/fs/cgroup/ctr-4 $cb doctor >/tmp/c 2>&1; s=\\\$?; cat /tmp/c; [ \\\$s = 2 ] && grep -q 'mounted read-only' /tmp/c && grep -q '^box  *ok' /tmp/c"
 echo V2-DONE
 echo o >/proc/sysrq-trigger
 EOF

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::Args;
 use codebeaker_sandbox::census::Census;
-use codebeaker_sandbox::{BoxSpec, RunSpec, Sandbox, SandboxConfig, Verdict};
+use codebeaker_sandbox::{BoxSpec, RunSpec, Sandbox, SandboxConfig};
 
 #[derive(Args)]
 pub struct DoctorArgs {
@@ -130,7 +130,7 @@ pub async fn main(args: DoctorArgs) -> Result<i32> {
             }
             .await;
             let (ok, detail) = match live {
-                Ok(o) if o.status == Verdict::Ok => (
+                Ok(o) if o.status == codebeaker_sandbox::Verdict::Ok => (
                     true,
                     format!(
                         "a box ran a program as {}",
@@ -164,10 +164,7 @@ pub async fn main(args: DoctorArgs) -> Result<i32> {
             fix: None,
         }),
     }
-    let usable = checks
-        .iter()
-        .find(|c| c.name == "box")
-        .is_some_and(|c| c.ok);
+    let verdict = verdict(&checks);
     if args.json {
         let items: Vec<_> = checks
             .iter()
@@ -175,9 +172,12 @@ pub async fn main(args: DoctorArgs) -> Result<i32> {
             .collect();
         outln!(
             "{}",
-            serde_json::to_string_pretty(
-                &serde_json::json!({"usable": usable, "isolation": isolation, "checks": items})
-            )?
+            serde_json::to_string_pretty(&serde_json::json!({
+                "usable": verdict != Verdict::Unusable,
+                "degraded": verdict == Verdict::Degraded,
+                "isolation": isolation,
+                "checks": items
+            }))?
         )?;
     } else {
         for c in &checks {
@@ -192,20 +192,62 @@ pub async fn main(args: DoctorArgs) -> Result<i32> {
             }
         }
         if let Some(iso) = &isolation {
+            let label = if iso.degraded { "degraded" } else { "note" };
             for note in &iso.notes {
-                outln!("{:<20} {:<8} {note}", "degraded", "")?;
+                outln!("{label:<20} {:<8} {note}", "")?;
             }
         }
-        outln!(
-            "\n{}",
-            if usable {
-                "CodeBeaker can isolate programs on this host."
-            } else {
+        outln!("\n{}", verdict.sentence())?;
+    }
+    Ok(verdict.exit_code())
+}
+
+/// What doctor concludes from its checks: it never says more than the lines above it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Every check passed.
+    Full,
+    /// A box ran, but some check is MISSING (cgroups, most often): programs run with weaker
+    /// limits than the configuration says.
+    Degraded,
+    /// No box could run.
+    Unusable,
+}
+
+fn verdict(checks: &[Check]) -> Verdict {
+    let box_ran = checks.iter().any(|c| c.name == "box" && c.ok);
+    if !box_ran {
+        Verdict::Unusable
+    } else if checks.iter().all(|c| c.ok) {
+        Verdict::Full
+    } else {
+        Verdict::Degraded
+    }
+}
+
+impl Verdict {
+    fn sentence(self) -> &'static str {
+        match self {
+            Verdict::Full => "CodeBeaker can isolate programs on this host.",
+            Verdict::Degraded => {
+                "CodeBeaker runs programs in boxes on this host, but degraded: what is MISSING \
+                 above is not enforced (without cgroups, memory and process limits are per-process \
+                 rlimits and CPU is not capped). Fix what is MISSING for full isolation."
+            }
+            Verdict::Unusable => {
                 "CodeBeaker cannot isolate programs on this host: fix what is MISSING above."
             }
-        )?;
+        }
     }
-    Ok(if usable { 0 } else { 1 })
+
+    /// 0 full, 2 degraded (boxes run, some limit is weaker), 1 unusable.
+    fn exit_code(self) -> i32 {
+        match self {
+            Verdict::Full => 0,
+            Verdict::Unusable => 1,
+            Verdict::Degraded => 2,
+        }
+    }
 }
 
 /// `doctor --leaks`: the census of what boxes left, never a [`Sandbox`] (whose start removes

@@ -236,6 +236,7 @@ pub struct LimitsSection {
 pub struct SandboxSection {
     pub state_dir: PathBuf,
     pub allow_degraded: bool,
+    pub move_to_leaf: bool,
     pub id_base: u32,
     pub box_pool_size: u64,
 }
@@ -347,6 +348,7 @@ impl Default for Config {
             sandbox: SandboxSection {
                 state_dir: engine.sandbox.state_dir.clone(),
                 allow_degraded: engine.sandbox.allow_degraded,
+                move_to_leaf: engine.sandbox.move_to_leaf,
                 id_base: engine.sandbox.id_base,
                 box_pool_size: as_u64(engine.box_pool_size),
             },
@@ -611,6 +613,7 @@ impl Config {
         config.sandbox.state_dir = self.sandbox.state_dir.clone();
         config.sandbox.id_base = self.sandbox.id_base;
         config.sandbox.allow_degraded = self.sandbox.allow_degraded;
+        config.sandbox.move_to_leaf = self.sandbox.move_to_leaf;
         config.box_pool_size = as_usize(self.sandbox.box_pool_size);
 
         config.box_limits = BoxLimits {

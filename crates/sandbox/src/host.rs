@@ -108,6 +108,10 @@ pub struct SandboxConfig {
     pub init_program: Option<PathBuf>,
     /// Create boxes without cgroups (rlimits only) when no cgroup can be had.
     pub allow_degraded: bool,
+    /// Container mode: when this process is in the root of its cgroup namespace and that root
+    /// holds processes (so it cannot enable controllers for boxes), move this process into a
+    /// leaf group first (see [`CgroupManager::detect_explained`]).
+    pub move_to_leaf: bool,
 }
 
 impl Default for SandboxConfig {
@@ -117,6 +121,7 @@ impl Default for SandboxConfig {
             id_base: 100_000_000,
             init_program: None,
             allow_degraded: true,
+            move_to_leaf: true,
         }
     }
 }
@@ -130,7 +135,8 @@ pub struct Isolation {
     pub seccomp: bool,
     pub network: &'static str,
     pub degraded: bool,
-    /// What is weaker than full isolation, and why.
+    /// What is weaker than full isolation and why, and what detection did on the way (a
+    /// read-only cgroup2 skipped, this process moved into a leaf group in container mode).
     pub notes: Vec<String>,
 }
 
@@ -195,8 +201,9 @@ impl Sandbox {
             path: slots.clone(),
             source,
         })?;
-        let cgroups = CgroupManager::detect(CGROUP_PARENT)?;
-        let mut notes = Vec::new();
+        let detection = CgroupManager::detect_explained(CGROUP_PARENT, config.move_to_leaf)?;
+        let cgroups = detection.manager;
+        let mut notes = detection.notes;
         if cgroups.is_none() {
             if !config.allow_degraded {
                 return Err(SandboxError::NoCgroups);

@@ -144,8 +144,9 @@ mod tests {
     const PARENT: &str = "codebeaker";
 
     fn manager(host: &FakeHost) -> CgroupManager {
-        CgroupManager::detect_from(&parse_mountinfo(&host.mountinfo), PARENT, Dirs::Fake)
+        CgroupManager::detect_from(&parse_mountinfo(&host.mountinfo), PARENT, Dirs::Fake, true)
             .expect("detect")
+            .manager
             .expect("a usable fake hierarchy")
     }
 

@@ -450,6 +450,41 @@ struct Hierarchy {
     controllers: Vec<&'static str>,
 }
 
+/// The leaf group container mode moves this process into, beside the boxes' parent group, in
+/// the root of the cgroup2 mount (see [`CgroupManager::detect_explained`]).
+pub const SERVER_LEAF: &str = "codebeaker-server";
+
+/// What [`CgroupManager::detect_explained`] found: the manager when cgroups can be used, and
+/// what detection did or skipped on the way (a read-only cgroup2, a move into
+/// [`SERVER_LEAF`], a hierarchy without the controllers), each in words an operator can act on.
+#[derive(Debug)]
+pub struct Detection {
+    pub manager: Option<CgroupManager>,
+    pub notes: Vec<String>,
+}
+
+impl Detection {
+    fn found(
+        ops: &'static dyn Interface,
+        parent: &str,
+        hierarchies: Vec<Hierarchy>,
+        dirs: Dirs,
+        notes: Vec<String>,
+    ) -> Detection {
+        let manager = CgroupManager {
+            ops,
+            parent: parent.to_owned(),
+            hierarchies,
+            dirs,
+        };
+        info!(description = %manager.describe(), "using cgroups");
+        Detection {
+            manager: Some(manager),
+            notes,
+        }
+    }
+}
+
 /// Finds the cgroup hierarchies and creates box groups in them.
 #[derive(Debug, Clone)]
 pub struct CgroupManager {
@@ -468,33 +503,61 @@ impl CgroupManager {
     /// `parent` is the name of our parent group, e.g. "codebeaker" (it may be
     /// a path such as "system.slice/codebeaker"); it is created if missing
     /// (v2: +memory +pids +cpu are enabled in the subtree_control of every
-    /// group from the mount root down to it).
+    /// group from the mount root down to it). Never moves this process; see
+    /// [`CgroupManager::detect_explained`].
     pub fn detect(parent: &str) -> Result<Option<CgroupManager>, CgroupError> {
+        Ok(Self::detect_explained(parent, false)?.manager)
+    }
+
+    /// [`CgroupManager::detect`], saying what it did and skipped on the way.
+    ///
+    /// With `move_to_leaf`, container mode: when the root of a cgroup2 mount
+    /// is not the host's root group (a cgroup namespace, as container runtimes
+    /// make), holds this process and has not enabled the box controllers for
+    /// its children, this process (and only this process) moves into the leaf
+    /// group [`SERVER_LEAF`] first. cgroup v2 lets a group with member
+    /// processes enable controllers for its children only when it is the
+    /// host's root, so without the move the kernel refuses `+memory` (EBUSY).
+    /// Processes other than this one are never moved: when some remain, the
+    /// error says so.
+    pub fn detect_explained(parent: &str, move_to_leaf: bool) -> Result<Detection, CgroupError> {
         validate_parent(parent)?;
-        Self::detect_from(&mounts::read_mountinfo()?, parent, Dirs::Cgroupfs)
+        Self::detect_from(
+            &mounts::read_mountinfo()?,
+            parent,
+            Dirs::Cgroupfs,
+            move_to_leaf,
+        )
     }
 
     fn detect_from(
         mounts: &[MountEntry],
         parent: &str,
         dirs: Dirs,
-    ) -> Result<Option<CgroupManager>, CgroupError> {
-        let found = |ops: &'static dyn Interface, hierarchies| {
-            let manager = CgroupManager {
-                ops,
-                parent: parent.to_owned(),
-                hierarchies,
-                dirs,
-            };
-            info!(description = %manager.describe(), "using cgroups");
-            Ok(Some(manager))
-        };
+        move_to_leaf: bool,
+    ) -> Result<Detection, CgroupError> {
+        let mut notes = Vec::new();
+        for mount in mounts::read_only_v2_mounts(mounts) {
+            let note = format!(
+                "cgroup2 at {} is mounted read-only (a container without cgroup delegation): \
+                 not used; give the container a writable cgroup (a cgroup namespace with \
+                 cgroup2 mounted read-write, e.g. `--cgroupns=private` with a writable \
+                 /sys/fs/cgroup, or `--privileged`) for per-box limits",
+                mount.display()
+            );
+            warn!("{note}");
+            notes.push(note);
+        }
         for mount in mounts::v2_mounts(mounts) {
-            match v2::detect(&mount, parent) {
-                Ok(Some(hierarchies)) => return found(&V2, hierarchies),
+            match v2::detect(&mount, parent, dirs, move_to_leaf, &mut notes) {
+                Ok(Some(hierarchies)) => {
+                    return Ok(Detection::found(&V2, parent, hierarchies, dirs, notes))
+                }
                 Ok(None) => {}
                 Err(e) if e.is_permission() => {
-                    warn!(mount = %mount.display(), error = %e, "cgroup v2 mount is not usable by us");
+                    let note = format!("cgroup2 at {} is not usable by us: {e}", mount.display());
+                    warn!("{note}");
+                    notes.push(note);
                 }
                 Err(e) => return Err(e),
             }
@@ -502,15 +565,30 @@ impl CgroupManager {
         let plan = match mounts::plan_v1(mounts) {
             Ok(plan) => plan,
             Err(reason) => {
-                warn!(%reason, "no usable cgroup hierarchy (v2 without memory+pids+cpu, v1 incomplete); limits fall back to rlimits");
-                return Ok(None);
+                let note = format!(
+                    "no usable cgroup hierarchy (no writable cgroup2 with memory, pids and cpu; \
+                     {reason}): limits fall back to rlimits"
+                );
+                warn!("{note}");
+                notes.push(note);
+                return Ok(Detection {
+                    manager: None,
+                    notes,
+                });
             }
         };
         match v1::prepare(plan, parent) {
-            Ok(hierarchies) => found(&V1, hierarchies),
+            Ok(hierarchies) => Ok(Detection::found(&V1, parent, hierarchies, dirs, notes)),
             Err(e) if e.is_permission() => {
-                warn!(error = %e, "cgroup v1 hierarchies are not writable by us; limits fall back to rlimits");
-                Ok(None)
+                let note = format!(
+                    "cgroup v1 hierarchies are not writable by us ({e}): limits fall back to rlimits"
+                );
+                warn!("{note}");
+                notes.push(note);
+                Ok(Detection {
+                    manager: None,
+                    notes,
+                })
             }
             Err(e) => Err(e),
         }

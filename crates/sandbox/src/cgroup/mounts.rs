@@ -91,6 +91,16 @@ pub(super) fn v2_mounts(mounts: &[MountEntry]) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Read-only cgroup2 mounts (a container without cgroup delegation), which detection skips and
+/// says so.
+pub(super) fn read_only_v2_mounts(mounts: &[MountEntry]) -> Vec<PathBuf> {
+    mounts
+        .iter()
+        .filter(|m| m.fstype == "cgroup2" && m.read_only)
+        .map(|m| m.mount_point.clone())
+        .collect()
+}
+
 /// A v1 hierarchy we use and the controllers (of those we care about) it carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct V1Mount {
@@ -321,10 +331,16 @@ not a mountinfo line
     }
 
     #[test]
-    fn detect_from_read_only_fixture_gives_none() {
+    fn detect_from_read_only_fixture_gives_none_and_says_why() {
         let mounts = parse_mountinfo(DOCKER_RO_V2);
-        let found =
-            CgroupManager::detect_from(&mounts, "codebeaker", Dirs::Cgroupfs).expect("no error");
-        assert!(found.is_none());
+        let found = CgroupManager::detect_from(&mounts, "codebeaker", Dirs::Cgroupfs, true)
+            .expect("no error");
+        assert!(found.manager.is_none());
+        let notes = found.notes.join("\n");
+        assert!(
+            notes.contains("cgroup2 at /sys/fs/cgroup is mounted read-only"),
+            "{notes}"
+        );
+        assert!(notes.contains("limits fall back to rlimits"), "{notes}");
     }
 }

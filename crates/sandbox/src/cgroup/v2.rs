@@ -4,15 +4,16 @@ use std::fs;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::fs::{
     check_writable, make_dir, parse_controllers, parse_cpu_max, parse_keyed, parse_limit,
-    parse_u64, read_file, read_parsed, write_checked, write_exact, write_raw, Limit,
+    parse_u64, read_file, read_parsed, write_checked, write_exact, write_file, write_raw, Dirs,
+    Limit,
 };
 use super::{
     is_permission_error, memory_matches, write_hint, BoxCgroup, CgroupError, CgroupStats,
-    CgroupVersion, GroupDir, Hierarchy, Interface, CPU_PERIOD_US, V2_CONTROLLERS,
+    CgroupVersion, GroupDir, Hierarchy, Interface, CPU_PERIOD_US, SERVER_LEAF, V2_CONTROLLERS,
 };
 use crate::channel::GroupKill;
 
@@ -152,9 +153,17 @@ impl Interface for V2 {
 }
 
 /// Prepares the parent group in cgroup2 mount `mount`: `Ok(None)` when the mount lacks a
-/// controller a box needs. Enables +memory +pids +cpu in every group from the mount root down to
-/// the parent (created when missing).
-pub(super) fn detect(mount: &Path, parent: &str) -> Result<Option<Vec<Hierarchy>>, CgroupError> {
+/// controller a box needs (and says so in `notes`). Enables +memory +pids +cpu in every group
+/// from the mount root down to the parent (created when missing); with `move_to_leaf`, first
+/// moves this process out of the mount's root when that is what stands in the way (see
+/// [`leave_namespace_root`]).
+pub(super) fn detect(
+    mount: &Path,
+    parent: &str,
+    dirs: Dirs,
+    move_to_leaf: bool,
+    notes: &mut Vec<String>,
+) -> Result<Option<Vec<Hierarchy>>, CgroupError> {
     let available = match fs::read_to_string(mount.join("cgroup.controllers")) {
         Ok(text) => parse_controllers(&text),
         Err(e) => {
@@ -167,8 +176,29 @@ pub(super) fn detect(mount: &Path, parent: &str) -> Result<Option<Vec<Hierarchy>
         .filter(|c| !available.contains(*c))
         .collect();
     if !missing.is_empty() {
-        info!(mount = %mount.display(), ?missing, "cgroup2 mount lacks controllers (they are bound to v1 or disabled); not using v2 there");
+        let note = format!(
+            "cgroup2 at {} lacks the {} controller(s) (bound to cgroup v1, disabled, or not \
+             delegated to this group): not used",
+            mount.display(),
+            missing.join(", ")
+        );
+        info!("{note}");
+        notes.push(note);
         return Ok(None);
+    }
+    if needs_enabling(mount)? && !is_host_root(mount) && holds_this_process(mount)? {
+        if move_to_leaf {
+            notes.push(leave_namespace_root(mount, dirs)?);
+        } else {
+            let note = format!(
+                "this process is in {}, the root of its cgroup namespace, which therefore cannot \
+                 enable controllers for boxes; container mode is off ([sandbox] move_to_leaf = \
+                 false), so nothing was moved",
+                mount.display()
+            );
+            warn!("{note}");
+            notes.push(note);
+        }
     }
     let mut dir = mount.to_path_buf();
     for component in parent.split('/') {
@@ -193,6 +223,57 @@ pub(super) fn detect(mount: &Path, parent: &str) -> Result<Option<Vec<Hierarchy>
     }]))
 }
 
+/// Whether a box controller is still to be enabled in `dir`'s `cgroup.subtree_control`.
+fn needs_enabling(dir: &Path) -> Result<bool, CgroupError> {
+    let enabled = parse_controllers(&read_file(&dir.join("cgroup.subtree_control"))?);
+    Ok(V2_CONTROLLERS.into_iter().any(|c| !enabled.contains(c)))
+}
+
+/// The host's root group is the one group without `cgroup.type`; it alone may both hold
+/// processes and enable controllers for its children. A cgroup namespace's root is an ordinary
+/// group and has the file.
+fn is_host_root(dir: &Path) -> bool {
+    !dir.join("cgroup.type").exists()
+}
+
+fn holds_this_process(dir: &Path) -> Result<bool, CgroupError> {
+    let me = std::process::id().to_string();
+    Ok(read_file(&dir.join("cgroup.procs"))?
+        .lines()
+        .any(|line| line.trim() == me))
+}
+
+/// Container mode: moves this process (all its threads) from the mount's root into the leaf
+/// group [`SERVER_LEAF`] beside the boxes' parent, so that the root, once it holds no process,
+/// may enable the box controllers. Other processes in the root are left where they are; when
+/// there are any, enabling fails afterwards with an error that counts them. Returns the note
+/// that says what was done.
+fn leave_namespace_root(mount: &Path, dirs: Dirs) -> Result<String, CgroupError> {
+    let leaf = mount.join(SERVER_LEAF);
+    match dirs.create(&leaf) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && leaf.is_dir() => {}
+        Err(source) => {
+            return Err(CgroupError::CreateDir {
+                path: leaf,
+                hint: super::mkdir_hint(&source),
+                source,
+            })
+        }
+    }
+    let pid = std::process::id();
+    write_file(&leaf.join("cgroup.procs"), &pid.to_string())?;
+    let note = format!(
+        "container mode: this process (pid {pid}) was in {}, the root of its cgroup namespace, \
+         which cannot enable controllers for boxes while it holds processes; moved it into {} \
+         ([sandbox] move_to_leaf = false turns this off)",
+        mount.display(),
+        leaf.display()
+    );
+    info!("{note}");
+    Ok(note)
+}
+
 /// Enables the v2 box controllers in `dir/cgroup.subtree_control` and checks
 /// they are on.
 fn enable_controllers(dir: &Path) -> Result<(), CgroupError> {
@@ -214,8 +295,10 @@ fn enable_controllers(dir: &Path) -> Result<(), CgroupError> {
             }
             let detail = match source.raw_os_error() {
                 Some(libc::EBUSY) => format!(
-                    "writing {value:?} to {} failed with EBUSY: the group has member processes, and cgroup v2 does not let such a group enable controllers for its children; move its processes into a leaf group (in a container: mkdir <mount>/init and move every pid of cgroup.procs there)",
-                    path.display()
+                    "writing {value:?} to {} failed with EBUSY: the group holds {} process(es), and cgroup v2 does not let such a group enable controllers for its children; move them into a leaf group (in a container: run CodeBeaker as the container's only process with [sandbox] move_to_leaf = true, the default, or mkdir {}/init and move every pid of its cgroup.procs there)",
+                    path.display(),
+                    member_count(dir),
+                    dir.display()
                 ),
                 Some(libc::EINVAL) if controller == "cpu" => format!(
                     "writing {value:?} to {} failed with EINVAL: a realtime process outside the root group prevents enabling the cpu controller",
@@ -251,6 +334,14 @@ fn enable_controllers(dir: &Path) -> Result<(), CgroupError> {
     Ok(())
 }
 
+/// How many processes `dir` holds, for an error message ("?" when unreadable).
+fn member_count(dir: &Path) -> String {
+    fs::read_to_string(dir.join("cgroup.procs")).map_or_else(
+        |_| "?".to_owned(),
+        |text| text.lines().filter(|l| !l.trim().is_empty()).count().to_string(),
+    )
+}
+
 /// `memory.peak`, through the fd a reset was written to when there is one.
 fn read_peak(group: &BoxCgroup, dir: &Path) -> Result<Option<u64>, CgroupError> {
     let path = dir.join("memory.peak");
@@ -278,4 +369,56 @@ fn read_peak(group: &BoxCgroup, dir: &Path) -> Result<Option<u64>, CgroupError> 
             content: text.trim().to_owned(),
             expected: "a number of bytes",
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fake::FakeHost;
+    use super::*;
+
+    /// A cgroup namespace's root as a container runtime leaves it: an ordinary group (it has
+    /// `cgroup.type`) that holds this process and has enabled nothing for its children.
+    fn container_root(host: &FakeHost) -> PathBuf {
+        let mount = host.path("unified");
+        fs::write(mount.join("cgroup.type"), "domain\n").expect("cgroup.type");
+        fs::write(mount.join("cgroup.subtree_control"), "").expect("subtree_control");
+        fs::write(
+            mount.join("cgroup.procs"),
+            format!("1\n{}\n", std::process::id()),
+        )
+        .expect("procs");
+        mount
+    }
+
+    #[test]
+    fn only_a_namespace_root_holding_this_process_is_left() {
+        let host = FakeHost::v2("codebeaker").expect("fake host");
+        let mount = host.path("unified");
+        // The host's root (no cgroup.type) may hold processes and enable controllers.
+        assert!(is_host_root(&mount));
+        let mount = container_root(&host);
+        assert!(!is_host_root(&mount));
+        assert!(needs_enabling(&mount).expect("read"));
+        assert!(holds_this_process(&mount).expect("read"));
+        assert!(!holds_this_process(&mount.join("codebeaker")).expect("read"));
+        assert_eq!(member_count(&mount), "2");
+    }
+
+    #[test]
+    fn leaving_the_namespace_root_moves_this_process_only_and_says_so() {
+        let host = FakeHost::v2("codebeaker").expect("fake host");
+        let mount = container_root(&host);
+        let note = leave_namespace_root(&mount, Dirs::Fake).expect("move");
+        let leaf = mount.join(SERVER_LEAF);
+        assert_eq!(
+            fs::read_to_string(leaf.join("cgroup.procs"))
+                .expect("leaf procs")
+                .trim(),
+            std::process::id().to_string()
+        );
+        assert!(note.contains("container mode"), "{note}");
+        assert!(note.contains(&leaf.display().to_string()), "{note}");
+        // A leaf left by an earlier start is reused.
+        leave_namespace_root(&mount, Dirs::Fake).expect("again");
+    }
 }
