@@ -92,6 +92,15 @@ exec unshare --cgroup --mount sh -c 'umount /sys/fs/cgroup && mount -t cgroup2 -
 EOF
 chmod +x "$work/container.sh"
 
+accel=tcg,thread=multi
+# KVM only with hardware virtualisation (VT-x or AMD-V): a /dev/kvm without it (PVM, nested
+# virtualisation without VT-x) boots no stock kernel.
+if [[ -w /dev/kvm ]] && grep -qE '\b(vmx|svm)\b' /proc/cpuinfo; then accel=kvm; fi
+# Wall-clock bounds that only keep a test from hanging are this many times longer in the guest
+# (tests/common: patient); bounds a test is about stay as they are. Software emulation runs
+# 5-30 times slower than the host.
+slowdown=2
+[[ $accel == kvm ]] || slowdown=10
 cb=$repo/target/debug/codebeaker
 cat >"$work/guest.sh" <<EOF
 #!/bin/sh
@@ -102,8 +111,10 @@ mount -t tmpfs tmpfs /run
 # /tmp stays the overlay's: the checkout itself may live under it.
 mkdir -p /dev/pts /dev/shm && mount -t devpts devpts /dev/pts && mount -t tmpfs tmpfs /dev/shm
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
+export CODEBEAKER_TEST_SLOWDOWN=$slowdown
 ip link set lo up
 cd $repo
+echo "V2-INFO slowdown factor $slowdown ($accel)"
 echo "V2-INFO kernel \$(uname -r), cgroup2 controllers: \$(cat /sys/fs/cgroup/cgroup.controllers)"
 step() {
   name=\$1; shift; "\$@" >/tmp/out 2>&1; rc=\$?
@@ -126,10 +137,6 @@ echo V2-DONE
 echo o >/proc/sysrq-trigger
 EOF
 
-accel=tcg,thread=multi
-# KVM only with hardware virtualisation (VT-x or AMD-V): a /dev/kvm without it (PVM, nested
-# virtualisation without VT-x) boots no stock kernel.
-if [[ -w /dev/kvm ]] && grep -qE '\b(vmx|svm)\b' /proc/cpuinfo; then accel=kvm; fi
 echo "v2 leg: booting ($accel)"
 start=$SECONDS
 timeout 1800 "$qemu" -L "$work/root/usr/share/qemu" -L /usr/share/seabios -accel "$accel" -smp 2 -m 6G \

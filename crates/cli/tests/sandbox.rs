@@ -529,7 +529,7 @@ fn cancelled_run_ends_at_once_and_the_box_goes_on() {
         let sb = sandbox();
         let bx = new_box(sb, BoxLimits::default()).await;
         let mut cmd = sh("echo started; sleep 30; echo never");
-        cmd.limits.wall_time = Duration::from_secs(60);
+        cmd.limits.wall_time = crate::common::patient(Duration::from_secs(60));
         let (output, mut chunks) = tokio::sync::mpsc::unbounded_channel();
         let (cancel, cancelled) = tokio::sync::oneshot::channel();
         let started = std::time::Instant::now();
@@ -541,7 +541,10 @@ fn cancelled_run_ends_at_once_and_the_box_goes_on() {
         let took = started.elapsed();
         assert_eq!(out.status, Verdict::Killed, "{out:?}");
         assert_eq!(out.message.as_deref(), Some("cancelled"));
-        assert!(took < Duration::from_secs(3), "cancel took {took:?}");
+        assert!(
+            took < crate::common::patient(Duration::from_secs(3)),
+            "cancel took {took:?}"
+        );
         assert_eq!(text(&out.stdout), "started\n");
         let streamed = chunks
             .recv()
@@ -579,7 +582,7 @@ fn stdin_sent_during_the_run_reaches_the_program_in_order() {
         let bx = new_box(sb, BoxLimits::default()).await;
         let mut cmd = RunSpec::new(["cat"]);
         cmd.stdin = b"zero\n".to_vec();
-        cmd.limits.wall_time = Duration::from_secs(30);
+        cmd.limits.wall_time = crate::common::patient(Duration::from_secs(30));
         let (output, mut chunks) = tokio::sync::mpsc::unbounded_channel();
         let (_cancel, cancelled) = tokio::sync::oneshot::channel();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
@@ -617,7 +620,7 @@ fn stdin_sent_during_the_run_reaches_the_program_in_order() {
         assert_eq!(out.status, Verdict::Ok, "{out:?}");
         assert_eq!(text(&out.stdout), "zero\none\ntwo\n");
         assert!(
-            started.elapsed() < Duration::from_secs(10),
+            started.elapsed() < crate::common::patient(Duration::from_secs(10)),
             "cat ended on close"
         );
 
@@ -649,7 +652,7 @@ fn large_stdin_and_streamed_output_cross_without_blocking_each_other() {
         // cat echoes megabytes while more megabytes come in: the box blocks on sending output
         // until it is read, so the host must read while its input goes out.
         let mut cmd = RunSpec::new(["cat"]);
-        cmd.limits.wall_time = Duration::from_secs(30);
+        cmd.limits.wall_time = crate::common::patient(Duration::from_secs(30));
         cmd.limits.output_bytes = 16 * MIB;
         let (output, mut chunks) = tokio::sync::mpsc::unbounded_channel();
         let (_cancel, cancelled) = tokio::sync::oneshot::channel();
@@ -690,7 +693,7 @@ fn stdin_past_the_bound_is_refused_and_late_stdin_leaves_the_box_in_step() {
         let bx = new_box(sb, BoxLimits::default()).await;
         // The program never reads its stdin: what is sent waits in the box, up to the bound.
         let mut cmd = sh("sleep 30");
-        cmd.limits.wall_time = Duration::from_secs(60);
+        cmd.limits.wall_time = crate::common::patient(Duration::from_secs(60));
         let (cancel, cancelled) = tokio::sync::oneshot::channel();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let (out, ()) = tokio::join!(bx.run_with_stdin(&cmd, None, cancelled, Some(rx)), async {
@@ -893,8 +896,8 @@ fn a_stdin_larger_than_the_box_memory_is_fed_as_the_program_reads() {
             "print(n, h.hexdigest())\n",
         ));
         cmd.stdin = input;
-        cmd.limits.wall_time = Duration::from_secs(60);
-        cmd.limits.cpu_time = Duration::from_secs(60);
+        cmd.limits.wall_time = crate::common::patient(Duration::from_secs(60));
+        cmd.limits.cpu_time = crate::common::patient(Duration::from_secs(60));
         let out = bx.run(&cmd).await.expect("run");
         assert_eq!(out.status, Verdict::Ok, "{out:?}");
         assert_eq!(text(&out.stdout), format!("{} {expected}\n", 96 * MIB));
@@ -942,8 +945,11 @@ fn cli_run_feeds_a_large_stdin_and_refuses_one_past_the_bound() {
             "--memory",
             "32M",
             "--timeout",
-            "120s",
         ])
+        .arg(format!(
+            "{}s",
+            crate::common::patient(Duration::from_secs(120)).as_secs()
+        ))
         .arg(format!("--stdin=@{}", big.display()))
         .output()
         .unwrap();

@@ -86,18 +86,39 @@ pub fn run<F: Future<Output = ()>>(body: F) {
     runtime().block_on(body);
 }
 
-/// Runs a test body on the shared runtime, failing (not hanging) after `limit`.
+/// How many times slower than a native host the machine running the tests may be: the pure
+/// cgroup v2 leg, which runs these tests in an emulated guest, sets `CODEBEAKER_TEST_SLOWDOWN`
+/// (a whole number from 1 to 100); 1 when unset.
+pub fn slowdown() -> u32 {
+    match std::env::var("CODEBEAKER_TEST_SLOWDOWN") {
+        Err(_) => 1,
+        Ok(text) => match text.trim().parse::<u32>() {
+            Ok(n @ 1..=100) => n,
+            _ => panic!("CODEBEAKER_TEST_SLOWDOWN={text:?}: expected a whole number from 1 to 100"),
+        },
+    }
+}
+
+/// `bound` times [`slowdown`]: for a wall-clock bound that is there only so that a test cannot
+/// hang, never for a bound the test is about (a timeout that must fire stays as it is).
+pub fn patient(bound: Duration) -> Duration {
+    bound * slowdown()
+}
+
+/// Runs a test body on the shared runtime, failing (not hanging) after `limit` (times
+/// [`slowdown`]).
 pub fn run_within<F: Future<Output = ()>>(limit: Duration, body: F) {
     let _shared = shared();
     runtime().block_on(async {
-        tokio::time::timeout(limit, body)
+        tokio::time::timeout(patient(limit), body)
             .await
             .expect("the test did not finish in time (a deadlock or a hang?)");
     });
 }
 
 /// Runs a test body alone (see [`exclusive`]) on a runtime of its own, which ends with the
-/// test and takes every task the test left with it; fails (not hangs) after `limit`.
+/// test and takes every task the test left with it; fails (not hangs) after `limit` (times
+/// [`slowdown`]).
 pub fn run_alone<F: Future<Output = ()>>(limit: Duration, body: F) {
     let _alone = exclusive();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -106,7 +127,7 @@ pub fn run_alone<F: Future<Output = ()>>(limit: Duration, body: F) {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        tokio::time::timeout(limit, body)
+        tokio::time::timeout(patient(limit), body)
             .await
             .expect("the test did not finish in time (a hang?)");
     });

@@ -338,7 +338,12 @@ fn enable_controllers(dir: &Path) -> Result<(), CgroupError> {
 fn member_count(dir: &Path) -> String {
     fs::read_to_string(dir.join("cgroup.procs")).map_or_else(
         |_| "?".to_owned(),
-        |text| text.lines().filter(|l| !l.trim().is_empty()).count().to_string(),
+        |text| {
+            text.lines()
+                .filter(|l| !l.trim().is_empty())
+                .count()
+                .to_string()
+        },
     )
 }
 
