@@ -111,10 +111,9 @@ mount -t tmpfs tmpfs /run
 # /tmp stays the overlay's: the checkout itself may live under it.
 mkdir -p /dev/pts /dev/shm && mount -t devpts devpts /dev/pts && mount -t tmpfs tmpfs /dev/shm
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
-export CODEBEAKER_TEST_SLOWDOWN=$slowdown
+export TEST_SLOWDOWN=$slowdown
 ip link set lo up
 cd $repo
-echo "V2-INFO slowdown factor $slowdown ($accel)"
 echo "V2-INFO kernel \$(uname -r), cgroup2 controllers: \$(cat /sys/fs/cgroup/cgroup.controllers)"
 step() {
   name=\$1; shift; "\$@" >/tmp/out 2>&1; rc=\$?
@@ -137,7 +136,7 @@ echo V2-DONE
 echo o >/proc/sysrq-trigger
 EOF
 
-echo "v2 leg: booting ($accel)"
+echo "v2 leg: booting ($accel; bounds that only keep tests from hanging x$slowdown)"
 start=$SECONDS
 timeout 1800 "$qemu" -L "$work/root/usr/share/qemu" -L /usr/share/seabios -accel "$accel" -smp 2 -m 6G \
   -nographic -no-reboot -kernel "$work/kernel" -initrd "$work/initrd.gz" \
