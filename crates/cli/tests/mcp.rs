@@ -234,13 +234,6 @@ fn the_stdio_server_closes_every_box_when_its_client_leaves() {
 // ---------------------------------------------------------------------------------------------
 // The benchmark of docs/mcp.md (one run, by hand).
 
-/// Median and 99th percentile of `samples` (milliseconds).
-fn median_p99(samples: &mut [f64]) -> (f64, f64) {
-    samples.sort_by(f64::total_cmp);
-    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
-    (at(0.5), at(0.99))
-}
-
 fn bench_samples(command: std::process::Command) -> Vec<f64> {
     let _shared = common::shared();
     let stdout = compat::run(command);
@@ -283,7 +276,7 @@ fn bench_run_code_over_stdio_and_http_beside_json_rpc() {
         ("JSON-RPC execution.run with wait over WebSocket", &mut rpc),
     ] {
         assert_eq!(samples.len(), RUNS);
-        let (median, p99) = median_p99(samples);
+        let (median, p99) = common::median_p99(samples);
         println!("bench {name}: median {median:.1} ms, p99 {p99:.1} ms ({RUNS} runs)");
     }
 }
