@@ -431,6 +431,56 @@ fn benchmarks_run_and_report_every_case() {
             .all(|c| c["samples"] == 2),
         "{report}"
     );
+
+    // Every figure, each but the baseline with its ratio to the baseline of the same run.
+    let figures = report["figures"].as_array().unwrap();
+    assert_eq!(figures.len(), cases.len(), "{report}");
+    assert!(figures[0]["baseline"].is_null(), "{report}");
+    for f in &figures[1..] {
+        assert_eq!(f["baseline"], "bare process", "{report}");
+        let expected = f["value"].as_f64().unwrap() / figures[0]["value"].as_f64().unwrap();
+        assert!(
+            (f["ratio"].as_f64().unwrap() - expected).abs() < 1e-9,
+            "{f}"
+        );
+    }
+
+    // The regression guard: a run against itself moved nothing; against a copy in which one
+    // figure's ratio doubled, it names that figure and only it.
+    let dir = tempfile::tempdir().unwrap();
+    let (old, new) = (dir.path().join("old.json"), dir.path().join("new.json"));
+    std::fs::write(&old, serde_json::to_vec(&report).unwrap()).unwrap();
+    let mut slower = report.clone();
+    let last = slower["figures"]
+        .as_array_mut()
+        .unwrap()
+        .last_mut()
+        .unwrap();
+    last["ratio"] = serde_json::json!(last["ratio"].as_f64().unwrap() * 2.0);
+    std::fs::write(&new, serde_json::to_vec(&slower).unwrap()).unwrap();
+    let compare = |a: &std::path::Path, b: &std::path::Path| {
+        let out = std::process::Command::new(BIN)
+            .args(["bench", "--compare"])
+            .args([a, b])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let same = compare(&old, &old);
+    assert!(
+        same.starts_with("0 of 5 figures moved by more than 10 %"),
+        "{same}"
+    );
+    let moved = compare(&old, &new);
+    let lines: Vec<&str> = moved.lines().collect();
+    assert_eq!(lines.len(), 2, "{moved}");
+    assert!(
+        lines[0].starts_with("sandbox / run in existing box: ratio to bare process")
+            && lines[0].ends_with("(+100 %, worse)"),
+        "{moved}"
+    );
+    assert!(lines[1].starts_with("1 of 5 figures moved"), "{moved}");
 }
 
 #[test]

@@ -15,6 +15,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use super::{Figure, Output};
 use crate::{Context, HarnessError};
 
 const SEEDS: &[(&str, &str, &str)] = &[
@@ -121,7 +122,7 @@ struct Row {
 
 /// Times every language's snippet `iterations` times per case (first runs at most five
 /// times), and prints the report.
-pub async fn run(iterations: usize, json: bool) -> Result<i32, HarnessError> {
+pub async fn run(iterations: usize, json: bool) -> Result<Output, HarnessError> {
     let engine = Engine::new(EngineConfig::default())?;
     let cold_iterations = iterations.clamp(1, 5);
     let mut rows = Vec::new();
@@ -250,8 +251,9 @@ fn median(samples: &[Duration]) -> Option<Duration> {
 }
 
 /// Prints each language's medians, and what the engine adds over the cached program.
-fn report(rows: &[Row], json: bool) -> Result<i32, HarnessError> {
+fn report(rows: &[Row], json: bool) -> Result<Output, HarnessError> {
     let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1e3);
+    let figures = figures(rows);
     if json {
         let out: Vec<_> = rows
             .iter()
@@ -269,11 +271,8 @@ fn report(rows: &[Row], json: bool) -> Result<i32, HarnessError> {
                 serde_json::json!({"language": r.language, "cases": cases})
             })
             .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({"languages": out}))?
-        );
-        return Ok(0);
+        let json = serde_json::json!({"languages": out});
+        return Ok(Output { json, figures });
     }
     println!(
         "the original .NET CodeBeaker's snippet per language, medians in ms (input {{\"value\":21}})"
@@ -307,5 +306,46 @@ fn report(rows: &[Row], json: bool) -> Result<i32, HarnessError> {
         );
     }
     println!("hit − cached: what the engine adds over starting the cached program (in the box when compiled, else bare)");
-    Ok(0)
+    Ok(Output {
+        json: serde_json::Value::Null,
+        figures,
+    })
+}
+
+/// Each language's medians; a first run beside the bare toolchain's first run, a cache hit
+/// beside the cached program started in a box (compiled languages) or bare.
+fn figures(rows: &[Row]) -> Vec<Figure> {
+    let mut figures = Vec::new();
+    for r in rows {
+        let median_of = |name: &str| {
+            r.cases
+                .iter()
+                .find(|(n, _)| *n == name)
+                .and_then(|(_, s)| median(s))
+                .map(|d| d.as_secs_f64() * 1e3)
+        };
+        let baseline_of = |name: &str| match name {
+            "first run" => Some("bare first run"),
+            "cache hit" if median_of("cached program in box").is_some() => {
+                Some("cached program in box")
+            }
+            "cache hit" => Some("bare cached program"),
+            _ => None,
+        };
+        for (name, _) in &r.cases {
+            let Some(value) = median_of(name) else {
+                continue;
+            };
+            let baseline = baseline_of(name)
+                .and_then(|b| median_of(b).map(|m| (format!("{} {b}", r.language), m)));
+            figures.push(Figure::time(
+                "languages",
+                format!("{} {name}", r.language),
+                value,
+                None,
+                baseline.as_ref().map(|(b, m)| (b.as_str(), *m)),
+            ));
+        }
+    }
+    figures
 }

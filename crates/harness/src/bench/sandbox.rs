@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use codebeaker_client::batch::percentile;
 use codebeaker_sandbox::{BoxSpec, RunSpec, Sandbox, SandboxConfig, Verdict};
 
+use super::{Figure, Output};
 use crate::{Context, HarnessError};
 
 /// One timed case and its samples, or why it was skipped.
@@ -71,7 +72,7 @@ fn leak(s: String) -> &'static str {
 }
 
 /// Times each case `iterations` times running `program -c pass`, and prints the report.
-pub async fn run(iterations: usize, program: &str, json: bool) -> Result<i32, HarnessError> {
+pub async fn run(iterations: usize, program: &str, json: bool) -> Result<Output, HarnessError> {
     let n = iterations;
     let warmup = 3;
     let sandbox = Sandbox::new(SandboxConfig::default())?;
@@ -169,12 +170,11 @@ pub async fn run(iterations: usize, program: &str, json: bool) -> Result<i32, Ha
         note: None,
     });
 
-    report(&cases, program, json)?;
-    Ok(0)
+    report(&cases, program, json)
 }
 
 /// Prints medians, p99 and the ratio of each median to the bare process's.
-fn report(cases: &[Case], program: &str, json: bool) -> Result<(), HarnessError> {
+fn report(cases: &[Case], program: &str, json: bool) -> Result<Output, HarnessError> {
     let stats: Vec<(&Case, Duration, Duration)> = cases
         .iter()
         .map(|c| {
@@ -191,6 +191,16 @@ fn report(cases: &[Case], program: &str, json: bool) -> Result<(), HarnessError>
             d.as_secs_f64() / bare.as_secs_f64()
         }
     };
+    let ms = |d: &Duration| d.as_secs_f64() * 1e3;
+    let bare_name = cases.first().map_or("bare process", |c| c.name);
+    let figures = stats
+        .iter()
+        .filter(|(c, _, _)| c.note.is_none())
+        .map(|(c, med, p99)| {
+            let baseline = (c.name != bare_name).then_some((bare_name, ms(&bare)));
+            Figure::time("sandbox", c.name, ms(med), Some(ms(p99)), baseline)
+        })
+        .collect();
     if json {
         let rows: Vec<_> = stats
             .iter()
@@ -202,13 +212,8 @@ fn report(cases: &[Case], program: &str, json: bool) -> Result<(), HarnessError>
                 })
             })
             .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(
-                &serde_json::json!({"program": format!("{program} -c pass"), "cases": rows})
-            )?
-        );
-        return Ok(());
+        let json = serde_json::json!({"program": format!("{program} -c pass"), "cases": rows});
+        return Ok(Output { json, figures });
     }
     println!("program: {program} -c pass");
     println!(
@@ -229,5 +234,8 @@ fn report(cases: &[Case], program: &str, json: bool) -> Result<(), HarnessError>
             ratio(*med)
         );
     }
-    Ok(())
+    Ok(Output {
+        json: serde_json::Value::Null,
+        figures,
+    })
 }

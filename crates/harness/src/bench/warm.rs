@@ -17,6 +17,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::{Figure, Output};
 use crate::HarnessError;
 
 /// The parts of the suite, as `--only` names them.
@@ -327,7 +328,7 @@ pub async fn run(
     idle_sessions: usize,
     only: &[String],
     json_out: bool,
-) -> Result<i32, HarnessError> {
+) -> Result<Output, HarnessError> {
     let n = iterations.max(5);
     let want = |part: &str| only.is_empty() || only.iter().any(|p| p == part);
     let engine = Arc::new(Engine::new(engine_config(4))?);
@@ -573,7 +574,7 @@ fn report(
     rows: &[Row],
     extra: &serde_json::Map<String, Value>,
     json_out: bool,
-) -> Result<i32, HarnessError> {
+) -> Result<Output, HarnessError> {
     let reference = |name: &str| {
         rows.iter()
             .find(|r| r.name.starts_with(name) && !r.samples.is_empty())
@@ -583,6 +584,31 @@ fn report(
     let exec = reference("docker exec");
     let ratio =
         |base: Option<Duration>, d: Duration| base.map(|b| b.as_secs_f64() / d.as_secs_f64());
+    let bare_name = rows
+        .iter()
+        .find(|r| r.name.starts_with("bare python3") && !r.samples.is_empty())
+        .map(|r| r.name.as_str());
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let mut figures: Vec<Figure> = rows
+        .iter()
+        .filter(|r| r.note.is_none() && !r.samples.is_empty())
+        .map(|r| {
+            let (med, p99) = stats(&r.samples);
+            let baseline = bare_name
+                .zip(bare)
+                .filter(|(name, _)| *name != r.name)
+                .map(|(name, b)| (name, ms(b)));
+            Figure::time("warm", r.name.as_str(), ms(med), Some(ms(p99)), baseline)
+        })
+        .collect();
+    for (key, unit) in [
+        ("throughputPerSecond", "runs/s"),
+        ("memoryPerIdleSessionBytes", "bytes"),
+    ] {
+        if let Some(v) = extra.get(key).and_then(Value::as_f64) {
+            figures.push(Figure::value("warm", key, v, unit));
+        }
+    }
     if json_out {
         let out: Vec<Value> = rows
             .iter()
@@ -592,11 +618,8 @@ fn report(
                        "bareOverThis": ratio(bare, med), "dockerExecOverThis": ratio(exec, med), "note": r.note})
             })
             .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({"cases": out, "extra": extra}))?
-        );
-        return Ok(0);
+        let json = json!({"cases": out, "extra": extra});
+        return Ok(Output { json, figures });
     }
     println!(
         "{:<36} {:>7} {:>10} {:>10} {:>11} {:>12}",
@@ -622,5 +645,8 @@ fn report(
     for (k, v) in extra {
         println!("{k}: {v}");
     }
-    Ok(0)
+    Ok(Output {
+        json: Value::Null,
+        figures,
+    })
 }
