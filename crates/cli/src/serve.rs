@@ -199,6 +199,7 @@ pub struct SessionsSection {
 #[serde(default, deny_unknown_fields)]
 pub struct ExecutionsSection {
     pub max_queued: u64,
+    pub max_queued_per_caller: u64,
     pub max_concurrent: u64,
     pub retention_secs: u64,
     pub max_records_per_caller: u64,
@@ -317,6 +318,7 @@ impl Default for Config {
             },
             executions: ExecutionsSection {
                 max_queued: as_u64(engine.max_queued_executions),
+                max_queued_per_caller: as_u64(engine.max_queued_executions_per_caller),
                 max_concurrent: as_u64(engine.max_concurrent_executions),
                 retention_secs: engine.execution_retention.as_secs(),
                 max_records_per_caller: as_u64(engine.execution_records.max_per_caller),
@@ -664,6 +666,7 @@ impl Config {
             reap_interval: Duration::from_secs(n.reap_interval_secs),
         };
         config.max_queued_executions = as_usize(e.max_queued);
+        config.max_queued_executions_per_caller = as_usize(e.max_queued_per_caller);
         config.max_concurrent_executions = as_usize(e.max_concurrent);
         config.execution_retention = Duration::from_secs(e.retention_secs);
         config.execution_records = RecordLimits {

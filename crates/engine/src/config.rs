@@ -43,7 +43,11 @@ pub struct EngineConfig {
     pub text: TextLimits,
     /// One-shot runs waiting or running at most; more are refused with "limit reached".
     pub max_queued_executions: usize,
-    /// One-shot runs that run at the same time.
+    /// One-shot runs waiting or running at most for one caller, so that one caller cannot fill
+    /// the whole queue.
+    pub max_queued_executions_per_caller: usize,
+    /// One-shot runs that run at the same time. A slot that comes free goes to the waiting
+    /// caller who holds the fewest: a caller alone gets them all, callers together share them.
     pub max_concurrent_executions: usize,
     /// How long a finished one-shot run's result is kept for `execution.status`.
     pub execution_retention: Duration,
@@ -178,6 +182,7 @@ impl Default for EngineConfig {
             files: FileLimits::default(),
             text: TextLimits::default(),
             max_queued_executions: 1000,
+            max_queued_executions_per_caller: 250,
             max_concurrent_executions: 4,
             execution_retention: Duration::from_secs(600),
             execution_records: RecordLimits::default(),

@@ -30,7 +30,7 @@ pub struct Engine {
     binds: Vec<Bind>,
     pub(crate) sessions: SessionTable,
     pub(crate) executions: ExecutionStore,
-    pub(crate) one_shot_slots: tokio::sync::Semaphore,
+    pub(crate) one_shot_slots: crate::fair::FairSlots,
     pub(crate) pool: BoxPool,
     /// Boxes being destroyed off their callers' paths (see `destroy_in_background`).
     background: std::sync::Mutex<tokio::task::JoinSet<()>>,
@@ -96,7 +96,7 @@ impl Engine {
         binds.sort_by(|a, b| a.target.cmp(&b.target).then(a.source.cmp(&b.source)));
         binds.dedup();
         let warm_plans = warm_plans(&registry, config.warm_workers);
-        let one_shot_slots = tokio::sync::Semaphore::new(config.max_concurrent_executions.max(1));
+        let one_shot_slots = crate::fair::FairSlots::new(config.max_concurrent_executions);
         Ok(Engine {
             config,
             sandbox,

@@ -374,6 +374,18 @@ impl Engine {
                     "{pending} one-shot runs are already waiting; retry later"
                 )));
             }
+            let per_caller = self.config().max_queued_executions_per_caller;
+            let mine = entries
+                .values()
+                .filter(|e| e.finished.is_none() && e.caller == *caller)
+                .count();
+            if mine >= per_caller {
+                return Err(EngineError::LimitReached(format!(
+                    "you have {mine} one-shot runs waiting or running, the most one caller may \
+                     have ({per_caller}); wait for some to end (execution.status with wait) and \
+                     submit again"
+                )));
+            }
             entries.insert(
                 id.clone(),
                 Entry {
@@ -422,7 +434,7 @@ impl Engine {
         let caller = caller.clone();
         tokio::spawn(async move {
             let in_flight = InFlight::new(&engine.executions.in_flight);
-            let permit = engine.one_shot_slots.acquire().await;
+            let permit = engine.one_shot_slots.acquire(&caller.0).await;
             engine
                 .executions
                 .update(&run_id, |e| e.record.status = ExecutionState::Running);

@@ -34,6 +34,7 @@ mod engine;
 mod error;
 mod executions;
 mod executor;
+mod fair;
 mod patch;
 pub mod paths;
 mod pool;

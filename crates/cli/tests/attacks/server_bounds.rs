@@ -490,3 +490,89 @@ fn connection_caps_refuse_clearly_and_health_keeps_answering() {
         );
     });
 }
+
+/// Mallory's queue of one-shot runs holds back neither alice's next run nor her submissions: a
+/// slot that comes free goes to the caller who holds the fewest, and one caller's runs waiting
+/// are bounded on their own. The engine is this test's own, with two slots, so that the shared
+/// engine's other users cannot blur who got which slot.
+#[test]
+fn a_callers_queue_of_one_shots_neither_holds_back_nor_locks_out_another() {
+    attack(async {
+        let mut config = common::engine_config(0);
+        config.max_concurrent_executions = 2;
+        config.max_queued_executions_per_caller = 8;
+        let engine = common::start_engine(config);
+        let server = ServerConfig {
+            auth: AuthConfig {
+                tokens: vec![
+                    TokenConfig {
+                        token: "fair-alice".into(),
+                        caller: "alice".into(),
+                    },
+                    TokenConfig {
+                        token: "fair-mallory".into(),
+                        caller: "mallory".into(),
+                    },
+                ],
+            },
+            ..local_config()
+        };
+        let addr = common::serve_forever(engine, server).await;
+        let url = format!("ws://{addr}/ws/jsonrpc");
+        let mut alice = Client::connect_to(&url, Some("fair-alice"))
+            .await
+            .expect("alice");
+        let mut mallory = Client::connect_to(&url, Some("fair-mallory"))
+            .await
+            .expect("mallory");
+
+        // Mallory fills her share of the queue with runs of a few seconds each; the ninth is
+        // refused, and the refusal says why.
+        let slow = json!({"language": "bash", "code": "sleep 2; echo mallory"});
+        let mut ids = Vec::new();
+        for _ in 0..8 {
+            let queued = mallory.ok("execution.run", slow.clone()).await;
+            ids.push(queued["executionId"].as_str().expect("id").to_string());
+        }
+        let refused = mallory.err("execution.run", slow.clone()).await;
+        assert_eq!(refused["code"], -32002, "{refused}");
+        let message = refused["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("the most one caller may have (8)"),
+            "{refused}"
+        );
+
+        // Alice is not locked out, and her run takes the first slot that comes free, ahead of
+        // mallory's six still waiting.
+        let run = alice
+            .ok(
+                "execution.run",
+                json!({"language": "bash", "code": "echo alice", "wait": 60_000}),
+            )
+            .await;
+        assert_eq!(run["stdout"], "alice\n", "{run}");
+        let mut still_queued = 0;
+        for id in &ids {
+            let status = mallory
+                .ok("execution.status", json!({"executionId": id}))
+                .await;
+            if status["status"] == "queued" {
+                still_queued += 1;
+            }
+        }
+        assert!(
+            still_queued >= 4,
+            "alice's run waited behind mallory's: only {still_queued} of mallory's 8 runs were still queued when it ended"
+        );
+        // Mallory's runs all end, none lost.
+        for id in &ids {
+            let done = mallory
+                .ok(
+                    "execution.status",
+                    json!({"executionId": id, "wait": 60_000}),
+                )
+                .await;
+            assert_eq!(done["stdout"], "mallory\n", "{done}");
+        }
+    });
+}
