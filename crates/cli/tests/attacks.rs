@@ -93,29 +93,42 @@ async fn two_callers() -> (Client, Client) {
     static URL: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
     let url = URL
         .get_or_init(|| async {
-            let config = ServerConfig {
-                auth: AuthConfig {
-                    tokens: vec![
-                        TokenConfig {
-                            token: "two-callers-alice".into(),
-                            caller: "alice".into(),
-                        },
-                        TokenConfig {
-                            token: "two-callers-mallory".into(),
-                            caller: "mallory".into(),
-                        },
-                    ],
-                },
-                ..local_config()
-            };
+            let config = alice_and_mallory("two-callers");
             let addr = common::serve_forever(Arc::clone(engine()), config).await;
             format!("ws://{addr}/ws/jsonrpc")
         })
         .await;
-    let alice = Client::connect_to(url, Some("two-callers-alice"))
+    connect_both(url, "two-callers").await
+}
+
+/// [`two_callers`] on a server of their own over `engine` (an engine with settings of the
+/// test's own), serving for the whole test run; `tag` names their tokens.
+async fn two_callers_of(engine: Arc<codebeaker_engine::Engine>, tag: &str) -> (Client, Client) {
+    let addr = common::serve_forever(engine, alice_and_mallory(tag)).await;
+    connect_both(&format!("ws://{addr}/ws/jsonrpc"), tag).await
+}
+
+/// The server settings of the tests here with two tokens, `<tag>-alice` for `alice` and
+/// `<tag>-mallory` for `mallory`.
+fn alice_and_mallory(tag: &str) -> ServerConfig {
+    let token = |caller: &str| TokenConfig {
+        token: format!("{tag}-{caller}"),
+        caller: caller.into(),
+    };
+    ServerConfig {
+        auth: AuthConfig {
+            tokens: vec![token("alice"), token("mallory")],
+        },
+        ..local_config()
+    }
+}
+
+/// Alice and mallory connected to `url` with the tokens of [`alice_and_mallory`].
+async fn connect_both(url: &str, tag: &str) -> (Client, Client) {
+    let alice = Client::connect_to(url, Some(&format!("{tag}-alice")))
         .await
         .expect("alice connects");
-    let mallory = Client::connect_to(url, Some("two-callers-mallory"))
+    let mallory = Client::connect_to(url, Some(&format!("{tag}-mallory")))
         .await
         .expect("mallory connects");
     (alice, mallory)

@@ -174,30 +174,7 @@ async fn two_callers_with_small_cache(max_bytes: u64) -> (Client, Client, tempfi
         cache_max_bytes: max_bytes,
         ..common::engine_config(0)
     };
-    let engine = common::start_engine(config);
-    let config = ServerConfig {
-        auth: AuthConfig {
-            tokens: vec![
-                TokenConfig {
-                    token: "small-cache-alice".into(),
-                    caller: "alice".into(),
-                },
-                TokenConfig {
-                    token: "small-cache-mallory".into(),
-                    caller: "mallory".into(),
-                },
-            ],
-        },
-        ..local_config()
-    };
-    let addr = common::serve_forever(engine, config).await;
-    let url = format!("ws://{addr}/ws/jsonrpc");
-    let alice = Client::connect_to(&url, Some("small-cache-alice"))
-        .await
-        .expect("alice connects");
-    let mallory = Client::connect_to(&url, Some("small-cache-mallory"))
-        .await
-        .expect("mallory connects");
+    let (alice, mallory) = two_callers_of(common::start_engine(config), "small-cache").await;
     (alice, mallory, dir)
 }
 

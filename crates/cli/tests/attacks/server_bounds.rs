@@ -59,21 +59,7 @@ async fn live_latency(addr: SocketAddr) -> Duration {
 /// A server of its own (special settings) over the shared engine, with alice's and mallory's
 /// tokens; returns its address.
 async fn special_server(tweak: impl FnOnce(&mut ServerConfig)) -> SocketAddr {
-    let mut config = ServerConfig {
-        auth: AuthConfig {
-            tokens: vec![
-                TokenConfig {
-                    token: "bounds-alice".into(),
-                    caller: "alice".into(),
-                },
-                TokenConfig {
-                    token: "bounds-mallory".into(),
-                    caller: "mallory".into(),
-                },
-            ],
-        },
-        ..local_config()
-    };
+    let mut config = alice_and_mallory("bounds");
     tweak(&mut config);
     common::serve_forever(Arc::clone(engine()), config).await
 }
@@ -501,30 +487,7 @@ fn a_callers_queue_of_one_shots_neither_holds_back_nor_locks_out_another() {
         let mut config = common::engine_config(0);
         config.max_concurrent_executions = 2;
         config.max_queued_executions_per_caller = 8;
-        let engine = common::start_engine(config);
-        let server = ServerConfig {
-            auth: AuthConfig {
-                tokens: vec![
-                    TokenConfig {
-                        token: "fair-alice".into(),
-                        caller: "alice".into(),
-                    },
-                    TokenConfig {
-                        token: "fair-mallory".into(),
-                        caller: "mallory".into(),
-                    },
-                ],
-            },
-            ..local_config()
-        };
-        let addr = common::serve_forever(engine, server).await;
-        let url = format!("ws://{addr}/ws/jsonrpc");
-        let mut alice = Client::connect_to(&url, Some("fair-alice"))
-            .await
-            .expect("alice");
-        let mut mallory = Client::connect_to(&url, Some("fair-mallory"))
-            .await
-            .expect("mallory");
+        let (mut alice, mut mallory) = two_callers_of(common::start_engine(config), "fair").await;
 
         // Mallory fills her share of the queue with runs of a few seconds each; the ninth is
         // refused, and the refusal says why.
