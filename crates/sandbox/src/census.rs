@@ -306,8 +306,8 @@ fn processes_with_uids(wanted: impl Fn(u32) -> bool) -> Vec<BoxProcess> {
         if !uids.iter().any(|u| wanted(*u)) {
             continue;
         }
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let (state, start_ticks) = parse_stat(&stat).unwrap_or(('?', 0));
+        let (state, start_ticks) =
+            crate::procfs::read_stat(pid).map_or(('?', 0), |s| (s.state, s.start_ticks));
         let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         found.push(BoxProcess {
@@ -332,13 +332,6 @@ fn processes_with_uids(wanted: impl Fn(u32) -> bool) -> Vec<BoxProcess> {
 }
 
 /// State letter and start time (field 22) from `/proc/<pid>/stat`.
-fn parse_stat(stat: &str) -> Option<(char, u64)> {
-    // "pid (comm) S ppid ..."; comm may contain spaces and parentheses.
-    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
-    let state = fields.first()?.chars().next()?;
-    Some((state, fields.get(19)?.parse().ok()?))
-}
-
 /// The box named in `/proc/<pid>/cgroup` content: the group after the parent group.
 fn box_in_cgroup_file(text: &str) -> Option<String> {
     let parent = CGROUP_PARENT.rsplit('/').next()?;
@@ -414,9 +407,6 @@ mod tests {
 
     #[test]
     fn parses_proc_files() {
-        let stat = "42 (a (b) c) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 10";
-        assert_eq!(parse_stat(stat), Some(('S', 98765)));
-        assert_eq!(parse_stat("garbage"), None);
         let v1 = "12:pids:/codebeaker/cb-7-ab/run\n5:memory:/codebeaker/cb-7-ab\n0::/init.scope\n";
         assert_eq!(box_in_cgroup_file(v1).as_deref(), Some("cb-7-ab"));
         let v2 = "0::/system.slice/codebeaker/cb-7-ab/workers\n";

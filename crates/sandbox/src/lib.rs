@@ -30,6 +30,7 @@ pub mod host;
 pub mod init;
 pub mod limits;
 pub mod outcome;
+mod procfs;
 pub mod seccomp;
 
 pub use channel::{Bind, CellReport, Entry, EntryKind, FileRoot, KernelSpec, Stream, WarmSpec};

@@ -173,10 +173,7 @@ impl BoxCgroup {
 /// A thread-group leader that called `SYS_exit` while its other threads run shows as a zombie too;
 /// it is alive until its last thread ends, so a zombie with more than one thread is not dead.
 pub(crate) fn is_zombie(pid: i32) -> bool {
-    let zombie = fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| parse_stat_state(&s))
-        == Some('Z');
+    let zombie = crate::procfs::read_stat(pid).map(|s| s.state) == Some('Z');
     zombie && thread_count(pid) <= 1
 }
 
@@ -186,23 +183,4 @@ fn thread_count(pid: i32) -> u64 {
         .ok()
         .and_then(|s| parse_keyed(&s.replace(':', ""), "Threads"))
         .unwrap_or(2)
-}
-
-/// Process state letter from `/proc/<pid>/stat` content.
-pub(super) fn parse_stat_state(stat: &str) -> Option<char> {
-    // "pid (comm) S ..."; comm may contain spaces and parentheses.
-    let after = &stat[stat.rfind(')')? + 1..];
-    after.split_whitespace().next()?.chars().next()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_proc_stat_state() {
-        assert_eq!(parse_stat_state("123 (sleep) S 1 2 3"), Some('S'));
-        assert_eq!(parse_stat_state("123 (a) b) Z 1 2 3"), Some('Z'));
-        assert_eq!(parse_stat_state("garbage"), None);
-    }
 }

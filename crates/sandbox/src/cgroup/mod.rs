@@ -915,7 +915,6 @@ mod tests {
 
     use rustix::process::{kill_process, Pid, Signal};
 
-    use super::kill::parse_stat_state;
     use super::*;
 
     #[test]
@@ -1193,11 +1192,7 @@ mod tests {
         let p = Pid::from_raw(pid).expect("pid");
         kill_process(p, Signal::STOP).expect("SIGSTOP");
         let deadline = Instant::now() + Duration::from_secs(5);
-        while fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| parse_stat_state(&s))
-            != Some('T')
-        {
+        while crate::procfs::read_stat(pid).map(|s| s.state) != Some('T') {
             assert!(Instant::now() < deadline, "child never stopped");
             thread::sleep(Duration::from_millis(5));
         }

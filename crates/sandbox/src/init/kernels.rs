@@ -625,13 +625,7 @@ fn processes() -> Vec<(libc::pid_t, libc::pid_t)> {
     };
     dir.flatten()
         .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
-        .filter_map(|pid: libc::pid_t| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            // The command name may hold spaces and parentheses: fields follow the last ')'.
-            let rest = &stat[stat.rfind(')')? + 1..];
-            let ppid = rest.split_whitespace().nth(1)?.parse().ok()?;
-            Some((pid, ppid))
-        })
+        .filter_map(|pid: libc::pid_t| Some((pid, crate::procfs::read_stat(pid)?.ppid)))
         .collect()
 }
 
