@@ -11,6 +11,29 @@ fn decode<T: serde::de::DeserializeOwned>(method: &str, params: Value) -> T {
     decode_params(method, Some(params)).unwrap_or_else(|e| panic!("{method}: {e}"))
 }
 
+/// A run that printed `1` and exited 0, with these costs.
+fn ok_run(duration_ms: u64, cpu_time_ms: u64, peak_memory_bytes: u64) -> RunResult {
+    RunResult {
+        stdout: "1\n".into(),
+        stderr: String::new(),
+        stdout_encoding: None,
+        stderr_encoding: None,
+        exit_code: Some(0),
+        signal: None,
+        status: RunStatus::Ok,
+        timed_out: false,
+        oom_killed: false,
+        truncated: false,
+        duration_ms,
+        cpu_time_ms,
+        peak_memory_bytes: Some(peak_memory_bytes),
+        output: None,
+        message: None,
+        compile_ms: None,
+        compile_cache_hit: None,
+    }
+}
+
 fn to_json(value: &impl serde::Serialize) -> Value {
     serde_json::to_value(value).unwrap()
 }
@@ -198,23 +221,8 @@ fn session_execute_result_keeps_error_null() {
     let run = SessionExecuteResult {
         success: true,
         result: Some(RunResult {
-            stdout: "1\n".into(),
-            stderr: String::new(),
-            stdout_encoding: None,
-            stderr_encoding: None,
-            exit_code: Some(0),
-            signal: None,
-            status: RunStatus::Ok,
-            timed_out: false,
-            oom_killed: false,
-            truncated: false,
-            duration_ms: 12,
-            cpu_time_ms: 10,
-            peak_memory_bytes: Some(1024),
             output: Some(json!({"output": 42})),
-            message: None,
-            compile_ms: None,
-            compile_cache_hit: None,
+            ..ok_run(12, 10, 1024)
         }),
         error: None,
         duration_ms: 13,
@@ -371,25 +379,7 @@ fn execution_run_and_status_results() {
         stderr: String::new(),
         duration_ms: Some(40),
         timeout: false,
-        result: Some(RunResult {
-            stdout: "1\n".into(),
-            stderr: String::new(),
-            stdout_encoding: None,
-            stderr_encoding: None,
-            exit_code: Some(0),
-            signal: None,
-            status: RunStatus::Ok,
-            timed_out: false,
-            oom_killed: false,
-            truncated: false,
-            duration_ms: 40,
-            cpu_time_ms: 30,
-            peak_memory_bytes: Some(1 << 20),
-            output: None,
-            message: None,
-            compile_ms: None,
-            compile_cache_hit: None,
-        }),
+        result: Some(ok_run(40, 30, 1 << 20)),
         error: None,
     };
     // The original .NET fields, and the run result `execute` answers with.
