@@ -41,8 +41,8 @@ pub struct Bind {
 /// What the host tells a new box before it sets itself up.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BoxSetup {
-    /// Host uid and gid that uid/gid 0 inside the box maps to; the box gets 65536 ids from there.
-    pub id_base: u32,
+    /// The host ids the box's ids map to.
+    pub ids: crate::ids::IdMap,
     pub limits: BoxLimits,
     /// Read-only binds besides the base system (toolchain directories and the like).
     pub binds: Vec<Bind>,

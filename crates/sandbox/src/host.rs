@@ -37,6 +37,7 @@ use crate::channel::{
     self, Bind, BoxSetup, Entry, Exit, FileRoot, HostMsg, InitMsg, KernelSpec, RunReport,
     RunRequest, Stream, WarmSpec, WriteFile, STDIN_PIECE,
 };
+use crate::ids::IdMap;
 use crate::limits::{BoxLimits, RunLimits};
 use crate::outcome::{RunOutcome, Verdict};
 
@@ -68,8 +69,6 @@ pub const fn id_span() -> u64 {
 /// Everything that can go wrong around boxes (not inside a run: that is a [`RunOutcome`]).
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
-    #[error("the native sandbox needs root (it creates user namespaces with uid maps and cgroups); run codebeaker as root, or see `codebeaker doctor`")]
-    NotRoot,
     #[error("user namespaces are not available: {0}; enable them (sysctl user.max_user_namespaces, kernel.unprivileged_userns_clone) or see `codebeaker doctor`")]
     NoUserNamespaces(String),
     #[error("no usable cgroup hierarchy and degraded mode is not allowed; mount cgroup v2 (or the v1 memory, pids, cpu and cpuacct controllers), or allow degraded boxes")]
@@ -117,7 +116,7 @@ pub struct SandboxConfig {
 impl Default for SandboxConfig {
     fn default() -> Self {
         SandboxConfig {
-            state_dir: PathBuf::from("/run/codebeaker"),
+            state_dir: crate::ids::default_state_dir(),
             id_base: 100_000_000,
             init_program: None,
             allow_degraded: true,
@@ -143,6 +142,9 @@ pub struct Isolation {
 /// Creates boxes. One per process is enough; it is cheap to share behind an `Arc`.
 pub struct Sandbox {
     config: SandboxConfig,
+    /// The ids of every box when this process is not root (see [`crate::ids`]); `None` for root,
+    /// whose boxes each claim an [`IdSlot`].
+    rootless: Option<IdMap>,
     init_program: PathBuf,
     cgroups: Option<CgroupManager>,
     isolation: Isolation,
@@ -174,9 +176,7 @@ impl Sandbox {
     /// Checks the host, detects cgroups and removes boxes left behind by dead CodeBeaker
     /// processes.
     pub fn new(config: SandboxConfig) -> Result<Sandbox, SandboxError> {
-        if !nix::unistd::geteuid().is_root() {
-            return Err(SandboxError::NotRoot);
-        }
+        let rootless = (!crate::ids::is_root()).then(crate::ids::rootless_map);
         if let Ok(max) = std::fs::read_to_string("/proc/sys/user/max_user_namespaces") {
             if max.trim() == "0" {
                 return Err(SandboxError::NoUserNamespaces(
@@ -191,6 +191,14 @@ impl Sandbox {
             Some(p) => p.clone(),
             None => std::env::current_exe().map_err(SandboxError::InitProgram)?,
         };
+        if rootless.is_some() {
+            crate::ids::ensure_private_dir(&config.state_dir).map_err(|source| {
+                SandboxError::StateDir {
+                    path: config.state_dir.clone(),
+                    source,
+                }
+            })?;
+        }
         let root = config.state_dir.join("root");
         std::fs::create_dir_all(&root).map_err(|source| SandboxError::StateDir {
             path: root.clone(),
@@ -204,6 +212,9 @@ impl Sandbox {
         let detection = CgroupManager::detect_explained(CGROUP_PARENT, config.move_to_leaf)?;
         let cgroups = detection.manager;
         let mut notes = detection.notes;
+        if let Some(ids) = &rootless {
+            notes.push(ids.describe());
+        }
         if cgroups.is_none() {
             if !config.allow_degraded {
                 return Err(SandboxError::NoCgroups);
@@ -224,6 +235,7 @@ impl Sandbox {
         };
         let sandbox = Sandbox {
             config,
+            rootless,
             init_program,
             cgroups,
             isolation,
@@ -314,7 +326,13 @@ impl Sandbox {
     pub async fn create_box(&self, spec: &BoxSpec) -> Result<SandboxBox, SandboxError> {
         let name = format!("cb-{}-{}", std::process::id(), random_hex());
         let started = Instant::now();
-        let ids = IdSlot::claim(&self.config)?;
+        let (id_map, ids) = match self.rootless {
+            Some(map) => (map, None),
+            None => {
+                let slot = IdSlot::claim(&self.config)?;
+                (IdMap::HostRange { base: slot.base }, Some(slot))
+            }
+        };
         let cgroup = match &self.cgroups {
             Some(cg) => Some(cg.create(
                 &name,
@@ -341,7 +359,8 @@ impl Sandbox {
             cgroup,
             setup_process: Some(child),
             init_pid: None,
-            ids,
+            id_map,
+            _slot: ids,
         };
         match tokio::time::timeout(SETUP_TIMEOUT, b.setup(&self.config, spec, groups)).await {
             Ok(Ok(())) => {}
@@ -446,8 +465,10 @@ pub struct SandboxBox {
     cgroup: Option<BoxCgroup>,
     setup_process: Option<tokio::process::Child>,
     init_pid: Option<i32>,
-    /// Held until the box is gone (dropped after `destroy`).
-    ids: IdSlot,
+    /// The host ids the box's ids map to.
+    id_map: IdMap,
+    /// Held until the box is gone (dropped after `destroy`); rootless boxes have none.
+    _slot: Option<IdSlot>,
 }
 
 /// A box's own range of host ids, claimed with an exclusive `flock` on
@@ -606,7 +627,7 @@ impl SandboxBox {
             cg.add_process(pid as i32)?;
         }
         let setup = BoxSetup {
-            id_base: self.ids.base,
+            ids: self.id_map,
             limits: spec.limits,
             binds: spec.binds.clone(),
             root_mountpoint: config.state_dir.join("root"),
@@ -845,6 +866,10 @@ impl SandboxBox {
         spec: &WarmSpec,
         wait_ready: bool,
     ) -> Result<(), SandboxError> {
+        if self.id_map.single() {
+            // Such a box has no uid for a worker; its runs start cold (see `crate::ids`).
+            return Ok(());
+        }
         let msg = HostMsg::StartWorker {
             spec: spec.clone(),
             wait_ready,

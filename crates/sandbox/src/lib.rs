@@ -16,7 +16,7 @@
 //!
 //! Modules, in the order a box comes to life: [`cgroup`] (limits the kernel enforces),
 //! [`host`] (creating and driving boxes), [`init`] (setup process and the init inside the box),
-//! [`seccomp`] (the filter), [`channel`] (host ↔ init messages), [`limits`] and [`outcome`] (what
+//! [`ids`] (which host ids a box maps, root or rootless), [`seccomp`] (the filter), [`channel`] (host ↔ init messages), [`limits`] and [`outcome`] (what
 //! callers set and get back), and [`census`] (what boxes leave on the host, for
 //! `codebeaker doctor --leaks` and the leak checks).
 //!
@@ -27,6 +27,7 @@ pub mod census;
 pub mod cgroup;
 pub mod channel;
 pub mod host;
+pub mod ids;
 pub mod init;
 pub mod limits;
 pub mod outcome;
@@ -38,5 +39,6 @@ pub use host::{
     id_span, BoxSpec, Isolation, OutputChunk, RunSpec, Sandbox, SandboxBox, SandboxConfig,
     SandboxError, StdinEvent, ID_SLOTS, INIT_ARG,
 };
+pub use ids::IdMap;
 pub use limits::{BoxLimits, RunLimits, MIB};
 pub use outcome::{RunOutcome, Verdict};

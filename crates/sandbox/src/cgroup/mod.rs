@@ -548,12 +548,31 @@ impl CgroupManager {
             warn!("{note}");
             notes.push(note);
         }
+        let rootless = !crate::ids::is_root();
         for mount in mounts::v2_mounts(mounts) {
-            match v2::detect(&mount, parent, dirs, move_to_leaf, &mut notes) {
+            let base = if rootless {
+                v2::own_group(&mount)?
+            } else {
+                mount.clone()
+            };
+            match v2::detect(&mount, &base, parent, dirs, move_to_leaf, &mut notes) {
                 Ok(Some(hierarchies)) => {
                     return Ok(Detection::found(&V2, parent, hierarchies, dirs, notes))
                 }
                 Ok(None) => {}
+                Err(e) if rootless => {
+                    let note = format!(
+                        "rootless: this process's cgroup {} is not delegated to this user in a way \
+                         boxes can use ({e}); run CodeBeaker in a group of its own that is \
+                         delegated to you, e.g. `systemd-run --user --scope -p Delegate=yes \
+                         codebeaker ...`, or ask an administrator to delegate a subtree (chown \
+                         it and its cgroup.procs, cgroup.subtree_control and cgroup.threads to \
+                         you, with memory, pids and cpu enabled above it)",
+                        base.display()
+                    );
+                    warn!("{note}");
+                    notes.push(note);
+                }
                 Err(e) if e.is_permission() => {
                     let note = format!("cgroup2 at {} is not usable by us: {e}", mount.display());
                     warn!("{note}");

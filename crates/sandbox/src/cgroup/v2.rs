@@ -152,22 +152,24 @@ impl Interface for V2 {
     }
 }
 
-/// Prepares the parent group in cgroup2 mount `mount`: `Ok(None)` when the mount lacks a
-/// controller a box needs (and says so in `notes`). Enables +memory +pids +cpu in every group
-/// from the mount root down to the parent (created when missing); with `move_to_leaf`, first
-/// moves this process out of the mount's root when that is what stands in the way (see
+/// Prepares the parent group under `base` in cgroup2 mount `mount` (`base` is the mount's root
+/// for root, and this process's own group, delegated to the user, when rootless): `Ok(None)` when
+/// `base` lacks a controller a box needs (and says so in `notes`). Enables +memory +pids +cpu in
+/// every group from `base` down to the parent (created when missing); with `move_to_leaf`, first
+/// moves this process out of `base` when that is what stands in the way (see
 /// [`leave_namespace_root`]).
 pub(super) fn detect(
     mount: &Path,
+    base: &Path,
     parent: &str,
     dirs: Dirs,
     move_to_leaf: bool,
     notes: &mut Vec<String>,
 ) -> Result<Option<Vec<Hierarchy>>, CgroupError> {
-    let available = match fs::read_to_string(mount.join("cgroup.controllers")) {
+    let available = match fs::read_to_string(base.join("cgroup.controllers")) {
         Ok(text) => parse_controllers(&text),
         Err(e) => {
-            debug!(mount = %mount.display(), error = %e, "cannot read cgroup.controllers of cgroup2 mount");
+            debug!(mount = %base.display(), error = %e, "cannot read cgroup.controllers of cgroup2 mount");
             return Ok(None);
         }
     };
@@ -179,28 +181,28 @@ pub(super) fn detect(
         let note = format!(
             "cgroup2 at {} lacks the {} controller(s) (bound to cgroup v1, disabled, or not \
              delegated to this group): not used",
-            mount.display(),
+            base.display(),
             missing.join(", ")
         );
         info!("{note}");
         notes.push(note);
         return Ok(None);
     }
-    if needs_enabling(mount)? && !is_host_root(mount) && holds_this_process(mount)? {
+    if needs_enabling(base)? && !is_host_root(base) && holds_this_process(base)? {
         if move_to_leaf {
-            notes.push(leave_namespace_root(mount, dirs)?);
+            notes.push(leave_namespace_root(base, dirs)?);
         } else {
             let note = format!(
                 "this process is in {}, the root of its cgroup namespace, which therefore cannot \
                  enable controllers for boxes; container mode is off ([sandbox] move_to_leaf = \
                  false), so nothing was moved",
-                mount.display()
+                base.display()
             );
             warn!("{note}");
             notes.push(note);
         }
     }
-    let mut dir = mount.to_path_buf();
+    let mut dir = base.to_path_buf();
     for component in parent.split('/') {
         enable_controllers(&dir)?;
         dir.push(component);
@@ -227,6 +229,18 @@ pub(super) fn detect(
 fn needs_enabling(dir: &Path) -> Result<bool, CgroupError> {
     let enabled = parse_controllers(&read_file(&dir.join("cgroup.subtree_control"))?);
     Ok(V2_CONTROLLERS.into_iter().any(|c| !enabled.contains(c)))
+}
+
+/// This process's own group in cgroup2 mount `mount`, from `/proc/self/cgroup` (`0::/path`):
+/// where a rootless sandbox makes its boxes, when the group was delegated to its user.
+pub(super) fn own_group(mount: &Path) -> Result<PathBuf, CgroupError> {
+    let text = read_file(Path::new("/proc/self/cgroup"))?;
+    let path = text
+        .lines()
+        .find_map(|line| line.strip_prefix("0::"))
+        .map(|p| p.trim().trim_start_matches('/'))
+        .unwrap_or_default();
+    Ok(mount.join(path))
 }
 
 /// The host's root group is the one group without `cgroup.type`; it alone may both hold

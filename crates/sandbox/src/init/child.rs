@@ -41,6 +41,12 @@ use super::groups::Group;
 /// One rlimit: resource, soft and hard value.
 pub(crate) type Rlimit = (libc::__rlimit_resource_t, u64, u64);
 
+/// Set in a box whose `setgroups` is denied (a rootless box with only its own ids, see
+/// [`crate::ids`]): its processes keep the groups they have, and [`become_user`] does not try to
+/// drop them.
+pub(crate) static GROUPS_FIXED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
 /// Who a process the init starts runs as, and what it keeps across `execve`.
 pub(crate) struct Ids {
     pub uid: u32,
@@ -318,12 +324,13 @@ unsafe fn drop_capabilities() {
     };
 }
 
-/// Becomes the plan's uid and gid, with no supplementary group.
+/// Becomes the plan's uid and gid, with no supplementary group (unless [`GROUPS_FIXED`]).
 unsafe fn become_user(plan: &ChildPlan) -> Result<(), ChildError> {
     let Ids { uid, gid, .. } = *plan.ids;
+    let groups_fixed = GROUPS_FIXED.load(std::sync::atomic::Ordering::Relaxed);
     // SAFETY: plain credential calls; an empty group list needs no pointer.
     let dropped = unsafe {
-        libc::setgroups(0, std::ptr::null()) == 0
+        (groups_fixed || libc::setgroups(0, std::ptr::null()) == 0)
             && libc::setresgid(gid, gid, gid) == 0
             && libc::setresuid(uid, uid, uid) == 0
     };

@@ -38,6 +38,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
 use crate::channel::{self, BoxSetup, HostMsg, InitMsg};
+use crate::ids::IdMap;
 
 /// Namespaces every box gets.
 const NAMESPACES: libc::c_int = libc::CLONE_NEWUSER
@@ -48,7 +49,8 @@ const NAMESPACES: libc::c_int = libc::CLONE_NEWUSER
     | libc::CLONE_NEWUTS
     | libc::CLONE_NEWCGROUP;
 
-/// Number of uids and gids mapped into each box, starting at [`BoxSetup::id_base`].
+/// Number of uids and gids mapped into each box (all but rootless boxes without subordinate ids,
+/// see [`crate::ids`]).
 pub const ID_RANGE: u32 = 65536;
 
 /// uid and gid that programs in a box run as.
@@ -92,8 +94,11 @@ fn setup_process(args: &[String]) -> Result<i32, String> {
     let (sources, groups) = open_host_handles(&setup).map_err(|msg| failed(&mut sock, msg))?;
     // The init waits on this pipe until its maps are written.
     let (go_read, go_write) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
-    // The new user namespace's owner is the effective uid of its creator: take the box's own.
-    set_effective_ids(setup.id_base).map_err(|msg| failed(&mut sock, msg))?;
+    // The new user namespace's owner is the effective uid of its creator: take the box's own
+    // (rootless, it is the user's, the only one there is).
+    if let IdMap::HostRange { base } = setup.ids {
+        set_effective_ids(base).map_err(|msg| failed(&mut sock, msg))?;
+    }
     // SAFETY: this process is single-threaded (a fresh exec of our binary that started no
     // threads), so a raw clone behaves like fork.
     let cloned = unsafe { clone_init() };
@@ -102,10 +107,10 @@ fn setup_process(args: &[String]) -> Result<i32, String> {
         wait_for_go(go_read);
         box_init(sock, setup, sources, groups)
     }
-    let pid = take_back_root(&mut sock, cloned)?;
+    let pid = take_back_root(&mut sock, cloned, setup.ids)?;
     drop(groups);
     drop(go_read);
-    map_ids(pid, setup.id_base)
+    map_ids(pid, setup.ids)
         .and_then(|()| run::protect_from_oom(pid))
         .map_err(|msg| {
             let msg = failed(&mut sock, msg);
@@ -155,11 +160,15 @@ fn read_setup(args: &[String]) -> Result<(UnixStream, BoxSetup), String> {
 fn open_host_handles(
     setup: &BoxSetup,
 ) -> Result<(Vec<OwnedFd>, Option<groups::RunGroups>), String> {
-    let sources = setup
-        .binds
-        .iter()
-        .map(|bind| root::open_source(&bind.source))
-        .collect::<Result<Vec<_>, _>>()?;
+    let sources = match setup.ids {
+        IdMap::HostRange { .. } => setup
+            .binds
+            .iter()
+            .map(|bind| root::open_source(&bind.source))
+            .collect::<Result<Vec<_>, _>>()?,
+        // Rootless, the init opens them itself (`root::build`).
+        _ => Vec::new(),
+    };
     let groups = setup
         .groups
         .as_ref()
@@ -200,13 +209,20 @@ fn wait_for_go(go_read: OwnedFd) {
     }
 }
 
-/// Becomes host root again after the clone, killing the init if that fails, and returns the
-/// init's pid, or the clone's error.
+/// Becomes host root again after the clone (when it was root), killing the init if that fails,
+/// and returns the init's pid, or the clone's error.
 fn take_back_root(
     sock: &mut UnixStream,
     cloned: std::io::Result<libc::pid_t>,
+    ids: IdMap,
 ) -> Result<libc::pid_t, String> {
-    if let Err(msg) = set_effective_ids(0) {
+    let was_root = matches!(ids, IdMap::HostRange { .. });
+    let taken = if was_root {
+        set_effective_ids(0)
+    } else {
+        Ok(())
+    };
+    if let Err(msg) = taken {
         let msg = failed(sock, msg);
         if let Ok(pid) = cloned {
             kill(pid);
@@ -216,13 +232,54 @@ fn take_back_root(
     cloned.map_err(|err| failed(sock, format!("creating the box namespaces failed: {err}")))
 }
 
-/// Writes the init's uid and gid maps: the box's ids 0 to [`ID_RANGE`] are the host's from
-/// `id_base`.
-fn map_ids(pid: libc::pid_t, id_base: u32) -> Result<(), String> {
-    let map = format!("0 {id_base} {ID_RANGE}\n");
-    std::fs::write(format!("/proc/{pid}/uid_map"), &map)
-        .and_then(|_| std::fs::write(format!("/proc/{pid}/gid_map"), &map))
-        .map_err(|e| format!("writing the box's uid/gid map failed: {e}"))
+/// Writes the init's uid and gid maps (see [`crate::ids`]): as host root, the box's ids 0 to
+/// [`ID_RANGE`] are the host's from its slot's base; rootless, the user's subordinate range through
+/// the setuid helpers, or only the box's [`SANDBOX_UID`] as the user's own ids.
+fn map_ids(pid: libc::pid_t, ids: IdMap) -> Result<(), String> {
+    let write = |file: &str, text: &str| {
+        std::fs::write(format!("/proc/{pid}/{file}"), text)
+            .map_err(|e| format!("writing the box's {file} failed: {e}"))
+    };
+    match ids {
+        IdMap::HostRange { base } => {
+            let map = format!("0 {base} {ID_RANGE}\n");
+            write("uid_map", &map).and_then(|()| write("gid_map", &map))
+        }
+        IdMap::Own { uid, gid } => {
+            // An ordinary user may map its own gid only once setgroups is denied for good.
+            write("setgroups", "deny")?;
+            write("uid_map", &format!("{SANDBOX_UID} {uid} 1\n"))?;
+            write("gid_map", &format!("{SANDBOX_UID} {gid} 1\n"))
+        }
+        IdMap::Subordinate { uid, gid } => run_map_helper("newuidmap", pid, uid)
+            .and_then(|()| run_map_helper("newgidmap", pid, gid)),
+    }
+}
+
+/// Maps the init's ids 0 to [`ID_RANGE`] to the user's subordinate ids from `start` with the
+/// setuid helper `helper` (`newuidmap` or `newgidmap`), which checks the range against
+/// `/etc/subuid` or `/etc/subgid`.
+fn run_map_helper(helper: &str, pid: libc::pid_t, start: u32) -> Result<(), String> {
+    let path = crate::ids::find_helper(helper)
+        .ok_or_else(|| format!("{helper} is not installed (the uidmap package)"))?;
+    let out = std::process::Command::new(&path)
+        .args([
+            pid.to_string(),
+            "0".into(),
+            start.to_string(),
+            ID_RANGE.to_string(),
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("running {}: {e}", path.display()))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(format!(
+        "{} refused to map the box's ids: {}; check this user's range in /etc/subuid and /etc/subgid",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    ))
 }
 
 /// Lets the init go on past [`wait_for_go`].
@@ -303,14 +360,16 @@ fn box_init(
     sources: Vec<OwnedFd>,
     groups: Option<groups::RunGroups>,
 ) -> ! {
-    let prepared = become_root()
-        .and_then(|_| {
+    let prepared = become_root(setup.ids)
+        .map(|_| {
             // After the credential change, which would clear it.
             // SAFETY: prctl with constant arguments.
             unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
-            limit_namespace()
         })
         .and_then(|_| root::build(&setup, &sources))
+        // After the root is built: a rootless init clones its binds there, and each clone is a
+        // mount namespace of its own, which the limits allow no more of.
+        .and_then(|_| limit_namespace())
         .and_then(|_| root::network_loopback_up())
         .and_then(|_| {
             nix::unistd::sethostname("codebeaker").map_err(|e| format!("sethostname: {e}"))
@@ -451,13 +510,21 @@ fn box_init(
     }
 }
 
-/// Takes uid and gid 0 of the new user namespace (mapped to the box's id base on the host).
-fn become_root() -> Result<(), String> {
+/// Takes uid and gid 0 of the new user namespace (mapped to the box's first host id), or, in a
+/// box that has only its [`SANDBOX_UID`] mapped, that id: the init keeps every capability of the
+/// namespace either way, having created it. Such a box cannot drop supplementary groups
+/// (`setgroups` is denied), which [`child::GROUPS_FIXED`] tells the run children.
+fn become_root(ids: IdMap) -> Result<(), String> {
     use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
-    setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
-        .map_err(|e| format!("setresgid(0): {e}"))?;
-    setgroups(&[]).map_err(|e| format!("setgroups: {e}"))?;
-    setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
-        .map_err(|e| format!("setresuid(0): {e}"))?;
+    let id = if ids.single() { SANDBOX_UID } else { 0 };
+    setresgid(Gid::from_raw(id), Gid::from_raw(id), Gid::from_raw(id))
+        .map_err(|e| format!("setresgid({id}): {e}"))?;
+    if ids.single() {
+        child::GROUPS_FIXED.store(true, std::sync::atomic::Ordering::Relaxed);
+    } else {
+        setgroups(&[]).map_err(|e| format!("setgroups: {e}"))?;
+    }
+    setresuid(Uid::from_raw(id), Uid::from_raw(id), Uid::from_raw(id))
+        .map_err(|e| format!("setresuid({id}): {e}"))?;
     Ok(())
 }

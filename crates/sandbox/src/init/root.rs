@@ -62,6 +62,20 @@ pub fn build(setup: &BoxSetup, sources: &[OwnedFd]) -> R<()> {
     let root = setup.root_mountpoint.as_path();
     let limits = &setup.limits;
     make_mounts_private()?;
+    // Rootless, the setup process may not clone mounts of the host's mount namespace; the init
+    // may, of its own, and reaches what the user reaches (see `crate::ids`).
+    let opened;
+    let sources = match setup.ids {
+        crate::ids::IdMap::HostRange { .. } => sources,
+        _ => {
+            opened = setup
+                .binds
+                .iter()
+                .map(|bind| open_source(&bind.source))
+                .collect::<R<Vec<_>>>()?;
+            &opened
+        }
+    };
     mount_root(root)?;
     bind_base_system(root)?;
     attach_binds(root, setup, sources)?;
@@ -159,7 +173,7 @@ fn mount_tmp(root: &Path, bytes: u64, files: u64) -> R<()> {
 }
 
 /// Clones a bind source as a detached, read-only, nosuid, nodev mount, as host root and before
-/// the box's namespaces exist. The init, root only of its own user namespace, may not be able to
+/// the box's namespaces exist (rootless: in the init, see [`build`]). The init, root only of its own user namespace, may not be able to
 /// reach the source by path (a toolchain under `/root`, say) and may not bind a mount of another
 /// mount namespace; it attaches this detached one with `move_mount` instead.
 pub fn open_source(path: &Path) -> R<OwnedFd> {

@@ -313,6 +313,13 @@ impl Workers {
 }
 
 fn spawn(ctx: &Context, spec: &WarmSpec) -> io::Result<Worker> {
+    if child::GROUPS_FIXED.load(std::sync::atomic::Ordering::Relaxed) {
+        // A box with one id (see `crate::ids`) has no uid to keep a worker apart from its runs.
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "warm workers need a uid of their own, which a box with only the user's own id lacks",
+        ));
+    }
     let (ours, theirs) = socket::socketpair(
         socket::AddressFamily::Unix,
         socket::SockType::SeqPacket,
