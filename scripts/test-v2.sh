@@ -2,7 +2,9 @@
 # The pure cgroup v2 leg: boots a Debian kernel under qemu with `cgroup_no_v1=all`, the host's `/`
 # shared read-only over 9p under a tmpfs overlay, and runs the tests that exercise cgroups in it
 # (the sandbox crate's real-cgroup tests, the box containment tests, and the attack classes that end
-# runs through cgroups and give boxes their own ids), with the binaries built on the host.
+# runs through cgroups and give boxes their own ids), with the binaries built on the host; then the
+# container layouts (container mode, a read-only cgroup2) and rootless boxes (an ordinary user with
+# subordinate ids, then with its own ids only, with and without a delegated group).
 #
 # The end-to-end tests are one binary; the guest runs the areas above by their module paths.
 #
@@ -92,6 +94,23 @@ exec unshare --cgroup --mount sh -c 'umount /sys/fs/cgroup && mount -t cgroup2 -
 EOF
 chmod +x "$work/container.sh"
 
+# rootless.sh <group|-> <command...>: runs <command> as the ordinary user nobody (65534), as the
+# only process of <group>, a new group delegated to that user as an administrator (or systemd's
+# Delegate=yes) delegates one; with "-" it stays in the root group, which is not delegated.
+cat >"$work/rootless.sh" <<'EOF'
+#!/bin/sh
+group=$1
+shift
+if [ "$group" != - ]; then
+  mkdir "$group" && chown 65534:65534 "$group" "$group/cgroup.procs" "$group/cgroup.subtree_control" \
+    "$group/cgroup.threads" && echo $$ >"$group/cgroup.procs" || exit 1
+fi
+mkdir -p /tmp/rootless-home && chown 65534:65534 /tmp/rootless-home
+exec setpriv --reuid 65534 --regid 65534 --clear-groups env -i PATH="$PATH" HOME=/tmp/rootless-home \
+  TMPDIR=/tmp/rootless-home TEST_SLOWDOWN="$TEST_SLOWDOWN" "$@"
+EOF
+chmod +x "$work/rootless.sh"
+
 accel=tcg,thread=multi
 # KVM only with hardware virtualisation (VT-x or AMD-V): a /dev/kvm without it (PVM, nested
 # virtualisation without VT-x) boots no stock kernel.
@@ -132,6 +151,17 @@ step container-moves-itself sh -c "$work/container.sh rw /sys/fs/cgroup/ctr-1 $c
 step container-limits-hold sh -c "$work/container.sh rw /sys/fs/cgroup/ctr-2 $cb run --lang python --memory 64M -c 'x = bytearray(256 << 20)'; s=\\\$?; echo exit \\\$s; [ \\\$s = 137 ]"
 step container-mode-off sh -c "CODEBEAKER_SANDBOX__MOVE_TO_LEAF=false timeout 120 $work/container.sh rw /sys/fs/cgroup/ctr-3 $cb serve --listen 127.0.0.1:0 >/tmp/c 2>&1; s=\\\$?; cat /tmp/c; [ \\\$s != 0 ] && [ \\\$s != 124 ] && grep -q EBUSY /tmp/c"
 step container-read-only sh -c "$work/container.sh ro /sys/fs/cgroup/ctr-4 $cb doctor >/tmp/c 2>&1; s=\\\$?; cat /tmp/c; [ \\\$s = 2 ] && grep -q 'mounted read-only' /tmp/c && grep -q '^box  *ok' /tmp/c"
+# Rootless (docs/operations.md): nobody may reach the checkout's binaries (in the guest's overlay
+# only), and has a range of subordinate ids, then only its own ids.
+d=$repo; while [ "\$d" != / ]; do chmod o+rx "\$d"; d=\$(dirname "\$d"); done
+echo 'nobody:200000000:65536' >>/etc/subuid && echo 'nobody:200000000:65536' >>/etc/subgid
+step rootless-not-delegated sh -c "$work/rootless.sh - $cb doctor >/tmp/c 2>&1; s=\\\$?; cat /tmp/c; [ \\\$s = 2 ] && grep -q 'subordinate ids' /tmp/c && grep -q 'systemd-run --user' /tmp/c && grep -q '^box  *ok' /tmp/c"
+step rootless-delegated sh -c "$work/rootless.sh /sys/fs/cgroup/user-1 $cb --log info doctor >/tmp/c 2>&1; s=\\\$?; cat /tmp/c; [ \\\$s = 0 ] && grep -q 'subordinate ids' /tmp/c && [ -d /sys/fs/cgroup/user-1/codebeaker-server ]"
+step rootless-limits-hold sh -c "$work/rootless.sh /sys/fs/cgroup/user-2 $cb run --lang python --memory 64M -c 'x = bytearray(256 << 20)'; s=\\\$?; echo exit \\\$s; [ \\\$s = 137 ]"
+step rootless-containment $work/rootless.sh /sys/fs/cgroup/user-3 $e2e_tests --test-threads 2 sandbox::
+sed -i '/^nobody:/d' /etc/subuid /etc/subgid
+step rootless-own-ids sh -c "$work/rootless.sh /sys/fs/cgroup/user-4 $cb doctor >/tmp/c 2>&1; s=\\\$?; cat /tmp/c; [ \\\$s = 0 ] && grep -q 'own uid 65534' /tmp/c"
+step rootless-own-ids-containment $work/rootless.sh /sys/fs/cgroup/user-5 $e2e_tests --test-threads 2 sandbox::
 echo V2-DONE
 echo o >/proc/sysrq-trigger
 EOF

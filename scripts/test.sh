@@ -20,6 +20,8 @@ need ruby ruby
 need gcc gcc
 need g++ g++
 need javac default-jdk-headless
+# newuidmap/newgidmap: rootless boxes with subordinate ids (the v2 leg runs them as a user).
+need newuidmap uidmap
 need /usr/lib/python3/dist-packages/numpy python3-numpy # a host package that boxes must see
 # Contexts' rich results: a matplotlib figure comes back as a PNG.
 need /usr/lib/python3/dist-packages/matplotlib python3-matplotlib

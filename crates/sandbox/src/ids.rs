@@ -9,7 +9,9 @@
 //!   through the setuid helpers `newuidmap` and `newgidmap` (the `uidmap` package) because an
 //!   ordinary user may not write a map of more than its own id. Every box of the user shares that
 //!   range; inside, the box is laid out exactly as under root (init 0, warm workers 999, programs
-//!   1000).
+//!   1000), except that the box's 1000 is the user's own uid and gid, so that the init (root of the
+//!   box, whose capabilities reach only files of ids mapped in it) reaches what the user reaches:
+//!   the state directory, toolchains in the user's home.
 //! - **Rootless with the user's own ids only**: the kernel lets an ordinary user map exactly its
 //!   own uid and gid (after denying `setgroups`). The box's programs *and* its init are then that
 //!   one id (the box's 1000); the init keeps its capabilities because it created the namespace.
@@ -48,8 +50,8 @@ impl IdMap {
             IdMap::HostRange { .. } => "each box maps its own range of 65536 host ids".into(),
             IdMap::Subordinate { uid, gid } => format!(
                 "rootless: boxes map the user's subordinate ids (uids from {uid}, gids from \
-                 {gid}, 65536 each, through newuidmap/newgidmap); every box of this user shares \
-                 that range"
+                 {gid}, 65536 each, through newuidmap/newgidmap) and the user's own ids as the \
+                 box's 1000; every box of this user shares these ids"
             ),
             IdMap::Own { uid, gid } => format!(
                 "rootless without subordinate ids: boxes map only this user's own uid {uid} and \

@@ -232,7 +232,9 @@ fn needs_enabling(dir: &Path) -> Result<bool, CgroupError> {
 }
 
 /// This process's own group in cgroup2 mount `mount`, from `/proc/self/cgroup` (`0::/path`):
-/// where a rootless sandbox makes its boxes, when the group was delegated to its user.
+/// where a rootless sandbox makes its boxes, when the group was delegated to its user. A process
+/// in a [`SERVER_LEAF`] (moved there by [`leave_namespace_root`], or started by a process that
+/// was) takes the leaf's parent, where the CodeBeaker before it made its boxes.
 pub(super) fn own_group(mount: &Path) -> Result<PathBuf, CgroupError> {
     let text = read_file(Path::new("/proc/self/cgroup"))?;
     let path = text
@@ -240,6 +242,11 @@ pub(super) fn own_group(mount: &Path) -> Result<PathBuf, CgroupError> {
         .find_map(|line| line.strip_prefix("0::"))
         .map(|p| p.trim().trim_start_matches('/'))
         .unwrap_or_default();
+    let path = Path::new(path);
+    let path = match path.file_name() {
+        Some(name) if name == SERVER_LEAF => path.parent().unwrap_or(path),
+        _ => path,
+    };
     Ok(mount.join(path))
 }
 

@@ -251,24 +251,33 @@ fn map_ids(pid: libc::pid_t, ids: IdMap) -> Result<(), String> {
             write("uid_map", &format!("{SANDBOX_UID} {uid} 1\n"))?;
             write("gid_map", &format!("{SANDBOX_UID} {gid} 1\n"))
         }
-        IdMap::Subordinate { uid, gid } => run_map_helper("newuidmap", pid, uid)
-            .and_then(|()| run_map_helper("newgidmap", pid, gid)),
+        IdMap::Subordinate { uid, gid } => {
+            let (own_uid, own_gid) = (rustix::process::getuid(), rustix::process::getgid());
+            run_map_helper("newuidmap", pid, uid, own_uid.as_raw())
+                .and_then(|()| run_map_helper("newgidmap", pid, gid, own_gid.as_raw()))
+        }
     }
 }
 
-/// Maps the init's ids 0 to [`ID_RANGE`] to the user's subordinate ids from `start` with the
-/// setuid helper `helper` (`newuidmap` or `newgidmap`), which checks the range against
-/// `/etc/subuid` or `/etc/subgid`.
-fn run_map_helper(helper: &str, pid: libc::pid_t, start: u32) -> Result<(), String> {
+/// Maps the init's ids 0 to [`ID_RANGE`] to the user's subordinate ids from `start`, except the
+/// box's [`SANDBOX_UID`], which is the user's `own` id (so that the init reaches what the user
+/// reaches, its state directory first), with the setuid helper `helper` (`newuidmap` or
+/// `newgidmap`), which checks the ranges against `/etc/subuid` or `/etc/subgid`.
+fn run_map_helper(helper: &str, pid: libc::pid_t, start: u32, own: u32) -> Result<(), String> {
     let path = crate::ids::find_helper(helper)
         .ok_or_else(|| format!("{helper} is not installed (the uidmap package)"))?;
+    let after = SANDBOX_UID + 1;
+    let ranges = [
+        (0, start, SANDBOX_UID),
+        (SANDBOX_UID, own, 1),
+        (after, start + after, ID_RANGE - after),
+    ];
+    let mut args = vec![pid.to_string()];
+    for (inside, outside, count) in ranges {
+        args.extend([inside.to_string(), outside.to_string(), count.to_string()]);
+    }
     let out = std::process::Command::new(&path)
-        .args([
-            pid.to_string(),
-            "0".into(),
-            start.to_string(),
-            ID_RANGE.to_string(),
-        ])
+        .args(&args)
         .stdin(std::process::Stdio::null())
         .output()
         .map_err(|e| format!("running {}: {e}", path.display()))?;
