@@ -99,15 +99,13 @@ pub fn find_helper(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// The user's name in `/etc/passwd`, which `/etc/subuid` may use instead of the number.
+/// The user's name (from the system's user database), which `/etc/subuid` may use instead of the
+/// number.
 fn user_name(uid: u32) -> Option<String> {
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|line| {
-        let mut fields = line.split(':');
-        let name = fields.next()?;
-        let id = fields.nth(1)?;
-        (id.parse::<u32>().ok()? == uid).then(|| name.to_string())
-    })
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|user| user.name)
 }
 
 /// The start of the first range in a `subuid`/`subgid` file (`name-or-id:start:count` lines)
